@@ -1,0 +1,190 @@
+//! Types shared by the XDP program (`gateway-ebpf`) and userspace (`gateway-user`).
+//!
+//! Everything here is `#[repr(C)]` plain data: map keys, map values and the
+//! counter layout. Map names are defined once, in [`maps`], and both sides use them.
+//! The XDP program holds no policy: userspace fills these maps and reads the counters.
+#![no_std]
+
+pub mod stats;
+pub mod version;
+
+pub use stats::Stat;
+
+/// Longest SNI the filter matches against the policy (RFC 6066 host names fit easily).
+pub const MAX_SNI_LEN: usize = 255;
+
+/// Bytes of TCP payload the filter copies out of a segment to parse a ClientHello.
+/// A hello longer than this in one segment is parsed as far as it goes (fail open after).
+pub const PAYLOAD_CAP: usize = 4096;
+
+/// Number of 64-bit words in the TLS port bitmap (one bit per TCP port).
+pub const PORT_BITMAP_WORDS: u32 = 65536 / 64;
+
+/// Maximum number of hostnames with their own minimum TLS version.
+pub const MAX_HOSTS: u32 = 65536;
+
+/// Entries of the table that remembers recently refused flows.
+pub const MAX_REFUSED_FLOWS: u32 = 65536;
+
+/// Map names, shared so that userspace looks up exactly what the program declares.
+pub mod maps {
+    /// `HashMap<SniKey, HostPolicy>`: hostnames with their own minimum.
+    pub const HOST_POLICY: &str = "HOST_POLICY";
+    /// `Array<FilterConfig>` with one entry: zone-wide minimums.
+    pub const CONFIG: &str = "CONFIG";
+    /// `Array<u64>` of [`PORT_BITMAP_WORDS`](crate::PORT_BITMAP_WORDS): ports carrying TLS.
+    pub const TLS_PORTS: &str = "TLS_PORTS";
+    /// `PerCpuArray<u64>` indexed by [`Stat`](crate::Stat).
+    pub const STATS: &str = "STATS";
+    /// `LruHashMap<FlowKey, u32>`: flows whose ClientHello was refused.
+    pub const REFUSED_FLOWS: &str = "REFUSED_FLOWS";
+    /// `PerCpuArray<Scratch>` with one entry: per-CPU working memory.
+    pub const SCRATCH: &str = "SCRATCH";
+}
+
+/// Program names in the object file.
+pub mod programs {
+    /// The ClientHello filter.
+    pub const FILTER: &str = "gateway_xdp";
+    /// A program that only returns `XDP_PASS`: the baseline for benchmarks.
+    pub const BASELINE: &str = "baseline_pass";
+}
+
+/// Key of [`maps::HOST_POLICY`]: a lowercased SNI, zero padded.
+///
+/// The length is part of the key so that a name with trailing NUL bytes never
+/// matches a configured hostname.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SniKey {
+    /// Number of meaningful bytes in `name`.
+    pub len: u8,
+    /// The lowercased name; bytes past `len` are zero.
+    pub name: [u8; MAX_SNI_LEN],
+}
+
+impl SniKey {
+    /// An empty key (no name).
+    pub const EMPTY: SniKey = SniKey {
+        len: 0,
+        name: [0; MAX_SNI_LEN],
+    };
+
+    /// Builds a key from a name, lowercasing ASCII; `None` if the name is empty or too long.
+    pub fn from_name(name: &[u8]) -> Option<SniKey> {
+        if name.is_empty() || name.len() > MAX_SNI_LEN {
+            return None;
+        }
+        let mut key = SniKey::EMPTY;
+        for (dst, src) in key.name.iter_mut().zip(name) {
+            *dst = src.to_ascii_lowercase();
+        }
+        key.len = name.len() as u8;
+        Some(key)
+    }
+
+    /// The meaningful bytes of the name.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.name[..self.len as usize]
+    }
+}
+
+/// Value of [`maps::HOST_POLICY`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostPolicy {
+    /// Lowest acceptable TLS version, as a wire value (0x0301 = TLS 1.0 … 0x0304 = TLS 1.3).
+    pub min_version: u16,
+}
+
+/// The single value of [`maps::CONFIG`]. All zero (the state before userspace
+/// writes it) means "refuse nothing".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterConfig {
+    /// Minimum for an SNI that has no entry in [`maps::HOST_POLICY`].
+    pub zone_min: u16,
+    /// Minimum for a ClientHello that carries no SNI at all.
+    pub no_sni_min: u16,
+    /// The lowest minimum of all: decides hellos whose SNI is not visible in the segment.
+    pub floor_min: u16,
+    /// Reserved, zero.
+    pub reserved: u16,
+}
+
+/// Key of [`maps::REFUSED_FLOWS`]: a flow and the sequence number of its refused hello.
+///
+/// IPv4 addresses occupy the first word of each address, the rest zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowKey {
+    /// Source address, network byte order.
+    pub saddr: [u32; 4],
+    /// Destination address, network byte order.
+    pub daddr: [u32; 4],
+    /// Source port, network byte order.
+    pub sport: u16,
+    /// Destination port, network byte order.
+    pub dport: u16,
+    /// TCP sequence number of the refused segment, network byte order.
+    pub seq: u32,
+}
+
+/// What the filter learned from the last ClientHello it parsed on a CPU.
+///
+/// Written for every parsed hello into the per-CPU [`Scratch`], so the
+/// `gateway xdp replay` tool can report it; costs nothing extra on the data path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HelloSummary {
+    /// Highest version offered (wire value), 0 if not determined.
+    pub max_version: u16,
+    /// One of the `SNI_*` constants.
+    pub sni_state: u8,
+    /// Reserved, zero.
+    pub reserved: u8,
+}
+
+/// [`HelloSummary::sni_state`]: the SNI was not seen in the visible part of the hello.
+pub const SNI_UNKNOWN: u8 = 0;
+/// [`HelloSummary::sni_state`]: the whole extension block was seen and has no SNI.
+pub const SNI_ABSENT: u8 = 1;
+/// [`HelloSummary::sni_state`]: the SNI is in [`Scratch::sni`].
+pub const SNI_PRESENT: u8 = 2;
+
+/// Per-CPU working memory of the filter: the copied payload and the SNI key.
+///
+/// Kept in a map because the eBPF stack (512 bytes) cannot hold it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Scratch {
+    /// The first [`PAYLOAD_CAP`] bytes of the TCP payload, plus slack so that
+    /// masked multi-byte reads stay inside the value.
+    pub payload: [u8; PAYLOAD_CAP + 8],
+    /// The lowercased SNI of the last hello (when `summary.sni_state` is present).
+    pub sni: SniKey,
+    /// What the last hello offered.
+    pub summary: HelloSummary,
+    /// Results of the extension walk (offsets into `payload`), passed through
+    /// memory on purpose: the verifier then checks the code after the walk once,
+    /// not once per path through it.
+    pub walk: [u16; 6],
+    /// The segment under inspection: TCP header offset, payload offset, payload
+    /// length. Passed through memory for the same reason as `walk`: each way
+    /// through the headers (VLAN tags, IPv4 or IPv6) reaches the hello parser in
+    /// the same verifier state.
+    pub segment: [u32; 3],
+    /// The flow of the segment under inspection (the refused-flow key).
+    pub flow: FlowKey,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C) plain integers and byte arrays; every bit
+    // pattern is valid, and padding is explicit (reserved fields) or absent.
+    unsafe impl aya::Pod for super::SniKey {}
+    unsafe impl aya::Pod for super::HostPolicy {}
+    unsafe impl aya::Pod for super::FilterConfig {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Scratch {}
+}

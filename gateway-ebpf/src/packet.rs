@@ -1,0 +1,173 @@
+//! Header walk: Ethernet → up to two VLAN tags → IPv4/IPv6 → TCP.
+//!
+//! Each step takes an offset and returns the next one, or the reason to stop.
+//! Every read is preceded by a `data_end` check the verifier can follow; all
+//! offsets are bounded by small constants.
+
+use aya_ebpf::programs::XdpContext;
+use gateway_common::{FlowKey, Stat};
+
+const ETH_HDR_LEN: usize = 14;
+const VLAN_HDR_LEN: usize = 4;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_TCP: u8 = 6;
+const IPV6_HDR_LEN: usize = 40;
+/// VLAN tags we look through (802.1ad outer + 802.1Q inner).
+const MAX_VLAN_TAGS: usize = 2;
+
+/// TCP flag bits (byte 13 of the header).
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// A TCP segment located in the frame.
+pub struct Segment {
+    /// Offset of the TCP header.
+    pub tcp_off: usize,
+    /// Offset of the TCP payload.
+    pub payload_off: usize,
+    /// Payload length according to the IP header.
+    pub payload_len: usize,
+    /// TCP flags byte.
+    pub flags: u8,
+    /// Destination port, host byte order.
+    pub dport: u16,
+    /// Addresses, ports and sequence number, as the refused-flow key.
+    pub flow: FlowKey,
+}
+
+/// Pointer to `N` bytes at `off`, if they are inside the linear frame.
+#[inline(always)]
+pub fn bytes_at<const N: usize>(ctx: &XdpContext, off: usize) -> Option<*mut [u8; N]> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + off + N > end {
+        return None;
+    }
+    Some((start + off) as *mut [u8; N])
+}
+
+#[inline(always)]
+fn read<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
+    // SAFETY: bytes_at checked that [off, off + N) lies inside the frame.
+    bytes_at::<N>(ctx, off).map(|p| unsafe { *p })
+}
+
+#[inline(always)]
+fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+/// Walks Ethernet and VLAN headers; returns the EtherType and the L3 offset.
+#[inline(always)]
+fn parse_eth(ctx: &XdpContext) -> Option<(u16, usize)> {
+    let mut off = ETH_HDR_LEN;
+    let mut proto = be16(read::<2>(ctx, 12)?);
+    for _ in 0..MAX_VLAN_TAGS {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        proto = be16(read::<2>(ctx, off + 2)?);
+        off += VLAN_HDR_LEN;
+    }
+    Some((proto, off))
+}
+
+/// Parses an IPv4 header; returns the L4 offset and the L4 length.
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, off: usize, flow: &mut FlowKey) -> Result<(usize, usize), Stat> {
+    let hdr = read::<20>(ctx, off).ok_or(Stat::PassNotTcp)?;
+    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
+    if hdr[0] >> 4 != 4 || ihl < 20 {
+        return Err(Stat::PassNotTcp);
+    }
+    if hdr[9] != IPPROTO_TCP {
+        return Err(Stat::PassNotTcp);
+    }
+    // More-fragments flag or a non-zero fragment offset.
+    if be16([hdr[6], hdr[7]]) & 0x3fff != 0 {
+        return Err(Stat::PassFragment);
+    }
+    let total = be16([hdr[2], hdr[3]]) as usize;
+    if total < ihl {
+        return Err(Stat::PassMalformed);
+    }
+    flow.saddr[0] = u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]);
+    flow.daddr[0] = u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]);
+    Ok((off + ihl, total - ihl))
+}
+
+/// Parses an IPv6 header (no extension headers); returns the L4 offset and length.
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, off: usize, flow: &mut FlowKey) -> Result<(usize, usize), Stat> {
+    let p = bytes_at::<IPV6_HDR_LEN>(ctx, off).ok_or(Stat::PassNotTcp)?;
+    // SAFETY: bytes_at checked the 40 bytes are inside the frame.
+    let hdr = unsafe { &*p };
+    if hdr[0] >> 4 != 6 || hdr[6] != IPPROTO_TCP {
+        return Err(Stat::PassNotTcp);
+    }
+    for i in 0..4 {
+        let s = 8 + i * 4;
+        let d = 24 + i * 4;
+        flow.saddr[i] = u32::from_ne_bytes([hdr[s], hdr[s + 1], hdr[s + 2], hdr[s + 3]]);
+        flow.daddr[i] = u32::from_ne_bytes([hdr[d], hdr[d + 1], hdr[d + 2], hdr[d + 3]]);
+    }
+    Ok((off + IPV6_HDR_LEN, be16([hdr[4], hdr[5]]) as usize))
+}
+
+/// Locates the TCP segment of the frame, or says why there is none to look at.
+#[inline(always)]
+pub fn parse_segment(ctx: &XdpContext) -> Result<Segment, Stat> {
+    let (proto, l3_off) = parse_eth(ctx).ok_or(Stat::PassNotTcp)?;
+    let mut flow = FlowKey::default();
+    let (tcp_off, l4_len) = match proto {
+        ETH_P_IPV4 => parse_ipv4(ctx, l3_off, &mut flow)?,
+        ETH_P_IPV6 => parse_ipv6(ctx, l3_off, &mut flow)?,
+        _ => return Err(Stat::PassNotTcp),
+    };
+    let tcp = read::<20>(ctx, tcp_off).ok_or(Stat::PassNotTcp)?;
+    let doff = ((tcp[12] >> 4) as usize) * 4;
+    if doff < 20 || doff > l4_len {
+        return Err(Stat::PassMalformed);
+    }
+    flow.sport = u16::from_ne_bytes([tcp[0], tcp[1]]);
+    flow.dport = u16::from_ne_bytes([tcp[2], tcp[3]]);
+    flow.seq = u32::from_ne_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    Ok(Segment {
+        tcp_off,
+        payload_off: tcp_off + doff,
+        payload_len: l4_len - doff,
+        flags: tcp[13],
+        dport: be16([tcp[2], tcp[3]]),
+        flow,
+    })
+}
+
+/// Turns the segment into a RST+ACK toward the local stack, in place.
+///
+/// The sequence number is the refused hello's, which is exactly what the
+/// receiving socket expects next, so the kernel resets the connection (or drops
+/// the pending request) without waking any application. The payload stays:
+/// the stack ignores data on a RST. Only the flags word changes, so the TCP
+/// checksum is patched incrementally (RFC 1624).
+#[inline(always)]
+pub fn rewrite_to_reset(ctx: &XdpContext, tcp_off: usize) -> bool {
+    let Some(p) = bytes_at::<20>(ctx, tcp_off) else {
+        return false;
+    };
+    // SAFETY: bytes_at checked the 20-byte TCP header is inside the frame.
+    let tcp = unsafe { &mut *p };
+    let old = u16::from_be_bytes([tcp[12], tcp[13]]);
+    let new = (old & 0xff00) | (TCP_RST | TCP_ACK) as u16;
+    let csum = u16::from_be_bytes([tcp[16], tcp[17]]);
+    let mut sum = (!csum as u32) + (!old as u32) + new as u32;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    let csum = !(sum as u16);
+    tcp[13] = new as u8;
+    [tcp[16], tcp[17]] = csum.to_be_bytes();
+    true
+}

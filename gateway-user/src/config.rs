@@ -1,0 +1,256 @@
+//! The configuration file (TOML), parsed and validated once into typed structs.
+//!
+//! ```toml
+//! [xdp]
+//! interface = "eth0"          # or `gateway run --interface`
+//! ports = [443, 8443]
+//! mode = "auto"               # auto | native | generic
+//!
+//! [zone]
+//! min_tls_version = "1.2"
+//! no_sni_min_tls_version = "1.2"   # hellos without SNI; defaults to the zone's
+//!
+//! [[hostname]]
+//! name = "api.example.com"
+//! min_tls_version = "1.3"     # omitted: the zone's applies
+//! wildcard = false            # true: subdomains exist but use the zone's minimum
+//!
+//! [metrics]
+//! listen = "127.0.0.1:9100"
+//! ```
+
+use std::{collections::BTreeSet, net::SocketAddr, path::Path};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::tls_version::TlsVersion;
+
+/// The TLS ports when the configuration names none.
+pub const DEFAULT_TLS_PORTS: [u16; 2] = [443, 8443];
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where and how the XDP filter runs.
+    #[serde(default)]
+    pub xdp: XdpSection,
+    /// Zone-wide TLS settings.
+    #[serde(default)]
+    pub zone: ZoneSection,
+    /// Hostnames with their own settings.
+    #[serde(default, rename = "hostname")]
+    pub hostnames: Vec<HostnameSection>,
+    /// The Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// `[xdp]`: where the filter is attached and which ports carry TLS.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XdpSection {
+    /// Interface to attach to (the command line may override it).
+    pub interface: Option<String>,
+    /// TCP ports whose segments are inspected.
+    #[serde(default = "default_ports")]
+    pub ports: Vec<u16>,
+    /// Attach mode.
+    #[serde(default)]
+    pub mode: AttachMode,
+}
+
+impl Default for XdpSection {
+    fn default() -> Self {
+        Self {
+            interface: None,
+            ports: default_ports(),
+            mode: AttachMode::default(),
+        }
+    }
+}
+
+fn default_ports() -> Vec<u16> {
+    DEFAULT_TLS_PORTS.to_vec()
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic when the driver has none.
+    #[default]
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (skb) mode, on any device.
+    Generic,
+}
+
+/// `[zone]`: the zone's minimum TLS versions.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneSection {
+    /// Minimum for every hostname without its own value.
+    #[serde(default = "default_min")]
+    pub min_tls_version: TlsVersion,
+    /// Minimum for ClientHellos without SNI (default: `min_tls_version`).
+    pub no_sni_min_tls_version: Option<TlsVersion>,
+}
+
+impl Default for ZoneSection {
+    fn default() -> Self {
+        Self {
+            min_tls_version: default_min(),
+            no_sni_min_tls_version: None,
+        }
+    }
+}
+
+fn default_min() -> TlsVersion {
+    TlsVersion::Tls12
+}
+
+/// `[[hostname]]`: one hostname's settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostnameSection {
+    /// The exact hostname (lowercase ASCII, no trailing dot).
+    pub name: String,
+    /// Its own minimum; omitted, the zone's applies.
+    pub min_tls_version: Option<TlsVersion>,
+    /// Whether subdomains are served too; they use the zone's settings, not this entry's.
+    #[serde(default)]
+    pub wildcard: bool,
+}
+
+/// `[metrics]`: where `/metrics` is served.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Listen address.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9100))
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read configuration {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid configuration {}", path.display()))
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.xdp.ports.is_empty() {
+            bail!("[xdp] ports is empty: name at least one TLS port (e.g. 443)");
+        }
+        if let Some(p) = self.xdp.ports.iter().find(|p| **p == 0) {
+            bail!("[xdp] ports contains {p}: ports are 1..65535");
+        }
+        let mut seen = BTreeSet::new();
+        for host in &self.hostnames {
+            validate_hostname(&host.name)?;
+            if !seen.insert(host.name.as_str()) {
+                bail!("hostname {:?} is listed twice", host.name);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks that a configured hostname is a plain lowercase DNS name.
+pub fn validate_hostname(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() || name.len() > gateway_common::MAX_SNI_LEN {
+        bail!("hostname {name:?} must be 1 to 255 characters long");
+    }
+    if name.starts_with("*.") {
+        bail!(
+            "hostname {name:?}: write the name without \"*.\" and set `wildcard = true` \
+             (subdomains then use the zone's settings)"
+        );
+    }
+    let ok = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !ok || name.starts_with('.') || name.ends_with('.') || name.contains("..") {
+        bail!("hostname {name:?} must be lowercase letters, digits, '-' and '.' (no trailing dot)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_working_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.zone.min_tls_version, TlsVersion::Tls12);
+        assert_eq!(c.xdp.ports, vec![443, 8443]);
+        assert_eq!(c.xdp.mode, AttachMode::Auto);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::parse(
+            r#"
+            [xdp]
+            interface = "veth0"
+            ports = [443]
+            mode = "generic"
+            [zone]
+            min_tls_version = "1.1"
+            no_sni_min_tls_version = "1.3"
+            [[hostname]]
+            name = "api.example.com"
+            min_tls_version = "1.3"
+            [[hostname]]
+            name = "saas.example.com"
+            wildcard = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.hostnames.len(), 2);
+        assert_eq!(c.zone.no_sni_min_tls_version, Some(TlsVersion::Tls13));
+        assert!(c.hostnames[1].wildcard);
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_a_clear_error() {
+        let cases = [
+            ("[zone]\nmin_tls_version = \"1.4\"", "1.4"),
+            ("[[hostname]]\nname = \"API.example.com\"", "lowercase"),
+            ("[[hostname]]\nname = \"*.example.com\"", "wildcard = true"),
+            ("[[hostname]]\nname = \"a.com\"\n[[hostname]]\nname = \"a.com\"", "twice"),
+            ("[xdp]\nports = []", "ports is empty"),
+            ("[xdp]\nports = [0]", "1..65535"),
+            ("[zone]\nminimum = \"1.2\"", "unknown field"),
+            ("[[hostname]]\nname = \"a.com.\"", "trailing dot"),
+        ];
+        for (text, expected) in cases {
+            let err = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(err.contains(expected), "{text:?} gave {err:?}");
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Prometheus metrics: the registry, the XDP counters collector, and the
+//! `/metrics` HTTP endpoint.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use log::{info, warn};
+use prometheus::{
+    Encoder, IntCounterVec, Opts, Registry, TextEncoder,
+    core::{Collector, Desc},
+    proto::MetricFamily,
+};
+use tokio::net::TcpListener;
+
+use crate::xdp::StatsMap;
+
+/// Exposes the XDP program's per-CPU counters, summed, at scrape time.
+pub struct XdpCollector {
+    stats: Arc<StatsMap>,
+    packets: IntCounterVec,
+    hellos: IntCounterVec,
+}
+
+impl XdpCollector {
+    /// A collector over the program's `STATS` map.
+    pub fn new(stats: Arc<StatsMap>) -> XdpCollector {
+        let (packets, hellos) = Self::families();
+        XdpCollector { stats, packets, hellos }
+    }
+
+    fn families() -> (IntCounterVec, IntCounterVec) {
+        let packets = IntCounterVec::new(
+            Opts::new(
+                "gateway_xdp_packets_total",
+                "Packets seen by the XDP filter, by verdict and reason.",
+            ),
+            &["verdict", "reason"],
+        );
+        let hellos = IntCounterVec::new(
+            Opts::new(
+                "gateway_xdp_client_hellos_total",
+                "ClientHellos parsed by the XDP filter, by the highest version offered.",
+            ),
+            &["max_version"],
+        );
+        // The names and labels above are valid constants.
+        (packets.expect("valid metric"), hellos.expect("valid metric"))
+    }
+}
+
+impl Collector for XdpCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = self.packets.desc();
+        d.extend(self.hellos.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let counters = match self.stats.read() {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("reading XDP counters: {e:#}");
+                return Vec::new();
+            }
+        };
+        // Fresh vectors per scrape: concurrent scrapes never see each other's values.
+        let (packets, hellos) = Self::families();
+        for stat in gateway_common::Stat::ALL {
+            let value = counters.get(stat);
+            match stat.verdict() {
+                Some(verdict) => packets.with_label_values(&[verdict, stat.label()]).inc_by(value),
+                None => hellos.with_label_values(&[stat.label()]).inc_by(value),
+            }
+        }
+        let mut out = packets.collect();
+        out.extend(hellos.collect());
+        out
+    }
+}
+
+/// Renders the registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut buf) {
+        warn!("encoding metrics: {e}");
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Serves `GET /metrics` on `listen` until the task is dropped.
+pub async fn serve(listen: SocketAddr, registry: Registry) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {listen}"))?;
+    info!("metrics on http://{}/metrics", listener.local_addr()?);
+    let registry = Arc::new(registry);
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                warn!("metrics accept: {e}");
+                continue;
+            }
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(req, registry.clone()));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                warn!("metrics connection: {e}");
+            }
+        });
+    }
+}
+
+async fn handle(req: Request<Incoming>, registry: Arc<Registry>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let response = match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/metrics") => Response::builder()
+            .header("content-type", "text/plain; version=0.0.4")
+            .body(Full::new(Bytes::from(render(&registry)))),
+        _ => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Full::new(Bytes::from_static(b"not found: try /metrics\n"))),
+    };
+    Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}

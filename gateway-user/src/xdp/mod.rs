@@ -1,0 +1,241 @@
+//! The XDP layer from userspace: load the program, attach it, keep its policy
+//! maps in sync, read its counters, and run frames through it without an interface.
+
+mod policy;
+mod stats;
+mod test_run;
+
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray},
+    programs::{Xdp, XdpMode, links::LinkError, xdp::XdpLinkId},
+};
+use gateway_common::{maps, programs};
+use log::{info, warn};
+
+pub use policy::XdpPolicy;
+pub use stats::{Counters, StatsMap};
+pub use test_run::{FrameVerdict, HelloSeen, XDP_DROP, XDP_PASS};
+
+use crate::config::AttachMode;
+
+/// The compiled XDP object, built by `build.rs` from `gateway-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf.o"));
+
+/// How the program ended up attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    /// In the driver, before any socket buffer exists.
+    Native,
+    /// In the kernel's generic path (any device; slower).
+    Generic,
+}
+
+impl AttachedMode {
+    /// "native" or "generic".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+/// Log level of the program's own log lines (aya-log); off costs nothing in the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgramLog {
+    /// No log lines from the program.
+    #[default]
+    Off,
+    /// One line per refused ClientHello.
+    Debug,
+}
+
+/// The loaded XDP program with its maps.
+pub struct XdpFilter {
+    ebpf: Ebpf,
+    stats: Arc<StatsMap>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    link: Option<(String, XdpLinkId, AttachedMode)>,
+}
+
+impl XdpFilter {
+    /// Loads the program into the kernel (no interface yet). Its policy is empty:
+    /// nothing is refused until [`XdpFilter::apply`] writes one.
+    pub fn load(log_level: ProgramLog) -> anyhow::Result<XdpFilter> {
+        raise_memlock_limit();
+        let level: u8 = match log_level {
+            ProgramLog::Off => 0,
+            ProgramLog::Debug => aya_log::Level::Debug as u8,
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &level, true)
+            .load(OBJECT)
+            .context("loading the XDP object into the kernel (are you root, with bpffs mounted?)")?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                warn!("XDP program log unavailable: {e}");
+                None
+            }
+        };
+        for name in [programs::FILTER, programs::BASELINE] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+                .try_into()?;
+            prog.load().map_err(verifier_error(name))?;
+            if let Some(n) = prog.info().ok().and_then(|i| i.verified_instruction_count()) {
+                log::debug!("XDP program {name} verified: {n} instructions processed");
+            }
+        }
+        let stats = ebpf
+            .take_map(maps::STATS)
+            .ok_or_else(|| anyhow!("map {} missing from the object", maps::STATS))?;
+        let stats = Arc::new(StatsMap::new(PerCpuArray::try_from(stats)?));
+        Ok(XdpFilter {
+            ebpf,
+            stats,
+            logger,
+            link: None,
+        })
+    }
+
+    /// Attaches the filter to `interface`. `Auto` tries native mode first and
+    /// falls back to generic mode when the driver has no XDP support.
+    pub fn attach(&mut self, interface: &str, mode: AttachMode) -> anyhow::Result<AttachedMode> {
+        self.detach();
+        let prog = self.program_mut(programs::FILTER)?;
+        let attached = match mode {
+            AttachMode::Native => prog
+                .attach(interface, XdpMode::Driver)
+                .map(|id| (id, AttachedMode::Native))
+                .with_context(|| format!("native XDP on {interface} failed"))?,
+            AttachMode::Generic => prog
+                .attach(interface, XdpMode::Skb)
+                .map(|id| (id, AttachedMode::Generic))
+                .with_context(|| format!("generic XDP on {interface} failed"))?,
+            AttachMode::Auto => match prog.attach(interface, XdpMode::Driver) {
+                Ok(id) => (id, AttachedMode::Native),
+                Err(native) => {
+                    warn!("native XDP unavailable on {interface} ({native}); using generic mode");
+                    prog.attach(interface, XdpMode::Skb)
+                        .map(|id| (id, AttachedMode::Generic))
+                        .with_context(|| format!("attaching XDP to {interface} failed"))?
+                }
+            },
+        };
+        info!("XDP filter attached to {interface} in {} mode", attached.1.as_str());
+        self.link = Some((interface.to_string(), attached.0, attached.1));
+        Ok(attached.1)
+    }
+
+    /// Detaches the filter from its interface, if attached. Also done on drop.
+    pub fn detach(&mut self) {
+        let Some((interface, id, _)) = self.link.take() else {
+            return;
+        };
+        let result = self
+            .program_mut(programs::FILTER)
+            .and_then(|p| p.detach(id).map_err(anyhow::Error::from));
+        match result {
+            Ok(()) => info!("XDP filter detached from {interface}"),
+            Err(e) if is_gone(&e) => info!("XDP filter detached: {interface} is gone"),
+            Err(e) => warn!("detaching XDP from {interface}: {e:#}"),
+        }
+    }
+
+    /// The interface and mode the filter is attached with.
+    pub fn attachment(&self) -> Option<(&str, AttachedMode)> {
+        self.link.as_ref().map(|(i, _, m)| (i.as_str(), *m))
+    }
+
+    /// The program's counters, shared with the metrics endpoint.
+    pub fn stats(&self) -> Arc<StatsMap> {
+        self.stats.clone()
+    }
+
+    /// Drains the program's pending log lines into the `log` crate.
+    pub fn flush_log(&mut self) {
+        if let Some(logger) = self.logger.as_mut() {
+            logger.flush();
+        }
+    }
+
+    /// The log ring's file descriptor, to wait on it for new lines.
+    pub fn log_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.logger.as_ref().map(|l| l.as_raw_fd())
+    }
+
+    fn program_mut(&mut self, name: &str) -> anyhow::Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .try_into()?)
+    }
+
+    fn program(&self, name: &str) -> anyhow::Result<&Xdp> {
+        Ok(self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("program {name} missing"))?
+            .try_into()?)
+    }
+
+    fn map_mut(&mut self, name: &str) -> anyhow::Result<&mut aya::maps::Map> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or_else(|| anyhow!("map {name} missing from the object"))
+    }
+
+    fn map(&self, name: &str) -> anyhow::Result<&aya::maps::Map> {
+        self.ebpf
+            .map(name)
+            .ok_or_else(|| anyhow!("map {name} missing from the object"))
+    }
+}
+
+impl Drop for XdpFilter {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+fn is_gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<LinkError>().is_some()
+            || c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.raw_os_error() == Some(libc::ENODEV))
+    })
+}
+
+/// Wraps a load error so the verifier's whole log reaches the operator.
+fn verifier_error(name: &str) -> impl FnOnce(aya::programs::ProgramError) -> anyhow::Error + '_ {
+    move |e| match e {
+        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
+            anyhow!("the kernel refused program {name}: {io_error}\nverifier log:\n{verifier_log}")
+        }
+        other => anyhow!("loading program {name}: {other}"),
+    }
+}
+
+/// Older kernels charge BPF memory to RLIMIT_MEMLOCK; lift it (a no-op on 6.x).
+fn raise_memlock_limit() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid rlimit struct; failure is harmless here.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+    if rc != 0 {
+        log::debug!("could not raise RLIMIT_MEMLOCK; loading may fail on old kernels");
+    }
+}
+
+/// Map type used by the per-CPU counters.
+pub(crate) type StatsArray = PerCpuArray<MapData, u64>;

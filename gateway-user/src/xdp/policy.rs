@@ -1,0 +1,187 @@
+//! The XDP filter's policy: minimum versions per hostname and for the zone, and
+//! the ports that carry TLS; and how it is written into the program's maps.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Context;
+use aya::maps::{Array, HashMap};
+use gateway_common::{FilterConfig, HostPolicy, PORT_BITMAP_WORDS, SniKey, maps};
+
+use super::XdpFilter;
+use crate::{config::Config, tls_version::TlsVersion};
+
+/// What the XDP filter enforces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdpPolicy {
+    /// Minimum for an SNI without its own entry (and every subdomain of a wildcard).
+    pub zone_min: TlsVersion,
+    /// Minimum for a ClientHello without SNI.
+    pub no_sni_min: TlsVersion,
+    /// Exact hostnames (lowercase) with their own minimum.
+    pub hosts: BTreeMap<String, TlsVersion>,
+    /// TCP ports whose segments are inspected.
+    pub ports: BTreeSet<u16>,
+}
+
+impl XdpPolicy {
+    /// A policy with one minimum for everything, on the default ports.
+    pub fn uniform(min: TlsVersion) -> XdpPolicy {
+        XdpPolicy {
+            zone_min: min,
+            no_sni_min: min,
+            hosts: BTreeMap::new(),
+            ports: crate::config::DEFAULT_TLS_PORTS.into_iter().collect(),
+        }
+    }
+
+    /// The policy a configuration describes. A hostname without its own minimum
+    /// needs no entry: the zone's applies to it, as to any unknown SNI.
+    pub fn from_config(config: &Config) -> XdpPolicy {
+        let zone_min = config.zone.min_tls_version;
+        XdpPolicy {
+            zone_min,
+            no_sni_min: config.zone.no_sni_min_tls_version.unwrap_or(zone_min),
+            hosts: config
+                .hostnames
+                .iter()
+                .filter_map(|h| Some((h.name.to_ascii_lowercase(), h.min_tls_version?)))
+                .collect(),
+            ports: config.xdp.ports.iter().copied().collect(),
+        }
+    }
+
+    /// The minimum that applies to a ClientHello with this SNI (`None`: no SNI).
+    pub fn min_for(&self, sni: Option<&str>) -> TlsVersion {
+        match sni {
+            None => self.no_sni_min,
+            Some(name) => self.hosts.get(name).copied().unwrap_or(self.zone_min),
+        }
+    }
+
+    /// The lowest minimum of all: a hello whose SNI is not visible is refused only below it.
+    pub fn floor(&self) -> TlsVersion {
+        self.hosts
+            .values()
+            .copied()
+            .chain([self.zone_min, self.no_sni_min])
+            .min()
+            .unwrap_or(self.zone_min)
+    }
+
+    fn filter_config(&self) -> FilterConfig {
+        FilterConfig {
+            zone_min: self.zone_min.wire(),
+            no_sni_min: self.no_sni_min.wire(),
+            floor_min: self.floor().wire(),
+            reserved: 0,
+        }
+    }
+
+    fn port_bitmap(&self) -> Vec<u64> {
+        let mut words = vec![0u64; PORT_BITMAP_WORDS as usize];
+        for port in &self.ports {
+            words[(*port >> 6) as usize] |= 1 << (port & 63);
+        }
+        words
+    }
+}
+
+impl XdpFilter {
+    /// Writes `policy` into the program's maps while it keeps running.
+    ///
+    /// The maps cannot change all at once, so the order keeps every intermediate
+    /// state safe: first the floor drops to the lower of old and new (never refuse
+    /// an unseen SNI above some hostname's minimum), then ports and hostnames
+    /// change one entry at a time (each entry is always either its old or its new
+    /// value), and last the zone values and the final floor.
+    pub fn apply(&mut self, policy: &XdpPolicy) -> anyhow::Result<()> {
+        let new = policy.filter_config();
+        {
+            let mut config: Array<_, FilterConfig> = Array::try_from(self.map_mut(maps::CONFIG)?)?;
+            let mut old = config.get(&0, 0).context("reading CONFIG")?;
+            if old != FilterConfig::default() {
+                old.floor_min = old.floor_min.min(new.floor_min);
+            } else {
+                old.floor_min = new.floor_min;
+            }
+            config.set(0, old, 0).context("writing CONFIG")?;
+        }
+        {
+            let mut ports: Array<_, u64> = Array::try_from(self.map_mut(maps::TLS_PORTS)?)?;
+            for (i, word) in policy.port_bitmap().into_iter().enumerate() {
+                if ports.get(&(i as u32), 0)? != word {
+                    ports.set(i as u32, word, 0).context("writing TLS_PORTS")?;
+                }
+            }
+        }
+        {
+            let mut hosts: HashMap<_, SniKey, HostPolicy> =
+                HashMap::try_from(self.map_mut(maps::HOST_POLICY)?)?;
+            for (name, min) in &policy.hosts {
+                let key = SniKey::from_name(name.as_bytes())
+                    .with_context(|| format!("hostname {name:?} cannot be an SNI key"))?;
+                let value = HostPolicy { min_version: min.wire() };
+                if hosts.get(&key, 0).ok() != Some(value) {
+                    hosts
+                        .insert(key, value, 0)
+                        .with_context(|| format!("writing the policy of {name}"))?;
+                }
+            }
+            let stale: Vec<SniKey> = hosts
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| {
+                    let name = String::from_utf8_lossy(k.as_bytes());
+                    !policy.hosts.contains_key(name.as_ref())
+                })
+                .collect();
+            for key in stale {
+                hosts.remove(&key).context("removing a stale hostname policy")?;
+            }
+        }
+        let mut config: Array<_, FilterConfig> = Array::try_from(self.map_mut(maps::CONFIG)?)?;
+        config.set(0, new, 0).context("writing CONFIG")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floor_is_the_lowest_minimum() {
+        let mut p = XdpPolicy::uniform(TlsVersion::Tls12);
+        assert_eq!(p.floor(), TlsVersion::Tls12);
+        p.hosts.insert("old.example.com".into(), TlsVersion::Tls10);
+        p.hosts.insert("new.example.com".into(), TlsVersion::Tls13);
+        assert_eq!(p.floor(), TlsVersion::Tls10);
+        assert_eq!(p.min_for(Some("new.example.com")), TlsVersion::Tls13);
+        assert_eq!(p.min_for(Some("other.example.com")), TlsVersion::Tls12);
+        assert_eq!(p.min_for(None), TlsVersion::Tls12);
+    }
+
+    #[test]
+    fn wildcard_hostnames_only_cover_the_exact_name() {
+        let config = Config::parse(
+            "[zone]\nmin_tls_version = \"1.1\"\n[[hostname]]\nname = \"saas.test\"\n\
+             min_tls_version = \"1.3\"\nwildcard = true\n[[hostname]]\nname = \"plain.test\"\n",
+        )
+        .unwrap();
+        let p = XdpPolicy::from_config(&config);
+        assert_eq!(p.min_for(Some("saas.test")), TlsVersion::Tls13);
+        assert_eq!(p.min_for(Some("sub1.saas.test")), TlsVersion::Tls11);
+        assert_eq!(p.min_for(Some("plain.test")), TlsVersion::Tls11);
+        assert!(!p.hosts.contains_key("plain.test"), "no entry needed for zone values");
+    }
+
+    #[test]
+    fn port_bitmap_has_one_bit_per_port() {
+        let mut p = XdpPolicy::uniform(TlsVersion::Tls12);
+        p.ports = [443, 8443, 65535, 1].into_iter().collect();
+        let bits = p.port_bitmap();
+        assert_eq!(bits.iter().map(|w| w.count_ones()).sum::<u32>(), 4);
+        assert_ne!(bits[443 / 64] & (1 << (443 % 64)), 0);
+        assert_ne!(bits[1023] & (1 << 63), 0);
+    }
+}

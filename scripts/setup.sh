@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything the gateway needs on a fresh Debian 12 machine, idempotently:
+# system packages, bpf-linker (only when missing), and the bpffs mount.
+# Run as root. Safe to run again: each step checks before it acts.
+set -euo pipefail
+
+PACKAGES=(
+  # eBPF toolchain: Debian's rustc ships a prebuilt `core` for bpfel-unknown-none.
+  rustc-web libstd-rust-web-dev-bpf llvm-22-dev
+  # boring-sys builds BoringSSL from source.
+  cmake libclang-dev git
+  # Lab, tests and debugging.
+  iproute2 openssl curl python3 bpftool tcpdump ethtool procps
+)
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh must run as root (it installs packages and mounts bpffs)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  log "Debian packages already installed"
+fi
+
+if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/bpf-linker" ]; then
+  log "installing bpf-linker (about 2 minutes)"
+  LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --no-default-features --features llvm-22
+else
+  log "bpf-linker already installed"
+fi
+
+if ! mountpoint -q /sys/fs/bpf; then
+  log "mounting bpffs on /sys/fs/bpf"
+  mount -t bpf bpf /sys/fs/bpf
+fi
+
+log "ready"

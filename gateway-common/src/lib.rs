@@ -152,6 +152,9 @@ pub const SNI_ABSENT: u8 = 1;
 /// [`HelloSummary::sni_state`]: the SNI is in [`Scratch::sni`].
 pub const SNI_PRESENT: u8 = 2;
 
+/// Number of parser slots in [`Scratch::slots`].
+pub const SCRATCH_SLOTS: usize = 16;
+
 /// Per-CPU working memory of the filter: the copied payload and the SNI key.
 ///
 /// Kept in a map because the eBPF stack (512 bytes) cannot hold it.
@@ -165,12 +168,13 @@ pub struct Scratch {
     pub sni: SniKey,
     /// What the last hello offered.
     pub summary: HelloSummary,
-    /// Results of the extension walk (offsets into `payload`), passed through
-    /// memory on purpose: the verifier then checks the code after the walk once,
-    /// not once per path through it.
-    pub walk: [u16; 6],
+    /// The parser's working values (offsets into `payload`, flags, results),
+    /// kept in memory on purpose: each parsing stage starts from values the
+    /// verifier knows nothing about, so it checks every stage once rather than
+    /// once per path through the stages before it.
+    pub slots: [u32; SCRATCH_SLOTS],
     /// The segment under inspection: TCP header offset, payload offset, payload
-    /// length. Passed through memory for the same reason as `walk`: each way
+    /// length. Passed through memory for the same reason as `slots`: each way
     /// through the headers (VLAN tags, IPv4 or IPv6) reaches the hello parser in
     /// the same verifier state.
     pub segment: [u32; 3],

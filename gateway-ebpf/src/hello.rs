@@ -3,12 +3,21 @@
 //! Reads index the buffer with offsets masked to its size, which is all the
 //! verifier needs; the logical bound (`visible`) is checked separately before
 //! every read, so a masked index never reads anything that was not copied.
+//!
+//! The parser runs in stages that hand their results to each other through
+//! [`Slots`] (memory, accessed volatile) rather than through registers. Each
+//! stage therefore starts from values the verifier knows nothing about and is
+//! verified once, instead of once per combination of value ranges that the
+//! paths through earlier stages produce.
 
-use gateway_common::{MAX_SNI_LEN, PAYLOAD_CAP, Stat, version};
+use gateway_common::{MAX_SNI_LEN, PAYLOAD_CAP, SCRATCH_SLOTS, SNI_ABSENT, SNI_PRESENT, SNI_UNKNOWN, Stat, version};
 
 /// Mask that keeps an offset inside the payload buffer.
 const MASK: usize = PAYLOAD_CAP - 1;
 const _: () = assert!(PAYLOAD_CAP.is_power_of_two());
+
+/// The copied payload.
+pub type Payload = [u8; PAYLOAD_CAP + 8];
 
 const CONTENT_HANDSHAKE: u8 = 22;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
@@ -23,50 +32,113 @@ const MAX_EXTENSIONS: usize = 64;
 /// Versions read from `supported_versions` before giving up (a list holds at most 127).
 const MAX_VERSIONS: usize = 127;
 
-/// Where the SNI stands after the walk.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Sni {
-    /// Not in the visible part of the hello: the policy is unknown.
-    Unknown,
-    /// The whole extension block was seen and has no `server_name`.
-    Absent,
-    /// The host name is `len` bytes at `off` in the buffer.
-    Present { off: usize, len: usize },
+/// Slot numbers in [`Slots`].
+pub mod slot {
+    /// Bytes of payload copied (input).
+    pub const COPIED: usize = 0;
+    /// Bytes of the hello that may be read: this segment, record and message.
+    pub const VISIBLE: usize = 1;
+    /// End of the ClientHello message.
+    pub const HELLO_END: usize = 2;
+    /// `legacy_version` capped at TLS 1.2.
+    pub const LEGACY_MAX: usize = 3;
+    /// Walk cursor: offset of the next extension.
+    pub const OFF: usize = 4;
+    /// End of the extensions block.
+    pub const EXT_END: usize = 5;
+    /// Walk flags (`F_*`).
+    pub const FLAGS: usize = 6;
+    /// Body of `supported_versions`.
+    pub const SV_BODY: usize = 7;
+    /// End of `supported_versions`.
+    pub const SV_END: usize = 8;
+    /// Result: offset of the host name.
+    pub const SNI_OFF: usize = 9;
+    /// Result: length of the host name.
+    pub const SNI_LEN: usize = 10;
+    /// Result: one of `SNI_UNKNOWN`, `SNI_ABSENT`, `SNI_PRESENT`.
+    pub const SNI_STATE: usize = 11;
+    /// Result: highest version offered.
+    pub const MAX_VERSION: usize = 12;
+    /// Body of `server_name`.
+    pub const SN_BODY: usize = 13;
+    /// End of `server_name`.
+    pub const SN_END: usize = 14;
+    /// Length of the host name copied for the previous hello (input of `copy_sni`).
+    pub const PREV_LEN: usize = 15;
 }
 
-/// What a ClientHello offers, as far as this segment shows it.
-pub struct Hello {
-    /// Highest version offered (wire value).
-    pub max_version: u16,
-    /// The SNI, if visible.
-    pub sni: Sni,
+/// Walk flags: `server_name` seen, `supported_versions` seen, whole block walked.
+const F_SNI: usize = 1;
+const F_VERSIONS: usize = 2;
+const F_COMPLETE: usize = 4;
+
+/// The parser's working values, in memory.
+pub struct Slots<'a>(pub &'a mut [u32; SCRATCH_SLOTS]);
+
+impl Slots<'_> {
+    /// Reads a slot; the verifier sees an unknown value.
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> usize {
+        // SAFETY: a valid reference; volatile so the value really comes from memory.
+        unsafe { core::ptr::read_volatile(&self.0[i]) as usize }
+    }
+
+    /// Writes a slot.
+    #[inline(always)]
+    pub fn set(&mut self, i: usize, v: usize) {
+        // SAFETY: a valid, exclusive reference.
+        unsafe { core::ptr::write_volatile(&mut self.0[i], v as u32) }
+    }
 }
 
 #[inline(always)]
-fn u8_at(buf: &[u8; PAYLOAD_CAP + 8], off: usize) -> usize {
+fn u8_at(buf: &Payload, off: usize) -> usize {
     buf[off & MASK] as usize
 }
 
 #[inline(always)]
-fn u16_at(buf: &[u8; PAYLOAD_CAP + 8], off: usize) -> usize {
+fn u16_at(buf: &Payload, off: usize) -> usize {
     let i = off & MASK;
     ((buf[i] as usize) << 8) | buf[i + 1] as usize
 }
 
-/// Parses the ClientHello at the start of `buf[..copied]`.
+/// Checks that `n` bytes at `off` are visible.
+#[inline(always)]
+fn need(off: usize, n: usize, visible: usize) -> Result<(), Stat> {
+    if off + n > visible { Err(Stat::PassUndecidable) } else { Ok(()) }
+}
+
+/// Parses the ClientHello at the start of the copied payload (`slot::COPIED`
+/// bytes) and leaves `slot::MAX_VERSION`, `slot::SNI_STATE` and, when present,
+/// `slot::SNI_OFF`/`slot::SNI_LEN` in `s`.
 ///
 /// `Err` carries the pass reason when nothing can be decided.
 #[inline(always)]
-pub fn parse(
-    buf: &[u8; PAYLOAD_CAP + 8],
-    copied: usize,
-    walk: &mut [u16; 6],
-) -> Result<Hello, Stat> {
+pub fn parse(buf: &Payload, s: &mut Slots) -> Result<(), Stat> {
+    if !record(buf, s)? {
+        return Ok(());
+    }
+    if !fixed_fields(buf, s)? {
+        return Ok(());
+    }
+    walk_extensions(buf, s)?;
+    decide(buf, s)
+}
+
+/// Stage 1: record and handshake headers. Sets `VISIBLE` and `HELLO_END`;
+/// `Ok(false)` when the result is already final (SSLv2 format).
+#[inline(always)]
+fn record(buf: &Payload, s: &mut Slots) -> Result<bool, Stat> {
+    let copied = s.get(slot::COPIED);
     if copied == 0 {
         return Err(Stat::PassNotTls);
     }
     if buf[0] & 0x80 != 0 {
-        return parse_sslv2(buf, copied);
+        parse_sslv2(buf, copied)?;
+        s.set(slot::MAX_VERSION, version::SSL2 as usize);
+        s.set(slot::SNI_STATE, SNI_ABSENT as usize);
+        return Ok(false);
     }
     if copied < RECORD_HDR_LEN + HANDSHAKE_HDR_LEN {
         // Too short to tell: a handshake record start that continues later, or noise.
@@ -83,68 +155,26 @@ pub fn parse(
         return Err(Stat::PassNotClientHello);
     }
     let record_len = u16_at(buf, 3);
-    if record_len < HANDSHAKE_HDR_LEN || record_len > MAX_RECORD_LEN {
+    if !(HANDSHAKE_HDR_LEN..=MAX_RECORD_LEN).contains(&record_len) {
         return Err(Stat::PassMalformed);
     }
     let hello_len = (u8_at(buf, 6) << 16) | u16_at(buf, 7);
     let hello_end = RECORD_HDR_LEN + HANDSHAKE_HDR_LEN + hello_len;
-    // What we may read: this segment, this record, this hello.
-    let mut visible = copied;
-    if visible > RECORD_HDR_LEN + record_len {
-        visible = RECORD_HDR_LEN + record_len;
-    }
-    if visible > hello_end {
-        visible = hello_end;
-    }
-    parse_body(buf, visible, hello_end, walk)
+    let visible = copied.min(RECORD_HDR_LEN + record_len).min(hello_end);
+    s.set(slot::VISIBLE, visible);
+    s.set(slot::HELLO_END, hello_end);
+    Ok(true)
 }
 
-/// Slots of the walk record (`Scratch::walk`).
-const W_SNI_OFF: usize = 0;
-const W_SNI_LEN: usize = 1;
-const W_SV_BODY: usize = 2;
-const W_SV_END: usize = 3;
-const W_FLAGS: usize = 4;
-const W_OFF: usize = 5;
-/// Walk flags: `server_name` seen, `supported_versions` seen, whole block walked.
-const F_SNI: usize = 1;
-const F_VERSIONS: usize = 2;
-const F_COMPLETE: usize = 4;
-
+/// Stage 2: `legacy_version` to the extensions length. Sets `LEGACY_MAX`,
+/// `OFF` and `EXT_END`; `Ok(false)` when the hello has no extensions (final).
 #[inline(always)]
-fn store(walk: &mut [u16; 6], slot: usize, v: usize) {
-    // SAFETY: a valid, exclusive reference; volatile so the compiler keeps the
-    // value in memory, where the verifier stops tracking it precisely.
-    unsafe { core::ptr::write_volatile(&mut walk[slot], v as u16) }
-}
-
-#[inline(always)]
-fn load(walk: &[u16; 6], slot: usize) -> usize {
-    // SAFETY: as for `store`.
-    unsafe { core::ptr::read_volatile(&walk[slot]) as usize }
-}
-
-/// Checks that `n` bytes at `off` are visible.
-#[inline(always)]
-fn need(off: usize, n: usize, visible: usize) -> Result<(), Stat> {
-    if off + n > visible {
-        Err(Stat::PassUndecidable)
-    } else {
-        Ok(())
-    }
-}
-
-/// Parses from `legacy_version` to the end of the extensions.
-#[inline(always)]
-fn parse_body(
-    buf: &[u8; PAYLOAD_CAP + 8],
-    visible: usize,
-    hello_end: usize,
-    walk: &mut [u16; 6],
-) -> Result<Hello, Stat> {
+fn fixed_fields(buf: &Payload, s: &mut Slots) -> Result<bool, Stat> {
+    let visible = s.get(slot::VISIBLE);
+    let hello_end = s.get(slot::HELLO_END);
     let mut off = RECORD_HDR_LEN + HANDSHAKE_HDR_LEN;
     need(off, 2 + 32 + 1, visible)?;
-    let legacy = u16_at(buf, off) as u16;
+    let legacy = u16_at(buf, off);
     if legacy >> 8 != 3 {
         return Err(Stat::PassMalformed);
     }
@@ -169,29 +199,37 @@ fn parse_body(
     if off > hello_end {
         return Err(Stat::PassMalformed);
     }
-    let legacy_max = if legacy > version::TLS1_2 { version::TLS1_2 } else { legacy };
+    let legacy_max = legacy.min(version::TLS1_2 as usize);
     if off == hello_end {
         // No extensions at all: the legacy version is all there is.
-        return Ok(Hello { max_version: legacy_max, sni: Sni::Absent });
+        s.set(slot::MAX_VERSION, legacy_max);
+        s.set(slot::SNI_STATE, SNI_ABSENT as usize);
+        return Ok(false);
     }
     need(off, 2, visible)?;
     let ext_end = off + 2 + u16_at(buf, off);
     if ext_end != hello_end {
         return Err(Stat::PassMalformed);
     }
-    off += 2;
+    s.set(slot::LEGACY_MAX, legacy_max);
+    s.set(slot::OFF, off + 2);
+    s.set(slot::EXT_END, ext_end);
+    Ok(true)
+}
 
-    // The walk records what it finds in `walk` (memory, volatile) rather than in
-    // locals: every way out of the loop then reaches the decision below in the
-    // same verifier state, so the code after the loop is verified once.
-    store(walk, W_FLAGS, 0);
-    store(walk, W_OFF, off);
+/// Stage 3: walks the extensions as far as they are visible, recording where
+/// `server_name` and `supported_versions` are and whether the walk completed.
+#[inline(always)]
+fn walk_extensions(buf: &Payload, s: &mut Slots) -> Result<(), Stat> {
+    s.set(slot::FLAGS, 0);
     for _ in 0..MAX_EXTENSIONS {
-        let off = load(walk, W_OFF);
+        let off = s.get(slot::OFF);
+        let ext_end = s.get(slot::EXT_END);
         if off == ext_end {
-            store(walk, W_FLAGS, load(walk, W_FLAGS) | F_COMPLETE);
+            s.set(slot::FLAGS, s.get(slot::FLAGS) | F_COMPLETE);
             break;
         }
+        let visible = s.get(slot::VISIBLE);
         if off + 4 > visible {
             break;
         }
@@ -204,59 +242,59 @@ fn parse_body(
         if next > visible {
             break;
         }
+        let flags = s.get(slot::FLAGS);
         if ext_type == EXT_SERVER_NAME {
-            let flags = load(walk, W_FLAGS);
             if flags & F_SNI != 0 {
                 return Err(Stat::PassMalformed);
             }
-            let (name, len) = parse_server_name(buf, body, next)?;
-            store(walk, W_SNI_OFF, name);
-            store(walk, W_SNI_LEN, len);
-            store(walk, W_FLAGS, flags | F_SNI);
+            s.set(slot::SN_BODY, body);
+            s.set(slot::SN_END, next);
+            s.set(slot::FLAGS, flags | F_SNI);
         } else if ext_type == EXT_SUPPORTED_VERSIONS {
-            let flags = load(walk, W_FLAGS);
             if flags & F_VERSIONS != 0 {
                 return Err(Stat::PassMalformed);
             }
-            store(walk, W_SV_BODY, body);
-            store(walk, W_SV_END, next);
-            store(walk, W_FLAGS, flags | F_VERSIONS);
+            s.set(slot::SV_BODY, body);
+            s.set(slot::SV_END, next);
+            s.set(slot::FLAGS, flags | F_VERSIONS);
         }
-        store(walk, W_OFF, next);
+        s.set(slot::OFF, next);
     }
+    Ok(())
+}
 
-    let flags = load(walk, W_FLAGS);
+/// Stage 4: turns the walk into the result slots.
+#[inline(always)]
+fn decide(buf: &Payload, s: &mut Slots) -> Result<(), Stat> {
+    let flags = s.get(slot::FLAGS);
     let complete = flags & F_COMPLETE != 0;
-    let sni = if flags & F_SNI != 0 {
-        let len = load(walk, W_SNI_LEN);
-        Sni::Present {
-            off: load(walk, W_SNI_OFF),
-            len: if len > MAX_SNI_LEN { MAX_SNI_LEN } else { len },
-        }
+    if flags & F_SNI != 0 {
+        let (off, len) = parse_server_name(buf, s.get(slot::SN_BODY), s.get(slot::SN_END))?;
+        s.set(slot::SNI_OFF, off);
+        s.set(slot::SNI_LEN, len);
+        s.set(slot::SNI_STATE, SNI_PRESENT as usize);
     } else if complete {
-        Sni::Absent
+        s.set(slot::SNI_STATE, SNI_ABSENT as usize);
     } else {
-        Sni::Unknown
-    };
-    let max_version = if flags & F_VERSIONS != 0 {
-        highest_supported_version(buf, load(walk, W_SV_BODY), load(walk, W_SV_END))?
-    } else if complete {
-        legacy_max
+        s.set(slot::SNI_STATE, SNI_UNKNOWN as usize);
+    }
+    let flags = s.get(slot::FLAGS);
+    if flags & F_VERSIONS != 0 {
+        let max = highest_supported_version(buf, s)?;
+        s.set(slot::MAX_VERSION, max as usize);
+    } else if flags & F_COMPLETE != 0 {
+        s.set(slot::MAX_VERSION, s.get(slot::LEGACY_MAX));
     } else {
         return Err(Stat::PassUndecidable);
-    };
-    Ok(Hello { max_version, sni })
+    }
+    Ok(())
 }
 
 /// Reads the single `host_name` entry of a `server_name` extension body.
 #[inline(always)]
-fn parse_server_name(
-    buf: &[u8; PAYLOAD_CAP + 8],
-    body: usize,
-    end: usize,
-) -> Result<(usize, usize), Stat> {
+fn parse_server_name(buf: &Payload, body: usize, end: usize) -> Result<(usize, usize), Stat> {
     // server_name_list length (2), name_type (1), host_name length (2), host_name.
-    if body + 5 > end || u16_at(buf, body) != end - body - 2 || u8_at(buf, body + 2) != 0 {
+    if body + 5 > end || u16_at(buf, body) + body + 2 != end || u8_at(buf, body + 2) != 0 {
         return Err(Stat::PassMalformed);
     }
     let len = u16_at(buf, body + 3);
@@ -268,11 +306,8 @@ fn parse_server_name(
 
 /// Highest non-GREASE version in a `supported_versions` extension body.
 #[inline(always)]
-fn highest_supported_version(
-    buf: &[u8; PAYLOAD_CAP + 8],
-    body: usize,
-    end: usize,
-) -> Result<u16, Stat> {
+fn highest_supported_version(buf: &Payload, s: &mut Slots) -> Result<u16, Stat> {
+    let (body, end) = (s.get(slot::SV_BODY), s.get(slot::SV_END));
     if body + 1 > end {
         return Err(Stat::PassMalformed);
     }
@@ -280,10 +315,11 @@ fn highest_supported_version(
     if list_len == 0 || list_len % 2 != 0 || body + 1 + list_len != end {
         return Err(Stat::PassMalformed);
     }
-    let count = list_len / 2;
+    s.set(slot::SV_END, list_len / 2);
     let mut max = 0u16;
     for i in 0..MAX_VERSIONS {
-        if i >= count {
+        // The count comes from memory each time, for the reason given at `copy_sni`.
+        if i >= s.get(slot::SV_END) {
             break;
         }
         let v = u16_at(buf, body + 1 + i * 2) as u16;
@@ -302,7 +338,7 @@ fn highest_supported_version(
 ///
 /// Only a header whose every length agrees is taken as one; anything else is not TLS.
 #[inline(always)]
-fn parse_sslv2(buf: &[u8; PAYLOAD_CAP + 8], copied: usize) -> Result<Hello, Stat> {
+fn parse_sslv2(buf: &Payload, copied: usize) -> Result<(), Stat> {
     // 2-byte record length (high bit set), msg type 1, version, three lengths.
     const HDR: usize = 11;
     if copied < HDR {
@@ -320,34 +356,31 @@ fn parse_sslv2(buf: &[u8; PAYLOAD_CAP + 8], copied: usize) -> Result<Hello, Stat
         && (session_id == 0 || session_id == 16)
         && (16..=32).contains(&challenge)
         && record_len == HDR - 2 + cipher_specs + session_id + challenge;
-    if !plausible {
-        return Err(Stat::PassNotTls);
-    }
-    Ok(Hello { max_version: version::SSL2, sni: Sni::Absent })
+    if plausible { Ok(()) } else { Err(Stat::PassNotTls) }
 }
 
 /// Lowercases ASCII without a branch.
 #[inline(always)]
 fn lower(c: u8) -> u8 {
-    c | ((c.wrapping_sub(b'A') < 26) as u8) << 5
+    c | (((c.wrapping_sub(b'A') < 26) as u8) << 5)
 }
 
-/// Copies the host name at `off` into `name`, lowercased, zeroing what is left of a
-/// longer previous name (`prev_len`), so every byte past the new length is zero.
+/// Copies the host name found by [`parse`] into `name`, lowercased, zeroing what
+/// is left of a longer previous name (`slot::PREV_LEN`), so every byte past the
+/// new length is zero. Returns the new length.
+///
+/// The bounds are read from the slots in every iteration: a bound kept in a
+/// register would be narrowed by each comparison, and the verifier would then
+/// walk one copy of the loop per possible length (quadratic in the length).
 #[inline(always)]
-pub fn copy_sni(
-    buf: &[u8; PAYLOAD_CAP + 8],
-    off: usize,
-    len: usize,
-    prev_len: usize,
-    name: &mut [u8; MAX_SNI_LEN],
-) {
-    let upto = if prev_len > len { prev_len } else { len };
-    for i in 0..MAX_SNI_LEN {
-        if i >= upto {
+pub fn copy_sni(buf: &Payload, s: &Slots, name: &mut [u8; MAX_SNI_LEN]) -> usize {
+    for (i, byte) in name.iter_mut().enumerate() {
+        let len = s.get(slot::SNI_LEN);
+        if i >= len && i >= s.get(slot::PREV_LEN) {
             break;
         }
-        let c = lower(buf[(off + i) & MASK]);
-        name[i] = if i < len { c } else { 0 };
+        let c = lower(buf[(s.get(slot::SNI_OFF) + i) & MASK]);
+        *byte = if i < len { c } else { 0 };
     }
+    s.get(slot::SNI_LEN) & 0xff
 }

@@ -19,10 +19,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use gateway_common::{
-    FilterConfig, FlowKey, HostPolicy, MAX_HOSTS, MAX_REFUSED_FLOWS, PAYLOAD_CAP,
+    FilterConfig, FlowKey, HelloSummary, HostPolicy, MAX_HOSTS, MAX_REFUSED_FLOWS, PAYLOAD_CAP,
     PORT_BITMAP_WORDS, SNI_ABSENT, SNI_PRESENT, SNI_UNKNOWN, Scratch, SniKey, Stat, version,
 };
-use hello::Sni;
+use hello::{Slots, slot};
 use packet::{Segment, TCP_RST, TCP_SYN};
 
 #[map]
@@ -141,10 +141,7 @@ fn quick_reject(ctx: &XdpContext, seg: &Segment) -> Option<Stat> {
 fn judge_hello(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Option<Stat>, Stat> {
     // SAFETY: volatile load from a valid reference.
     let [_, payload_off, payload_len] = unsafe { core::ptr::read_volatile(&scratch.segment) };
-    let mut copied = payload_len as usize;
-    if copied > PAYLOAD_CAP {
-        copied = PAYLOAD_CAP;
-    }
+    let copied = (payload_len as usize).min(PAYLOAD_CAP);
     if copied == 0 {
         return Err(Stat::PassControl);
     }
@@ -160,42 +157,36 @@ fn judge_hello(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Option<Stat>, 
     if rc < 0 {
         return Err(Stat::PassMalformed);
     }
-    scratch.summary.max_version = 0;
-    scratch.summary.sni_state = SNI_UNKNOWN;
-    let hello = hello::parse(&scratch.payload, copied, &mut scratch.walk)?;
-    // Stage boundary: the version goes through memory, so every way through the
-    // parser reaches the policy below in the same verifier state.
-    // SAFETY: volatile store and load on a valid, exclusive reference.
-    let max_version = unsafe {
-        core::ptr::write_volatile(&mut scratch.summary.max_version, hello.max_version);
-        core::ptr::read_volatile(&scratch.summary.max_version)
-    };
-    count(hello_stat(max_version));
+    scratch.summary = HelloSummary::default();
+    let mut slots = Slots(&mut scratch.slots);
+    slots.set(slot::COPIED, copied);
+    hello::parse(&scratch.payload, &mut slots)?;
 
+    // Policy stage: everything comes from the slots, so it is verified once.
+    let max_version = slots.get(slot::MAX_VERSION) as u16;
+    let sni_state = slots.get(slot::SNI_STATE) as u8;
+    count(hello_stat(max_version));
     let config = CONFIG.get(0).copied().unwrap_or_default();
-    let min = match hello.sni {
-        Sni::Present { off, len } => {
-            let prev = scratch.sni.len as usize;
-            hello::copy_sni(&scratch.payload, off, len, prev, &mut scratch.sni.name);
+    let min = match sni_state {
+        SNI_PRESENT => {
+            slots.set(slot::PREV_LEN, scratch.sni.len as usize);
+            let len = hello::copy_sni(&scratch.payload, &slots, &mut scratch.sni.name);
             scratch.sni.len = len as u8;
-            scratch.summary.sni_state = SNI_PRESENT;
             // SAFETY: the value is copied out at once; userspace replaces entries whole.
             match unsafe { HOST_POLICY.get(&scratch.sni) } {
                 Some(host) => host.min_version,
                 None => config.zone_min,
             }
         }
-        Sni::Absent => {
-            scratch.summary.sni_state = SNI_ABSENT;
-            config.no_sni_min
-        }
-        Sni::Unknown => config.floor_min,
+        SNI_ABSENT => config.no_sni_min,
+        _ => config.floor_min,
     };
+    scratch.summary = HelloSummary { max_version, sni_state, reserved: 0 };
     if max_version < min {
         debug!(ctx, "refusing ClientHello: offers {:x}, minimum {:x}", max_version, min);
         return Ok(Some(drop_stat(max_version)));
     }
-    if hello.sni == Sni::Unknown {
+    if sni_state == SNI_UNKNOWN {
         // Offers at least the lowest minimum, but we cannot tell whose.
         return Err(Stat::PassUndecidable);
     }

@@ -1,0 +1,122 @@
+//! Differential test: the XDP program (in the kernel) and the userspace reference
+//! model agree on randomly generated and mutated ClientHellos.
+
+use gateway::{
+    hello::{ClientHello, Ext, records, reference},
+    tls_version::TlsVersion,
+    xdp::XdpFilter,
+};
+use gateway_common::{PAYLOAD_CAP, version};
+use gateway_tests::{loaded_filter, policy, segment};
+use proptest::prelude::*;
+
+/// Names the policy knows, in varied case, plus names it does not.
+const NAMES: [&str; 6] = ["api.test", "API.Test", "old.test", "new.test", "x.y.z.test", "unknown.test"];
+
+const VERSIONS: [u16; 9] = [
+    version::SSL3,
+    version::TLS1_0,
+    version::TLS1_1,
+    version::TLS1_2,
+    version::TLS1_3,
+    0x0a0a,
+    0x7a7a,
+    0x7f1c, // a TLS 1.3 draft
+    0x0305,
+];
+
+fn ext() -> impl Strategy<Value = Ext> {
+    prop_oneof![
+        prop::sample::select(NAMES.to_vec()).prop_map(Ext::sni),
+        prop::collection::vec(prop::sample::select(VERSIONS.to_vec()), 0..6).prop_map(Ext::SupportedVersions),
+        (0u16..64, 0usize..40).prop_map(|(t, n)| Ext::Raw(t, vec![0x61; n])),
+        (900usize..1300).prop_map(Ext::key_share),
+        Just(Ext::grease()),
+    ]
+}
+
+fn hello() -> impl Strategy<Value = ClientHello> {
+    (
+        prop::sample::select(vec![0x0300u16, 0x0301, 0x0302, 0x0303, 0x0304, 0x0200]),
+        0usize..34,
+        1usize..40,
+        prop::option::weighted(0.9, prop::collection::vec(ext(), 0..8)),
+    )
+        .prop_map(|(legacy, sid, ciphers, extensions)| {
+            let mut h = ClientHello::legacy(legacy, None);
+            h.session_id = vec![7; sid];
+            h.ciphers = (0..ciphers as u16).map(|c| 0xc000 + c).collect();
+            h.extensions = extensions;
+            h
+        })
+}
+
+/// A payload: a hello in one or more records, maybe cut, maybe with bytes changed.
+fn payload() -> impl Strategy<Value = Vec<u8>> {
+    (
+        hello(),
+        prop::sample::select(vec![usize::MAX, 16384, 300, 64]),
+        prop::option::of(any::<prop::sample::Index>()),
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+    )
+        .prop_map(|(h, fragment, cut, mutations)| {
+            let mut bytes = records(&h.message(), version::TLS1_0, fragment);
+            if let Some(cut) = cut {
+                bytes.truncate(cut.index(bytes.len()) + 1);
+            }
+            for (at, value) in mutations {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            bytes.truncate(PAYLOAD_CAP + 64);
+            bytes
+        })
+}
+
+fn check(filter: &XdpFilter, p: &gateway::xdp::XdpPolicy, payload: Vec<u8>) -> Result<(), TestCaseError> {
+    let model = reference::judge(&payload, p);
+    let got = filter.run_frame(&segment(payload).build()).expect("BPF_PROG_TEST_RUN");
+    prop_assert_eq!(got.stat, model.stat);
+    let seen = got.hello.map(|h| (h.max_version, h.sni));
+    let expected = model.max_version.map(|v| (v, model.sni.clone()));
+    prop_assert_eq!(seen, expected);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn program_and_model_agree(payload in payload()) {
+        let p = policy(TlsVersion::Tls12, &[
+            ("api.test", TlsVersion::Tls13),
+            ("old.test", TlsVersion::Tls10),
+            ("x.y.z.test", TlsVersion::Tls11),
+        ]);
+        thread_local! {
+            static FILTER: std::cell::OnceCell<XdpFilter> = const { std::cell::OnceCell::new() };
+        }
+        FILTER.with(|cell| {
+            let filter = cell.get_or_init(|| loaded_filter(&p));
+            check(filter, &p, payload)
+        })?;
+    }
+
+    #[test]
+    fn arbitrary_bytes_agree_too(payload in prop::collection::vec(any::<u8>(), 0..600), tls in any::<bool>()) {
+        // Half of the inputs start like a handshake record so that they get further.
+        let mut payload = payload;
+        if tls && payload.len() >= 6 {
+            payload[..6].copy_from_slice(&[22, 3, 1, 2, 0, 1]);
+        }
+        prop_assume!(!payload.is_empty());
+        let p = policy(TlsVersion::Tls11, &[("a", TlsVersion::Tls13)]);
+        thread_local! {
+            static FILTER: std::cell::OnceCell<XdpFilter> = const { std::cell::OnceCell::new() };
+        }
+        FILTER.with(|cell| {
+            let filter = cell.get_or_init(|| loaded_filter(&p));
+            check(filter, &p, payload)
+        })?;
+    }
+}

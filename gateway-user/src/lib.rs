@@ -6,6 +6,7 @@
 //! counts everything; what survives goes to the kernel's TCP stack and on to
 //! the terminator. The policy comes from the configuration ([`config`]).
 
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod frame;

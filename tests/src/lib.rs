@@ -14,6 +14,8 @@ use gateway::{
     xdp::{ProgramLog, XdpFilter, XdpPolicy},
 };
 
+pub mod lab;
+
 /// Fails the calling test, loudly, unless it runs as root.
 pub fn require_root(what: &str) {
     // SAFETY: geteuid has no preconditions.

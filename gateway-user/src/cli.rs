@@ -1,0 +1,111 @@
+//! The `gateway` command line: parsing and dispatch.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crate::{
+    config::{AttachMode, DEFAULT_TLS_PORTS},
+    daemon::{self, RunOptions},
+    replay,
+    tls_version::TlsVersion,
+    xdp::{ProgramLog, XdpFilter, XdpPolicy},
+};
+
+/// XDP-accelerated mTLS gateway.
+#[derive(Parser)]
+#[command(name = "gateway", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: attach the XDP filter, serve metrics, follow the configuration.
+    Run {
+        /// Configuration file (TOML); without one, built-in defaults apply.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Interface to attach the XDP filter to (overrides [xdp] interface).
+        #[arg(long, short)]
+        interface: Option<String>,
+        /// Attach mode (overrides [xdp] mode).
+        #[arg(long, value_enum)]
+        mode: Option<AttachMode>,
+        /// Metrics listen address (overrides [metrics] listen).
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+        /// Log level of the XDP program itself.
+        #[arg(long, value_enum, default_value_t = ProgramLog::Off)]
+        xdp_log: ProgramLog,
+    },
+    /// XDP filter tools.
+    Xdp {
+        #[command(subcommand)]
+        command: XdpCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum XdpCommand {
+    /// Run pcap files through the real XDP program (BPF_PROG_TEST_RUN) and print
+    /// one JSON object per packet: what the filter would do under a policy.
+    Replay {
+        /// Zone minimum TLS version (1.0, 1.1, 1.2, 1.3).
+        #[arg(long, default_value = "1.2")]
+        zone_min_tls: TlsVersion,
+        /// Minimum for ClientHellos without SNI (default: the zone's).
+        #[arg(long)]
+        no_sni_min_tls: Option<TlsVersion>,
+        /// A hostname's own minimum, as HOST=VERSION (repeatable).
+        #[arg(long, value_parser = parse_host_min)]
+        host_min_tls: Vec<(String, TlsVersion)>,
+        /// TLS port to inspect (repeatable; default 443 and 8443).
+        #[arg(long)]
+        port: Vec<u16>,
+        /// Classic pcap files with Ethernet frames.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn parse_host_min(s: &str) -> Result<(String, TlsVersion), String> {
+    let (host, version) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected HOST=VERSION, e.g. api.example.com=1.3"))?;
+    crate::config::validate_hostname(host).map_err(|e| e.to_string())?;
+    let version = version.parse::<TlsVersion>().map_err(|e| e.to_string())?;
+    Ok((host.to_string(), version))
+}
+
+/// Runs the `gateway` command with the process's arguments.
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config, interface, mode, metrics, xdp_log } => tokio::runtime::Runtime::new()
+            .context("starting the runtime")
+            .and_then(|rt| {
+                rt.block_on(daemon::run(RunOptions { config, interface, mode, metrics, program_log: xdp_log }))
+            }),
+        Command::Xdp { command: XdpCommand::Replay { zone_min_tls, no_sni_min_tls, host_min_tls, port, files } } => {
+            let mut policy = XdpPolicy::uniform(zone_min_tls);
+            policy.no_sni_min = no_sni_min_tls.unwrap_or(zone_min_tls);
+            policy.hosts = host_min_tls.into_iter().collect();
+            policy.ports = if port.is_empty() { DEFAULT_TLS_PORTS.into() } else { port.into_iter().collect() };
+            XdpFilter::load(ProgramLog::Off)
+                .and_then(|mut filter| {
+                    filter.apply(&policy)?;
+                    replay::replay(&filter, &files, std::io::stdout().lock())
+                })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

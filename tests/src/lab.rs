@@ -1,0 +1,311 @@
+//! A network-namespace lab: a client and a server namespace joined by a veth
+//! pair, with real processes in them. Used by the end-to-end tests and by
+//! `cargo xtask demo`.
+//!
+//! Everything the lab makes is deleted when it is dropped (processes killed,
+//! namespaces and with them the veth pair removed), and namespaces left by a
+//! lab whose process died are removed when the next lab starts. Traffic stays
+//! between the two namespaces, on 198.18.0.0/24 and fd00::/64.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+/// Server address inside the lab.
+pub const SERVER_V4: &str = "198.18.0.1";
+/// Client address inside the lab.
+pub const CLIENT_V4: &str = "198.18.0.2";
+/// Server IPv6 address inside the lab.
+pub const SERVER_V6: &str = "fd00::1";
+/// Client IPv6 address inside the lab.
+pub const CLIENT_V6: &str = "fd00::2";
+/// The interface name on both ends of the veth pair.
+pub const IFACE: &str = "gw0";
+/// Where the gateway serves metrics inside the server namespace.
+pub const METRICS: &str = "127.0.0.1:9100";
+
+const PREFIX: &str = "gwlab";
+
+/// The lab; dropping it tears everything down.
+pub struct Lab {
+    server_ns: String,
+    client_ns: String,
+    /// Scratch directory for certificates, configurations and logs.
+    pub dir: PathBuf,
+    children: Vec<(String, Child)>,
+}
+
+/// What a client run showed.
+#[derive(Debug)]
+pub struct ClientRun {
+    /// Whether the client exited successfully.
+    pub ok: bool,
+    /// How long it ran.
+    pub elapsed: Duration,
+    /// Its stdout and stderr.
+    pub output: String,
+}
+
+/// Runs a command and fails with its output unless it succeeds.
+pub fn run(cmd: &mut Command) -> anyhow::Result<Output> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out)
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    run(Command::new("ip").args(args)).map(|_| ())
+}
+
+impl Lab {
+    /// Creates the namespaces, the veth pair and the addresses.
+    pub fn create() -> anyhow::Result<Lab> {
+        crate::require_root("creating network namespaces");
+        remove_stale_labs();
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let id = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let dir = std::env::temp_dir().join(format!("{PREFIX}-{id}"));
+        fs::create_dir_all(&dir)?;
+        let lab = Lab {
+            server_ns: format!("{PREFIX}-s-{id}"),
+            client_ns: format!("{PREFIX}-c-{id}"),
+            dir,
+            children: Vec::new(),
+        };
+        let (s, c) = (lab.server_ns.as_str(), lab.client_ns.as_str());
+        ip(&["netns", "add", s])?;
+        ip(&["netns", "add", c])?;
+        ip(&["-n", s, "link", "add", IFACE, "type", "veth", "peer", "name", IFACE, "netns", c])?;
+        for (ns, v4, v6) in [(s, SERVER_V4, SERVER_V6), (c, CLIENT_V4, CLIENT_V6)] {
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", IFACE])?;
+            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", IFACE, "nodad"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", ns, "link", "set", IFACE, "up"])?;
+        }
+        Ok(lab)
+    }
+
+    /// A command run inside the server namespace.
+    pub fn in_server(&self, program: impl AsRef<Path>) -> Command {
+        netns_exec(&self.server_ns, program.as_ref())
+    }
+
+    /// A command run inside the client namespace.
+    pub fn in_client(&self, program: impl AsRef<Path>) -> Command {
+        netns_exec(&self.client_ns, program.as_ref())
+    }
+
+    /// Turns checksum offload on the client's interface on or off. With it on
+    /// (the default for veth) segments cross with a partial checksum; with it off
+    /// every checksum is complete and verified by the receiving stack.
+    pub fn set_client_offload(&self, on: bool) -> anyhow::Result<()> {
+        let state = if on { "on" } else { "off" };
+        run(self.in_client("ethtool").args(["-K", IFACE, "tx", state]))?;
+        Ok(())
+    }
+
+    /// Starts a long-running process; its output goes to `<dir>/<name>.log`.
+    pub fn spawn(&mut self, name: &str, mut cmd: Command) -> anyhow::Result<()> {
+        let log = fs::File::create(self.log_path(name))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {name}: {cmd:?}"))?;
+        self.children.push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// Path of a process's log.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    /// What a process has logged so far.
+    pub fn log(&self, name: &str) -> String {
+        fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
+    /// Waits until `ready` holds, failing with the named process's log if it
+    /// does not within `timeout` or if the process exits.
+    pub fn wait_for(&mut self, name: &str, timeout: Duration, ready: impl Fn(&Lab) -> bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if ready(self) {
+                return Ok(());
+            }
+            if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {
+                if let Some(status) = child.try_wait()? {
+                    bail!("{name} exited ({status}):\n{}", self.log(name));
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{name} not ready after {timeout:?}:\n{}", self.log(name));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Makes a self-signed RSA certificate for `names` (the first is the CN);
+    /// returns the certificate and key paths.
+    pub fn self_signed(&self, names: &[&str]) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let (cert, key) = (self.dir.join("server.crt"), self.dir.join("server.key"));
+        let san = names.iter().map(|n| format!("DNS:{n}")).collect::<Vec<_>>().join(",");
+        run(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]).args([
+            "-subj",
+            &format!("/CN={}", names[0]),
+            "-addext",
+            &format!("subjectAltName={san}"),
+            "-keyout",
+        ]).arg(&key).arg("-out").arg(&cert))?;
+        Ok((cert, key))
+    }
+
+    /// Starts the lab's TLS server (every version from 1.0 allowed) on port 443.
+    pub fn start_tls_server(&mut self, cert: &Path, key: &Path) -> anyhow::Result<()> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab_tls_server.py");
+        let events = self.log_path("tls-events");
+        let mut cmd = self.in_server("python3");
+        cmd.arg(script).arg("--cert").arg(cert).arg("--key").arg(key).arg("--log").arg(&events);
+        self.spawn("tls-server", cmd)?;
+        self.wait_for("tls-server", Duration::from_secs(10), |lab| lab.log("tls-events").contains("listening"))
+    }
+
+    /// The TLS server's events (one JSON object per line) of a given kind.
+    pub fn tls_events(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.log("tls-events")
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == kind)
+            .collect()
+    }
+
+    /// Starts `gateway run` in the server namespace with this configuration and
+    /// waits until its metrics endpoint answers.
+    pub fn start_gateway(&mut self, bin: &Path, config: &str) -> anyhow::Result<()> {
+        let path = self.dir.join("gateway.toml");
+        fs::write(&path, config)?;
+        let mut cmd = self.in_server(bin);
+        cmd.arg("run").arg("--config").arg(&path);
+        self.spawn("gateway", cmd)?;
+        self.wait_for("gateway", Duration::from_secs(20), |lab| lab.metrics().is_ok())
+    }
+
+    /// Rewrites the gateway's configuration file (the gateway follows it).
+    pub fn write_gateway_config(&self, config: &str) -> anyhow::Result<()> {
+        fs::write(self.dir.join("gateway.toml"), config)?;
+        Ok(())
+    }
+
+    /// Scrapes the gateway's metrics from inside the server namespace.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        let out = run(self.in_server("curl").args(["-sf", "--max-time", "2", &format!("http://{METRICS}/metrics")]))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `openssl s_client` from the client namespace against the server with
+    /// `args` (e.g. `-tls1`), closing stdin at once, and reports how it went.
+    pub fn s_client(&self, server: &str, sni: &str, args: &[&str]) -> ClientRun {
+        let target = if server.contains(':') { format!("[{server}]:443") } else { format!("{server}:443") };
+        let start = Instant::now();
+        let out = self
+            .in_client("timeout")
+            .args(["10", "openssl", "s_client", "-connect", &target, "-servername", sni])
+            .args(["-cipher", "DEFAULT:@SECLEVEL=0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run openssl s_client");
+        ClientRun {
+            ok: out.status.success(),
+            elapsed: start.elapsed(),
+            output: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+
+    fn stop_children(&mut self) {
+        for (_, child) in &mut self.children {
+            // SIGTERM first, so the gateway detaches its program cleanly.
+            // SAFETY: kill(2) on a child we spawned and have not reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (_, child) in &mut self.children {
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_children();
+        for ns in [&self.server_ns, &self.client_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        if std::env::var_os("GATEWAY_LAB_KEEP_LOGS").is_none() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn netns_exec(ns: &str, program: &Path) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).arg(program);
+    cmd
+}
+
+/// Deletes namespaces left behind by labs whose process no longer exists.
+fn remove_stale_labs() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let mut parts = name.split('-');
+        if parts.next() != Some(PREFIX) {
+            continue;
+        }
+        let pid = parts.nth(1).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = Command::new("ip").args(["netns", "del", name]).status();
+            }
+        }
+    }
+}
+
+/// The value of a Prometheus sample `name{labels}` in a scrape (0 when absent).
+pub fn metric(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            n == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
+}

@@ -5,6 +5,7 @@
 //! The XDP program holds no policy: userspace fills these maps and reads the counters.
 #![no_std]
 
+pub mod sni;
 pub mod stats;
 pub mod version;
 
@@ -28,7 +29,7 @@ pub const MAX_REFUSED_FLOWS: u32 = 65536;
 
 /// Map names, shared so that userspace looks up exactly what the program declares.
 pub mod maps {
-    /// `HashMap<SniKey, HostPolicy>`: hostnames with their own minimum.
+    /// `HashMap<u64, HostPolicy>`: hostnames with their own minimum, by SNI fingerprint.
     pub const HOST_POLICY: &str = "HOST_POLICY";
     /// `Array<FilterConfig>` with one entry: zone-wide minimums.
     pub const CONFIG: &str = "CONFIG";
@@ -50,51 +51,17 @@ pub mod programs {
     pub const BASELINE: &str = "baseline_pass";
 }
 
-/// Key of [`maps::HOST_POLICY`]: a lowercased SNI, zero padded.
-///
-/// The length is part of the key so that a name with trailing NUL bytes never
-/// matches a configured hostname.
-#[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct SniKey {
-    /// Number of meaningful bytes in `name`.
-    pub len: u8,
-    /// The lowercased name; bytes past `len` are zero.
-    pub name: [u8; MAX_SNI_LEN],
-}
-
-impl SniKey {
-    /// An empty key (no name).
-    pub const EMPTY: SniKey = SniKey {
-        len: 0,
-        name: [0; MAX_SNI_LEN],
-    };
-
-    /// Builds a key from a name, lowercasing ASCII; `None` if the name is empty or too long.
-    pub fn from_name(name: &[u8]) -> Option<SniKey> {
-        if name.is_empty() || name.len() > MAX_SNI_LEN {
-            return None;
-        }
-        let mut key = SniKey::EMPTY;
-        for (dst, src) in key.name.iter_mut().zip(name) {
-            *dst = src.to_ascii_lowercase();
-        }
-        key.len = name.len() as u8;
-        Some(key)
-    }
-
-    /// The meaningful bytes of the name.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.name[..self.len as usize]
-    }
-}
-
-/// Value of [`maps::HOST_POLICY`].
+/// Value of [`maps::HOST_POLICY`], keyed by the first half of the SNI's
+/// [`sni::fingerprint`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostPolicy {
+    /// The second half of the fingerprint: the entry applies only if it matches too.
+    pub check: u64,
     /// Lowest acceptable TLS version, as a wire value (0x0301 = TLS 1.0 … 0x0304 = TLS 1.3).
     pub min_version: u16,
+    /// Reserved, zero.
+    pub reserved: [u16; 3],
 }
 
 /// The single value of [`maps::CONFIG`]. All zero (the state before userspace
@@ -108,9 +75,16 @@ pub struct FilterConfig {
     pub no_sni_min: u16,
     /// The lowest minimum of all: decides hellos whose SNI is not visible in the segment.
     pub floor_min: u16,
-    /// Reserved, zero.
-    pub reserved: u16,
+    /// How a refused hello is handled: [`REFUSE_RESET`] or [`REFUSE_DROP`].
+    pub refuse_mode: u16,
 }
+
+/// [`FilterConfig::refuse_mode`]: rewrite the hello into a RST toward the local
+/// stack, so the half-open socket is torn down and the client is reset promptly.
+pub const REFUSE_RESET: u16 = 0;
+/// [`FilterConfig::refuse_mode`]: drop the hello silently (`XDP_DROP`); the client
+/// retransmits until it gives up and the server's socket waits for its timeout.
+pub const REFUSE_DROP: u16 = 1;
 
 /// Key of [`maps::REFUSED_FLOWS`]: a flow and the sequence number of its refused hello.
 ///
@@ -141,8 +115,8 @@ pub struct HelloSummary {
     pub max_version: u16,
     /// One of the `SNI_*` constants.
     pub sni_state: u8,
-    /// Reserved, zero.
-    pub reserved: u8,
+    /// Length of the SNI in [`Scratch::sni`] (when `sni_state` is present).
+    pub sni_len: u8,
 }
 
 /// [`HelloSummary::sni_state`]: the SNI was not seen in the visible part of the hello.
@@ -164,8 +138,9 @@ pub struct Scratch {
     /// The first [`PAYLOAD_CAP`] bytes of the TCP payload, plus slack so that
     /// masked multi-byte reads stay inside the value.
     pub payload: [u8; PAYLOAD_CAP + 8],
-    /// The lowercased SNI of the last hello (when `summary.sni_state` is present).
-    pub sni: SniKey,
+    /// The SNI of the last hello as sent (when `summary.sni_state` is present),
+    /// aligned for word-at-a-time hashing.
+    pub sni: [u64; sni::SNI_WORDS],
     /// What the last hello offered.
     pub summary: HelloSummary,
     /// The parser's working values (offsets into `payload`, flags, results),
@@ -186,7 +161,6 @@ pub struct Scratch {
 mod pod {
     // SAFETY: all of these are repr(C) plain integers and byte arrays; every bit
     // pattern is valid, and padding is explicit (reserved fields) or absent.
-    unsafe impl aya::Pod for super::SniKey {}
     unsafe impl aya::Pod for super::HostPolicy {}
     unsafe impl aya::Pod for super::FilterConfig {}
     unsafe impl aya::Pod for super::FlowKey {}

@@ -10,7 +10,11 @@
 //! verified once, instead of once per combination of value ranges that the
 //! paths through earlier stages produce.
 
-use gateway_common::{MAX_SNI_LEN, PAYLOAD_CAP, SCRATCH_SLOTS, SNI_ABSENT, SNI_PRESENT, SNI_UNKNOWN, Stat, version};
+use gateway_common::{
+    MAX_SNI_LEN, PAYLOAD_CAP, SCRATCH_SLOTS, SNI_ABSENT, SNI_PRESENT, SNI_UNKNOWN, Stat,
+    sni::{self, SNI_WORDS},
+    version,
+};
 
 /// Mask that keeps an offset inside the payload buffer.
 const MASK: usize = PAYLOAD_CAP - 1;
@@ -64,8 +68,6 @@ pub mod slot {
     pub const SN_BODY: usize = 13;
     /// End of `server_name`.
     pub const SN_END: usize = 14;
-    /// Length of the host name copied for the previous hello (input of `copy_sni`).
-    pub const PREV_LEN: usize = 15;
 }
 
 /// Walk flags: `server_name` seen, `supported_versions` seen, whole block walked.
@@ -359,28 +361,22 @@ fn parse_sslv2(buf: &Payload, copied: usize) -> Result<(), Stat> {
     if plausible { Ok(()) } else { Err(Stat::PassNotTls) }
 }
 
-/// Lowercases ASCII without a branch.
-#[inline(always)]
-fn lower(c: u8) -> u8 {
-    c | (((c.wrapping_sub(b'A') < 26) as u8) << 5)
-}
-
-/// Copies the host name found by [`parse`] into `name`, lowercased, zeroing what
-/// is left of a longer previous name (`slot::PREV_LEN`), so every byte past the
-/// new length is zero. Returns the new length.
+/// The SNI's fingerprint (see `gateway_common::sni`), over the name copied into
+/// `words`, `slot::SNI_LEN` bytes long (1 to 255).
 ///
-/// The bounds are read from the slots in every iteration: a bound kept in a
+/// The length is read from the slots in every iteration: a bound kept in a
 /// register would be narrowed by each comparison, and the verifier would then
-/// walk one copy of the loop per possible length (quadratic in the length).
+/// walk one copy of the loop per possible length.
 #[inline(always)]
-pub fn copy_sni(buf: &Payload, s: &Slots, name: &mut [u8; MAX_SNI_LEN]) -> usize {
-    for (i, byte) in name.iter_mut().enumerate() {
+pub fn fingerprint(words: &[u64; SNI_WORDS], s: &Slots) -> [u64; 2] {
+    let mut h = sni::START;
+    for (i, &word) in words.iter().enumerate() {
+        let done = i * 8;
         let len = s.get(slot::SNI_LEN);
-        if i >= len && i >= s.get(slot::PREV_LEN) {
+        if done >= len {
             break;
         }
-        let c = lower(buf[(s.get(slot::SNI_OFF) + i) & MASK]);
-        *byte = if i < len { c } else { 0 };
+        h = sni::absorb(h, sni::lower_ascii(word) & sni::keep_bytes(len - done));
     }
-    s.get(slot::SNI_LEN) & 0xff
+    sni::finish(h, s.get(slot::SNI_LEN))
 }

@@ -20,13 +20,13 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use gateway_common::{
     FilterConfig, FlowKey, HelloSummary, HostPolicy, MAX_HOSTS, MAX_REFUSED_FLOWS, PAYLOAD_CAP,
-    PORT_BITMAP_WORDS, SNI_ABSENT, SNI_PRESENT, SNI_UNKNOWN, Scratch, SniKey, Stat, version,
+    PORT_BITMAP_WORDS, REFUSE_DROP, REFUSE_RESET, SNI_ABSENT, SNI_PRESENT, SNI_UNKNOWN, Scratch, Stat, version,
 };
 use hello::{Slots, slot};
 use packet::{Segment, TCP_RST, TCP_SYN};
 
 #[map]
-static HOST_POLICY: HashMap<SniKey, HostPolicy> = HashMap::with_max_entries(MAX_HOSTS, 0);
+static HOST_POLICY: HashMap<u64, HostPolicy> = HashMap::with_max_entries(MAX_HOSTS, 0);
 
 #[map]
 static CONFIG: Array<FilterConfig> = Array::with_max_entries(1, 0);
@@ -99,7 +99,14 @@ fn filter(ctx: &XdpContext) -> (Stat, u32) {
     }
     match judge_hello(ctx, scratch) {
         Ok(None) => (Stat::PassAllowed, pass),
-        Ok(Some(drop)) => refuse(ctx, scratch, drop),
+        Ok(Some(drop)) => {
+            let mode = CONFIG.get(0).map_or(REFUSE_RESET, |c| c.refuse_mode);
+            if mode == REFUSE_DROP {
+                (drop, xdp_action::XDP_DROP)
+            } else {
+                refuse(ctx, scratch, drop)
+            }
+        }
         Err(stat) => (stat, pass),
     }
 }
@@ -167,21 +174,38 @@ fn judge_hello(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Option<Stat>, 
     let sni_state = slots.get(slot::SNI_STATE) as u8;
     count(hello_stat(max_version));
     let config = CONFIG.get(0).copied().unwrap_or_default();
+    let mut sni_len = 0;
     let min = match sni_state {
         SNI_PRESENT => {
-            slots.set(slot::PREV_LEN, scratch.sni.len as usize);
-            let len = hello::copy_sni(&scratch.payload, &slots, &mut scratch.sni.name);
-            scratch.sni.len = len as u8;
+            sni_len = slots.get(slot::SNI_LEN) & 0xff;
+            if sni_len == 0 {
+                return Err(Stat::PassMalformed);
+            }
+            // The name again, straight from the packet into word-aligned memory.
+            // SAFETY: volatile load; the copy is at most 255 of the buffer's 256 bytes.
+            let rc = unsafe {
+                let [_, payload_off, _] = core::ptr::read_volatile(&scratch.segment);
+                bpf_xdp_load_bytes(
+                    ctx.ctx,
+                    payload_off + slots.get(slot::SNI_OFF) as u32,
+                    scratch.sni.as_mut_ptr().cast(),
+                    sni_len as u32,
+                )
+            };
+            if rc < 0 {
+                return Err(Stat::PassMalformed);
+            }
+            let [key, check] = hello::fingerprint(&scratch.sni, &slots);
             // SAFETY: the value is copied out at once; userspace replaces entries whole.
-            match unsafe { HOST_POLICY.get(&scratch.sni) } {
-                Some(host) => host.min_version,
-                None => config.zone_min,
+            match unsafe { HOST_POLICY.get(&key) } {
+                Some(host) if host.check == check => host.min_version,
+                _ => config.zone_min,
             }
         }
         SNI_ABSENT => config.no_sni_min,
         _ => config.floor_min,
     };
-    scratch.summary = HelloSummary { max_version, sni_state, reserved: 0 };
+    scratch.summary = HelloSummary { max_version, sni_state, sni_len: sni_len as u8 };
     if max_version < min {
         debug!(ctx, "refusing ClientHello: offers {:x}, minimum {:x}", max_version, min);
         return Ok(Some(drop_stat(max_version)));

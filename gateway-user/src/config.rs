@@ -5,6 +5,7 @@
 //! interface = "eth0"          # or `gateway run --interface`
 //! ports = [443, 8443]
 //! mode = "auto"               # auto | native | generic
+//! refuse = "reset"            # reset (client fails at once) | drop (silent)
 //!
 //! [zone]
 //! min_tls_version = "1.2"
@@ -59,6 +60,9 @@ pub struct XdpSection {
     /// Attach mode.
     #[serde(default)]
     pub mode: AttachMode,
+    /// What happens to a refused ClientHello.
+    #[serde(default)]
+    pub refuse: RefuseMode,
 }
 
 impl Default for XdpSection {
@@ -67,6 +71,7 @@ impl Default for XdpSection {
             interface: None,
             ports: default_ports(),
             mode: AttachMode::default(),
+            refuse: RefuseMode::default(),
         }
     }
 }
@@ -86,6 +91,20 @@ pub enum AttachMode {
     Native,
     /// Generic (skb) mode, on any device.
     Generic,
+}
+
+/// What the XDP filter does with a ClientHello it refuses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RefuseMode {
+    /// Turn it into a RST for the local stack: the server's socket is freed at
+    /// once and the client is reset on its first retransmission (fails in
+    /// well under a second).
+    #[default]
+    Reset,
+    /// Drop it: cheapest, but the client retransmits into silence until it
+    /// gives up and the server's socket waits in the accept queue.
+    Drop,
 }
 
 /// `[zone]`: the zone's minimum TLS versions.

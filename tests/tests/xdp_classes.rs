@@ -4,7 +4,8 @@ use gateway::{
     frame::{TPID_8021AD, TPID_8021Q, TcpFrame, flags, tcp_view},
     hello::{ClientHello, Ext, records, reference, sslv2_hello},
     tls_version::TlsVersion::{Tls10, Tls11, Tls12, Tls13},
-    xdp::{FrameVerdict, XDP_PASS, XdpFilter, XdpPolicy},
+    config::RefuseMode,
+    xdp::{FrameVerdict, XDP_DROP, XDP_PASS, XdpFilter, XdpPolicy},
 };
 use gateway_common::{Stat, version};
 use gateway_tests::{
@@ -197,6 +198,15 @@ fn refused_segment_becomes_a_reset_and_its_retransmission_passes_unchanged() {
     let again = filter.run_frame(&bytes).unwrap();
     assert_eq!(again.stat, Stat::DropRetransmit);
     assert_eq!(again.output, bytes);
+
+    // With `refuse = "drop"` the hello is simply dropped, every time.
+    let mut p = policy(Tls12, &[]);
+    p.refuse = RefuseMode::Drop;
+    let filter = loaded_filter(&p);
+    for _ in 0..2 {
+        let v = filter.run_frame(&bytes).unwrap();
+        assert_eq!((v.stat, v.action), (Stat::DropTls11, XDP_DROP));
+    }
 }
 
 #[test]

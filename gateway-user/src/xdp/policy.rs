@@ -5,10 +5,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
 use aya::maps::{Array, HashMap};
-use gateway_common::{FilterConfig, HostPolicy, PORT_BITMAP_WORDS, SniKey, maps};
+use gateway_common::{
+    FilterConfig, HostPolicy, MAX_SNI_LEN, PORT_BITMAP_WORDS, REFUSE_DROP, REFUSE_RESET, maps, sni,
+};
 
 use super::XdpFilter;
-use crate::{config::Config, tls_version::TlsVersion};
+use crate::{
+    config::{Config, RefuseMode},
+    tls_version::TlsVersion,
+};
 
 /// What the XDP filter enforces.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +26,8 @@ pub struct XdpPolicy {
     pub hosts: BTreeMap<String, TlsVersion>,
     /// TCP ports whose segments are inspected.
     pub ports: BTreeSet<u16>,
+    /// What happens to a refused hello.
+    pub refuse: RefuseMode,
 }
 
 impl XdpPolicy {
@@ -31,6 +38,7 @@ impl XdpPolicy {
             no_sni_min: min,
             hosts: BTreeMap::new(),
             ports: crate::config::DEFAULT_TLS_PORTS.into_iter().collect(),
+            refuse: RefuseMode::default(),
         }
     }
 
@@ -47,6 +55,7 @@ impl XdpPolicy {
                 .filter_map(|h| Some((h.name.to_ascii_lowercase(), h.min_tls_version?)))
                 .collect(),
             ports: config.xdp.ports.iter().copied().collect(),
+            refuse: config.xdp.refuse,
         }
     }
 
@@ -73,8 +82,30 @@ impl XdpPolicy {
             zone_min: self.zone_min.wire(),
             no_sni_min: self.no_sni_min.wire(),
             floor_min: self.floor().wire(),
-            reserved: 0,
+            refuse_mode: match self.refuse {
+                RefuseMode::Reset => REFUSE_RESET,
+                RefuseMode::Drop => REFUSE_DROP,
+            },
         }
+    }
+
+    /// The `HOST_POLICY` entries: SNI fingerprint → policy. Two names whose map
+    /// keys collide (a 1 in 2^64 event) are refused rather than confused.
+    fn host_entries(&self) -> anyhow::Result<BTreeMap<u64, HostPolicy>> {
+        let mut entries = BTreeMap::new();
+        let mut owners: BTreeMap<u64, &str> = BTreeMap::new();
+        for (name, min) in &self.hosts {
+            anyhow::ensure!(
+                !name.is_empty() && name.len() <= MAX_SNI_LEN,
+                "hostname {name:?} cannot be an SNI (1 to {MAX_SNI_LEN} bytes)"
+            );
+            let [key, check] = sni::fingerprint(name.as_bytes());
+            if let Some(other) = owners.insert(key, name) {
+                anyhow::bail!("hostnames {other:?} and {name:?} have the same SNI fingerprint; rename one");
+            }
+            entries.insert(key, HostPolicy { check, min_version: min.wire(), reserved: [0; 3] });
+        }
+        Ok(entries)
     }
 
     fn port_bitmap(&self) -> Vec<u64> {
@@ -115,25 +146,18 @@ impl XdpFilter {
             }
         }
         {
-            let mut hosts: HashMap<_, SniKey, HostPolicy> =
+            let entries = policy.host_entries()?;
+            let mut hosts: HashMap<_, u64, HostPolicy> =
                 HashMap::try_from(self.map_mut(maps::HOST_POLICY)?)?;
-            for (name, min) in &policy.hosts {
-                let key = SniKey::from_name(name.as_bytes())
-                    .with_context(|| format!("hostname {name:?} cannot be an SNI key"))?;
-                let value = HostPolicy { min_version: min.wire() };
-                if hosts.get(&key, 0).ok() != Some(value) {
-                    hosts
-                        .insert(key, value, 0)
-                        .with_context(|| format!("writing the policy of {name}"))?;
+            for (key, value) in &entries {
+                if hosts.get(key, 0).ok().as_ref() != Some(value) {
+                    hosts.insert(key, value, 0).context("writing a hostname policy")?;
                 }
             }
-            let stale: Vec<SniKey> = hosts
+            let stale: Vec<u64> = hosts
                 .keys()
                 .filter_map(Result::ok)
-                .filter(|k| {
-                    let name = String::from_utf8_lossy(k.as_bytes());
-                    !policy.hosts.contains_key(name.as_ref())
-                })
+                .filter(|k| !entries.contains_key(k))
                 .collect();
             for key in stale {
                 hosts.remove(&key).context("removing a stale hostname policy")?;

@@ -115,8 +115,11 @@ impl XdpFilter {
         let s = values
             .get(cpu)
             .ok_or_else(|| anyhow!("no scratch value for CPU {cpu}"))?;
-        let sni = (s.summary.sni_state == SNI_PRESENT)
-            .then(|| String::from_utf8_lossy(s.sni.as_bytes()).into_owned());
+        let sni = (s.summary.sni_state == SNI_PRESENT).then(|| {
+            let bytes: Vec<u8> = s.sni.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let name = &bytes[..usize::from(s.summary.sni_len)];
+            String::from_utf8_lossy(&name.to_ascii_lowercase()).into_owned()
+        });
         Ok(HelloSeen {
             max_version: s.summary.max_version,
             sni,

@@ -18,7 +18,10 @@ fn main() {
     let common_dir = root.join("gateway-common");
     for dir in [&ebpf_dir, &common_dir] {
         println!("cargo:rerun-if-changed={}", dir.join("src").display());
-        println!("cargo:rerun-if-changed={}", dir.join("Cargo.toml").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            dir.join("Cargo.toml").display()
+        );
     }
     let target_dir = root.join("target").join("bpf");
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());

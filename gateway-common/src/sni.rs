@@ -27,7 +27,11 @@ pub fn lower_ascii(w: u64) -> u64 {
 /// Mask that keeps the first `n` bytes (little-endian) of a word, `n` ≥ 1.
 #[inline(always)]
 pub fn keep_bytes(n: usize) -> u64 {
-    if n >= 8 { u64::MAX } else { (1u64 << (n * 8)) - 1 }
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (n * 8)) - 1
+    }
 }
 
 /// The hash state before any word.
@@ -45,7 +49,10 @@ pub fn absorb(h: [u64; 2], w: u64) -> [u64; 2] {
 /// Finishes the hash of a name of `len` bytes: `[map key, check]`.
 #[inline(always)]
 pub fn finish(h: [u64; 2], len: usize) -> [u64; 2] {
-    [mix(h[0] ^ len as u64), mix(h[1] ^ (len as u64).rotate_left(32))]
+    [
+        mix(h[0] ^ len as u64),
+        mix(h[1] ^ (len as u64).rotate_left(32)),
+    ]
 }
 
 /// A strong 64-bit finaliser (MurmurHash3's).
@@ -79,15 +86,25 @@ mod tests {
         for chunk in all.chunks(8) {
             let w = lower_ascii(u64::from_le_bytes(chunk.try_into().unwrap()));
             for (i, &b) in chunk.iter().enumerate() {
-                assert_eq!((w >> (i * 8)) as u8, b.to_ascii_lowercase(), "byte {b:#04x}");
+                assert_eq!(
+                    (w >> (i * 8)) as u8,
+                    b.to_ascii_lowercase(),
+                    "byte {b:#04x}"
+                );
             }
         }
     }
 
     #[test]
     fn fingerprints_ignore_case_and_separate_names() {
-        assert_eq!(fingerprint(b"API.Example.COM"), fingerprint(b"api.example.com"));
-        assert_ne!(fingerprint(b"api.example.com"), fingerprint(b"api.example.co"));
+        assert_eq!(
+            fingerprint(b"API.Example.COM"),
+            fingerprint(b"api.example.com")
+        );
+        assert_ne!(
+            fingerprint(b"api.example.com"),
+            fingerprint(b"api.example.co")
+        );
         assert_ne!(fingerprint(b"a"), fingerprint(b"a\0"));
         assert_ne!(fingerprint(b"abcdefgh"), fingerprint(b"abcdefgh\0"));
     }

@@ -108,7 +108,11 @@ fn u16_at(buf: &Payload, off: usize) -> usize {
 /// Checks that `n` bytes at `off` are visible.
 #[inline(always)]
 fn need(off: usize, n: usize, visible: usize) -> Result<(), Stat> {
-    if off + n > visible { Err(Stat::PassUndecidable) } else { Ok(()) }
+    if off + n > visible {
+        Err(Stat::PassUndecidable)
+    } else {
+        Ok(())
+    }
 }
 
 /// Parses the ClientHello at the start of the copied payload (`slot::COPIED`
@@ -358,7 +362,11 @@ fn parse_sslv2(buf: &Payload, copied: usize) -> Result<(), Stat> {
         && (session_id == 0 || session_id == 16)
         && (16..=32).contains(&challenge)
         && record_len == HDR - 2 + cipher_specs + session_id + challenge;
-    if plausible { Ok(()) } else { Err(Stat::PassNotTls) }
+    if plausible {
+        Ok(())
+    } else {
+        Err(Stat::PassNotTls)
+    }
 }
 
 /// The SNI's fingerprint (see `gateway_common::sni`), over the name copied into

@@ -20,7 +20,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use gateway_common::{
     FilterConfig, FlowKey, HelloSummary, HostPolicy, MAX_HOSTS, MAX_REFUSED_FLOWS, PAYLOAD_CAP,
-    PORT_BITMAP_WORDS, REFUSE_DROP, REFUSE_RESET, SNI_ABSENT, SNI_PRESENT, SNI_UNKNOWN, Scratch, Stat, version,
+    PORT_BITMAP_WORDS, REFUSE_DROP, REFUSE_RESET, SNI_ABSENT, SNI_PRESENT, SNI_UNKNOWN, Scratch,
+    Stat, version,
 };
 use hello::{Slots, slot};
 use packet::{Segment, TCP_RST, TCP_SYN};
@@ -38,8 +39,7 @@ static TLS_PORTS: Array<u64> = Array::with_max_entries(PORT_BITMAP_WORDS, 0);
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
 
 #[map]
-static REFUSED_FLOWS: LruHashMap<FlowKey, u32> =
-    LruHashMap::with_max_entries(MAX_REFUSED_FLOWS, 0);
+static REFUSED_FLOWS: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(MAX_REFUSED_FLOWS, 0);
 
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -93,7 +93,11 @@ fn filter(ctx: &XdpContext) -> (Stat, u32) {
     unsafe {
         core::ptr::write_volatile(
             &mut scratch.segment,
-            [seg.tcp_off as u32, seg.payload_off as u32, seg.payload_len as u32],
+            [
+                seg.tcp_off as u32,
+                seg.payload_off as u32,
+                seg.payload_len as u32,
+            ],
         );
         core::ptr::write_volatile(&mut scratch.flow, seg.flow);
     }
@@ -205,9 +209,16 @@ fn judge_hello(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Option<Stat>, 
         SNI_ABSENT => config.no_sni_min,
         _ => config.floor_min,
     };
-    scratch.summary = HelloSummary { max_version, sni_state, sni_len: sni_len as u8 };
+    scratch.summary = HelloSummary {
+        max_version,
+        sni_state,
+        sni_len: sni_len as u8,
+    };
     if max_version < min {
-        debug!(ctx, "refusing ClientHello: offers {:x}, minimum {:x}", max_version, min);
+        debug!(
+            ctx,
+            "refusing ClientHello: offers {:x}, minimum {:x}", max_version, min
+        );
         return Ok(Some(drop_stat(max_version)));
     }
     if sni_state == SNI_UNKNOWN {

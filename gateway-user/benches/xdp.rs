@@ -28,12 +28,14 @@ struct Case {
 }
 
 fn frame(dport: u16, payload: Vec<u8>) -> Vec<u8> {
-    let (src, dst): (IpAddr, IpAddr) = ("198.18.0.2".parse().unwrap(), "198.18.0.1".parse().unwrap());
+    let (src, dst): (IpAddr, IpAddr) =
+        ("198.18.0.2".parse().unwrap(), "198.18.0.1".parse().unwrap());
     TcpFrame::new(src, dst, 40000, dport, payload).build()
 }
 
 fn cases() -> Vec<Case> {
-    let http = b"GET /index.html HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: bench\r\n\r\n".to_vec();
+    let http =
+        b"GET /index.html HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: bench\r\n\r\n".to_vec();
     let mut typical = ClientHello::modern("www.example.com");
     typical.extensions.as_mut().unwrap().push(Ext::padding(200));
     let mut split = ClientHello::modern("www.example.com");
@@ -44,16 +46,39 @@ fn cases() -> Vec<Case> {
     let split_record = split.record()[..1400].to_vec();
     let long_sni = format!("{}.example.com", "a".repeat(228));
     vec![
-        Case { name: "non-TLS, other port (80)", frame: frame(80, http.clone()), expect: Stat::PassOtherPort, target: Some(1.2) },
-        Case { name: "non-TLS payload on 443", frame: frame(443, http), expect: Stat::PassNotTls, target: Some(1.2) },
-        Case { name: "TLS 1.3 hello, typical SNI, passed", frame: frame(443, typical.record()), expect: Stat::PassAllowed, target: Some(2.0) },
+        Case {
+            name: "non-TLS, other port (80)",
+            frame: frame(80, http.clone()),
+            expect: Stat::PassOtherPort,
+            target: Some(1.2),
+        },
+        Case {
+            name: "non-TLS payload on 443",
+            frame: frame(443, http),
+            expect: Stat::PassNotTls,
+            target: Some(1.2),
+        },
+        Case {
+            name: "TLS 1.3 hello, typical SNI, passed",
+            frame: frame(443, typical.record()),
+            expect: Stat::PassAllowed,
+            target: Some(2.0),
+        },
         Case {
             name: "TLS 1.0 hello, typical SNI, dropped",
-            frame: frame(443, ClientHello::legacy(version::TLS1_0, Some("www.example.com")).record()),
+            frame: frame(
+                443,
+                ClientHello::legacy(version::TLS1_0, Some("www.example.com")).record(),
+            ),
             expect: Stat::DropTls10,
             target: Some(2.0),
         },
-        Case { name: "split hello (first 1400 B), passed", frame: frame(443, split_record), expect: Stat::PassUndecidable, target: None },
+        Case {
+            name: "split hello (first 1400 B), passed",
+            frame: frame(443, split_record),
+            expect: Stat::PassUndecidable,
+            target: None,
+        },
         Case {
             name: "TLS 1.3 hello, 242-byte SNI, passed",
             frame: frame(443, ClientHello::modern(&long_sni).record()),
@@ -81,17 +106,30 @@ fn main() -> anyhow::Result<()> {
     // Repeated runs reuse one frame, so a refused hello must stay as it was:
     // the bench uses `refuse = "drop"` (a reset rewrites the frame in place).
     let mut policy = XdpPolicy::uniform(TlsVersion::Tls12);
-    policy.hosts.insert("api.example.com".into(), TlsVersion::Tls13);
+    policy
+        .hosts
+        .insert("api.example.com".into(), TlsVersion::Tls13);
     policy.refuse = RefuseMode::Drop;
     let mut filter = XdpFilter::load(ProgramLog::Off)?;
     filter.apply(&policy)?;
 
-    println!("XDP filter vs a bare XDP_PASS program, BPF_PROG_TEST_RUN, {REPEAT} runs x {ROUNDS} rounds (median)\n");
-    println!("{:<40} {:>10} {:>10} {:>7} {:>8}", "case", "filter ns", "bare ns", "ratio", "target");
+    println!(
+        "XDP filter vs a bare XDP_PASS program, BPF_PROG_TEST_RUN, {REPEAT} runs x {ROUNDS} rounds (median)\n"
+    );
+    println!(
+        "{:<40} {:>10} {:>10} {:>7} {:>8}",
+        "case", "filter ns", "bare ns", "ratio", "target"
+    );
     let mut missed = 0;
     for case in cases() {
         let verdict = filter.run_frame(&case.frame)?;
-        anyhow::ensure!(verdict.stat == case.expect, "{}: the filter decided {:?}, expected {:?}", case.name, verdict.stat, case.expect);
+        anyhow::ensure!(
+            verdict.stat == case.expect,
+            "{}: the filter decided {:?}, expected {:?}",
+            case.name,
+            verdict.stat,
+            case.expect
+        );
         let mut filter_ns = Vec::new();
         let mut bare_ns = Vec::new();
         for _ in 0..ROUNDS {
@@ -108,7 +146,10 @@ fn main() -> anyhow::Result<()> {
             }
             None => "-".to_string(),
         };
-        println!("{:<40} {:>10.1} {:>10.1} {:>6.2}x {:>8}", case.name, f, b, ratio, target);
+        println!(
+            "{:<40} {:>10.1} {:>10.1} {:>6.2}x {:>8}",
+            case.name, f, b, ratio, target
+        );
     }
     println!("\n{missed} target(s) missed");
     Ok(())

@@ -2,8 +2,6 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
 use crate::{
     config::{AttachMode, DEFAULT_TLS_PORTS},
     daemon::{self, RunOptions},
@@ -11,6 +9,8 @@ use crate::{
     tls_version::TlsVersion,
     xdp::{ProgramLog, XdpFilter, XdpPolicy},
 };
+use anyhow::Context;
+use clap::{Parser, Subcommand};
 
 /// XDP-accelerated mTLS gateway.
 #[derive(Parser)]
@@ -84,21 +84,45 @@ pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, interface, mode, metrics, xdp_log } => tokio::runtime::Runtime::new()
+        Command::Run {
+            config,
+            interface,
+            mode,
+            metrics,
+            xdp_log,
+        } => tokio::runtime::Runtime::new()
             .context("starting the runtime")
             .and_then(|rt| {
-                rt.block_on(daemon::run(RunOptions { config, interface, mode, metrics, program_log: xdp_log }))
+                rt.block_on(daemon::run(RunOptions {
+                    config,
+                    interface,
+                    mode,
+                    metrics,
+                    program_log: xdp_log,
+                }))
             }),
-        Command::Xdp { command: XdpCommand::Replay { zone_min_tls, no_sni_min_tls, host_min_tls, port, files } } => {
+        Command::Xdp {
+            command:
+                XdpCommand::Replay {
+                    zone_min_tls,
+                    no_sni_min_tls,
+                    host_min_tls,
+                    port,
+                    files,
+                },
+        } => {
             let mut policy = XdpPolicy::uniform(zone_min_tls);
             policy.no_sni_min = no_sni_min_tls.unwrap_or(zone_min_tls);
             policy.hosts = host_min_tls.into_iter().collect();
-            policy.ports = if port.is_empty() { DEFAULT_TLS_PORTS.into() } else { port.into_iter().collect() };
-            XdpFilter::load(ProgramLog::Off)
-                .and_then(|mut filter| {
-                    filter.apply(&policy)?;
-                    replay::replay(&filter, &files, std::io::stdout().lock())
-                })
+            policy.ports = if port.is_empty() {
+                DEFAULT_TLS_PORTS.into()
+            } else {
+                port.into_iter().collect()
+            };
+            XdpFilter::load(ProgramLog::Off).and_then(|mut filter| {
+                filter.apply(&policy)?;
+                replay::replay(&filter, &files, std::io::stdout().lock())
+            })
         }
     };
     match result {

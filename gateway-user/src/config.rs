@@ -261,7 +261,10 @@ mod tests {
             ("[zone]\nmin_tls_version = \"1.4\"", "1.4"),
             ("[[hostname]]\nname = \"API.example.com\"", "lowercase"),
             ("[[hostname]]\nname = \"*.example.com\"", "wildcard = true"),
-            ("[[hostname]]\nname = \"a.com\"\n[[hostname]]\nname = \"a.com\"", "twice"),
+            (
+                "[[hostname]]\nname = \"a.com\"\n[[hostname]]\nname = \"a.com\"",
+                "twice",
+            ),
             ("[xdp]\nports = []", "ports is empty"),
             ("[xdp]\nports = [0]", "1..65535"),
             ("[zone]\nminimum = \"1.2\"", "unknown field"),

@@ -46,7 +46,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .interface
         .clone()
         .or_else(|| config.xdp.interface.clone())
-        .context("no interface: pass --interface IFACE or set [xdp] interface in the configuration")?;
+        .context(
+            "no interface: pass --interface IFACE or set [xdp] interface in the configuration",
+        )?;
     let mode = opts.mode.unwrap_or(config.xdp.mode);
 
     let mut filter = XdpFilter::load(opts.program_log)?;
@@ -126,6 +128,9 @@ fn reload(filter: &mut XdpFilter, path: Option<&Path>) {
             p.zone_min,
             p.hosts.len()
         ),
-        Err(e) => error!("reload of {} failed, keeping the previous policy: {e:#}", path.display()),
+        Err(e) => error!(
+            "reload of {} failed, keeping the previous policy: {e:#}",
+            path.display()
+        ),
     }
 }

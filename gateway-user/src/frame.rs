@@ -109,7 +109,13 @@ impl TcpFrame {
                 ip.extend_from_slice(&opts);
                 let csum = checksum(&[&ip]);
                 ip[10..12].copy_from_slice(&csum.to_be_bytes());
-                let pseudo = [&src.octets()[..], &dst.octets()[..], &[0, 6], &(tcp.len() as u16).to_be_bytes()].concat();
+                let pseudo = [
+                    &src.octets()[..],
+                    &dst.octets()[..],
+                    &[0, 6],
+                    &(tcp.len() as u16).to_be_bytes(),
+                ]
+                .concat();
                 let csum = checksum(&[&pseudo, &tcp]);
                 tcp[16..18].copy_from_slice(&csum.to_be_bytes());
                 frame.extend_from_slice(&0x0800u16.to_be_bytes());
@@ -121,7 +127,13 @@ impl TcpFrame {
                 ip.extend_from_slice(&[6, 64]);
                 ip.extend_from_slice(&src.octets());
                 ip.extend_from_slice(&dst.octets());
-                let pseudo = [&src.octets()[..], &dst.octets()[..], &(tcp.len() as u32).to_be_bytes(), &[0, 0, 0, 6]].concat();
+                let pseudo = [
+                    &src.octets()[..],
+                    &dst.octets()[..],
+                    &(tcp.len() as u32).to_be_bytes(),
+                    &[0, 0, 0, 6],
+                ]
+                .concat();
                 let csum = checksum(&[&pseudo, &tcp]);
                 tcp[16..18].copy_from_slice(&csum.to_be_bytes());
                 frame.extend_from_slice(&0x86ddu16.to_be_bytes());
@@ -135,7 +147,7 @@ impl TcpFrame {
 }
 
 fn pad4(v: &mut Vec<u8>) {
-    while v.len() % 4 != 0 {
+    while !v.len().is_multiple_of(4) {
         v.push(0); // TCP/IP option "end of list"
     }
 }
@@ -184,16 +196,28 @@ pub fn tcp_view(frame: &[u8]) -> Option<TcpView> {
     let (tcp, pseudo) = match proto {
         0x0800 => {
             let ihl = usize::from(frame.get(l3)? & 0x0f) * 4;
-            let total = usize::from(u16::from_be_bytes([*frame.get(l3 + 2)?, *frame.get(l3 + 3)?]));
+            let total = usize::from(u16::from_be_bytes([
+                *frame.get(l3 + 2)?,
+                *frame.get(l3 + 3)?,
+            ]));
             let tcp = frame.get(l3 + ihl..l3 + total)?;
             let addrs = frame.get(l3 + 12..l3 + 20)?;
-            (tcp, [addrs, &[0, 6], &(tcp.len() as u16).to_be_bytes()].concat())
+            (
+                tcp,
+                [addrs, &[0, 6], &(tcp.len() as u16).to_be_bytes()].concat(),
+            )
         }
         0x86dd => {
-            let plen = usize::from(u16::from_be_bytes([*frame.get(l3 + 4)?, *frame.get(l3 + 5)?]));
+            let plen = usize::from(u16::from_be_bytes([
+                *frame.get(l3 + 4)?,
+                *frame.get(l3 + 5)?,
+            ]));
             let tcp = frame.get(l3 + 40..l3 + 40 + plen)?;
             let addrs = frame.get(l3 + 8..l3 + 40)?;
-            (tcp, [addrs, &(tcp.len() as u32).to_be_bytes(), &[0, 0, 0, 6]].concat())
+            (
+                tcp,
+                [addrs, &(tcp.len() as u32).to_be_bytes(), &[0, 0, 0, 6]].concat(),
+            )
         }
         _ => return None,
     };
@@ -210,11 +234,14 @@ mod tests {
 
     #[test]
     fn built_frames_have_valid_checksums() {
-        for (src, dst) in [
-            ("198.18.0.2", "198.18.0.1"),
-            ("fd00::2", "fd00::1"),
-        ] {
-            let mut f = TcpFrame::new(src.parse().unwrap(), dst.parse().unwrap(), 40000, 443, b"hello".to_vec());
+        for (src, dst) in [("198.18.0.2", "198.18.0.1"), ("fd00::2", "fd00::1")] {
+            let mut f = TcpFrame::new(
+                src.parse().unwrap(),
+                dst.parse().unwrap(),
+                40000,
+                443,
+                b"hello".to_vec(),
+            );
             f.vlans = vec![(TPID_8021AD, 10), (TPID_8021Q, 20)];
             f.tcp_options = vec![2, 4, 5, 0xb4, 1];
             f.ip_options = vec![1, 1, 1];

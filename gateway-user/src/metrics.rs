@@ -29,7 +29,11 @@ impl XdpCollector {
     /// A collector over the program's `STATS` map.
     pub fn new(stats: Arc<StatsMap>) -> XdpCollector {
         let (packets, hellos) = Self::families();
-        XdpCollector { stats, packets, hellos }
+        XdpCollector {
+            stats,
+            packets,
+            hellos,
+        }
     }
 
     fn families() -> (IntCounterVec, IntCounterVec) {
@@ -48,7 +52,10 @@ impl XdpCollector {
             &["max_version"],
         );
         // The names and labels above are valid constants.
-        (packets.expect("valid metric"), hellos.expect("valid metric"))
+        (
+            packets.expect("valid metric"),
+            hellos.expect("valid metric"),
+        )
     }
 }
 
@@ -72,7 +79,9 @@ impl Collector for XdpCollector {
         for stat in gateway_common::Stat::ALL {
             let value = counters.get(stat);
             match stat.verdict() {
-                Some(verdict) => packets.with_label_values(&[verdict, stat.label()]).inc_by(value),
+                Some(verdict) => packets
+                    .with_label_values(&[verdict, stat.label()])
+                    .inc_by(value),
                 None => hellos.with_label_values(&[stat.label()]).inc_by(value),
             }
         }
@@ -118,7 +127,10 @@ pub async fn serve(listen: SocketAddr, registry: Registry) -> anyhow::Result<()>
     }
 }
 
-async fn handle(req: Request<Incoming>, registry: Arc<Registry>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    registry: Arc<Registry>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let response = match (req.method().as_str(), req.uri().path()) {
         ("GET", "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4")

@@ -12,7 +12,9 @@ pub enum PcapError {
     #[error("read error: {0}")]
     Io(#[from] io::Error),
     /// The file is pcapng, which this reader does not handle.
-    #[error("this is a pcapng file; convert it with `editcap -F pcap IN OUT` (from wireshark-common)")]
+    #[error(
+        "this is a pcapng file; convert it with `editcap -F pcap IN OUT` (from wireshark-common)"
+    )]
     PcapNg,
     /// The magic number is not a pcap one.
     #[error("not a pcap file (magic {0:#010x})")]
@@ -69,14 +71,23 @@ impl<R: Read> PcapReader<R> {
         };
         let word = |b: &[u8]| {
             let b: [u8; 4] = b.try_into().unwrap_or_default();
-            if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
+            if big_endian {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
         };
         let snaplen = word(&header[16..20]);
         let linktype = word(&header[20..24]) & 0x0fff_ffff;
         if linktype != LINKTYPE_ETHERNET {
             return Err(PcapError::LinkType(linktype));
         }
-        Ok(PcapReader { input, big_endian, snaplen, index: 0 })
+        Ok(PcapReader {
+            input,
+            big_endian,
+            snaplen,
+            index: 0,
+        })
     }
 
     /// The next frame, `Ok(None)` at the end of the file.
@@ -90,12 +101,19 @@ impl<R: Read> PcapReader<R> {
         self.index += 1;
         let word = |b: &[u8]| {
             let b: [u8; 4] = b.try_into().unwrap_or_default();
-            if self.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) }
+            if self.big_endian {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
         };
         let caplen = word(&header[8..12]);
         let wire_len = word(&header[12..16]);
         if caplen > MAX_RECORD.max(self.snaplen.min(MAX_RECORD)) {
-            return Err(PcapError::Oversized { index: self.index, len: caplen });
+            return Err(PcapError::Oversized {
+                index: self.index,
+                len: caplen,
+            });
         }
         let mut data = vec![0u8; caplen as usize];
         if read_full(&mut self.input, &mut data)? != data.len() {
@@ -164,6 +182,12 @@ mod tests {
         write_pcap(&mut cut, &[vec![0; 100]]).unwrap();
         cut.truncate(24 + 16 + 50);
         let mut r = PcapReader::new(&cut[..]).unwrap();
-        assert!(r.next_packet().err().unwrap().to_string().contains("truncated record 1"));
+        assert!(
+            r.next_packet()
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("truncated record 1")
+        );
     }
 }

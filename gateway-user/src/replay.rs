@@ -39,7 +39,12 @@ pub fn replay(filter: &XdpFilter, files: &[PathBuf], mut out: impl Write) -> any
     if failed.is_empty() {
         Ok(())
     } else {
-        anyhow::bail!("{} of {} file(s) could not be replayed: {}", failed.len(), files.len(), failed.join(", "))
+        anyhow::bail!(
+            "{} of {} file(s) could not be replayed: {}",
+            failed.len(),
+            files.len(),
+            failed.join(", ")
+        )
     }
 }
 
@@ -53,7 +58,11 @@ fn replay_file(filter: &XdpFilter, path: &PathBuf, out: &mut impl Write) -> anyh
         let verdict = filter
             .run_frame(&packet.data)
             .with_context(|| format!("packet {index}"))?;
-        writeln!(out, "{}", serde_json::to_string(&line(&name, index, &verdict))?)?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&line(&name, index, &verdict))?
+        )?;
     }
     Ok(())
 }

@@ -108,7 +108,10 @@ mod tests {
     #[test]
     fn rejects_unknown_versions_with_a_clear_message() {
         let err = "1.4".parse::<TlsVersion>().unwrap_err().to_string();
-        assert!(err.contains("1.4") && err.contains("1.0, 1.1, 1.2, 1.3"), "{err}");
+        assert!(
+            err.contains("1.4") && err.contains("1.0, 1.1, 1.2, 1.3"),
+            "{err}"
+        );
         assert!("tls1.2".parse::<TlsVersion>().is_err());
     }
 }

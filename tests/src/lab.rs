@@ -79,7 +79,11 @@ impl Lab {
         crate::require_root("creating network namespaces");
         remove_stale_labs();
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let id = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let dir = std::env::temp_dir().join(format!("{PREFIX}-{id}"));
         fs::create_dir_all(&dir)?;
         let lab = Lab {
@@ -91,10 +95,21 @@ impl Lab {
         let (s, c) = (lab.server_ns.as_str(), lab.client_ns.as_str());
         ip(&["netns", "add", s])?;
         ip(&["netns", "add", c])?;
-        ip(&["-n", s, "link", "add", IFACE, "type", "veth", "peer", "name", IFACE, "netns", c])?;
+        ip(&[
+            "-n", s, "link", "add", IFACE, "type", "veth", "peer", "name", IFACE, "netns", c,
+        ])?;
         for (ns, v4, v6) in [(s, SERVER_V4, SERVER_V6), (c, CLIENT_V4, CLIENT_V6)] {
             ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", IFACE])?;
-            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", IFACE, "nodad"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                IFACE,
+                "nodad",
+            ])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "link", "set", IFACE, "up"])?;
         }
@@ -145,16 +160,21 @@ impl Lab {
 
     /// Waits until `ready` holds, failing with the named process's log if it
     /// does not within `timeout` or if the process exits.
-    pub fn wait_for(&mut self, name: &str, timeout: Duration, ready: impl Fn(&Lab) -> bool) -> anyhow::Result<()> {
+    pub fn wait_for(
+        &mut self,
+        name: &str,
+        timeout: Duration,
+        ready: impl Fn(&Lab) -> bool,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if ready(self) {
                 return Ok(());
             }
-            if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name) {
-                if let Some(status) = child.try_wait()? {
-                    bail!("{name} exited ({status}):\n{}", self.log(name));
-                }
+            if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| n == name)
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("{name} exited ({status}):\n{}", self.log(name));
             }
             if Instant::now() > deadline {
                 bail!("{name} not ready after {timeout:?}:\n{}", self.log(name));
@@ -167,14 +187,25 @@ impl Lab {
     /// returns the certificate and key paths.
     pub fn self_signed(&self, names: &[&str]) -> anyhow::Result<(PathBuf, PathBuf)> {
         let (cert, key) = (self.dir.join("server.crt"), self.dir.join("server.key"));
-        let san = names.iter().map(|n| format!("DNS:{n}")).collect::<Vec<_>>().join(",");
-        run(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]).args([
-            "-subj",
-            &format!("/CN={}", names[0]),
-            "-addext",
-            &format!("subjectAltName={san}"),
-            "-keyout",
-        ]).arg(&key).arg("-out").arg(&cert))?;
+        let san = names
+            .iter()
+            .map(|n| format!("DNS:{n}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        run(Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args([
+                "-subj",
+                &format!("/CN={}", names[0]),
+                "-addext",
+                &format!("subjectAltName={san}"),
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert))?;
         Ok((cert, key))
     }
 
@@ -183,9 +214,17 @@ impl Lab {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab_tls_server.py");
         let events = self.log_path("tls-events");
         let mut cmd = self.in_server("python3");
-        cmd.arg(script).arg("--cert").arg(cert).arg("--key").arg(key).arg("--log").arg(&events);
+        cmd.arg(script)
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .arg("--log")
+            .arg(&events);
         self.spawn("tls-server", cmd)?;
-        self.wait_for("tls-server", Duration::from_secs(10), |lab| lab.log("tls-events").contains("listening"))
+        self.wait_for("tls-server", Duration::from_secs(10), |lab| {
+            lab.log("tls-events").contains("listening")
+        })
     }
 
     /// The TLS server's events (one JSON object per line) of a given kind.
@@ -205,7 +244,9 @@ impl Lab {
         let mut cmd = self.in_server(bin);
         cmd.arg("run").arg("--config").arg(&path);
         self.spawn("gateway", cmd)?;
-        self.wait_for("gateway", Duration::from_secs(20), |lab| lab.metrics().is_ok())
+        self.wait_for("gateway", Duration::from_secs(20), |lab| {
+            lab.metrics().is_ok()
+        })
     }
 
     /// Rewrites the gateway's configuration file (the gateway follows it).
@@ -216,18 +257,35 @@ impl Lab {
 
     /// Scrapes the gateway's metrics from inside the server namespace.
     pub fn metrics(&self) -> anyhow::Result<String> {
-        let out = run(self.in_server("curl").args(["-sf", "--max-time", "2", &format!("http://{METRICS}/metrics")]))?;
+        let out = run(self.in_server("curl").args([
+            "-sf",
+            "--max-time",
+            "2",
+            &format!("http://{METRICS}/metrics"),
+        ]))?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Runs `openssl s_client` from the client namespace against the server with
     /// `args` (e.g. `-tls1`), closing stdin at once, and reports how it went.
     pub fn s_client(&self, server: &str, sni: &str, args: &[&str]) -> ClientRun {
-        let target = if server.contains(':') { format!("[{server}]:443") } else { format!("{server}:443") };
+        let target = if server.contains(':') {
+            format!("[{server}]:443")
+        } else {
+            format!("{server}:443")
+        };
         let start = Instant::now();
         let out = self
             .in_client("timeout")
-            .args(["10", "openssl", "s_client", "-connect", &target, "-servername", sni])
+            .args([
+                "10",
+                "openssl",
+                "s_client",
+                "-connect",
+                &target,
+                "-servername",
+                sni,
+            ])
             .args(["-cipher", "DEFAULT:@SECLEVEL=0"])
             .args(args)
             .stdin(Stdio::null())
@@ -236,7 +294,11 @@ impl Lab {
         ClientRun {
             ok: out.status.success(),
             elapsed: start.elapsed(),
-            output: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
         }
     }
 
@@ -288,10 +350,10 @@ fn remove_stale_labs() {
             continue;
         }
         let pid = parts.nth(1).and_then(|p| p.parse::<u32>().ok());
-        if let Some(pid) = pid {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = Command::new("ip").args(["netns", "del", name]).status();
-            }
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
 }
@@ -304,7 +366,10 @@ pub fn metric(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter_map(|l| l.rsplit_once(' '))
         .filter(|(series, _)| {
             let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            n == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
         })
         .filter_map(|(_, v)| v.parse::<f64>().ok())
         .sum()

@@ -14,13 +14,21 @@ const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
 
 fn replay(args: &[&str]) -> (bool, Vec<Value>, String) {
     require_root("BPF_PROG_TEST_RUN in `gateway xdp replay`");
-    let out = Command::new(GATEWAY).args(["xdp", "replay"]).args(args).output().unwrap();
+    let out = Command::new(GATEWAY)
+        .args(["xdp", "replay"])
+        .args(args)
+        .output()
+        .unwrap();
     let lines = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
         .collect();
-    (out.status.success(), lines, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        lines,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn write(dir: &Path, name: &str, frames: &[Vec<u8>]) -> String {
@@ -39,7 +47,11 @@ fn tempdir(test: &str) -> std::path::PathBuf {
 fn replay_prints_one_json_object_per_packet() {
     let dir = tempdir("json");
     let mut tls13 = ClientHello::legacy(version::TLS1_2, Some("Api.Example.com"));
-    tls13.extensions.as_mut().unwrap().push(Ext::SupportedVersions(vec![version::TLS1_3]));
+    tls13
+        .extensions
+        .as_mut()
+        .unwrap()
+        .push(Ext::SupportedVersions(vec![version::TLS1_3]));
     let frames = vec![
         segment(ClientHello::legacy(version::TLS1_0, Some("old.example.com")).record()).build(),
         segment(tls13.record()).build(),
@@ -63,7 +75,10 @@ fn replay_prints_one_json_object_per_packet() {
     assert_eq!(lines[0]["verdict"], "pass");
     let (ok, lines, _) = replay(&["--port", "8443", &file]);
     assert!(ok);
-    assert!(lines.iter().all(|l| l["reason"] == "other_port"), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l["reason"] == "other_port"),
+        "{lines:?}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -75,7 +90,10 @@ fn replay_errors_are_clear_and_exit_non_zero() {
     let (ok, lines, stderr) = replay(&[&good, &missing]);
     assert!(!ok);
     assert_eq!(lines.len(), 1, "the readable file is still replayed");
-    assert!(stderr.contains("missing.pcap") && stderr.contains("cannot open"), "{stderr}");
+    assert!(
+        stderr.contains("missing.pcap") && stderr.contains("cannot open"),
+        "{stderr}"
+    );
 
     let not_pcap = dir.join("text.pcap");
     std::fs::write(&not_pcap, "this is not a capture").unwrap();
@@ -90,7 +108,10 @@ fn replay_errors_are_clear_and_exit_non_zero() {
     std::fs::write(&raw_path, raw).unwrap();
     let (ok, _, stderr) = replay(&[raw_path.to_str().unwrap()]);
     assert!(!ok);
-    assert!(stderr.contains("link type") && stderr.contains("101"), "{stderr}");
+    assert!(
+        stderr.contains("link type") && stderr.contains("101"),
+        "{stderr}"
+    );
 
     let (ok, _, stderr) = replay(&["--zone-min-tls", "1.4", &good]);
     assert!(!ok);

@@ -1,16 +1,14 @@
 //! The XDP filter on every class of packet, run in the kernel with BPF_PROG_TEST_RUN.
 
 use gateway::{
+    config::RefuseMode,
     frame::{TPID_8021AD, TPID_8021Q, TcpFrame, flags, tcp_view},
     hello::{ClientHello, Ext, records, reference, sslv2_hello},
     tls_version::TlsVersion::{Tls10, Tls11, Tls12, Tls13},
-    config::RefuseMode,
     xdp::{FrameVerdict, XDP_DROP, XDP_PASS, XdpFilter, XdpPolicy},
 };
 use gateway_common::{Stat, version};
-use gateway_tests::{
-    CLIENT_V6, SERVER_V6, fresh_port, loaded_filter, policy, segment,
-};
+use gateway_tests::{CLIENT_V6, SERVER_V6, fresh_port, loaded_filter, policy, segment};
 
 fn run(filter: &XdpFilter, frame: &TcpFrame) -> FrameVerdict {
     filter.run_frame(&frame.build()).expect("BPF_PROG_TEST_RUN")
@@ -37,7 +35,10 @@ fn legacy_hellos_are_judged_by_legacy_version_capped_at_1_2() {
         (version::SSL3, Stat::DropSsl3),
     ];
     for (legacy, want) in cases {
-        let v = run(&filter, &segment(ClientHello::legacy(legacy, Some("a.test")).record()));
+        let v = run(
+            &filter,
+            &segment(ClientHello::legacy(legacy, Some("a.test")).record()),
+        );
         assert_eq!(v.stat, want, "legacy_version {legacy:#06x}");
         let seen = v.hello.expect("version determined");
         assert_eq!(seen.max_version, legacy.min(version::TLS1_2));
@@ -45,7 +46,10 @@ fn legacy_hellos_are_judged_by_legacy_version_capped_at_1_2() {
     }
     // Against a 1.3 minimum even 1.2 is refused.
     let filter = loaded_filter(&policy(Tls13, &[]));
-    let v = run(&filter, &segment(ClientHello::legacy(version::TLS1_2, None).record()));
+    let v = run(
+        &filter,
+        &segment(ClientHello::legacy(version::TLS1_2, None).record()),
+    );
     assert_eq!(v.stat, Stat::DropTls12);
 }
 
@@ -54,12 +58,24 @@ fn supported_versions_decides_over_legacy_version() {
     let filter = loaded_filter(&policy(Tls12, &[]));
     let cases: [(&[u16], Stat, u16); 6] = [
         (&[version::TLS1_0], Stat::DropTls10, version::TLS1_0),
-        (&[version::TLS1_1, version::TLS1_0], Stat::DropTls11, version::TLS1_1),
+        (
+            &[version::TLS1_1, version::TLS1_0],
+            Stat::DropTls11,
+            version::TLS1_1,
+        ),
         (&[version::TLS1_2], Stat::PassAllowed, version::TLS1_2),
         (&[version::TLS1_3], Stat::PassAllowed, version::TLS1_3),
-        (&[version::TLS1_2, version::TLS1_3], Stat::PassAllowed, version::TLS1_3),
+        (
+            &[version::TLS1_2, version::TLS1_3],
+            Stat::PassAllowed,
+            version::TLS1_3,
+        ),
         // GREASE values are skipped wherever they stand, even when they sort highest.
-        (&[0xfafa, version::TLS1_1, 0x0a0a], Stat::DropTls11, version::TLS1_1),
+        (
+            &[0xfafa, version::TLS1_1, 0x0a0a],
+            Stat::DropTls11,
+            version::TLS1_1,
+        ),
     ];
     for (versions, want, max) in cases {
         let v = run(&filter, &segment(hello_with_versions("b.test", versions)));
@@ -74,7 +90,10 @@ fn supported_versions_decides_over_legacy_version() {
 #[test]
 fn modern_browser_hello_passes_with_grease_everywhere() {
     let filter = loaded_filter(&policy(Tls13, &[]));
-    let v = run(&filter, &segment(ClientHello::modern("www.example.com").record()));
+    let v = run(
+        &filter,
+        &segment(ClientHello::modern("www.example.com").record()),
+    );
     assert_eq!(v.stat, Stat::PassAllowed);
     assert_eq!(v.action, XDP_PASS);
     let seen = v.hello.unwrap();
@@ -87,18 +106,31 @@ fn sslv2_format_and_ssl3_are_below_every_minimum() {
     let filter = loaded_filter(&policy(Tls10, &[]));
     for v2 in [version::SSL2, version::TLS1_0] {
         let v = run(&filter, &segment(sslv2_hello(v2)));
-        assert_eq!(v.stat, Stat::DropSsl2, "SSLv2-format hello offering {v2:#06x}");
+        assert_eq!(
+            v.stat,
+            Stat::DropSsl2,
+            "SSLv2-format hello offering {v2:#06x}"
+        );
     }
-    let v = run(&filter, &segment(ClientHello::legacy(version::SSL3, Some("c.test")).record()));
+    let v = run(
+        &filter,
+        &segment(ClientHello::legacy(version::SSL3, Some("c.test")).record()),
+    );
     assert_eq!(v.stat, Stat::DropSsl3);
     // A TLS 1.0 hello is fine when the minimum is 1.0.
-    let v = run(&filter, &segment(ClientHello::legacy(version::TLS1_0, None).record()));
+    let v = run(
+        &filter,
+        &segment(ClientHello::legacy(version::TLS1_0, None).record()),
+    );
     assert_eq!(v.stat, Stat::PassAllowed);
 }
 
 #[test]
 fn per_host_minimums_match_the_lowercased_sni_exactly() {
-    let filter = loaded_filter(&policy(Tls12, &[("strict.test", Tls13), ("old.test", Tls10)]));
+    let filter = loaded_filter(&policy(
+        Tls12,
+        &[("strict.test", Tls13), ("old.test", Tls10)],
+    ));
     let cases = [
         ("strict.test", version::TLS1_2, Stat::DropTls12),
         ("STRICT.Test", version::TLS1_2, Stat::DropTls12),
@@ -123,10 +155,16 @@ fn hellos_without_sni_get_their_own_minimum() {
     let mut p = policy(Tls13, &[]);
     p.no_sni_min = Tls11;
     let filter = loaded_filter(&p);
-    let v = run(&filter, &segment(ClientHello::legacy(version::TLS1_1, None).record()));
+    let v = run(
+        &filter,
+        &segment(ClientHello::legacy(version::TLS1_1, None).record()),
+    );
     assert_eq!(v.stat, Stat::PassAllowed);
     assert_eq!(v.hello.unwrap().sni, None);
-    let v = run(&filter, &segment(ClientHello::legacy(version::TLS1_0, None).record()));
+    let v = run(
+        &filter,
+        &segment(ClientHello::legacy(version::TLS1_0, None).record()),
+    );
     assert_eq!(v.stat, Stat::DropTls10);
 }
 
@@ -135,14 +173,26 @@ fn longest_sni_is_read_whole_and_shorter_names_after_it_are_not_polluted() {
     let long = format!("{}.test", "a".repeat(250));
     assert_eq!(long.len(), 255);
     let filter = loaded_filter(&policy(Tls12, &[(long.as_str(), Tls13), ("a.test", Tls10)]));
-    let v = run(&filter, &segment(hello_with_versions(&long.to_uppercase(), &[version::TLS1_2])));
+    let v = run(
+        &filter,
+        &segment(hello_with_versions(
+            &long.to_uppercase(),
+            &[version::TLS1_2],
+        )),
+    );
     assert_eq!(v.stat, Stat::DropTls12);
     assert_eq!(v.hello.unwrap().sni.as_deref(), Some(long.as_str()));
     // The key buffer held 255 bytes; a 6-byte name must still match exactly.
-    let v = run(&filter, &segment(hello_with_versions("a.test", &[version::TLS1_0])));
+    let v = run(
+        &filter,
+        &segment(hello_with_versions("a.test", &[version::TLS1_0])),
+    );
     assert_eq!(v.stat, Stat::PassAllowed);
     // 256 bytes is not a valid host name: malformed, passed.
-    let v = run(&filter, &segment(hello_with_versions(&format!("b{long}"), &[version::TLS1_0])));
+    let v = run(
+        &filter,
+        &segment(hello_with_versions(&format!("b{long}"), &[version::TLS1_0])),
+    );
     assert_eq!(v.stat, Stat::PassMalformed);
 }
 
@@ -151,7 +201,10 @@ fn ipv6_vlans_and_header_options_are_parsed() {
     let filter = loaded_filter(&policy(Tls12, &[]));
     let tls10 = ClientHello::legacy(version::TLS1_0, Some("d.test")).record();
     let mut frames = Vec::new();
-    frames.push(("IPv6", TcpFrame::new(CLIENT_V6, SERVER_V6, fresh_port(), 443, tls10.clone())));
+    frames.push((
+        "IPv6",
+        TcpFrame::new(CLIENT_V6, SERVER_V6, fresh_port(), 443, tls10.clone()),
+    ));
     let mut f = segment(tls10.clone());
     f.vlans = vec![(TPID_8021Q, 100)];
     frames.push(("one 802.1Q tag", f));
@@ -174,7 +227,11 @@ fn ipv6_vlans_and_header_options_are_parsed() {
         let v = run(&filter, &frame);
         assert_eq!(v.stat, Stat::DropTls10, "{what}");
         let reset = tcp_view(&v.output).expect("a TCP frame");
-        assert_eq!(reset.flags, flags::RST | flags::ACK, "{what}: rewritten into a RST");
+        assert_eq!(
+            reset.flags,
+            flags::RST | flags::ACK,
+            "{what}: rewritten into a RST"
+        );
         assert!(reset.checksum_ok, "{what}: the RST's checksum verifies");
     }
     // Three VLAN tags are beyond what the filter reads: passed untouched.
@@ -192,7 +249,10 @@ fn refused_segment_becomes_a_reset_and_its_retransmission_passes_unchanged() {
     assert_eq!(first.stat, Stat::DropTls11);
     assert_eq!(first.action, XDP_PASS, "the RST goes up to the local stack");
     let view = tcp_view(&first.output).unwrap();
-    assert_eq!((view.flags, view.seq, view.checksum_ok), (flags::RST | flags::ACK, frame.seq, true));
+    assert_eq!(
+        (view.flags, view.seq, view.checksum_ok),
+        (flags::RST | flags::ACK, frame.seq, true)
+    );
     // The stack has torn the socket down; the client's retransmission reaches it
     // as is, and the stack answers with a RST so the client fails at once.
     let again = filter.run_frame(&bytes).unwrap();
@@ -215,19 +275,40 @@ fn a_hello_cut_at_any_byte_is_never_refused_wrongly() {
     let p = policy(Tls12, &[("legacy.test", Tls10)]);
     let filter = loaded_filter(&p);
     let mut modern = ClientHello::modern("modern.test");
-    modern.extensions.as_mut().unwrap().push(Ext::key_share(1200));
+    modern
+        .extensions
+        .as_mut()
+        .unwrap()
+        .push(Ext::key_share(1200));
     let cases = [
         ("TLS 1.3 browser hello", modern.record(), false),
-        ("TLS 1.0 hello to a 1.0 host", ClientHello::legacy(version::TLS1_0, Some("legacy.test")).record(), false),
-        ("TLS 1.0 hello to the zone", ClientHello::legacy(version::TLS1_0, Some("zone.test")).record(), true),
+        (
+            "TLS 1.0 hello to a 1.0 host",
+            ClientHello::legacy(version::TLS1_0, Some("legacy.test")).record(),
+            false,
+        ),
+        (
+            "TLS 1.0 hello to the zone",
+            ClientHello::legacy(version::TLS1_0, Some("zone.test")).record(),
+            true,
+        ),
     ];
     for (what, record, refuse_whole) in cases {
         for cut in 1..=record.len() {
             let v = run(&filter, &segment(record[..cut].to_vec()));
             let whole = cut == record.len();
-            assert_eq!(v.refused(), whole && refuse_whole, "{what} cut at {cut}/{}: {:?}", record.len(), v.stat);
+            assert_eq!(
+                v.refused(),
+                whole && refuse_whole,
+                "{what} cut at {cut}/{}: {:?}",
+                record.len(),
+                v.stat
+            );
             let model = reference::judge(&record[..cut], &p);
-            assert_eq!(v.stat, model.stat, "{what} cut at {cut}: program and model differ");
+            assert_eq!(
+                v.stat, model.stat,
+                "{what} cut at {cut}: program and model differ"
+            );
         }
     }
 }
@@ -267,9 +348,21 @@ fn a_split_post_quantum_hello_passes_even_when_its_first_segment_looks_old() {
 fn traffic_that_is_not_a_client_hello_passes() {
     let filter = loaded_filter(&policy(Tls13, &[]));
     let cases: [(&str, Vec<u8>, Stat); 5] = [
-        ("HTTP", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), Stat::PassNotTls),
-        ("TLS application data", vec![23, 3, 3, 0, 4, 1, 2, 3, 4], Stat::PassNotTls),
-        ("ServerHello", vec![22, 3, 3, 0, 4, 2, 0, 0, 0], Stat::PassNotClientHello),
+        (
+            "HTTP",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            Stat::PassNotTls,
+        ),
+        (
+            "TLS application data",
+            vec![23, 3, 3, 0, 4, 1, 2, 3, 4],
+            Stat::PassNotTls,
+        ),
+        (
+            "ServerHello",
+            vec![22, 3, 3, 0, 4, 2, 0, 0, 0],
+            Stat::PassNotClientHello,
+        ),
         ("one byte", vec![22], Stat::PassUndecidable),
         ("zeros", vec![0; 64], Stat::PassNotTls),
     ];
@@ -354,13 +447,18 @@ fn policy_changes_apply_to_the_next_packet() {
     let mut filter = loaded_filter(&policy(Tls12, &[]));
     let hello = || segment(hello_with_versions("live.test", &[version::TLS1_2]));
     assert_eq!(run(&filter, &hello()).stat, Stat::PassAllowed);
-    filter.apply(&policy(Tls12, &[("live.test", Tls13)])).unwrap();
+    filter
+        .apply(&policy(Tls12, &[("live.test", Tls13)]))
+        .unwrap();
     assert_eq!(run(&filter, &hello()).stat, Stat::DropTls12);
     filter.apply(&policy(Tls12, &[])).unwrap();
     assert_eq!(run(&filter, &hello()).stat, Stat::PassAllowed);
     let mut p: XdpPolicy = policy(Tls10, &[]);
     p.ports = [8443].into_iter().collect();
     filter.apply(&p).unwrap();
-    let v = run(&filter, &segment(ClientHello::legacy(version::SSL3, None).record()));
+    let v = run(
+        &filter,
+        &segment(ClientHello::legacy(version::SSL3, None).record()),
+    );
     assert_eq!(v.stat, Stat::PassOtherPort, "443 is no longer inspected");
 }

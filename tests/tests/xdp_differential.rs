@@ -11,7 +11,14 @@ use gateway_tests::{loaded_filter, policy, segment};
 use proptest::prelude::*;
 
 /// Names the policy knows, in varied case, plus names it does not.
-const NAMES: [&str; 6] = ["api.test", "API.Test", "old.test", "new.test", "x.y.z.test", "unknown.test"];
+const NAMES: [&str; 6] = [
+    "api.test",
+    "API.Test",
+    "old.test",
+    "new.test",
+    "x.y.z.test",
+    "unknown.test",
+];
 
 const VERSIONS: [u16; 9] = [
     version::SSL3,
@@ -28,7 +35,8 @@ const VERSIONS: [u16; 9] = [
 fn ext() -> impl Strategy<Value = Ext> {
     prop_oneof![
         prop::sample::select(NAMES.to_vec()).prop_map(Ext::sni),
-        prop::collection::vec(prop::sample::select(VERSIONS.to_vec()), 0..6).prop_map(Ext::SupportedVersions),
+        prop::collection::vec(prop::sample::select(VERSIONS.to_vec()), 0..6)
+            .prop_map(Ext::SupportedVersions),
         (0u16..64, 0usize..40).prop_map(|(t, n)| Ext::Raw(t, vec![0x61; n])),
         (900usize..1300).prop_map(Ext::key_share),
         Just(Ext::grease()),
@@ -73,9 +81,15 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-fn check(filter: &XdpFilter, p: &gateway::xdp::XdpPolicy, payload: Vec<u8>) -> Result<(), TestCaseError> {
+fn check(
+    filter: &XdpFilter,
+    p: &gateway::xdp::XdpPolicy,
+    payload: Vec<u8>,
+) -> Result<(), TestCaseError> {
     let model = reference::judge(&payload, p);
-    let got = filter.run_frame(&segment(payload).build()).expect("BPF_PROG_TEST_RUN");
+    let got = filter
+        .run_frame(&segment(payload).build())
+        .expect("BPF_PROG_TEST_RUN");
     prop_assert_eq!(got.stat, model.stat);
     let seen = got.hello.map(|h| (h.max_version, h.sni));
     let expected = model.max_version.map(|v| (v, model.sni.clone()));

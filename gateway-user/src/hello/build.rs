@@ -101,7 +101,9 @@ impl ClientHello {
             legacy_version: version::TLS1_2,
             record_version: version::TLS1_0,
             session_id: vec![0x11; 32],
-            ciphers: vec![0x2a2a, 0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030],
+            ciphers: vec![
+                0x2a2a, 0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030,
+            ],
             compression: vec![0],
             extensions: Some(vec![
                 Ext::grease(),

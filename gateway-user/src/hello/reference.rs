@@ -37,7 +37,11 @@ pub struct Judgement {
 
 impl Judgement {
     fn pass(stat: Stat) -> Judgement {
-        Judgement { stat, max_version: None, sni: None }
+        Judgement {
+            stat,
+            max_version: None,
+            sni: None,
+        }
     }
 }
 
@@ -129,7 +133,11 @@ fn client_hello(data: &[u8]) -> Result<(u16, Sni), Stat> {
         Some(_) => {}
     }
     if data.len() < 9 {
-        return Err(if data[0] == 22 { Stat::PassUndecidable } else { Stat::PassNotTls });
+        return Err(if data[0] == 22 {
+            Stat::PassUndecidable
+        } else {
+            Stat::PassNotTls
+        });
     }
     if data[0] != 22 || data[1] != 3 {
         return Err(Stat::PassNotTls);
@@ -141,7 +149,8 @@ fn client_hello(data: &[u8]) -> Result<(u16, Sni), Stat> {
     if !(4..=MAX_RECORD_LEN).contains(&record_len) {
         return Err(Stat::PassMalformed);
     }
-    let hello_len = usize::from(data[6]) << 16 | usize::from(u16::from_be_bytes([data[7], data[8]]));
+    let hello_len =
+        usize::from(data[6]) << 16 | usize::from(u16::from_be_bytes([data[7], data[8]]));
     let hello_end = 9 + hello_len;
     let visible_end = data.len().min(5 + record_len).min(hello_end);
     hello_body(&data[..visible_end], hello_end)
@@ -263,7 +272,11 @@ fn sslv2(data: &[u8]) -> Result<(u16, Sni), Stat> {
         && matches!(session_id, 0 | 16)
         && (16..=32).contains(&challenge)
         && field(0) & 0x7fff == 9 + ciphers + session_id + challenge;
-    if ok { Ok((version::SSL2, Sni::Absent)) } else { Err(Stat::PassNotTls) }
+    if ok {
+        Ok((version::SSL2, Sni::Absent))
+    } else {
+        Err(Stat::PassNotTls)
+    }
 }
 
 #[cfg(test)]
@@ -278,7 +291,10 @@ mod tests {
         assert_eq!(j.stat, Stat::PassAllowed);
         assert_eq!(j.max_version, Some(version::TLS1_3));
         assert_eq!(j.sni.as_deref(), Some("api.example.com"));
-        let j = judge(&ClientHello::legacy(version::TLS1_0, Some("a.test")).record(), &policy);
+        let j = judge(
+            &ClientHello::legacy(version::TLS1_0, Some("a.test")).record(),
+            &policy,
+        );
         assert_eq!(j.stat, Stat::DropTls10);
     }
 }

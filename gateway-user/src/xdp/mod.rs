@@ -74,7 +74,9 @@ impl XdpFilter {
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &level, true)
             .load(OBJECT)
-            .context("loading the XDP object into the kernel (are you root, with bpffs mounted?)")?;
+            .context(
+                "loading the XDP object into the kernel (are you root, with bpffs mounted?)",
+            )?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
             Err(e) => {
@@ -88,7 +90,11 @@ impl XdpFilter {
                 .ok_or_else(|| anyhow!("program {name} missing from the object"))?
                 .try_into()?;
             prog.load().map_err(verifier_error(name))?;
-            if let Some(n) = prog.info().ok().and_then(|i| i.verified_instruction_count()) {
+            if let Some(n) = prog
+                .info()
+                .ok()
+                .and_then(|i| i.verified_instruction_count())
+            {
                 log::debug!("XDP program {name} verified: {n} instructions processed");
             }
         }
@@ -128,7 +134,10 @@ impl XdpFilter {
                 }
             },
         };
-        info!("XDP filter attached to {interface} in {} mode", attached.1.as_str());
+        info!(
+            "XDP filter attached to {interface} in {} mode",
+            attached.1.as_str()
+        );
         self.link = Some((interface.to_string(), attached.0, attached.1));
         Ok(attached.1)
     }
@@ -217,7 +226,10 @@ fn is_gone(e: &anyhow::Error) -> bool {
 /// Wraps a load error so the verifier's whole log reaches the operator.
 fn verifier_error(name: &str) -> impl FnOnce(aya::programs::ProgramError) -> anyhow::Error + '_ {
     move |e| match e {
-        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             anyhow!("the kernel refused program {name}: {io_error}\nverifier log:\n{verifier_log}")
         }
         other => anyhow!("loading program {name}: {other}"),

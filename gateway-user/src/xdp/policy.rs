@@ -101,9 +101,18 @@ impl XdpPolicy {
             );
             let [key, check] = sni::fingerprint(name.as_bytes());
             if let Some(other) = owners.insert(key, name) {
-                anyhow::bail!("hostnames {other:?} and {name:?} have the same SNI fingerprint; rename one");
+                anyhow::bail!(
+                    "hostnames {other:?} and {name:?} have the same SNI fingerprint; rename one"
+                );
             }
-            entries.insert(key, HostPolicy { check, min_version: min.wire(), reserved: [0; 3] });
+            entries.insert(
+                key,
+                HostPolicy {
+                    check,
+                    min_version: min.wire(),
+                    reserved: [0; 3],
+                },
+            );
         }
         Ok(entries)
     }
@@ -151,7 +160,9 @@ impl XdpFilter {
                 HashMap::try_from(self.map_mut(maps::HOST_POLICY)?)?;
             for (key, value) in &entries {
                 if hosts.get(key, 0).ok().as_ref() != Some(value) {
-                    hosts.insert(key, value, 0).context("writing a hostname policy")?;
+                    hosts
+                        .insert(key, value, 0)
+                        .context("writing a hostname policy")?;
                 }
             }
             let stale: Vec<u64> = hosts
@@ -160,7 +171,9 @@ impl XdpFilter {
                 .filter(|k| !entries.contains_key(k))
                 .collect();
             for key in stale {
-                hosts.remove(&key).context("removing a stale hostname policy")?;
+                hosts
+                    .remove(&key)
+                    .context("removing a stale hostname policy")?;
             }
         }
         let mut config: Array<_, FilterConfig> = Array::try_from(self.map_mut(maps::CONFIG)?)?;
@@ -196,7 +209,10 @@ mod tests {
         assert_eq!(p.min_for(Some("saas.test")), TlsVersion::Tls13);
         assert_eq!(p.min_for(Some("sub1.saas.test")), TlsVersion::Tls11);
         assert_eq!(p.min_for(Some("plain.test")), TlsVersion::Tls11);
-        assert!(!p.hosts.contains_key("plain.test"), "no entry needed for zone values");
+        assert!(
+            !p.hosts.contains_key("plain.test"),
+            "no entry needed for zone values"
+        );
     }
 
     #[test]

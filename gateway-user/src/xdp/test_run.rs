@@ -97,8 +97,17 @@ impl XdpFilter {
 
     /// Average kernel time per run of `frame` over `repeat` runs, for the filter
     /// or (with `baseline`) for a program that only returns `XDP_PASS`.
-    pub fn time_frame(&self, frame: &[u8], repeat: u32, baseline: bool) -> anyhow::Result<Duration> {
-        let name = if baseline { programs::BASELINE } else { programs::FILTER };
+    pub fn time_frame(
+        &self,
+        frame: &[u8],
+        repeat: u32,
+        baseline: bool,
+    ) -> anyhow::Result<Duration> {
+        let name = if baseline {
+            programs::BASELINE
+        } else {
+            programs::FILTER
+        };
         let mut output = vec![0u8; frame.len() + 256];
         let result = self.program(name)?.test_run(TestRunOptions {
             data_in: Some(frame),

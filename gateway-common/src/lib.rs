@@ -149,12 +149,10 @@ pub struct Scratch {
     /// once per path through the stages before it.
     pub slots: [u32; SCRATCH_SLOTS],
     /// The segment under inspection: TCP header offset, payload offset, payload
-    /// length. Passed through memory for the same reason as `slots`: each way
-    /// through the headers (VLAN tags, IPv4 or IPv6) reaches the hello parser in
-    /// the same verifier state.
-    pub segment: [u32; 3],
-    /// The flow of the segment under inspection (the refused-flow key).
-    pub flow: FlowKey,
+    /// length, IP header offset, and 1 for IPv6. Passed through memory for the
+    /// same reason as `slots`: each way through the headers (VLAN tags, IPv4 or
+    /// IPv6) reaches the hello parser in the same verifier state.
+    pub segment: [u32; 5],
 }
 
 #[cfg(feature = "user")]

@@ -89,18 +89,15 @@ fn filter(ctx: &XdpContext) -> (Stat, u32) {
     // SAFETY: the per-CPU scratch entry belongs to this CPU for the program's run.
     let scratch = unsafe { &mut *scratch };
     // Stage boundary: the segment goes through memory (see `Scratch::segment`).
-    // SAFETY: volatile stores to a valid, exclusive reference.
-    unsafe {
-        core::ptr::write_volatile(
-            &mut scratch.segment,
-            [
-                seg.tcp_off as u32,
-                seg.payload_off as u32,
-                seg.payload_len as u32,
-            ],
-        );
-        core::ptr::write_volatile(&mut scratch.flow, seg.flow);
-    }
+    let segment = [
+        seg.tcp_off as u32,
+        seg.payload_off as u32,
+        seg.payload_len as u32,
+        seg.l3_off as u32,
+        seg.ipv6 as u32,
+    ];
+    // SAFETY: a volatile store to a valid, exclusive reference.
+    unsafe { core::ptr::write_volatile(&mut scratch.segment, segment) };
     match judge_hello(ctx, scratch) {
         Ok(None) => (Stat::PassAllowed, pass),
         Ok(Some(drop)) => {
@@ -151,7 +148,7 @@ fn quick_reject(ctx: &XdpContext, seg: &Segment) -> Option<Stat> {
 #[inline(always)]
 fn judge_hello(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Option<Stat>, Stat> {
     // SAFETY: volatile load from a valid reference.
-    let [_, payload_off, payload_len] = unsafe { core::ptr::read_volatile(&scratch.segment) };
+    let [_, payload_off, payload_len, _, _] = unsafe { core::ptr::read_volatile(&scratch.segment) };
     let copied = (payload_len as usize).min(PAYLOAD_CAP);
     if copied == 0 {
         return Err(Stat::PassControl);
@@ -188,7 +185,7 @@ fn judge_hello(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Option<Stat>, 
             // The name again, straight from the packet into word-aligned memory.
             // SAFETY: volatile load; the copy is at most 255 of the buffer's 256 bytes.
             let rc = unsafe {
-                let [_, payload_off, _] = core::ptr::read_volatile(&scratch.segment);
+                let [_, payload_off, ..] = core::ptr::read_volatile(&scratch.segment);
                 bpf_xdp_load_bytes(
                     ctx.ctx,
                     payload_off + slots.get(slot::SNI_OFF) as u32,
@@ -234,16 +231,19 @@ fn judge_hello(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Option<Stat>, 
 /// the client with a RST and it fails at once instead of retrying.
 #[inline(always)]
 fn refuse(ctx: &XdpContext, scratch: &Scratch, stat: Stat) -> (Stat, u32) {
-    let pass = xdp_action::XDP_PASS;
-    // SAFETY: only presence is tested; the value is not read.
-    if unsafe { REFUSED_FLOWS.get(&scratch.flow) }.is_some() {
-        return (Stat::DropRetransmit, pass);
-    }
-    let _ = REFUSED_FLOWS.insert(&scratch.flow, &0, 0);
     // SAFETY: volatile load from a valid reference.
-    let [tcp_off, _, _] = unsafe { core::ptr::read_volatile(&scratch.segment) };
-    if packet::rewrite_to_reset(ctx, tcp_off as usize & 0xff) {
-        (stat, pass)
+    let [tcp_off, _, _, l3_off, ipv6] = unsafe { core::ptr::read_volatile(&scratch.segment) };
+    let (tcp_off, l3_off) = (tcp_off as usize & 0xff, l3_off as usize & 0x3f);
+    let Some(flow) = packet::flow_key(ctx, l3_off, ipv6 != 0, tcp_off) else {
+        return (stat, xdp_action::XDP_DROP);
+    };
+    // SAFETY: only presence is tested; the value is not read.
+    if unsafe { REFUSED_FLOWS.get(&flow) }.is_some() {
+        return (Stat::DropRetransmit, xdp_action::XDP_PASS);
+    }
+    let _ = REFUSED_FLOWS.insert(&flow, &0, 0);
+    if packet::rewrite_to_reset(ctx, tcp_off) {
+        (stat, xdp_action::XDP_PASS)
     } else {
         (stat, xdp_action::XDP_DROP)
     }

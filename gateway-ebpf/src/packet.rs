@@ -35,8 +35,10 @@ pub struct Segment {
     pub flags: u8,
     /// Destination port, host byte order.
     pub dport: u16,
-    /// Addresses, ports and sequence number, as the refused-flow key.
-    pub flow: FlowKey,
+    /// Offset of the IP header.
+    pub l3_off: usize,
+    /// Whether the IP header is IPv6.
+    pub ipv6: bool,
 }
 
 /// Pointer to `N` bytes at `off`, if they are inside the linear frame.
@@ -78,7 +80,7 @@ fn parse_eth(ctx: &XdpContext) -> Option<(u16, usize)> {
 
 /// Parses an IPv4 header; returns the L4 offset and the L4 length.
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, off: usize, flow: &mut FlowKey) -> Result<(usize, usize), Stat> {
+fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<(usize, usize), Stat> {
     let hdr = read::<20>(ctx, off).ok_or(Stat::PassNotTcp)?;
     let ihl = ((hdr[0] & 0x0f) as usize) * 4;
     if hdr[0] >> 4 != 4 || ihl < 20 {
@@ -95,25 +97,17 @@ fn parse_ipv4(ctx: &XdpContext, off: usize, flow: &mut FlowKey) -> Result<(usize
     if total < ihl {
         return Err(Stat::PassMalformed);
     }
-    flow.saddr[0] = u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]);
-    flow.daddr[0] = u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]);
     Ok((off + ihl, total - ihl))
 }
 
 /// Parses an IPv6 header (no extension headers); returns the L4 offset and length.
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, off: usize, flow: &mut FlowKey) -> Result<(usize, usize), Stat> {
+fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<(usize, usize), Stat> {
     let p = bytes_at::<IPV6_HDR_LEN>(ctx, off).ok_or(Stat::PassNotTcp)?;
     // SAFETY: bytes_at checked the 40 bytes are inside the frame.
     let hdr = unsafe { &*p };
     if hdr[0] >> 4 != 6 || hdr[6] != IPPROTO_TCP {
         return Err(Stat::PassNotTcp);
-    }
-    for i in 0..4 {
-        let s = 8 + i * 4;
-        let d = 24 + i * 4;
-        flow.saddr[i] = u32::from_ne_bytes([hdr[s], hdr[s + 1], hdr[s + 2], hdr[s + 3]]);
-        flow.daddr[i] = u32::from_ne_bytes([hdr[d], hdr[d + 1], hdr[d + 2], hdr[d + 3]]);
     }
     Ok((off + IPV6_HDR_LEN, be16([hdr[4], hdr[5]]) as usize))
 }
@@ -122,10 +116,9 @@ fn parse_ipv6(ctx: &XdpContext, off: usize, flow: &mut FlowKey) -> Result<(usize
 #[inline(always)]
 pub fn parse_segment(ctx: &XdpContext) -> Result<Segment, Stat> {
     let (proto, l3_off) = parse_eth(ctx).ok_or(Stat::PassNotTcp)?;
-    let mut flow = FlowKey::default();
     let (tcp_off, l4_len) = match proto {
-        ETH_P_IPV4 => parse_ipv4(ctx, l3_off, &mut flow)?,
-        ETH_P_IPV6 => parse_ipv6(ctx, l3_off, &mut flow)?,
+        ETH_P_IPV4 => parse_ipv4(ctx, l3_off)?,
+        ETH_P_IPV6 => parse_ipv6(ctx, l3_off)?,
         _ => return Err(Stat::PassNotTcp),
     };
     let tcp = read::<20>(ctx, tcp_off).ok_or(Stat::PassNotTcp)?;
@@ -133,17 +126,39 @@ pub fn parse_segment(ctx: &XdpContext) -> Result<Segment, Stat> {
     if doff < 20 || doff > l4_len {
         return Err(Stat::PassMalformed);
     }
-    flow.sport = u16::from_ne_bytes([tcp[0], tcp[1]]);
-    flow.dport = u16::from_ne_bytes([tcp[2], tcp[3]]);
-    flow.seq = u32::from_ne_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
     Ok(Segment {
         tcp_off,
         payload_off: tcp_off + doff,
         payload_len: l4_len - doff,
         flags: tcp[13],
         dport: be16([tcp[2], tcp[3]]),
-        flow,
+        l3_off,
+        ipv6: proto == ETH_P_IPV6,
     })
+}
+
+/// The refused-flow key of a segment: addresses, ports and sequence number,
+/// read again from the headers (only refused hellos need it).
+#[inline(always)]
+pub fn flow_key(ctx: &XdpContext, l3_off: usize, ipv6: bool, tcp_off: usize) -> Option<FlowKey> {
+    let mut flow = FlowKey::default();
+    if ipv6 {
+        let hdr = read::<IPV6_HDR_LEN>(ctx, l3_off)?;
+        for i in 0..4 {
+            let (s, d) = (8 + i * 4, 24 + i * 4);
+            flow.saddr[i] = u32::from_ne_bytes([hdr[s], hdr[s + 1], hdr[s + 2], hdr[s + 3]]);
+            flow.daddr[i] = u32::from_ne_bytes([hdr[d], hdr[d + 1], hdr[d + 2], hdr[d + 3]]);
+        }
+    } else {
+        let hdr = read::<20>(ctx, l3_off)?;
+        flow.saddr[0] = u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]);
+        flow.daddr[0] = u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]);
+    }
+    let tcp = read::<8>(ctx, tcp_off)?;
+    flow.sport = u16::from_ne_bytes([tcp[0], tcp[1]]);
+    flow.dport = u16::from_ne_bytes([tcp[2], tcp[3]]);
+    flow.seq = u32::from_ne_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    Some(flow)
 }
 
 /// Turns the segment into a RST+ACK toward the local stack, in place.

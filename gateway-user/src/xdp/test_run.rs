@@ -1,8 +1,6 @@
 //! Running frames through the loaded program with BPF_PROG_TEST_RUN: the
 //! engine of `gateway xdp replay`, the tests and the benchmark.
 
-use std::time::Duration;
-
 use anyhow::{Context, anyhow};
 use aya::{
     maps::PerCpuArray,
@@ -95,14 +93,10 @@ impl XdpFilter {
         })
     }
 
-    /// Average kernel time per run of `frame` over `repeat` runs, for the filter
+    /// Average nanoseconds per run of `frame` over `repeat` runs, as the kernel
+    /// measures it (whole nanoseconds, time off the CPU excluded), for the filter
     /// or (with `baseline`) for a program that only returns `XDP_PASS`.
-    pub fn time_frame(
-        &self,
-        frame: &[u8],
-        repeat: u32,
-        baseline: bool,
-    ) -> anyhow::Result<Duration> {
+    pub fn time_frame(&self, frame: &[u8], repeat: u32, baseline: bool) -> anyhow::Result<f64> {
         let name = if baseline {
             programs::BASELINE
         } else {
@@ -115,7 +109,7 @@ impl XdpFilter {
             repeat,
             ..Default::default()
         })?;
-        Ok(result.duration)
+        Ok(result.duration.as_nanos() as f64)
     }
 
     fn hello_seen(&self, cpu: usize) -> anyhow::Result<HelloSeen> {

@@ -302,6 +302,40 @@ impl Lab {
         }
     }
 
+    /// Stops a named process with SIGTERM (so it can clean up) and waits for it;
+    /// returns whether it exited successfully.
+    pub fn stop(&mut self, name: &str) -> anyhow::Result<bool> {
+        let i = self
+            .children
+            .iter()
+            .position(|(n, _)| n == name)
+            .with_context(|| format!("no process named {name}"))?;
+        let (_, mut child) = self.children.remove(i);
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status.success());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "{name} did not stop within 10 s of SIGTERM:\n{}",
+                    self.log(name)
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What `ip link show DEV` says in the server namespace.
+    pub fn server_link(&self, dev: &str) -> anyhow::Result<String> {
+        let out = run(self.in_server("ip").args(["link", "show", dev]))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     fn stop_children(&mut self) {
         for (_, child) in &mut self.children {
             // SIGTERM first, so the gateway detaches its program cleanly.

@@ -1,25 +1,36 @@
-//! `gateway run`: load the XDP filter, attach it, keep its policy in sync with
-//! the configuration file, serve metrics, and detach cleanly on exit.
+//! `gateway run`: attach the XDP filter and start the TLS terminator, keep both
+//! in step with the configuration (and the files it names), serve metrics, and
+//! shut down cleanly.
 
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use anyhow::{Context, bail};
+use arc_swap::ArcSwap;
 use log::{error, info};
 use prometheus::Registry;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
 
 use crate::{
     config::{AttachMode, Config},
     metrics::{self, XdpCollector},
+    terminator::{Terminator, TerminatorMetrics},
+    tls::TlsSnapshot,
     xdp::{ProgramLog, XdpFilter, XdpPolicy},
 };
 
-/// How often the configuration file is checked for changes (and the program log drained).
+/// How often the configuration and its files are checked for changes.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long open requests may take to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Options of `gateway run`; each overrides the configuration file.
 #[derive(Clone, Debug, Default)]
@@ -36,101 +47,167 @@ pub struct RunOptions {
     pub program_log: ProgramLog,
 }
 
+/// The running layers that follow the configuration.
+struct Layers {
+    filter: Option<XdpFilter>,
+    tls: Option<Arc<ArcSwap<TlsSnapshot>>>,
+}
+
+impl Layers {
+    /// Builds everything from `config` first, then swaps it in, so a bad file
+    /// changes nothing.
+    fn apply(&mut self, config: &Config) -> anyhow::Result<()> {
+        let snapshot = match &self.tls {
+            Some(_) => Some(TlsSnapshot::build(config)?),
+            None => None,
+        };
+        if let Some(filter) = &mut self.filter {
+            filter.apply(&XdpPolicy::from_config(config))?;
+        }
+        if let (Some(tls), Some(snapshot)) = (&self.tls, snapshot) {
+            tls.store(Arc::new(snapshot));
+        }
+        Ok(())
+    }
+}
+
 /// Runs the gateway until SIGINT or SIGTERM.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let config = match &opts.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let interface = opts
-        .interface
-        .clone()
-        .or_else(|| config.xdp.interface.clone())
-        .context(
-            "no interface: pass --interface IFACE or set [xdp] interface in the configuration",
-        )?;
-    let mode = opts.mode.unwrap_or(config.xdp.mode);
-
-    let mut filter = XdpFilter::load(opts.program_log)?;
-    let policy = XdpPolicy::from_config(&config);
-    filter.apply(&policy)?;
-    let attached = filter.attach(&interface, mode)?;
-
+    let interface = opts.interface.clone().or_else(|| config.xdp.interface.clone());
+    if interface.is_none() && config.terminator.listen.is_empty() {
+        bail!(
+            "nothing to run: no interface for the XDP filter (pass --interface IFACE or set [xdp] \
+             interface) and no [terminator] listen address"
+        );
+    }
     let registry = Registry::new();
-    registry.register(Box::new(XdpCollector::new(filter.stats())))?;
+    let mut layers = Layers { filter: None, tls: None };
+    let mut banner = Vec::new();
+
+    if let Some(interface) = &interface {
+        let mut filter = XdpFilter::load(opts.program_log)?;
+        let policy = XdpPolicy::from_config(&config);
+        filter.apply(&policy)?;
+        let attached = filter.attach(interface, opts.mode.unwrap_or(config.xdp.mode))?;
+        registry.register(Box::new(XdpCollector::new(filter.stats())))?;
+        banner.push(format!(
+            "XDP filter on {interface} ({} mode), zone minimum TLS {}, {} hostname policies",
+            attached.as_str(),
+            policy.zone_min,
+            policy.hosts.len()
+        ));
+        layers.filter = Some(filter);
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = Vec::new();
+    if !config.terminator.listen.is_empty() {
+        let snapshot = Arc::new(ArcSwap::from_pointee(TlsSnapshot::build(&config)?));
+        let metrics = Arc::new(TerminatorMetrics::new(&registry)?);
+        let terminator = Arc::new(Terminator::new(snapshot.clone(), config.terminator.clone(), metrics)?);
+        for addr in &config.terminator.listen {
+            let listener = bind(*addr).with_context(|| format!("cannot listen for TLS on {addr}"))?;
+            banner.push(format!("TLS on {}", listener.local_addr()?));
+            let mut stop = stop_rx.clone();
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            servers.push(tokio::spawn(terminator.clone().serve(listener, shutdown, SHUTDOWN_GRACE)));
+        }
+        layers.tls = Some(snapshot);
+    }
+
     let listen = opts.metrics.unwrap_or(config.metrics.listen);
-    let listener = tokio::net::TcpListener::bind(listen)
+    let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {listen}"))?;
-    let metrics_addr = listener.local_addr()?;
-    drop(listener);
-    let mut metrics_task = tokio::spawn(metrics::serve(metrics_addr, registry));
-
-    println!(
-        "gateway: XDP filter on {interface} ({} mode), zone minimum TLS {}, {} hostname policies, \
-         metrics on http://{metrics_addr}/metrics",
-        attached.as_str(),
-        policy.zone_min,
-        policy.hosts.len()
-    );
+    banner.push(format!("metrics on http://{}/metrics", listener.local_addr()?));
+    let mut metrics_task = tokio::spawn(metrics::serve(listener, registry));
+    println!("gateway: {}", banner.join("; "));
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
-    let mut seen = opts.config.as_deref().and_then(modified);
-    loop {
+    let path = opts.config.as_deref();
+    let mut seen = path.map(|p| fingerprint(p, &config));
+    let result = loop {
         tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = sighup.recv() => reload(&mut filter, opts.config.as_deref()),
+            _ = sigint.recv() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+            _ = sighup.recv() => reload(&mut layers, path),
             _ = tick.tick() => {
-                filter.flush_log();
-                let now = opts.config.as_deref().and_then(modified);
-                if now != seen {
-                    seen = now;
-                    reload(&mut filter, opts.config.as_deref());
+                if let Some(filter) = &mut layers.filter {
+                    filter.flush_log();
+                }
+                if let Some(p) = path {
+                    let config = Config::load(p).unwrap_or_else(|_| config.clone());
+                    let now = Some(fingerprint(p, &config));
+                    if now != seen {
+                        seen = now;
+                        reload(&mut layers, path);
+                    }
                 }
             }
             result = &mut metrics_task => {
-                filter.detach();
-                match result {
-                    Ok(Err(e)) => return Err(e.context("the metrics endpoint stopped")),
-                    _ => bail!("the metrics endpoint stopped"),
-                }
+                break match result {
+                    Ok(Err(e)) => Err(e.context("the metrics endpoint stopped")),
+                    _ => Err(anyhow::anyhow!("the metrics endpoint stopped")),
+                };
             }
         }
+    };
+    let _ = stop_tx.send(true);
+    for server in servers {
+        let _ = server.await;
     }
     metrics_task.abort();
-    filter.detach();
+    if let Some(filter) = &mut layers.filter {
+        filter.detach();
+    }
     info!("stopped");
-    Ok(())
+    result
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// A listener; IPv6 ones are IPv6-only, so `0.0.0.0` and `[::]` can both be listed.
+fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into())?)
 }
 
-/// Re-reads the configuration and swaps the new policy in; on error, keeps the old one.
-fn reload(filter: &mut XdpFilter, path: Option<&Path>) {
+/// Modification times of the configuration and of every file it names.
+fn fingerprint(path: &Path, config: &Config) -> Vec<Option<SystemTime>> {
+    std::iter::once(path.to_path_buf())
+        .chain(config.files())
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Re-reads the configuration and swaps the new policy into both layers; on
+/// error, keeps the old one.
+fn reload(layers: &mut Layers, path: Option<&Path>) {
     let Some(path) = path else {
         return;
     };
-    let result = Config::load(path).and_then(|config| {
-        let policy = XdpPolicy::from_config(&config);
-        filter.apply(&policy)?;
-        Ok(policy)
-    });
-    match result {
-        Ok(p) => info!(
-            "policy reloaded from {}: zone minimum TLS {}, {} hostname policies",
+    match Config::load(path).and_then(|config| layers.apply(&config).map(|()| config)) {
+        Ok(c) => info!(
+            "configuration reloaded from {}: zone minimum TLS {}, {} hostnames",
             path.display(),
-            p.zone_min,
-            p.hosts.len()
+            c.zone.min_tls_version,
+            c.hostnames.len()
         ),
-        Err(e) => error!(
-            "reload of {} failed, keeping the previous policy: {e:#}",
-            path.display()
-        ),
+        Err(e) => error!("reload of {} failed, keeping the previous configuration: {e:#}", path.display()),
     }
 }

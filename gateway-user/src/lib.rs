@@ -14,5 +14,7 @@ pub mod hello;
 pub mod metrics;
 pub mod pcap;
 pub mod replay;
+pub mod terminator;
+pub mod tls;
 pub mod tls_version;
 pub mod xdp;

@@ -1,9 +1,8 @@
 //! Prometheus metrics: the registry, the XDP counters collector, and the
 //! `/metrics` HTTP endpoint.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{convert::Infallible, sync::Arc};
 
-use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
@@ -100,11 +99,8 @@ pub fn render(registry: &Registry) -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
-/// Serves `GET /metrics` on `listen` until the task is dropped.
-pub async fn serve(listen: SocketAddr, registry: Registry) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {listen}"))?;
+/// Serves `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, registry: Registry) -> anyhow::Result<()> {
     info!("metrics on http://{}/metrics", listener.local_addr()?);
     let registry = Arc::new(registry);
     loop {

@@ -20,12 +20,20 @@
 //! listen = "127.0.0.1:9100"
 //! ```
 
-use std::{collections::BTreeSet, net::SocketAddr, path::Path};
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::tls_version::TlsVersion;
+
+mod terminator;
+
+pub use terminator::{CaSection, ForwardMode, TerminatorSection};
 
 /// The TLS ports when the configuration names none.
 pub const DEFAULT_TLS_PORTS: [u16; 2] = [443, 8443];
@@ -46,6 +54,12 @@ pub struct Config {
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// The TLS terminator.
+    #[serde(default)]
+    pub terminator: TerminatorSection,
+    /// CAs for client certificates.
+    #[serde(default, rename = "ca")]
+    pub cas: Vec<CaSection>,
 }
 
 /// `[xdp]`: where the filter is attached and which ports carry TLS.
@@ -116,6 +130,9 @@ pub struct ZoneSection {
     pub min_tls_version: TlsVersion,
     /// Minimum for ClientHellos without SNI (default: `min_tls_version`).
     pub no_sni_min_tls_version: Option<TlsVersion>,
+    /// Cipher suites for TLS 1.2 and below (BoringSSL names); empty: the defaults.
+    #[serde(default)]
+    pub ciphers: Vec<String>,
 }
 
 impl Default for ZoneSection {
@@ -123,6 +140,7 @@ impl Default for ZoneSection {
         Self {
             min_tls_version: default_min(),
             no_sni_min_tls_version: None,
+            ciphers: Vec::new(),
         }
     }
 }
@@ -139,9 +157,30 @@ pub struct HostnameSection {
     pub name: String,
     /// Its own minimum; omitted, the zone's applies.
     pub min_tls_version: Option<TlsVersion>,
-    /// Whether subdomains are served too; they use the zone's settings, not this entry's.
+    /// Whether subdomains are served too; they use the zone's minimum, not this entry's.
     #[serde(default)]
     pub wildcard: bool,
+    /// Cipher suites for TLS 1.2 and below; empty: the zone's.
+    #[serde(default)]
+    pub ciphers: Vec<String>,
+    /// Certificate chain (PEM); omitted: the terminator's default certificate.
+    pub certificate: Option<PathBuf>,
+    /// Private key (PEM) of `certificate`.
+    pub key: Option<PathBuf>,
+    /// Where requests go: `http://host:port`.
+    pub origin: Option<String>,
+    /// Ask clients for a certificate (the handshake completes without one).
+    #[serde(default)]
+    pub mtls: bool,
+    /// Names of the `[[ca]]` entries client certificates may chain to.
+    #[serde(default)]
+    pub cas: Vec<String>,
+    /// How the client certificate is passed to the origin.
+    #[serde(default)]
+    pub forward_client_cert: ForwardMode,
+    /// Refuse (403) requests without a verified, unrevoked client certificate.
+    #[serde(default)]
+    pub require_client_cert: bool,
 }
 
 /// `[metrics]`: where `/metrics` is served.
@@ -166,11 +205,46 @@ fn default_metrics_listen() -> SocketAddr {
 }
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file. Relative file paths in it are
+    /// relative to the file's directory.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read configuration {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("invalid configuration {}", path.display()))
+        let mut config = Self::parse(&text).with_context(|| format!("invalid configuration {}", path.display()))?;
+        if let Some(dir) = path.parent() {
+            config.rebase(dir);
+        }
+        Ok(config)
+    }
+
+    fn rebase(&mut self, dir: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        self.terminator.certificate.iter_mut().chain(self.terminator.key.iter_mut()).for_each(fix);
+        for ca in &mut self.cas {
+            fix(&mut ca.certificate);
+            ca.crl.iter_mut().for_each(fix);
+        }
+        for h in &mut self.hostnames {
+            h.certificate.iter_mut().chain(h.key.iter_mut()).for_each(fix);
+        }
+    }
+
+    /// Every file the configuration refers to (certificates, keys, CRLs): a change
+    /// to any of them reloads the configuration.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self.terminator.certificate.iter().chain(&self.terminator.key).cloned().collect();
+        for ca in &self.cas {
+            files.push(ca.certificate.clone());
+            files.extend(ca.crl.iter().cloned());
+        }
+        for h in &self.hostnames {
+            files.extend(h.certificate.iter().chain(&h.key).cloned());
+        }
+        files
     }
 
     /// Parses and validates configuration text.
@@ -188,11 +262,35 @@ impl Config {
             bail!("[xdp] ports contains {p}: ports are 1..65535");
         }
         let mut seen = BTreeSet::new();
+        let cas: BTreeSet<&str> = self.cas.iter().map(|c| c.name.as_str()).collect();
+        if cas.len() != self.cas.len() {
+            bail!("two [[ca]] entries have the same name");
+        }
         for host in &self.hostnames {
             validate_hostname(&host.name)?;
             if !seen.insert(host.name.as_str()) {
                 bail!("hostname {:?} is listed twice", host.name);
             }
+            if host.certificate.is_some() != host.key.is_some() {
+                bail!("hostname {:?}: set both `certificate` and `key`, or neither", host.name);
+            }
+            if let Some(ca) = host.cas.iter().find(|c| !cas.contains(c.as_str())) {
+                bail!("hostname {:?}: no [[ca]] named {ca:?}", host.name);
+            }
+            if host.mtls && host.cas.is_empty() {
+                bail!("hostname {:?}: mtls = true needs at least one CA in `cas`", host.name);
+            }
+            if let Some(origin) = &host.origin {
+                let uri: http::Uri = origin
+                    .parse()
+                    .with_context(|| format!("hostname {:?}: origin {origin:?} is not a URL", host.name))?;
+                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                    bail!("hostname {:?}: origin {origin:?} must look like http://host:port", host.name);
+                }
+            }
+        }
+        if self.terminator.certificate.is_some() != self.terminator.key.is_some() {
+            bail!("[terminator]: set both `certificate` and `key`, or neither");
         }
         Ok(())
     }

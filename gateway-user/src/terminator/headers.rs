@@ -1,0 +1,108 @@
+//! Request headers toward the origin: what a client may not set, and what the
+//! gateway sets about the connection and its client certificate.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::{config::ForwardMode, tls::ClientAuth};
+
+/// Headers that only the gateway may set; a client's copies are removed.
+pub fn is_reserved(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("cf-client-cert-") || n.starts_with("cf-cert-") || n == "client-cert" || n == "client-cert-chain"
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+            | "proxy-authenticate" | "proxy-authorization"
+    )
+}
+
+/// Removes reserved and hop-by-hop headers (and those the `Connection` header names).
+pub fn strip_incoming(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_reserved(n) || is_hop_by_hop(n) || named.contains(n))
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    // Values come from certificates: anything a header cannot carry is dropped.
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// Sets the client certificate headers of `mode`.
+pub fn set_client_cert(headers: &mut HeaderMap, mode: ForwardMode, auth: &ClientAuth) {
+    let bool_str = |b: bool| if b { "true" } else { "false" };
+    match mode {
+        ForwardMode::None => {}
+        ForwardMode::Cloudflare => {
+            set(headers, "cf-cert-presented", bool_str(auth.presented));
+            set(headers, "cf-cert-verified", bool_str(auth.verified));
+            set(headers, "cf-cert-revoked", bool_str(auth.revoked));
+            let Some(c) = &auth.cert else { return };
+            set(headers, "cf-client-cert-der-base64", &c.der_base64);
+            set(headers, "cf-client-cert-sha256", &c.fingerprint_sha256);
+            for (name, value) in [
+                ("cf-cert-issuer-dn", &c.issuer_dn),
+                ("cf-cert-subject-dn", &c.subject_dn),
+                ("cf-cert-issuer-dn-rfc2253", &c.issuer_dn_rfc2253),
+                ("cf-cert-subject-dn-rfc2253", &c.subject_dn_rfc2253),
+                ("cf-cert-issuer-dn-legacy", &c.issuer_dn_legacy),
+                ("cf-cert-subject-dn-legacy", &c.subject_dn_legacy),
+                ("cf-cert-serial", &c.serial),
+                ("cf-cert-issuer-serial", &c.issuer_serial),
+                ("cf-cert-fingerprint-sha256", &c.fingerprint_sha256),
+                ("cf-cert-fingerprint-sha1", &c.fingerprint_sha1),
+                ("cf-cert-not-before", &c.not_before),
+                ("cf-cert-not-after", &c.not_after),
+                ("cf-cert-ski", &c.ski),
+                ("cf-cert-issuer-ski", &c.issuer_ski),
+            ] {
+                set(headers, name, value);
+            }
+        }
+        ForwardMode::Rfc9440 => {
+            // RFC 9440: only a certificate the gateway verified is passed on.
+            let Some(c) = auth.cert.as_ref().filter(|_| auth.verified) else { return };
+            if !c.rfc9440.is_empty() {
+                set(headers, "client-cert", &c.rfc9440);
+            }
+            if !c.chain_rfc9440.is_empty() {
+                set(headers, "client-cert-chain", &c.chain_rfc9440);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_supplied_certificate_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        for name in ["cf-client-cert-sha256", "CF-Cert-Verified", "client-cert", "Client-Cert-Chain", "x-keep", "connection", "x-gone"] {
+            h.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("spoofed"));
+        }
+        h.insert("connection", HeaderValue::from_static("x-gone"));
+        strip_incoming(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, vec!["x-keep"]);
+    }
+}

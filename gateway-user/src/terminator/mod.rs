@@ -1,0 +1,200 @@
+//! The TLS terminator: accepts connections, runs the BoringSSL handshake under
+//! limits and timeouts, and serves HTTP/1.1 and HTTP/2 (by ALPN) on top,
+//! handing each request to [`service`].
+
+pub mod fields;
+pub mod headers;
+pub mod metrics;
+pub mod service;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::AtomicU64},
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use boring::ssl::SslAcceptor;
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
+};
+use log::{debug, info};
+use tokio::{net::TcpListener, sync::Semaphore};
+
+pub use metrics::TerminatorMetrics;
+
+use crate::{
+    config::TerminatorSection,
+    tls::{ClientAuth, HostTls, TlsSnapshot, acceptor},
+};
+
+/// What a request knows about its connection.
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The SNI the client sent, lowercased.
+    pub sni: Option<String>,
+    /// The hostname policy chosen by the SNI.
+    pub host: Arc<HostTls>,
+    /// The client certificate's outcome.
+    pub auth: ClientAuth,
+    /// Negotiated version, e.g. `TLSv1.3`.
+    pub tls_version: &'static str,
+    /// Negotiated cipher (BoringSSL's name).
+    pub tls_cipher: String,
+    /// Requests served so far on this connection.
+    pub requests: AtomicU64,
+}
+
+/// The terminator: shared by every connection.
+pub struct Terminator {
+    acceptor: SslAcceptor,
+    limits: TerminatorSection,
+    connections: Arc<Semaphore>,
+    handshakes: Arc<Semaphore>,
+    metrics: Arc<TerminatorMetrics>,
+    origin: service::OriginClient,
+}
+
+impl Terminator {
+    /// A terminator serving whatever snapshot `snapshot` holds at each handshake.
+    pub fn new(
+        snapshot: Arc<ArcSwap<TlsSnapshot>>,
+        limits: TerminatorSection,
+        metrics: Arc<TerminatorMetrics>,
+    ) -> anyhow::Result<Terminator> {
+        Ok(Terminator {
+            acceptor: acceptor::acceptor(snapshot)?,
+            connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            handshakes: Arc::new(Semaphore::new(limits.max_handshakes.max(1))),
+            origin: service::OriginClient::new(Duration::from_millis(limits.origin_timeout_ms)),
+            limits,
+            metrics,
+        })
+    }
+
+    /// Accepts connections until `shutdown` fires, then lets open requests
+    /// finish (up to `grace`) and returns.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) {
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        debug!("accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                self.metrics.rejected_connections.inc();
+                continue; // dropping the socket closes it
+            };
+            let _ = tcp.set_nodelay(true);
+            let this = self.clone();
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let _permit = permit;
+                this.metrics.open_connections.inc();
+                this.connection(tcp, peer, watcher).await;
+                this.metrics.open_connections.dec();
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            info!("terminator: connections still open after {grace:?}; closing them");
+        }
+    }
+
+    async fn connection(self: &Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr, watcher: Watcher) {
+        // Wait for the client to speak before taking a handshake slot: idle
+        // connections must not hold the slots that working clients need.
+        let timeout = Duration::from_millis(self.limits.handshake_timeout_ms);
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(timeout, tcp.peek(&mut first)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return, // closed or failed before a byte
+            Err(_) => {
+                self.metrics.handshakes.with_label_values(&["timeout", "none"]).inc();
+                return;
+            }
+        }
+        let started = Instant::now();
+        let handshake = async {
+            let _slot = self.handshakes.acquire().await;
+            tokio_boring::accept(&self.acceptor, tcp).await
+        };
+        let stream = match tokio::time::timeout(timeout, handshake).await {
+            Err(_) => {
+                self.metrics.handshakes.with_label_values(&["timeout", "none"]).inc();
+                return;
+            }
+            Ok(Err(e)) => {
+                debug!("handshake with {peer}: {e}");
+                self.metrics.handshakes.with_label_values(&["failed", "none"]).inc();
+                return;
+            }
+            Ok(Ok(stream)) => stream,
+        };
+        self.metrics.handshake_seconds.observe(started.elapsed().as_secs_f64());
+        let ssl = stream.ssl();
+        let Some((host, auth)) = acceptor::connection_policy(ssl) else {
+            return;
+        };
+        let tls_version = ssl.version_str();
+        self.metrics.handshakes.with_label_values(&["ok", tls_version]).inc();
+        if host.mtls.is_some() {
+            let status = match (&auth.presented, auth.verified, auth.revoked) {
+                (false, _, _) => "none",
+                (_, true, true) => "revoked",
+                (_, true, false) => "verified",
+                (_, false, _) => "invalid",
+            };
+            self.metrics.client_certs.with_label_values(&[status]).inc();
+        }
+        let info = Arc::new(ConnInfo {
+            peer,
+            sni: ssl.servername(boring::ssl::NameType::HOST_NAME).map(str::to_ascii_lowercase),
+            host,
+            auth,
+            tls_version,
+            tls_cipher: ssl.current_cipher().map(|c| c.name().to_string()).unwrap_or_default(),
+            requests: AtomicU64::new(0),
+        });
+        let this = self.clone();
+        let svc = service_fn(move |req| {
+            let (this, info) = (this.clone(), info.clone());
+            async move { Ok::<_, std::convert::Infallible>(this.handle(&info, req).await) }
+        });
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(self.limits.header_timeout_ms))
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .max_concurrent_streams(250);
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        if let Err(e) = watcher.watch(conn.into_owned()).await {
+            debug!("connection with {peer}: {e}");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! One request: checks that bind it to its TLS connection, the interim
+//! client-certificate rule, then the proxy to the hostname's origin.
+
+use std::{convert::Infallible, sync::atomic::Ordering, time::Duration, time::Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+
+use super::{ConnInfo, Terminator, fields::RequestFields, headers};
+
+/// Response body: streamed from the origin or made here.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// The pooled HTTP client toward origins.
+pub struct OriginClient {
+    client: Client<HttpConnector, Incoming>,
+    timeout: Duration,
+}
+
+impl OriginClient {
+    /// A client whose requests give up after `timeout`.
+    pub fn new(timeout: Duration) -> OriginClient {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        OriginClient { client, timeout }
+    }
+}
+
+/// A response made by the gateway itself, plain text.
+pub fn local(status: StatusCode, text: impl Into<String>) -> Response<Body> {
+    let mut text = text.into();
+    text.push('\n');
+    let mut r = Response::new(Full::new(Bytes::from(text)).map_err(|e: Infallible| match e {}).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+impl Terminator {
+    /// Serves one request.
+    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let served = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut response = self.route(conn, req).await;
+        if served >= self.limits.max_requests_per_connection {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let host = if conn.host.name.is_empty() { "(none)" } else { conn.host.name.as_str() };
+        self.metrics.requests.with_label_values(&[host, response.status().as_str()]).inc();
+        self.metrics.request_seconds.observe(started.elapsed().as_secs_f64());
+        response
+    }
+
+    async fn route(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+        let (mut parts, body) = req.into_parts();
+        let fields = RequestFields::new(&parts, conn);
+        // The TLS policy applied is the SNI's: a request may only be for that name.
+        if conn.host.name.is_empty() {
+            return local(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("no hostname is configured for this connection's SNI ({:?})", conn.sni.as_deref().unwrap_or("")),
+            );
+        }
+        if Some(fields.host.as_str()) != conn.sni.as_deref() {
+            return local(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "this connection is for {:?}; open a new connection for {:?}",
+                    conn.sni.as_deref().unwrap_or(""),
+                    fields.host
+                ),
+            );
+        }
+        if conn.host.require_client_cert && !(fields.client_auth.verified && !fields.client_auth.revoked) {
+            return local(StatusCode::FORBIDDEN, "a valid client certificate is required");
+        }
+        let Some(origin) = &conn.host.origin else {
+            return local(StatusCode::BAD_GATEWAY, format!("{} has no origin configured", conn.host.name));
+        };
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri = match Uri::builder()
+            .scheme("http")
+            .authority(origin.authority().map_or("", |a| a.as_str()))
+            .path_and_query(path)
+            .build()
+        {
+            Ok(uri) => uri,
+            Err(e) => return local(StatusCode::BAD_REQUEST, format!("bad request target: {e}")),
+        };
+        headers::strip_incoming(&mut parts.headers);
+        let xff = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prior) => format!("{prior}, {}", conn.peer.ip()),
+            None => conn.peer.ip().to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            parts.headers.insert("x-forwarded-for", v);
+        }
+        parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers::set_client_cert(&mut parts.headers, conn.host.forward, &fields.client_auth);
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_11;
+        let request = Request::from_parts(parts, body);
+        match tokio::time::timeout(self.origin.timeout, self.origin.client.request(request)).await {
+            Err(_) => local(StatusCode::GATEWAY_TIMEOUT, format!("origin {origin} did not answer in time")),
+            Ok(Err(e)) => local(StatusCode::BAD_GATEWAY, format!("origin {origin} unreachable: {e}")),
+            Ok(Ok(response)) => {
+                let (mut parts, body) = response.into_parts();
+                let hop: Vec<_> = parts.headers.keys().filter(|n| headers::is_hop_by_hop(n)).cloned().collect();
+                for name in hop {
+                    parts.headers.remove(name);
+                }
+                Response::from_parts(parts, body.boxed())
+            }
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! TLS termination: the compiled per-hostname policy, the BoringSSL acceptor,
+//! client certificate verification and revocation.
+
+pub mod acceptor;
+pub mod client_auth;
+pub mod revocation;
+pub mod snapshot;
+
+pub use client_auth::{CertDetails, ClientAuth};
+pub use snapshot::{HostTls, TlsSnapshot};

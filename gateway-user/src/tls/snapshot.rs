@@ -1,0 +1,218 @@
+//! The terminator's compiled configuration: one immutable snapshot, built from
+//! the configuration (files read, certificates and CRLs parsed, SSL contexts
+//! made) and swapped in whole. Nothing on the handshake path parses text.
+
+use std::{collections::HashMap, ffi::CString, sync::Arc};
+
+use anyhow::{Context, bail};
+use boring::{
+    pkey::PKey,
+    ssl::{AlpnError, SslContext, SslContextBuilder, SslMethod, SslVersion, select_next_proto},
+    x509::{
+        X509,
+        store::{X509Store, X509StoreBuilder},
+        verify::X509VerifyFlags,
+    },
+};
+use http::Uri;
+
+use super::revocation::{self, RevocationSet};
+use crate::{
+    config::{Config, ForwardMode, HostnameSection},
+    tls_version::TlsVersion,
+};
+
+/// ALPN protocols offered, in preference order (wire format).
+const ALPN: &[u8] = b"\x02h2\x08http/1.1";
+
+/// What a client certificate on an mTLS hostname is checked against.
+pub struct MtlsPolicy {
+    /// Trust anchors: only the CAs associated with the hostname.
+    pub store: X509Store,
+    /// Revoked certificates of those CAs.
+    pub revocations: RevocationSet,
+}
+
+/// Everything the terminator applies to one hostname (or to clients without SNI).
+pub struct HostTls {
+    /// The hostname (empty for the default policy).
+    pub name: String,
+    /// Certificate, key, ALPN and session id context.
+    pub ctx: SslContext,
+    /// Lowest TLS version accepted.
+    pub min_version: TlsVersion,
+    /// Cipher list for TLS 1.2 and below, if restricted.
+    pub ciphers: Option<CString>,
+    /// mTLS: request and verify client certificates.
+    pub mtls: Option<Arc<MtlsPolicy>>,
+    /// Where requests go.
+    pub origin: Option<Uri>,
+    /// How the client certificate reaches the origin.
+    pub forward: ForwardMode,
+    /// Requests need a verified, unrevoked client certificate (interim rule).
+    pub require_client_cert: bool,
+}
+
+/// The compiled configuration.
+pub struct TlsSnapshot {
+    hosts: HashMap<String, Arc<HostTls>>,
+    /// Parent name → the wildcard entry's view for its subdomains (zone minimum).
+    wildcards: HashMap<String, Arc<HostTls>>,
+    default: Arc<HostTls>,
+}
+
+impl TlsSnapshot {
+    /// The policy for an SNI (lowercase); no SNI or an unknown one: the zone default.
+    pub fn lookup(&self, sni: Option<&str>) -> &Arc<HostTls> {
+        let Some(name) = sni else {
+            return &self.default;
+        };
+        if let Some(host) = self.hosts.get(name) {
+            return host;
+        }
+        name.split_once('.')
+            .and_then(|(_, parent)| self.wildcards.get(parent))
+            .unwrap_or(&self.default)
+    }
+
+    /// Builds the snapshot: reads every certificate, key and CRL the configuration names.
+    pub fn build(config: &Config) -> anyhow::Result<TlsSnapshot> {
+        let t = &config.terminator;
+        let default_cert = match (&t.certificate, &t.key) {
+            (Some(c), Some(k)) => Some(load_identity(c, k)?),
+            _ => None,
+        };
+        let zone_ciphers = cipher_list(&config.zone.ciphers)?;
+        let now = revocation::now();
+        let mut cas = HashMap::new();
+        for ca in &config.cas {
+            let pem = std::fs::read(&ca.certificate)
+                .with_context(|| format!("CA {:?}: cannot read {}", ca.name, ca.certificate.display()))?;
+            let cert = X509::from_pem(&pem).with_context(|| format!("CA {:?}: not a PEM certificate", ca.name))?;
+            let der = cert.to_der()?;
+            let mut revoked = RevocationSet::default();
+            revoked
+                .add_serials(&der, ca.revoked_serials.iter().map(String::as_str))
+                .with_context(|| format!("CA {:?}", ca.name))?;
+            revoked
+                .add_crl_files(&der, &ca.crl, now)
+                .with_context(|| format!("CA {:?}", ca.name))?;
+            cas.insert(ca.name.clone(), (cert, revoked));
+        }
+
+        let default = Arc::new(HostTls {
+            name: String::new(),
+            ctx: context(default_cert.as_ref(), "", "*default*")?,
+            min_version: config.zone.no_sni_min_tls_version.unwrap_or(config.zone.min_tls_version),
+            ciphers: zone_ciphers.clone(),
+            mtls: None,
+            origin: None,
+            forward: ForwardMode::None,
+            require_client_cert: false,
+        });
+        let mut hosts = HashMap::new();
+        let mut wildcards = HashMap::new();
+        for h in &config.hostnames {
+            let identity = match (&h.certificate, &h.key) {
+                (Some(c), Some(k)) => Some(load_identity(c, k).with_context(|| format!("hostname {:?}", h.name))?),
+                _ => default_cert.clone(),
+            };
+            let Some(identity) = identity else {
+                bail!(
+                    "hostname {:?} has no certificate: set its `certificate` and `key`, \
+                     or a default in [terminator]",
+                    h.name
+                );
+            };
+            let host = |min: TlsVersion, view: &str| -> anyhow::Result<HostTls> {
+                Ok(HostTls {
+                    name: h.name.clone(),
+                    ctx: context(Some(&identity), &h.name, view)?,
+                    min_version: min,
+                    ciphers: if h.ciphers.is_empty() { zone_ciphers.clone() } else { cipher_list(&h.ciphers)? },
+                    mtls: mtls_policy(h, &cas)?,
+                    origin: h.origin.as_deref().map(str::parse).transpose()?,
+                    forward: h.forward_client_cert,
+                    require_client_cert: h.require_client_cert,
+                })
+            };
+            let exact = host(h.min_tls_version.unwrap_or(config.zone.min_tls_version), "exact")?;
+            hosts.insert(h.name.clone(), Arc::new(exact));
+            if h.wildcard {
+                wildcards.insert(h.name.clone(), Arc::new(host(config.zone.min_tls_version, "wildcard")?));
+            }
+        }
+        Ok(TlsSnapshot { hosts, wildcards, default })
+    }
+}
+
+type Identity = (Vec<X509>, PKey<boring::pkey::Private>);
+
+fn load_identity(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<Identity> {
+    let chain = X509::stack_from_pem(&std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?)
+        .with_context(|| format!("{}: not a PEM certificate chain", cert.display()))?;
+    if chain.is_empty() {
+        bail!("{}: no certificate in the file", cert.display());
+    }
+    let key = PKey::private_key_from_pem(&std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?)
+        .with_context(|| format!("{}: not a PEM private key", key.display()))?;
+    Ok((chain, key))
+}
+
+/// An SSL context holding what `SSL_set_SSL_CTX` swaps in: certificate, key,
+/// ALPN, and a session id context unique to the hostname and view, so a session
+/// never resumes on another hostname.
+fn context(identity: Option<&Identity>, name: &str, view: &str) -> anyhow::Result<SslContext> {
+    let mut b = SslContextBuilder::new(SslMethod::tls())?;
+    if let Some((chain, key)) = identity {
+        b.set_certificate(&chain[0])?;
+        for extra in &chain[1..] {
+            b.add_extra_chain_cert(extra.clone())?;
+        }
+        b.set_private_key(key)?;
+        b.check_private_key().context("the private key does not match the certificate")?;
+    }
+    b.set_alpn_select_callback(|_, client| select_next_proto(ALPN, client).ok_or(AlpnError::NOACK));
+    let sid = boring::hash::hash(boring::hash::MessageDigest::sha256(), format!("{view}\0{name}").as_bytes())?;
+    b.set_session_id_context(&sid[..32])?;
+    Ok(b.build())
+}
+
+fn cipher_list(names: &[String]) -> anyhow::Result<Option<CString>> {
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let list = names.join(":");
+    // Check it now, so a typo is refused with the configuration, not per handshake.
+    let mut probe = SslContextBuilder::new(SslMethod::tls())?;
+    probe
+        .set_strict_cipher_list(&list)
+        .with_context(|| format!("cipher list {list:?} names a cipher BoringSSL does not know"))?;
+    Ok(Some(CString::new(list)?))
+}
+
+fn mtls_policy(h: &HostnameSection, cas: &HashMap<String, (X509, RevocationSet)>) -> anyhow::Result<Option<Arc<MtlsPolicy>>> {
+    if !h.mtls {
+        return Ok(None);
+    }
+    let mut store = X509StoreBuilder::new()?;
+    // A CA may be an intermediate: it is a trust anchor all the same.
+    store.set_flags(X509VerifyFlags::PARTIAL_CHAIN);
+    let mut revocations = RevocationSet::default();
+    for name in &h.cas {
+        let (cert, revoked) = &cas[name];
+        store.add_cert(cert.clone())?;
+        revocations.extend(revoked);
+    }
+    Ok(Some(Arc::new(MtlsPolicy { store: store.build(), revocations })))
+}
+
+/// BoringSSL's name for a TLS version.
+pub fn ssl_version(v: TlsVersion) -> SslVersion {
+    match v {
+        TlsVersion::Tls10 => SslVersion::TLS1,
+        TlsVersion::Tls11 => SslVersion::TLS1_1,
+        TlsVersion::Tls12 => SslVersion::TLS1_2,
+        TlsVersion::Tls13 => SslVersion::TLS1_3,
+    }
+}

@@ -77,7 +77,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let interface = opts.interface.clone().or_else(|| config.xdp.interface.clone());
+    let interface = opts
+        .interface
+        .clone()
+        .or_else(|| config.xdp.interface.clone());
     if interface.is_none() && config.terminator.listen.is_empty() {
         bail!(
             "nothing to run: no interface for the XDP filter (pass --interface IFACE or set [xdp] \
@@ -85,7 +88,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         );
     }
     let registry = Registry::new();
-    let mut layers = Layers { filter: None, tls: None };
+    let mut layers = Layers {
+        filter: None,
+        tls: None,
+    };
     let mut banner = Vec::new();
 
     if let Some(interface) = &interface {
@@ -108,15 +114,24 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     if !config.terminator.listen.is_empty() {
         let snapshot = Arc::new(ArcSwap::from_pointee(TlsSnapshot::build(&config)?));
         let metrics = Arc::new(TerminatorMetrics::new(&registry)?);
-        let terminator = Arc::new(Terminator::new(snapshot.clone(), config.terminator.clone(), metrics)?);
+        let terminator = Arc::new(Terminator::new(
+            snapshot.clone(),
+            config.terminator.clone(),
+            metrics,
+        )?);
         for addr in &config.terminator.listen {
-            let listener = bind(*addr).with_context(|| format!("cannot listen for TLS on {addr}"))?;
+            let listener =
+                bind(*addr).with_context(|| format!("cannot listen for TLS on {addr}"))?;
             banner.push(format!("TLS on {}", listener.local_addr()?));
             let mut stop = stop_rx.clone();
             let shutdown = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            servers.push(tokio::spawn(terminator.clone().serve(listener, shutdown, SHUTDOWN_GRACE)));
+            servers.push(tokio::spawn(terminator.clone().serve(
+                listener,
+                shutdown,
+                SHUTDOWN_GRACE,
+            )));
         }
         layers.tls = Some(snapshot);
     }
@@ -125,7 +140,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {listen}"))?;
-    banner.push(format!("metrics on http://{}/metrics", listener.local_addr()?));
+    banner.push(format!(
+        "metrics on http://{}/metrics",
+        listener.local_addr()?
+    ));
     let mut metrics_task = tokio::spawn(metrics::serve(listener, registry));
     println!("gateway: {}", banner.join("; "));
 
@@ -208,6 +226,9 @@ fn reload(layers: &mut Layers, path: Option<&Path>) {
             c.zone.min_tls_version,
             c.hostnames.len()
         ),
-        Err(e) => error!("reload of {} failed, keeping the previous configuration: {e:#}", path.display()),
+        Err(e) => error!(
+            "reload of {} failed, keeping the previous configuration: {e:#}",
+            path.display()
+        ),
     }
 }

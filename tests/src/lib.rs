@@ -15,6 +15,9 @@ use gateway::{
 };
 
 pub mod lab;
+pub mod local;
+pub mod mtls;
+pub mod pki;
 
 /// Fails the calling test, loudly, unless it runs as root.
 pub fn require_root(what: &str) {

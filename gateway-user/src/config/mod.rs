@@ -210,7 +210,8 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read configuration {}", path.display()))?;
-        let mut config = Self::parse(&text).with_context(|| format!("invalid configuration {}", path.display()))?;
+        let mut config = Self::parse(&text)
+            .with_context(|| format!("invalid configuration {}", path.display()))?;
         if let Some(dir) = path.parent() {
             config.rebase(dir);
         }
@@ -223,20 +224,33 @@ impl Config {
                 *p = dir.join(&*p);
             }
         };
-        self.terminator.certificate.iter_mut().chain(self.terminator.key.iter_mut()).for_each(fix);
+        self.terminator
+            .certificate
+            .iter_mut()
+            .chain(self.terminator.key.iter_mut())
+            .for_each(fix);
         for ca in &mut self.cas {
             fix(&mut ca.certificate);
             ca.crl.iter_mut().for_each(fix);
         }
         for h in &mut self.hostnames {
-            h.certificate.iter_mut().chain(h.key.iter_mut()).for_each(fix);
+            h.certificate
+                .iter_mut()
+                .chain(h.key.iter_mut())
+                .for_each(fix);
         }
     }
 
     /// Every file the configuration refers to (certificates, keys, CRLs): a change
     /// to any of them reloads the configuration.
     pub fn files(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = self.terminator.certificate.iter().chain(&self.terminator.key).cloned().collect();
+        let mut files: Vec<PathBuf> = self
+            .terminator
+            .certificate
+            .iter()
+            .chain(&self.terminator.key)
+            .cloned()
+            .collect();
         for ca in &self.cas {
             files.push(ca.certificate.clone());
             files.extend(ca.crl.iter().cloned());
@@ -272,20 +286,29 @@ impl Config {
                 bail!("hostname {:?} is listed twice", host.name);
             }
             if host.certificate.is_some() != host.key.is_some() {
-                bail!("hostname {:?}: set both `certificate` and `key`, or neither", host.name);
+                bail!(
+                    "hostname {:?}: set both `certificate` and `key`, or neither",
+                    host.name
+                );
             }
             if let Some(ca) = host.cas.iter().find(|c| !cas.contains(c.as_str())) {
                 bail!("hostname {:?}: no [[ca]] named {ca:?}", host.name);
             }
             if host.mtls && host.cas.is_empty() {
-                bail!("hostname {:?}: mtls = true needs at least one CA in `cas`", host.name);
+                bail!(
+                    "hostname {:?}: mtls = true needs at least one CA in `cas`",
+                    host.name
+                );
             }
             if let Some(origin) = &host.origin {
-                let uri: http::Uri = origin
-                    .parse()
-                    .with_context(|| format!("hostname {:?}: origin {origin:?} is not a URL", host.name))?;
+                let uri: http::Uri = origin.parse().with_context(|| {
+                    format!("hostname {:?}: origin {origin:?} is not a URL", host.name)
+                })?;
                 if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                    bail!("hostname {:?}: origin {origin:?} must look like http://host:port", host.name);
+                    bail!(
+                        "hostname {:?}: origin {origin:?} must look like http://host:port",
+                        host.name
+                    );
                 }
             }
         }

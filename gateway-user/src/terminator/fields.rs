@@ -40,7 +40,10 @@ pub fn request_host(parts: &Parts) -> Option<String> {
         Some(a) => a.host().to_string(),
         None => {
             let h = parts.headers.get(http::header::HOST)?.to_str().ok()?;
-            let h = h.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(h, |(h, _)| h);
+            let h = h
+                .rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(h, |(h, _)| h);
             h.to_string()
         }
     };
@@ -52,7 +55,12 @@ impl RequestFields {
     /// The fields of a request on a connection.
     pub fn new(parts: &Parts, conn: &ConnInfo) -> RequestFields {
         let header = |name| {
-            parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string()
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string()
         };
         RequestFields {
             host: request_host(parts).unwrap_or_default(),

@@ -8,15 +8,25 @@ use crate::{config::ForwardMode, tls::ClientAuth};
 /// Headers that only the gateway may set; a client's copies are removed.
 pub fn is_reserved(name: &HeaderName) -> bool {
     let n = name.as_str();
-    n.starts_with("cf-client-cert-") || n.starts_with("cf-cert-") || n == "client-cert" || n == "client-cert-chain"
+    n.starts_with("cf-client-cert-")
+        || n.starts_with("cf-cert-")
+        || n == "client-cert"
+        || n == "client-cert-chain"
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
-            | "proxy-authenticate" | "proxy-authorization"
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
     )
 }
 
@@ -79,7 +89,9 @@ pub fn set_client_cert(headers: &mut HeaderMap, mode: ForwardMode, auth: &Client
         }
         ForwardMode::Rfc9440 => {
             // RFC 9440: only a certificate the gateway verified is passed on.
-            let Some(c) = auth.cert.as_ref().filter(|_| auth.verified) else { return };
+            let Some(c) = auth.cert.as_ref().filter(|_| auth.verified) else {
+                return;
+            };
             if !c.rfc9440.is_empty() {
                 set(headers, "client-cert", &c.rfc9440);
             }
@@ -97,8 +109,19 @@ mod tests {
     #[test]
     fn client_supplied_certificate_headers_are_removed() {
         let mut h = HeaderMap::new();
-        for name in ["cf-client-cert-sha256", "CF-Cert-Verified", "client-cert", "Client-Cert-Chain", "x-keep", "connection", "x-gone"] {
-            h.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_static("spoofed"));
+        for name in [
+            "cf-client-cert-sha256",
+            "CF-Cert-Verified",
+            "client-cert",
+            "Client-Cert-Chain",
+            "x-keep",
+            "connection",
+            "x-gone",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("spoofed"),
+            );
         }
         h.insert("connection", HeaderValue::from_static("x-gone"));
         strip_incoming(&mut h);

@@ -23,10 +23,15 @@ pub struct TerminatorMetrics {
 impl TerminatorMetrics {
     /// Creates the metrics and registers them.
     pub fn new(registry: &Registry) -> prometheus::Result<TerminatorMetrics> {
-        let buckets = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
         let m = TerminatorMetrics {
             handshakes: IntCounterVec::new(
-                Opts::new("gateway_tls_handshakes_total", "TLS handshakes by result and version."),
+                Opts::new(
+                    "gateway_tls_handshakes_total",
+                    "TLS handshakes by result and version.",
+                ),
                 &["result", "version"],
             )?,
             client_certs: IntCounterVec::new(
@@ -37,7 +42,10 @@ impl TerminatorMetrics {
                 &["status"],
             )?,
             requests: IntCounterVec::new(
-                Opts::new("gateway_http_requests_total", "HTTP requests by hostname and status."),
+                Opts::new(
+                    "gateway_http_requests_total",
+                    "HTTP requests by hostname and status.",
+                ),
                 &["host", "status"],
             )?,
             rejected_connections: IntCounter::new(
@@ -45,13 +53,20 @@ impl TerminatorMetrics {
                 "Connections closed at once because max_connections was reached.",
             )?,
             handshake_seconds: Histogram::with_opts(
-                HistogramOpts::new("gateway_tls_handshake_seconds", "TLS handshake duration.").buckets(buckets.clone()),
+                HistogramOpts::new("gateway_tls_handshake_seconds", "TLS handshake duration.")
+                    .buckets(buckets.clone()),
             )?,
             request_seconds: Histogram::with_opts(
-                HistogramOpts::new("gateway_http_request_seconds", "HTTP request duration, origin included.")
-                    .buckets(buckets),
+                HistogramOpts::new(
+                    "gateway_http_request_seconds",
+                    "HTTP request duration, origin included.",
+                )
+                .buckets(buckets),
             )?,
-            open_connections: IntGauge::new("gateway_tls_open_connections", "TLS connections open now.")?,
+            open_connections: IntGauge::new(
+                "gateway_tls_open_connections",
+                "TLS connections open now.",
+            )?,
         };
         registry.register(Box::new(m.handshakes.clone()))?;
         registry.register(Box::new(m.client_certs.clone()))?;

@@ -115,12 +115,20 @@ impl Terminator {
             });
         }
         drop(listener);
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
             info!("terminator: connections still open after {grace:?}; closing them");
         }
     }
 
-    async fn connection(self: &Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr, watcher: Watcher) {
+    async fn connection(
+        self: &Arc<Self>,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        watcher: Watcher,
+    ) {
         // Wait for the client to speak before taking a handshake slot: idle
         // connections must not hold the slots that working clients need.
         let timeout = Duration::from_millis(self.limits.handshake_timeout_ms);
@@ -129,7 +137,10 @@ impl Terminator {
             Ok(Ok(n)) if n > 0 => {}
             Ok(_) => return, // closed or failed before a byte
             Err(_) => {
-                self.metrics.handshakes.with_label_values(&["timeout", "none"]).inc();
+                self.metrics
+                    .handshakes
+                    .with_label_values(&["timeout", "none"])
+                    .inc();
                 return;
             }
         }
@@ -140,23 +151,34 @@ impl Terminator {
         };
         let stream = match tokio::time::timeout(timeout, handshake).await {
             Err(_) => {
-                self.metrics.handshakes.with_label_values(&["timeout", "none"]).inc();
+                self.metrics
+                    .handshakes
+                    .with_label_values(&["timeout", "none"])
+                    .inc();
                 return;
             }
             Ok(Err(e)) => {
                 debug!("handshake with {peer}: {e}");
-                self.metrics.handshakes.with_label_values(&["failed", "none"]).inc();
+                self.metrics
+                    .handshakes
+                    .with_label_values(&["failed", "none"])
+                    .inc();
                 return;
             }
             Ok(Ok(stream)) => stream,
         };
-        self.metrics.handshake_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .handshake_seconds
+            .observe(started.elapsed().as_secs_f64());
         let ssl = stream.ssl();
         let Some((host, auth)) = acceptor::connection_policy(ssl) else {
             return;
         };
         let tls_version = ssl.version_str();
-        self.metrics.handshakes.with_label_values(&["ok", tls_version]).inc();
+        self.metrics
+            .handshakes
+            .with_label_values(&["ok", tls_version])
+            .inc();
         if host.mtls.is_some() {
             let status = match (&auth.presented, auth.verified, auth.revoked) {
                 (false, _, _) => "none",
@@ -168,11 +190,16 @@ impl Terminator {
         }
         let info = Arc::new(ConnInfo {
             peer,
-            sni: ssl.servername(boring::ssl::NameType::HOST_NAME).map(str::to_ascii_lowercase),
+            sni: ssl
+                .servername(boring::ssl::NameType::HOST_NAME)
+                .map(str::to_ascii_lowercase),
             host,
             auth,
             tls_version,
-            tls_cipher: ssl.current_cipher().map(|c| c.name().to_string()).unwrap_or_default(),
+            tls_cipher: ssl
+                .current_cipher()
+                .map(|c| c.name().to_string())
+                .unwrap_or_default(),
             requests: AtomicU64::new(0),
         });
         let this = self.clone();

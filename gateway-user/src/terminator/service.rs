@@ -40,9 +40,16 @@ impl OriginClient {
 pub fn local(status: StatusCode, text: impl Into<String>) -> Response<Body> {
     let mut text = text.into();
     text.push('\n');
-    let mut r = Response::new(Full::new(Bytes::from(text)).map_err(|e: Infallible| match e {}).boxed());
+    let mut r = Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|e: Infallible| match e {})
+            .boxed(),
+    );
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -53,11 +60,22 @@ impl Terminator {
         let served = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
         let mut response = self.route(conn, req).await;
         if served >= self.limits.max_requests_per_connection {
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        let host = if conn.host.name.is_empty() { "(none)" } else { conn.host.name.as_str() };
-        self.metrics.requests.with_label_values(&[host, response.status().as_str()]).inc();
-        self.metrics.request_seconds.observe(started.elapsed().as_secs_f64());
+        let host = if conn.host.name.is_empty() {
+            "(none)"
+        } else {
+            conn.host.name.as_str()
+        };
+        self.metrics
+            .requests
+            .with_label_values(&[host, response.status().as_str()])
+            .inc();
+        self.metrics
+            .request_seconds
+            .observe(started.elapsed().as_secs_f64());
         response
     }
 
@@ -68,7 +86,10 @@ impl Terminator {
         if conn.host.name.is_empty() {
             return local(
                 StatusCode::MISDIRECTED_REQUEST,
-                format!("no hostname is configured for this connection's SNI ({:?})", conn.sni.as_deref().unwrap_or("")),
+                format!(
+                    "no hostname is configured for this connection's SNI ({:?})",
+                    conn.sni.as_deref().unwrap_or("")
+                ),
             );
         }
         if Some(fields.host.as_str()) != conn.sni.as_deref() {
@@ -81,11 +102,19 @@ impl Terminator {
                 ),
             );
         }
-        if conn.host.require_client_cert && !(fields.client_auth.verified && !fields.client_auth.revoked) {
-            return local(StatusCode::FORBIDDEN, "a valid client certificate is required");
+        if conn.host.require_client_cert
+            && !(fields.client_auth.verified && !fields.client_auth.revoked)
+        {
+            return local(
+                StatusCode::FORBIDDEN,
+                "a valid client certificate is required",
+            );
         }
         let Some(origin) = &conn.host.origin else {
-            return local(StatusCode::BAD_GATEWAY, format!("{} has no origin configured", conn.host.name));
+            return local(
+                StatusCode::BAD_GATEWAY,
+                format!("{} has no origin configured", conn.host.name),
+            );
         };
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri = match Uri::builder()
@@ -98,24 +127,41 @@ impl Terminator {
             Err(e) => return local(StatusCode::BAD_REQUEST, format!("bad request target: {e}")),
         };
         headers::strip_incoming(&mut parts.headers);
-        let xff = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prior) => format!("{prior}, {}", conn.peer.ip()),
             None => conn.peer.ip().to_string(),
         };
         if let Ok(v) = HeaderValue::from_str(&xff) {
             parts.headers.insert("x-forwarded-for", v);
         }
-        parts.headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        parts
+            .headers
+            .insert("x-forwarded-proto", HeaderValue::from_static("https"));
         headers::set_client_cert(&mut parts.headers, conn.host.forward, &fields.client_auth);
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
         let request = Request::from_parts(parts, body);
         match tokio::time::timeout(self.origin.timeout, self.origin.client.request(request)).await {
-            Err(_) => local(StatusCode::GATEWAY_TIMEOUT, format!("origin {origin} did not answer in time")),
-            Ok(Err(e)) => local(StatusCode::BAD_GATEWAY, format!("origin {origin} unreachable: {e}")),
+            Err(_) => local(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("origin {origin} did not answer in time"),
+            ),
+            Ok(Err(e)) => local(
+                StatusCode::BAD_GATEWAY,
+                format!("origin {origin} unreachable: {e}"),
+            ),
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
-                let hop: Vec<_> = parts.headers.keys().filter(|n| headers::is_hop_by_hop(n)).cloned().collect();
+                let hop: Vec<_> = parts
+                    .headers
+                    .keys()
+                    .filter(|n| headers::is_hop_by_hop(n))
+                    .cloned()
+                    .collect();
                 for name in hop {
                     parts.headers.remove(name);
                 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, LazyLock};
 use arc_swap::ArcSwap;
 use boring::{
     ssl::{
-        ClientHello, NameType, SelectCertError, Ssl, SslAcceptor, SslContextBuilder, SslMethod, SslOptions,
-        SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
+        ClientHello, NameType, SelectCertError, Ssl, SslAcceptor, SslContextBuilder, SslMethod,
+        SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
     },
     stack::Stack,
     x509::{X509, X509StoreContext},
@@ -54,7 +54,9 @@ pub fn connection_policy(ssl: &SslRef) -> Option<(Arc<HostTls>, ClientAuth)> {
 }
 
 fn select(snapshot: &TlsSnapshot, hello: &mut ClientHello<'_>) -> Result<(), SelectCertError> {
-    let sni = hello.servername(NameType::HOST_NAME).map(str::to_ascii_lowercase);
+    let sni = hello
+        .servername(NameType::HOST_NAME)
+        .map(str::to_ascii_lowercase);
     let host = snapshot.lookup(sni.as_deref()).clone();
     let ssl = hello.ssl_mut();
     let fail = |what: &str, e: &dyn std::fmt::Display| {
@@ -62,7 +64,8 @@ fn select(snapshot: &TlsSnapshot, hello: &mut ClientHello<'_>) -> Result<(), Sel
         SelectCertError::ERROR
     };
     // The context first: it replaces certificate, ALPN and session id context.
-    ssl.set_ssl_context(&host.ctx).map_err(|e| fail("switching context", &e))?;
+    ssl.set_ssl_context(&host.ctx)
+        .map_err(|e| fail("switching context", &e))?;
     ssl.set_min_proto_version(Some(ssl_version(host.min_version)))
         .map_err(|e| fail("minimum version", &e))?;
     if let Some(ciphers) = &host.ciphers {
@@ -110,8 +113,15 @@ fn verify(policy: &MtlsPolicy, ssl: &SslRef) -> ClientAuth {
     let outcome = X509StoreContext::new().and_then(|mut ctx| {
         ctx.init(&policy.store, &leaf, &chain, |c| {
             let ok = c.verify_cert()?;
-            let issuer = c.chain().and_then(|ch| ch.get(1)).and_then(|ca| ca.to_der().ok());
-            let error = c.verify_result().err().map(|e| e.to_string()).unwrap_or_default();
+            let issuer = c
+                .chain()
+                .and_then(|ch| ch.get(1))
+                .and_then(|ca| ca.to_der().ok());
+            let error = c
+                .verify_result()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             Ok((ok, issuer, error))
         })
     });
@@ -121,7 +131,8 @@ fn verify(policy: &MtlsPolicy, ssl: &SslRef) -> ClientAuth {
     };
     let leaf_der = leaf.to_der().unwrap_or_default();
     let revoked = verified
-        && X509Certificate::from_der(&leaf_der).is_ok_and(|(_, cert)| policy.revocations.is_revoked(&cert));
+        && X509Certificate::from_der(&leaf_der)
+            .is_ok_and(|(_, cert)| policy.revocations.is_revoked(&cert));
     let cert = CertDetails::from_der(&leaf_der, &chain_der, issuer.as_deref()).ok();
     ClientAuth {
         presented: true,
@@ -133,7 +144,11 @@ fn verify(policy: &MtlsPolicy, ssl: &SslRef) -> ClientAuth {
 }
 
 fn failed(why: String) -> ClientAuth {
-    ClientAuth { presented: true, failure: Some(why), ..ClientAuth::default() }
+    ClientAuth {
+        presented: true,
+        failure: Some(why),
+        ..ClientAuth::default()
+    }
 }
 
 /// A context builder with the ALPN and session settings every hostname context shares.

@@ -82,8 +82,13 @@ pub struct CertDetails {
 impl CertDetails {
     /// Formats a certificate given as DER, with the chain the client sent (DER,
     /// without the leaf) and the DER of the issuing CA when verification found it.
-    pub fn from_der(leaf: &[u8], chain: &[Vec<u8>], issuer: Option<&[u8]>) -> Result<CertDetails, String> {
-        let (_, cert) = X509Certificate::from_der(leaf).map_err(|e| format!("unparsable certificate: {e}"))?;
+    pub fn from_der(
+        leaf: &[u8],
+        chain: &[Vec<u8>],
+        issuer: Option<&[u8]>,
+    ) -> Result<CertDetails, String> {
+        let (_, cert) =
+            X509Certificate::from_der(leaf).map_err(|e| format!("unparsable certificate: {e}"))?;
         let issuer_serial = issuer
             .and_then(|der| X509Certificate::from_der(der).ok())
             .map(|(_, ca)| upper_hex(ca.raw_serial()))
@@ -102,8 +107,16 @@ impl CertDetails {
             }
         }
         let leaf_seq = byte_sequence(leaf);
-        let chain_list = chain.iter().map(|c| byte_sequence(c)).collect::<Vec<_>>().join(", ");
-        let digest = |md| hash(md, leaf).map(|d| lower_hex(&d)).map_err(|e| e.to_string());
+        let chain_list = chain
+            .iter()
+            .map(|c| byte_sequence(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let digest = |md| {
+            hash(md, leaf)
+                .map(|d| lower_hex(&d))
+                .map_err(|e| e.to_string())
+        };
         Ok(CertDetails {
             subject_dn: dn_rfc2253(cert.subject(), false),
             subject_dn_rfc2253: dn_rfc2253(cert.subject(), true),
@@ -121,9 +134,17 @@ impl CertDetails {
             issuer_ski,
             der_base64: STANDARD.encode(leaf),
             rfc9440_too_large: leaf_seq.len() > RFC9440_MAX,
-            rfc9440: if leaf_seq.len() > RFC9440_MAX { String::new() } else { leaf_seq },
+            rfc9440: if leaf_seq.len() > RFC9440_MAX {
+                String::new()
+            } else {
+                leaf_seq
+            },
             chain_rfc9440_too_large: chain_list.len() > RFC9440_MAX,
-            chain_rfc9440: if chain_list.len() > RFC9440_MAX { String::new() } else { chain_list },
+            chain_rfc9440: if chain_list.len() > RFC9440_MAX {
+                String::new()
+            } else {
+                chain_list
+            },
         })
     }
 }
@@ -146,13 +167,38 @@ fn byte_sequence(der: &[u8]) -> String {
     format!(":{}:", STANDARD.encode(der))
 }
 
+/// OpenSSL's short names for the attributes DNs use.
+const SHORT_NAMES: [(&str, &str); 16] = [
+    ("2.5.4.3", "CN"),
+    ("2.5.4.4", "SN"),
+    ("2.5.4.5", "serialNumber"),
+    ("2.5.4.6", "C"),
+    ("2.5.4.7", "L"),
+    ("2.5.4.8", "ST"),
+    ("2.5.4.9", "street"),
+    ("2.5.4.10", "O"),
+    ("2.5.4.11", "OU"),
+    ("2.5.4.12", "title"),
+    ("2.5.4.17", "postalCode"),
+    ("2.5.4.42", "GN"),
+    ("2.5.4.46", "dnQualifier"),
+    ("0.9.2342.19200300.100.1.1", "UID"),
+    ("0.9.2342.19200300.100.1.25", "DC"),
+    ("1.2.840.113549.1.9.1", "emailAddress"),
+];
+
 fn attribute(atv: &AttributeTypeAndValue<'_>, escape: bool) -> String {
-    let name = oid2sn(atv.attr_type(), oid_registry())
-        .map(|sn| match sn {
-            "email" | "emailAddress" => "emailAddress".to_string(),
-            other => other.to_string(),
+    let oid = atv.attr_type().to_id_string();
+    let name = SHORT_NAMES
+        .iter()
+        .find(|(id, _)| *id == oid)
+        .map(|(_, sn)| sn.to_string())
+        .or_else(|| {
+            oid2sn(atv.attr_type(), oid_registry())
+                .ok()
+                .map(str::to_string)
         })
-        .unwrap_or_else(|_| atv.attr_type().to_id_string());
+        .unwrap_or(oid);
     let value = match atv.as_str() {
         Ok(s) if escape => escape_rfc2253(s),
         Ok(s) => s.to_string(),
@@ -165,7 +211,12 @@ fn attribute(atv: &AttributeTypeAndValue<'_>, escape: bool) -> String {
 fn dn_rfc2253(name: &X509Name<'_>, escape: bool) -> String {
     let rdns: Vec<String> = name
         .iter_rdn()
-        .map(|rdn| rdn.iter().map(|a| attribute(a, escape)).collect::<Vec<_>>().join("+"))
+        .map(|rdn| {
+            rdn.iter()
+                .map(|a| attribute(a, escape))
+                .collect::<Vec<_>>()
+                .join("+")
+        })
         .collect();
     rdns.into_iter().rev().collect::<Vec<_>>().join(",")
 }
@@ -173,7 +224,15 @@ fn dn_rfc2253(name: &X509Name<'_>, escape: bool) -> String {
 /// OpenSSL's legacy one-line form: `/C=US/O=Example/CN=name`.
 fn dn_legacy(name: &X509Name<'_>) -> String {
     name.iter_rdn()
-        .map(|rdn| format!("/{}", rdn.iter().map(|a| attribute(a, false)).collect::<Vec<_>>().join("+")))
+        .map(|rdn| {
+            format!(
+                "/{}",
+                rdn.iter()
+                    .map(|a| attribute(a, false))
+                    .collect::<Vec<_>>()
+                    .join("+")
+            )
+        })
         .collect()
 }
 
@@ -194,7 +253,9 @@ fn escape_rfc2253(value: &str) -> String {
 
 /// `Dec 22 19:39:00 2018 GMT`, as OpenSSL prints certificate dates.
 fn openssl_time(t: &ASN1Time) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let dt = t.to_datetime();
     format!(
         "{} {:2} {:02}:{:02}:{:02} {} GMT",

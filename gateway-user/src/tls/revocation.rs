@@ -14,14 +14,9 @@ use std::{
 
 use anyhow::{Context, bail};
 use x509_parser::{
-    certificate::X509Certificate,
-    extensions::ParsedExtension,
-    oid_registry::OID_X509_EXT_DELTA_CRL_INDICATOR,
-    pem::Pem,
-    prelude::FromDer,
-    revocation_list::CertificateRevocationList,
-    time::ASN1Time,
-    x509::ReasonCode,
+    certificate::X509Certificate, extensions::ParsedExtension,
+    oid_registry::OID_X509_EXT_DELTA_CRL_INDICATOR, pem::Pem, prelude::FromDer,
+    revocation_list::CertificateRevocationList, time::ASN1Time, x509::ReasonCode,
 };
 
 /// Revoked serials per issuing CA.
@@ -32,7 +27,10 @@ pub struct RevocationSet {
 }
 
 fn trim(serial: &[u8]) -> &[u8] {
-    let start = serial.iter().position(|&b| b != 0).unwrap_or(serial.len().saturating_sub(1));
+    let start = serial
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(serial.len().saturating_sub(1));
     &serial[start..]
 }
 
@@ -57,29 +55,46 @@ impl RevocationSet {
     /// Adds every revocation of `other`.
     pub fn extend(&mut self, other: &RevocationSet) {
         for (issuer, serials) in &other.by_issuer {
-            self.by_issuer.entry(issuer.clone()).or_default().extend(serials.iter().cloned());
+            self.by_issuer
+                .entry(issuer.clone())
+                .or_default()
+                .extend(serials.iter().cloned());
         }
     }
 
     /// Adds serials (hex, any case, `:` allowed) revoked by the CA `ca_der`.
-    pub fn add_serials<'a>(&mut self, ca_der: &[u8], serials: impl IntoIterator<Item = &'a str>) -> anyhow::Result<()> {
+    pub fn add_serials<'a>(
+        &mut self,
+        ca_der: &[u8],
+        serials: impl IntoIterator<Item = &'a str>,
+    ) -> anyhow::Result<()> {
         let subject = ca_subject(ca_der)?;
         let set = self.by_issuer.entry(subject).or_default();
         for s in serials {
             let hex: String = s.chars().filter(|c| *c != ':').collect();
-            let bytes = decode_hex(&hex).with_context(|| format!("revoked serial {s:?} is not hex"))?;
+            let bytes =
+                decode_hex(&hex).with_context(|| format!("revoked serial {s:?} is not hex"))?;
             set.insert(trim(&bytes).to_vec());
         }
         Ok(())
     }
 
     /// Adds the revocations of CRL files (base and delta CRLs) for the CA `ca_der`.
-    pub fn add_crl_files(&mut self, ca_der: &[u8], files: &[impl AsRef<Path>], now: i64) -> anyhow::Result<()> {
+    pub fn add_crl_files(
+        &mut self,
+        ca_der: &[u8],
+        files: &[impl AsRef<Path>],
+        now: i64,
+    ) -> anyhow::Result<()> {
         let mut crls = Vec::new();
         for f in files {
             let path = f.as_ref();
-            let data = std::fs::read(path).with_context(|| format!("cannot read CRL {}", path.display()))?;
-            crls.push((path.display().to_string(), der_of(&data).with_context(|| format!("CRL {}", path.display()))?));
+            let data = std::fs::read(path)
+                .with_context(|| format!("cannot read CRL {}", path.display()))?;
+            crls.push((
+                path.display().to_string(),
+                der_of(&data).with_context(|| format!("CRL {}", path.display()))?,
+            ));
         }
         let mut parsed = Vec::new();
         for (name, der) in &crls {
@@ -102,7 +117,11 @@ struct Crl {
 
 /// Base CRLs first, then deltas: a delta adds entries and lifts those marked removeFromCRL.
 fn merge(set: &mut HashSet<Vec<u8>>, crls: &[Crl]) {
-    for crl in crls.iter().filter(|c| !c.delta).chain(crls.iter().filter(|c| c.delta)) {
+    for crl in crls
+        .iter()
+        .filter(|c| !c.delta)
+        .chain(crls.iter().filter(|c| c.delta))
+    {
         set.extend(crl.revoked.iter().cloned());
         for serial in &crl.removed {
             set.remove(serial);
@@ -111,8 +130,10 @@ fn merge(set: &mut HashSet<Vec<u8>>, crls: &[Crl]) {
 }
 
 fn check_crl(ca_der: &[u8], der: &[u8], now: i64) -> anyhow::Result<Crl> {
-    let (_, ca) = X509Certificate::from_der(ca_der).map_err(|e| anyhow::anyhow!("unparsable CA certificate: {e}"))?;
-    let (_, crl) = CertificateRevocationList::from_der(der).map_err(|e| anyhow::anyhow!("not a CRL: {e}"))?;
+    let (_, ca) = X509Certificate::from_der(ca_der)
+        .map_err(|e| anyhow::anyhow!("unparsable CA certificate: {e}"))?;
+    let (_, crl) =
+        CertificateRevocationList::from_der(der).map_err(|e| anyhow::anyhow!("not a CRL: {e}"))?;
     if crl.issuer().as_raw() != ca.subject().as_raw() {
         bail!("issued by {}, not by the CA {}", crl.issuer(), ca.subject());
     }
@@ -135,7 +156,10 @@ fn check_crl(ca_der: &[u8], der: &[u8], now: i64) -> anyhow::Result<Crl> {
     for entry in crl.iter_revoked_certificates() {
         let serial = trim(entry.raw_serial()).to_vec();
         let lifted = entry.extensions().iter().any(|e| {
-            matches!(e.parsed_extension(), ParsedExtension::ReasonCode(ReasonCode::RemoveFromCRL))
+            matches!(
+                e.parsed_extension(),
+                ParsedExtension::ReasonCode(ReasonCode::RemoveFromCRL)
+            )
         });
         if lifted {
             removed.push(serial);
@@ -143,11 +167,16 @@ fn check_crl(ca_der: &[u8], der: &[u8], now: i64) -> anyhow::Result<Crl> {
             revoked.push(serial);
         }
     }
-    Ok(Crl { delta, revoked, removed })
+    Ok(Crl {
+        delta,
+        revoked,
+        removed,
+    })
 }
 
 fn ca_subject(ca_der: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let (_, ca) = X509Certificate::from_der(ca_der).map_err(|e| anyhow::anyhow!("unparsable CA certificate: {e}"))?;
+    let (_, ca) = X509Certificate::from_der(ca_der)
+        .map_err(|e| anyhow::anyhow!("unparsable CA certificate: {e}"))?;
     Ok(ca.subject().as_raw().to_vec())
 }
 
@@ -168,7 +197,11 @@ fn der_of(data: &[u8]) -> anyhow::Result<Vec<u8>> {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    let s = if s.len() % 2 == 1 { format!("0{s}") } else { s.to_string() };
+    let s = if s.len() % 2 == 1 {
+        format!("0{s}")
+    } else {
+        s.to_string()
+    };
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
@@ -196,8 +229,16 @@ mod tests {
     #[test]
     fn deltas_add_and_lift() {
         let mut set = HashSet::new();
-        let base = Crl { delta: false, revoked: vec![vec![1], vec![2]], removed: vec![] };
-        let delta = Crl { delta: true, revoked: vec![vec![3]], removed: vec![vec![1]] };
+        let base = Crl {
+            delta: false,
+            revoked: vec![vec![1], vec![2]],
+            removed: vec![],
+        };
+        let delta = Crl {
+            delta: true,
+            revoked: vec![vec![3]],
+            removed: vec![vec![1]],
+        };
         merge(&mut set, &[delta, base]);
         assert_eq!(set, HashSet::from([vec![2], vec![3]]));
     }

@@ -86,9 +86,11 @@ impl TlsSnapshot {
         let now = revocation::now();
         let mut cas = HashMap::new();
         for ca in &config.cas {
-            let pem = std::fs::read(&ca.certificate)
-                .with_context(|| format!("CA {:?}: cannot read {}", ca.name, ca.certificate.display()))?;
-            let cert = X509::from_pem(&pem).with_context(|| format!("CA {:?}: not a PEM certificate", ca.name))?;
+            let pem = std::fs::read(&ca.certificate).with_context(|| {
+                format!("CA {:?}: cannot read {}", ca.name, ca.certificate.display())
+            })?;
+            let cert = X509::from_pem(&pem)
+                .with_context(|| format!("CA {:?}: not a PEM certificate", ca.name))?;
             let der = cert.to_der()?;
             let mut revoked = RevocationSet::default();
             revoked
@@ -103,7 +105,10 @@ impl TlsSnapshot {
         let default = Arc::new(HostTls {
             name: String::new(),
             ctx: context(default_cert.as_ref(), "", "*default*")?,
-            min_version: config.zone.no_sni_min_tls_version.unwrap_or(config.zone.min_tls_version),
+            min_version: config
+                .zone
+                .no_sni_min_tls_version
+                .unwrap_or(config.zone.min_tls_version),
             ciphers: zone_ciphers.clone(),
             mtls: None,
             origin: None,
@@ -114,7 +119,9 @@ impl TlsSnapshot {
         let mut wildcards = HashMap::new();
         for h in &config.hostnames {
             let identity = match (&h.certificate, &h.key) {
-                (Some(c), Some(k)) => Some(load_identity(c, k).with_context(|| format!("hostname {:?}", h.name))?),
+                (Some(c), Some(k)) => {
+                    Some(load_identity(c, k).with_context(|| format!("hostname {:?}", h.name))?)
+                }
                 _ => default_cert.clone(),
             };
             let Some(identity) = identity else {
@@ -129,33 +136,51 @@ impl TlsSnapshot {
                     name: h.name.clone(),
                     ctx: context(Some(&identity), &h.name, view)?,
                     min_version: min,
-                    ciphers: if h.ciphers.is_empty() { zone_ciphers.clone() } else { cipher_list(&h.ciphers)? },
+                    ciphers: if h.ciphers.is_empty() {
+                        zone_ciphers.clone()
+                    } else {
+                        cipher_list(&h.ciphers)?
+                    },
                     mtls: mtls_policy(h, &cas)?,
                     origin: h.origin.as_deref().map(str::parse).transpose()?,
                     forward: h.forward_client_cert,
                     require_client_cert: h.require_client_cert,
                 })
             };
-            let exact = host(h.min_tls_version.unwrap_or(config.zone.min_tls_version), "exact")?;
+            let exact = host(
+                h.min_tls_version.unwrap_or(config.zone.min_tls_version),
+                "exact",
+            )?;
             hosts.insert(h.name.clone(), Arc::new(exact));
             if h.wildcard {
-                wildcards.insert(h.name.clone(), Arc::new(host(config.zone.min_tls_version, "wildcard")?));
+                wildcards.insert(
+                    h.name.clone(),
+                    Arc::new(host(config.zone.min_tls_version, "wildcard")?),
+                );
             }
         }
-        Ok(TlsSnapshot { hosts, wildcards, default })
+        Ok(TlsSnapshot {
+            hosts,
+            wildcards,
+            default,
+        })
     }
 }
 
 type Identity = (Vec<X509>, PKey<boring::pkey::Private>);
 
 fn load_identity(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<Identity> {
-    let chain = X509::stack_from_pem(&std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?)
-        .with_context(|| format!("{}: not a PEM certificate chain", cert.display()))?;
+    let chain = X509::stack_from_pem(
+        &std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?,
+    )
+    .with_context(|| format!("{}: not a PEM certificate chain", cert.display()))?;
     if chain.is_empty() {
         bail!("{}: no certificate in the file", cert.display());
     }
-    let key = PKey::private_key_from_pem(&std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?)
-        .with_context(|| format!("{}: not a PEM private key", key.display()))?;
+    let key = PKey::private_key_from_pem(
+        &std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?,
+    )
+    .with_context(|| format!("{}: not a PEM private key", key.display()))?;
     Ok((chain, key))
 }
 
@@ -170,10 +195,14 @@ fn context(identity: Option<&Identity>, name: &str, view: &str) -> anyhow::Resul
             b.add_extra_chain_cert(extra.clone())?;
         }
         b.set_private_key(key)?;
-        b.check_private_key().context("the private key does not match the certificate")?;
+        b.check_private_key()
+            .context("the private key does not match the certificate")?;
     }
     b.set_alpn_select_callback(|_, client| select_next_proto(ALPN, client).ok_or(AlpnError::NOACK));
-    let sid = boring::hash::hash(boring::hash::MessageDigest::sha256(), format!("{view}\0{name}").as_bytes())?;
+    let sid = boring::hash::hash(
+        boring::hash::MessageDigest::sha256(),
+        format!("{view}\0{name}").as_bytes(),
+    )?;
     b.set_session_id_context(&sid[..32])?;
     Ok(b.build())
 }
@@ -191,7 +220,10 @@ fn cipher_list(names: &[String]) -> anyhow::Result<Option<CString>> {
     Ok(Some(CString::new(list)?))
 }
 
-fn mtls_policy(h: &HostnameSection, cas: &HashMap<String, (X509, RevocationSet)>) -> anyhow::Result<Option<Arc<MtlsPolicy>>> {
+fn mtls_policy(
+    h: &HostnameSection,
+    cas: &HashMap<String, (X509, RevocationSet)>,
+) -> anyhow::Result<Option<Arc<MtlsPolicy>>> {
     if !h.mtls {
         return Ok(None);
     }
@@ -204,7 +236,10 @@ fn mtls_policy(h: &HostnameSection, cas: &HashMap<String, (X509, RevocationSet)>
         store.add_cert(cert.clone())?;
         revocations.extend(revoked);
     }
-    Ok(Some(Arc::new(MtlsPolicy { store: store.build(), revocations })))
+    Ok(Some(Arc::new(MtlsPolicy {
+        store: store.build(),
+        revocations,
+    })))
 }
 
 /// BoringSSL's name for a TLS version.

@@ -102,9 +102,8 @@ impl Terminator {
                 ),
             );
         }
-        if conn.host.require_client_cert
-            && !(fields.client_auth.verified && !fields.client_auth.revoked)
-        {
+        let valid_cert = fields.client_auth.verified && !fields.client_auth.revoked;
+        if conn.host.require_client_cert && !valid_cert {
             return local(
                 StatusCode::FORBIDDEN,
                 "a valid client certificate is required",

@@ -139,10 +139,8 @@ fn check_crl(ca_der: &[u8], der: &[u8], now: i64) -> anyhow::Result<Crl> {
     }
     crl.verify_signature(ca.public_key())
         .map_err(|e| anyhow::anyhow!("signature does not verify with the CA's key: {e}"))?;
-    if let Some(next) = crl.next_update() {
-        if next.timestamp() < now {
-            bail!("expired: its nextUpdate ({next}) has passed; publish a fresh CRL");
-        }
+    if let Some(next) = crl.next_update().filter(|n| n.timestamp() < now) {
+        bail!("expired: its nextUpdate ({next}) has passed; publish a fresh CRL");
     }
     if crl.last_update().timestamp() > now + 300 {
         bail!("not yet valid: thisUpdate is {}", crl.last_update());

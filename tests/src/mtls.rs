@@ -56,7 +56,8 @@ pub struct Ports {
 /// Hostnames: `api.test` (mTLS, Cloudflare headers), `admin.test` (mTLS,
 /// certificate required, RFC 9440 headers), `open.test` (no mTLS),
 /// `strict.test` (TLS 1.3 minimum), `ciphers.test` (one cipher), `down.test`
-/// (origin that does not answer).
+/// (origin that does not answer), `wild.test` (TLS 1.3 minimum, wildcard: its
+/// subdomains use the zone's 1.2). Listens on 127.0.0.1 and [::1].
 pub fn config(ports: Ports, carol_serial: &str, extra_terminator: &str) -> String {
     let Ports {
         tls,
@@ -67,7 +68,7 @@ pub fn config(ports: Ports, carol_serial: &str, extra_terminator: &str) -> Strin
     let dead = format!("http://127.0.0.1:{}", free_port());
     format!(
         r#"[terminator]
-listen = ["127.0.0.1:{port}"]
+listen = ["127.0.0.1:{port}", "[::1]:{port}"]
 certificate = "server.pem"
 key = "server.key"
 {extra_terminator}
@@ -120,6 +121,12 @@ ciphers = ["ECDHE-ECDSA-AES256-GCM-SHA384"]
 [[hostname]]
 name = "down.test"
 origin = "{dead}"
+
+[[hostname]]
+name = "wild.test"
+origin = "{origin}"
+min_tls_version = "1.3"
+wildcard = true
 "#,
         port = tls,
         carol = carol_serial,
@@ -142,6 +149,8 @@ impl MtlsSetup {
                 "strict.test",
                 "ciphers.test",
                 "down.test",
+                "wild.test",
+                "a.wild.test",
             ],
         );
         let corp = TestCa::new(d, "corp");

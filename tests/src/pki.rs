@@ -50,7 +50,10 @@ impl TestCa {
                  [policy_any]\ncommonName = supplied\norganizationName = optional\ncountryName = optional\n\
                  organizationalUnitName = optional\n\
                  [client_ext]\nbasicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\n\
-                 extendedKeyUsage = clientAuth\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n",
+                 extendedKeyUsage = clientAuth\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n\
+                 [intermediate_ext]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n\
+                 subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n\
+                 [delta_ext]\n2.5.29.27 = critical,ASN1:INTEGER:4096\n",
                 d = dir.display()
             ),
         )
@@ -88,6 +91,36 @@ impl TestCa {
 
     fn config(&self) -> PathBuf {
         self.dir.join("ca.cnf")
+    }
+
+    /// An intermediate CA signed by this one, able to issue in turn.
+    pub fn intermediate(&self, name: &str) -> TestCa {
+        let child = TestCa::new(self.dir.parent().unwrap(), name);
+        let csr = child.dir.join("ca.csr");
+        run(openssl()
+            .args(["req", "-new", "-key"])
+            .arg(child.dir.join("ca.key"))
+            .args(["-subj", &format!("/C=US/O=Gateway Tests/CN={name}")])
+            .arg("-out")
+            .arg(&csr))
+        .unwrap();
+        run(openssl()
+            .args([
+                "ca",
+                "-batch",
+                "-notext",
+                "-preserveDN",
+                "-extensions",
+                "intermediate_ext",
+                "-config",
+            ])
+            .arg(self.config())
+            .arg("-in")
+            .arg(&csr)
+            .arg("-out")
+            .arg(&child.cert))
+        .unwrap();
+        child
     }
 
     /// Issues a client certificate for `/O=.../CN=cn`; `validity` optionally gives
@@ -148,6 +181,44 @@ impl TestCa {
             .arg(self.config())
             .arg("-revoke")
             .arg(&issued.cert))
+        .unwrap();
+    }
+
+    /// Marks a revoked certificate as released (`removeFromCRL`) in the CA's database.
+    pub fn release(&self, issued: &Issued) {
+        let index = self.dir.join("index.txt");
+        let text = fs::read_to_string(&index).unwrap();
+        let serial = format!("\t{}\t", issued.serial);
+        let updated: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if !l.starts_with('R') || !l.contains(&serial) {
+                    return l.to_string();
+                }
+                let mut f: Vec<&str> = l.split('\t').collect();
+                let date = f[2].split(',').next().unwrap().to_string();
+                let field = format!("{date},removeFromCRL");
+                f[2] = &field;
+                f.join("\t")
+            })
+            .collect();
+        fs::write(&index, updated.join("\n") + "\n").unwrap();
+    }
+
+    /// Writes a delta CRL (PEM): every entry of the CA's database, marked as a delta.
+    pub fn delta_crl(&self, out: &Path) {
+        run(openssl()
+            .args([
+                "ca",
+                "-batch",
+                "-gencrl",
+                "-crlexts",
+                "delta_ext",
+                "-config",
+            ])
+            .arg(self.config())
+            .arg("-out")
+            .arg(out))
         .unwrap();
     }
 

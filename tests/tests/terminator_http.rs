@@ -17,7 +17,13 @@ fn serves_ipv4_and_ipv6_with_http2_by_alpn() {
     for (family, resolve) in [("IPv4", "127.0.0.1"), ("IPv6", "[::1]")] {
         let out = output(
             Command::new("curl")
-                .args(["-sS", "--http2", "--resolve", &format!("open.test:{}:{resolve}", s.port), "--cacert"])
+                .args([
+                    "-sS",
+                    "--http2",
+                    "--resolve",
+                    &format!("open.test:{}:{resolve}", s.port),
+                    "--cacert",
+                ])
                 .arg(s.ca())
                 .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
                 .arg(format!("https://open.test:{}/", s.port)),
@@ -25,7 +31,13 @@ fn serves_ipv4_and_ipv6_with_http2_by_alpn() {
         assert_eq!(out.stdout, "2 200", "{family}: {out:?}");
         let out = output(
             Command::new("curl")
-                .args(["-sS", "--http1.1", "--resolve", &format!("open.test:{}:{resolve}", s.port), "--cacert"])
+                .args([
+                    "-sS",
+                    "--http1.1",
+                    "--resolve",
+                    &format!("open.test:{}:{resolve}", s.port),
+                    "--cacert",
+                ])
                 .arg(s.ca())
                 .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
                 .arg(format!("https://open.test:{}/", s.port)),
@@ -36,12 +48,33 @@ fn serves_ipv4_and_ipv6_with_http2_by_alpn() {
     let url = format!("https://open.test:{}/", s.port);
     let out = output(
         Command::new("curl")
-            .args(["-sS", "--http1.1", "--resolve", &format!("open.test:{}:127.0.0.1", s.port), "--cacert"])
+            .args([
+                "-sS",
+                "--http1.1",
+                "--resolve",
+                &format!("open.test:{}:127.0.0.1", s.port),
+                "--cacert",
+            ])
             .arg(s.ca())
-            .args(["-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null"])
+            .args([
+                "-o",
+                "/dev/null",
+                "-o",
+                "/dev/null",
+                "-o",
+                "/dev/null",
+                "-o",
+                "/dev/null",
+                "-o",
+                "/dev/null",
+            ])
             .args(["-w", "%{num_connects}\n", &url, &url, &url, &url, &url]),
     );
-    let connects: u32 = out.stdout.lines().map(|l| l.trim().parse::<u32>().unwrap_or(0)).sum();
+    let connects: u32 = out
+        .stdout
+        .lines()
+        .map(|l| l.trim().parse::<u32>().unwrap_or(0))
+        .sum();
     assert_eq!(connects, 3, "{out:?}");
 }
 
@@ -79,9 +112,22 @@ fn sigterm_lets_a_request_in_flight_finish() {
     // A slow upload keeps a request in flight while the gateway is told to stop.
     let url = format!("https://open.test:{}/upload", s.port);
     let upload = Command::new("curl")
-        .args(["-sS", "--resolve", &format!("open.test:{}:127.0.0.1", s.port), "--cacert"])
+        .args([
+            "-sS",
+            "--resolve",
+            &format!("open.test:{}:127.0.0.1", s.port),
+            "--cacert",
+        ])
         .arg(s.ca())
-        .args(["--limit-rate", "20k", "--data-binary", &"x".repeat(40_000), "-w", "\n%{http_code}", &url])
+        .args([
+            "--limit-rate",
+            "20k",
+            "--data-binary",
+            &"x".repeat(40_000),
+            "-w",
+            "\n%{http_code}",
+            &url,
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -90,9 +136,19 @@ fn sigterm_lets_a_request_in_flight_finish() {
     unsafe { libc::kill(s.gateway.pid() as i32, libc::SIGTERM) };
     let out = upload.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.ends_with("200"), "the request in flight completed: {text}");
+    assert!(
+        text.ends_with("200"),
+        "the request in flight completed: {text}"
+    );
     assert!(text.contains("\"body_len\": 40000"), "{text}");
     std::thread::sleep(Duration::from_millis(500));
-    assert!(!s.gateway.running(), "the gateway exited after its last request");
-    assert_eq!(curl("open.test", s.port, "/", s.ca(), &[]).0, 0, "and accepts no new ones");
+    assert!(
+        !s.gateway.running(),
+        "the gateway exited after its last request"
+    );
+    assert_eq!(
+        curl("open.test", s.port, "/", s.ca(), &[]).0,
+        0,
+        "and accepts no new ones"
+    );
 }

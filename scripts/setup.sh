@@ -11,6 +11,8 @@ PACKAGES=(
   cmake libclang-dev git
   # Lab, tests and debugging.
   iproute2 openssl curl python3 bpftool tcpdump ethtool procps
+  # The peer the TLS benchmark compares against.
+  nginx
 )
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
@@ -27,8 +29,18 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Packages must not start services (nginx would take port 80): the tests and
+  # benchmarks start what they need themselves.
+  no_services=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    no_services=1
+  fi
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if [ -n "$no_services" ]; then rm -f /usr/sbin/policy-rc.d; fi
 else
   log "Debian packages already installed"
 fi

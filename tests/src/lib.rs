@@ -15,6 +15,7 @@ use gateway::{
 };
 
 pub mod lab;
+pub mod load;
 pub mod local;
 pub mod mtls;
 pub mod pki;

@@ -43,6 +43,8 @@ enum Task {
 enum Bench {
     /// The XDP filter's ns per packet against a bare XDP_PASS program.
     Xdp,
+    /// Full mTLS handshakes per second and latency, the gateway against nginx.
+    Tls,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -99,9 +101,12 @@ fn main() -> anyhow::Result<()> {
             }
             cargo(&root, &test)
         }
-        Task::Bench { bench: Bench::Xdp } => {
+        Task::Bench { bench } => {
             setup(&root)?;
-            cargo(&root, &["bench", "-p", "gateway-user", "--bench", "xdp"])
+            match bench {
+                Bench::Xdp => cargo(&root, &["bench", "-p", "gateway-user", "--bench", "xdp"]),
+                Bench::Tls => cargo(&root, &["bench", "-p", "gateway-tests", "--bench", "tls"]),
+            }
         }
     }
 }

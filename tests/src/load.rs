@@ -1,0 +1,159 @@
+//! Load for benchmarks: a fast origin, and clients that each do full mTLS
+//! handshakes (TLS 1.3, no resumption) and one request per connection.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use boring::ssl::{SslConnector, SslFiletype, SslMethod, SslVersion};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Response, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// An origin that answers every request with a short `ok`, as fast as it can.
+pub async fn fast_origin(listener: TcpListener) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let svc = service_fn(|_req| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok\n"))))
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+/// Who the clients are and where they connect.
+#[derive(Clone, Debug)]
+pub struct MtlsClient {
+    /// Server address.
+    pub addr: SocketAddr,
+    /// SNI and Host.
+    pub host: String,
+    /// Trust anchor for the server certificate.
+    pub ca: PathBuf,
+    /// Client certificate (PEM).
+    pub cert: PathBuf,
+    /// Its key (PEM).
+    pub key: PathBuf,
+}
+
+/// What a load run measured.
+#[derive(Clone, Debug, Default)]
+pub struct LoadResult {
+    /// Completed handshake + request cycles.
+    pub completed: u64,
+    /// Failed cycles.
+    pub errors: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Handshake latencies (TCP connect to TLS established), sorted.
+    pub handshakes: Vec<Duration>,
+}
+
+impl LoadResult {
+    /// Completed cycles per second.
+    pub fn rate(&self) -> f64 {
+        self.completed as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// A handshake latency percentile (0..=100).
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.handshakes.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((p / 100.0) * (self.handshakes.len() - 1) as f64).round() as usize;
+        self.handshakes[i]
+    }
+}
+
+impl MtlsClient {
+    fn connector(&self) -> anyhow::Result<SslConnector> {
+        let mut b = SslConnector::builder(SslMethod::tls())?;
+        b.set_ca_file(&self.ca).context("client CA file")?;
+        b.set_certificate_file(&self.cert, SslFiletype::PEM)
+            .context("client certificate")?;
+        b.set_private_key_file(&self.key, SslFiletype::PEM)
+            .context("client key")?;
+        b.set_min_proto_version(Some(SslVersion::TLS1_3))?;
+        Ok(b.build())
+    }
+
+    /// Runs `concurrency` clients in a loop for `duration`; each cycle is a new
+    /// connection, a full handshake and one `GET /`.
+    pub async fn run(&self, concurrency: usize, duration: Duration) -> anyhow::Result<LoadResult> {
+        let connector = Arc::new(self.connector()?);
+        let deadline = Instant::now() + duration;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (connector, this) = (connector.clone(), self.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut r = LoadResult::default();
+                while Instant::now() < deadline {
+                    match this.cycle(&connector).await {
+                        Ok(hs) => {
+                            r.completed += 1;
+                            r.handshakes.push(hs);
+                        }
+                        Err(_) => r.errors += 1,
+                    }
+                }
+                r
+            }));
+        }
+        let mut total = LoadResult::default();
+        for t in tasks {
+            let r = t.await?;
+            total.completed += r.completed;
+            total.errors += r.errors;
+            total.handshakes.extend(r.handshakes);
+        }
+        total.elapsed = started.elapsed();
+        total.handshakes.sort();
+        Ok(total)
+    }
+
+    async fn cycle(&self, connector: &SslConnector) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let tcp =
+            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(self.addr)).await??;
+        tcp.set_nodelay(true)?;
+        let config = connector.configure()?;
+        let mut tls = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_boring::connect(config, &self.host, tcp),
+        )
+        .await?
+        .map_err(|e| anyhow::anyhow!("handshake: {e}"))?;
+        let handshake = started.elapsed();
+        let request = format!(
+            "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.host
+        );
+        tls.write_all(request.as_bytes()).await?;
+        let mut response = Vec::with_capacity(512);
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut response)).await?;
+        anyhow::ensure!(
+            response.starts_with(b"HTTP/1.1 200"),
+            "status {:?}",
+            String::from_utf8_lossy(&response[..response.len().min(12)])
+        );
+        Ok(handshake)
+    }
+}

@@ -58,21 +58,24 @@ pub struct TlsSnapshot {
     hosts: HashMap<String, Arc<HostTls>>,
     /// Parent name → the wildcard entry's view for its subdomains (zone minimum).
     wildcards: HashMap<String, Arc<HostTls>>,
-    default: Arc<HostTls>,
+    /// For an SNI that names no hostname: the zone's minimum.
+    unknown: Arc<HostTls>,
+    /// For a ClientHello without SNI: the zone's no-SNI minimum.
+    no_sni: Arc<HostTls>,
 }
 
 impl TlsSnapshot {
-    /// The policy for an SNI (lowercase); no SNI or an unknown one: the zone default.
+    /// The policy for an SNI (lowercase); no SNI or an unknown one: the zone's defaults.
     pub fn lookup(&self, sni: Option<&str>) -> &Arc<HostTls> {
         let Some(name) = sni else {
-            return &self.default;
+            return &self.no_sni;
         };
         if let Some(host) = self.hosts.get(name) {
             return host;
         }
         name.split_once('.')
             .and_then(|(_, parent)| self.wildcards.get(parent))
-            .unwrap_or(&self.default)
+            .unwrap_or(&self.unknown)
     }
 
     /// Builds the snapshot: reads every certificate, key and CRL the configuration names.
@@ -102,19 +105,26 @@ impl TlsSnapshot {
             cas.insert(ca.name.clone(), (cert, revoked));
         }
 
-        let default = Arc::new(HostTls {
-            name: String::new(),
-            ctx: context(default_cert.as_ref(), "", "*default*")?,
-            min_version: config
+        let zone_default = |min: TlsVersion, view: &str| -> anyhow::Result<Arc<HostTls>> {
+            Ok(Arc::new(HostTls {
+                name: String::new(),
+                ctx: context(default_cert.as_ref(), "", view)?,
+                min_version: min,
+                ciphers: zone_ciphers.clone(),
+                mtls: None,
+                origin: None,
+                forward: ForwardMode::None,
+                require_client_cert: false,
+            }))
+        };
+        let unknown = zone_default(config.zone.min_tls_version, "*unknown*")?;
+        let no_sni = zone_default(
+            config
                 .zone
                 .no_sni_min_tls_version
                 .unwrap_or(config.zone.min_tls_version),
-            ciphers: zone_ciphers.clone(),
-            mtls: None,
-            origin: None,
-            forward: ForwardMode::None,
-            require_client_cert: false,
-        });
+            "*no-sni*",
+        )?;
         let mut hosts = HashMap::new();
         let mut wildcards = HashMap::new();
         for h in &config.hostnames {
@@ -162,7 +172,8 @@ impl TlsSnapshot {
         Ok(TlsSnapshot {
             hosts,
             wildcards,
-            default,
+            unknown,
+            no_sni,
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod hello;
 pub mod metrics;
 pub mod pcap;
 pub mod replay;
+pub mod rules;
 pub mod terminator;
 pub mod tls;
 pub mod tls_version;

@@ -32,6 +32,8 @@ pub struct RequestFields {
     pub tls_cipher: String,
     /// `cf.tls_client_auth.*`.
     pub client_auth: ClientAuth,
+    /// `http.request.headers`: names are lower case.
+    pub headers: http::HeaderMap,
 }
 
 /// The request's host: `:authority` or `Host`, lowercased, port removed.
@@ -73,6 +75,7 @@ impl RequestFields {
             tls_version: conn.tls_version.to_string(),
             tls_cipher: conn.tls_cipher.clone(),
             client_auth: conn.auth.clone(),
+            headers: parts.headers.clone(),
         }
     }
 }

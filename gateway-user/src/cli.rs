@@ -6,6 +6,7 @@ use crate::{
     config::{AttachMode, DEFAULT_TLS_PORTS},
     daemon::{self, RunOptions},
     replay,
+    rules::{Expression, RuleError, sample},
     tls_version::TlsVersion,
     xdp::{ProgramLog, XdpFilter, XdpPolicy},
 };
@@ -44,6 +45,28 @@ enum Command {
     Xdp {
         #[command(subcommand)]
         command: XdpCommand,
+    },
+    /// Firewall rule tools.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Parse and type-check an expression; print the error (with its position) if any.
+    Check {
+        /// The expression, e.g. 'http.host eq "api.example.com" and not cf.tls_client_auth.cert_verified'.
+        expression: String,
+    },
+    /// Evaluate an expression on given field values and print true or false.
+    Eval {
+        /// The expression.
+        expression: String,
+        /// A field value as NAME=VALUE (repeatable); headers as http.request.headers=name:value.
+        #[arg(long = "field", value_name = "NAME=VALUE")]
+        fields: Vec<String>,
     },
 }
 
@@ -101,6 +124,26 @@ pub fn main() -> ExitCode {
                     program_log: xdp_log,
                 }))
             }),
+        Command::Rules {
+            command: RulesCommand::Check { expression },
+        } => Expression::compile(&expression)
+            .map(|_| println!("ok"))
+            .map_err(anyhow::Error::from),
+        Command::Rules {
+            command: RulesCommand::Eval { expression, fields },
+        } => {
+            match (
+                Expression::compile(&expression),
+                sample::from_pairs(fields.iter().map(String::as_str)),
+            ) {
+                (Err(e), _) => Err(e.into()),
+                (_, Err(e)) => Err(e),
+                (Ok(e), Ok(request)) => {
+                    println!("{}", e.matches(&request));
+                    Ok(())
+                }
+            }
+        }
         Command::Xdp {
             command:
                 XdpCommand::Replay {
@@ -124,6 +167,13 @@ pub fn main() -> ExitCode {
                 replay::replay(&filter, &files, std::io::stdout().lock())
             })
         }
+    };
+    let result = match result {
+        Err(e) if e.downcast_ref::<RuleError>().is_some() => {
+            eprintln!("gateway: invalid expression at {e}");
+            return ExitCode::from(2);
+        }
+        other => other,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -102,7 +102,8 @@ fn main() -> anyhow::Result<()> {
         "[terminator]\nlisten = [\"127.0.0.1:{gw_port}\"]\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n\
          [[ca]]\nname = \"corp\"\ncertificate = \"corp/ca.pem\"\n\n\
          [[hostname]]\nname = \"api.test\"\ncertificate = \"server.pem\"\nkey = \"server.key\"\n\
-         origin = \"http://127.0.0.1:{origin_port}\"\nmtls = true\ncas = [\"corp\"]\nrequire_client_cert = true\n"
+         origin = \"http://127.0.0.1:{origin_port}\"\nmtls = true\ncas = [\"corp\"]\n\n\
+         [[rule]]\nid = \"verified\"\nexpression = 'not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked'\naction = \"block\"\n"
     );
     std::fs::write(d.join("gateway.toml"), gw_config)?;
     let mut gw_cmd = pinned(server_cpu, GATEWAY);

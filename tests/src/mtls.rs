@@ -54,7 +54,7 @@ pub struct Ports {
 }
 
 /// Hostnames: `api.test` (mTLS, Cloudflare headers), `admin.test` (mTLS,
-/// certificate required, RFC 9440 headers), `open.test` (no mTLS),
+/// a valid certificate required by rules, RFC 9440 headers), `open.test` (no mTLS),
 /// `strict.test` (TLS 1.3 minimum), `ciphers.test` (one cipher), `down.test`
 /// (origin that does not answer), `wild.test` (TLS 1.3 minimum, wildcard: its
 /// subdomains use the zone's 1.2). Listens on 127.0.0.1 and [::1].
@@ -89,6 +89,30 @@ name = "managed"
 certificate = "managed/ca.pem"
 revoked_serials = ["{carol}"]
 
+[[rule]]
+id = "log-api"
+description = "count requests to api.test"
+expression = 'http.host eq "api.test"'
+action = "log"
+
+[[rule]]
+id = "admin-needs-valid-cert"
+description = "the documented example: the host requires a verified certificate"
+expression = '(http.host in {{"admin.test"}} and not cf.tls_client_auth.cert_verified)'
+action = "block"
+
+[[rule]]
+id = "no-revoked"
+description = "revoked certificates are refused on admin.test"
+expression = 'http.host eq "admin.test" and cf.tls_client_auth.cert_revoked'
+action = "block"
+
+[[rule]]
+id = "admin-path"
+description = "the documented /admin example"
+expression = '((not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked) and http.request.uri.path in {{"/admin"}})'
+action = "block"
+
 [[hostname]]
 name = "api.test"
 origin = "{origin}"
@@ -102,7 +126,6 @@ origin = "{origin}"
 mtls = true
 cas = ["corp", "managed"]
 forward_client_cert = "rfc9440"
-require_client_cert = true
 
 [[hostname]]
 name = "open.test"

@@ -29,7 +29,10 @@ use std::{
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::tls_version::TlsVersion;
+use crate::{
+    rules::{RuleSet, RuleSpec},
+    tls_version::TlsVersion,
+};
 
 mod terminator;
 
@@ -60,6 +63,9 @@ pub struct Config {
     /// CAs for client certificates.
     #[serde(default, rename = "ca")]
     pub cas: Vec<CaSection>,
+    /// The zone's firewall rules, in order.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleSpec>,
 }
 
 /// `[xdp]`: where the filter is attached and which ports carry TLS.
@@ -133,6 +139,13 @@ pub struct ZoneSection {
     /// Cipher suites for TLS 1.2 and below (BoringSSL names); empty: the defaults.
     #[serde(default)]
     pub ciphers: Vec<String>,
+    /// What a request blocked by a rule is told (as text, JSON or HTML by its Accept).
+    #[serde(default = "default_block_message")]
+    pub block_message: String,
+}
+
+fn default_block_message() -> String {
+    "Access denied by the gateway's firewall rules.".to_string()
 }
 
 impl Default for ZoneSection {
@@ -141,6 +154,7 @@ impl Default for ZoneSection {
             min_tls_version: default_min(),
             no_sni_min_tls_version: None,
             ciphers: Vec::new(),
+            block_message: default_block_message(),
         }
     }
 }
@@ -178,9 +192,6 @@ pub struct HostnameSection {
     /// How the client certificate is passed to the origin.
     #[serde(default)]
     pub forward_client_cert: ForwardMode,
-    /// Refuse (403) requests without a verified, unrevoked client certificate.
-    #[serde(default)]
-    pub require_client_cert: bool,
 }
 
 /// `[metrics]`: where `/metrics` is served.
@@ -311,6 +322,15 @@ impl Config {
                     );
                 }
             }
+        }
+        let mut ids = BTreeSet::new();
+        for rule in &self.rules {
+            if !ids.insert(rule.id.as_str()) {
+                bail!("rule id {:?} is used twice", rule.id);
+            }
+        }
+        if let Err((id, e)) = RuleSet::compile(&self.rules) {
+            bail!("rule {id:?}: {e}");
         }
         if self.terminator.certificate.is_some() != self.terminator.key.is_some() {
             bail!("[terminator]: set both `certificate` and `key`, or neither");

@@ -18,6 +18,10 @@ pub struct TerminatorMetrics {
     pub request_seconds: Histogram,
     /// Connections open now.
     pub open_connections: IntGauge,
+    /// Rule matches by rule and action.
+    pub rule_matches: IntCounterVec,
+    /// Time to evaluate the rules on one request.
+    pub rule_seconds: Histogram,
 }
 
 impl TerminatorMetrics {
@@ -67,6 +71,22 @@ impl TerminatorMetrics {
                 "gateway_tls_open_connections",
                 "TLS connections open now.",
             )?,
+            rule_matches: IntCounterVec::new(
+                Opts::new(
+                    "gateway_rule_matches_total",
+                    "Firewall rule matches by rule and action.",
+                ),
+                &["rule_id", "action"],
+            )?,
+            rule_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "gateway_rule_evaluation_seconds",
+                    "Time to evaluate the rules on a request.",
+                )
+                .buckets(vec![
+                    1e-7, 2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 5e-5, 1e-4, 1e-3,
+                ]),
+            )?,
         };
         registry.register(Box::new(m.handshakes.clone()))?;
         registry.register(Box::new(m.client_certs.clone()))?;
@@ -75,6 +95,8 @@ impl TerminatorMetrics {
         registry.register(Box::new(m.handshake_seconds.clone()))?;
         registry.register(Box::new(m.request_seconds.clone()))?;
         registry.register(Box::new(m.open_connections.clone()))?;
+        registry.register(Box::new(m.rule_matches.clone()))?;
+        registry.register(Box::new(m.rule_seconds.clone()))?;
         Ok(m)
     }
 }

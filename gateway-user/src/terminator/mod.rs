@@ -53,6 +53,7 @@ pub struct ConnInfo {
 
 /// The terminator: shared by every connection.
 pub struct Terminator {
+    snapshot: Arc<ArcSwap<TlsSnapshot>>,
     acceptor: SslAcceptor,
     limits: TerminatorSection,
     connections: Arc<Semaphore>,
@@ -69,7 +70,8 @@ impl Terminator {
         metrics: Arc<TerminatorMetrics>,
     ) -> anyhow::Result<Terminator> {
         Ok(Terminator {
-            acceptor: acceptor::acceptor(snapshot)?,
+            acceptor: acceptor::acceptor(snapshot.clone())?,
+            snapshot,
             connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             handshakes: Arc::new(Semaphore::new(limits.max_handshakes.max(1))),
             origin: service::OriginClient::new(Duration::from_millis(limits.origin_timeout_ms)),

@@ -13,6 +13,7 @@ use hyper_util::{
 };
 
 use super::{ConnInfo, Terminator, fields::RequestFields, headers};
+use crate::rules::Action;
 
 /// Response body: streamed from the origin or made here.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -50,6 +51,40 @@ pub fn local(status: StatusCode, text: impl Into<String>) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    r
+}
+
+/// The 403 of a blocking rule, as HTML, JSON or text depending on `Accept`.
+fn blocked(headers: &http::HeaderMap, message: &str, rule: &str) -> Response<Body> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (kind, body) = if accept.contains("application/json") {
+        let json = serde_json::json!({"success": false, "errors": [{"code": 403, "message": message}], "rule_id": rule});
+        ("application/json", json.to_string())
+    } else if accept.contains("text/html") {
+        let escaped = message
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        (
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html><title>403 Forbidden</title><h1>403 Forbidden</h1><p>{escaped}</p>\n"
+            ),
+        )
+    } else {
+        ("text/plain; charset=utf-8", format!("{message}\n"))
+    };
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|e: Infallible| match e {})
+            .boxed(),
+    );
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     r
 }
 
@@ -102,12 +137,21 @@ impl Terminator {
                 ),
             );
         }
-        let valid_cert = fields.client_auth.verified && !fields.client_auth.revoked;
-        if conn.host.require_client_cert && !valid_cert {
-            return local(
-                StatusCode::FORBIDDEN,
-                "a valid client certificate is required",
-            );
+        // The zone's rules, from the current snapshot: a change applies to the next request.
+        let snapshot = self.snapshot.load();
+        let started = Instant::now();
+        let verdict = snapshot.rules.evaluate(&fields);
+        self.metrics
+            .rule_seconds
+            .observe(started.elapsed().as_secs_f64());
+        for (id, action) in &verdict.matched {
+            self.metrics
+                .rule_matches
+                .with_label_values(&[id, action.as_str()])
+                .inc();
+        }
+        if let Some((id, Action::Block)) = verdict.decided_by {
+            return blocked(&parts.headers, &snapshot.block_message, id);
         }
         let Some(origin) = &conn.host.origin else {
             return local(

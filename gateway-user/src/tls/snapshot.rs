@@ -19,6 +19,7 @@ use http::Uri;
 use super::revocation::{self, RevocationSet};
 use crate::{
     config::{Config, ForwardMode, HostnameSection},
+    rules::RuleSet,
     tls_version::TlsVersion,
 };
 
@@ -49,8 +50,6 @@ pub struct HostTls {
     pub origin: Option<Uri>,
     /// How the client certificate reaches the origin.
     pub forward: ForwardMode,
-    /// Requests need a verified, unrevoked client certificate (interim rule).
-    pub require_client_cert: bool,
 }
 
 /// The compiled configuration.
@@ -62,6 +61,10 @@ pub struct TlsSnapshot {
     unknown: Arc<HostTls>,
     /// For a ClientHello without SNI: the zone's no-SNI minimum.
     no_sni: Arc<HostTls>,
+    /// The zone's firewall rules.
+    pub rules: RuleSet,
+    /// The body of a blocked request.
+    pub block_message: String,
 }
 
 impl TlsSnapshot {
@@ -114,7 +117,6 @@ impl TlsSnapshot {
                 mtls: None,
                 origin: None,
                 forward: ForwardMode::None,
-                require_client_cert: false,
             }))
         };
         let unknown = zone_default(config.zone.min_tls_version, "*unknown*")?;
@@ -154,7 +156,6 @@ impl TlsSnapshot {
                     mtls: mtls_policy(h, &cas)?,
                     origin: h.origin.as_deref().map(str::parse).transpose()?,
                     forward: h.forward_client_cert,
-                    require_client_cert: h.require_client_cert,
                 })
             };
             let exact = host(
@@ -174,6 +175,9 @@ impl TlsSnapshot {
             wildcards,
             unknown,
             no_sni,
+            rules: RuleSet::compile(&config.rules)
+                .map_err(|(id, e)| anyhow::anyhow!("rule {id:?}: {e}"))?,
+            block_message: config.zone.block_message.clone(),
         })
     }
 }

@@ -19,6 +19,7 @@ type IntFn = Box<dyn Fn(&RequestFields) -> Option<i64> + Send + Sync>;
 type IpFn = Box<dyn Fn(&RequestFields) -> IpAddr + Send + Sync>;
 type StrsFn = Box<dyn for<'a> Fn(&'a RequestFields) -> Vec<Cow<'a, str>> + Send + Sync>;
 type BoolsFn = Box<dyn Fn(&RequestFields) -> Vec<bool> + Send + Sync>;
+type StrTest = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// A compiled node.
 pub enum Compiled {
@@ -306,11 +307,7 @@ fn call(src: &str, at: usize, name: &str, args: &[Node]) -> Result<Compiled, Rul
 }
 
 /// A predicate on one string, prepared from the operator and the literal.
-fn string_test(
-    src: &str,
-    op: Cmp,
-    rhs: &Node,
-) -> Result<Box<dyn Fn(&str) -> bool + Send + Sync>, RuleError> {
+fn string_test(src: &str, op: Cmp, rhs: &Node) -> Result<StrTest, RuleError> {
     let Kind::Str(lit) = &rhs.kind else {
         return Err(RuleError::at(
             src,

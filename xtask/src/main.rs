@@ -45,6 +45,8 @@ enum Bench {
     Xdp,
     /// Full mTLS handshakes per second and latency, the gateway against nginx.
     Tls,
+    /// Firewall rule evaluation time per request.
+    Rules,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,6 +108,7 @@ fn main() -> anyhow::Result<()> {
             match bench {
                 Bench::Xdp => cargo(&root, &["bench", "-p", "gateway-user", "--bench", "xdp"]),
                 Bench::Tls => cargo(&root, &["bench", "-p", "gateway-tests", "--bench", "tls"]),
+                Bench::Rules => cargo(&root, &["bench", "-p", "gateway-user", "--bench", "rules"]),
             }
         }
     }

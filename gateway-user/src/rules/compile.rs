@@ -2,7 +2,9 @@
 //! closure over [`RequestFields`]. Literals, regexes and sets are prepared
 //! here, so evaluation parses nothing; an error names the node's position.
 
-use std::{borrow::Cow, collections::HashSet, net::IpAddr};
+use std::{borrow::Cow, net::IpAddr};
+
+use rustc_hash::FxHashSet as HashSet;
 
 use super::{
     error::RuleError,

@@ -28,8 +28,17 @@ impl RuleError {
             .find('\n')
             .map_or(source.len(), |i| offset + i);
         let column = source[line_start..offset].chars().count() + 1;
-        let text = &source[line_start..line_end];
-        let excerpt = format!("{text}\n{}^", " ".repeat(column - 1));
+        // At most 40 characters either side of the position.
+        let line_text: Vec<char> = source[line_start..line_end].chars().collect();
+        let from = (column - 1).saturating_sub(40);
+        let to = (column - 1 + 40).min(line_text.len());
+        let text: String = line_text[from..to].iter().collect();
+        let (lead, tail) = (
+            if from > 0 { "…" } else { "" },
+            if to < line_text.len() { "…" } else { "" },
+        );
+        let caret = column - 1 - from + usize::from(from > 0);
+        let excerpt = format!("{lead}{text}{tail}\n{}^", " ".repeat(caret));
         RuleError {
             offset,
             message: message.into(),

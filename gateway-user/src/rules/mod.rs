@@ -19,6 +19,8 @@ mod tests;
 
 use std::fmt;
 
+use rustc_hash::FxHashMap as HashMap;
+
 use serde::Deserialize;
 
 pub use error::RuleError;
@@ -29,6 +31,8 @@ use crate::terminator::fields::RequestFields;
 pub struct Expression {
     source: String,
     eval: Box<dyn Fn(&RequestFields) -> bool + Send + Sync>,
+    /// The only hostnames it can match, when the expression says so.
+    hosts: Option<Vec<String>>,
 }
 
 impl Expression {
@@ -36,9 +40,11 @@ impl Expression {
     pub fn compile(source: &str) -> Result<Expression, RuleError> {
         let ast = parser::parse(source)?;
         let eval = compile::compile_bool(source, &ast)?;
+        let hosts = parser::required_hosts(&ast);
         Ok(Expression {
             source: source.to_string(),
             eval,
+            hosts,
         })
     }
 
@@ -104,6 +110,29 @@ fn enabled() -> bool {
     true
 }
 
+/// Two ascending lists of indexes, merged in order.
+fn merged<'a>(a: &'a [usize], b: &'a [usize]) -> impl Iterator<Item = usize> + 'a {
+    let (mut i, mut j) = (0, 0);
+    std::iter::from_fn(move || {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(&x), Some(&y)) if x <= y => {
+                i += 1;
+                x
+            }
+            (_, Some(&y)) => {
+                j += 1;
+                y
+            }
+            (Some(&x), None) => {
+                i += 1;
+                x
+            }
+            (None, None) => return None,
+        };
+        Some(next)
+    })
+}
+
 /// A compiled rule.
 #[derive(Debug)]
 pub struct Rule {
@@ -115,10 +144,16 @@ pub struct Rule {
     pub action: Action,
 }
 
-/// The zone's rules, compiled, in order (disabled ones left out).
+/// The zone's rules, compiled, in order (disabled ones left out), indexed by
+/// the hostnames they are limited to: a request is only tested against the
+/// rules that can match its host.
 #[derive(Debug, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    /// Rules that may match any host (indexes, ascending).
+    any_host: Vec<usize>,
+    /// Host → rules limited to it (indexes, ascending).
+    by_host: HashMap<String, Vec<usize>>,
 }
 
 /// The outcome of evaluating the rules on a request.
@@ -140,17 +175,29 @@ impl Verdict<'_> {
 impl RuleSet {
     /// Compiles rules; the error names the rule.
     pub fn compile(specs: &[RuleSpec]) -> Result<RuleSet, (String, RuleError)> {
-        let mut rules = Vec::new();
+        let mut set = RuleSet::default();
         for spec in specs.iter().filter(|s| s.enabled) {
             let expression =
                 Expression::compile(&spec.expression).map_err(|e| (spec.id.clone(), e))?;
-            rules.push(Rule {
+            let index = set.rules.len();
+            match &expression.hosts {
+                None => set.any_host.push(index),
+                Some(hosts) => {
+                    for host in hosts {
+                        let list = set.by_host.entry(host.clone()).or_default();
+                        if list.last() != Some(&index) {
+                            list.push(index);
+                        }
+                    }
+                }
+            }
+            set.rules.push(Rule {
                 id: spec.id.clone(),
                 expression,
                 action: spec.action,
             });
         }
-        Ok(RuleSet { rules })
+        Ok(set)
     }
 
     /// Number of enabled rules.
@@ -167,7 +214,12 @@ impl RuleSet {
     /// log rules are recorded and evaluation goes on.
     pub fn evaluate(&self, request: &RequestFields) -> Verdict<'_> {
         let mut verdict = Verdict::default();
-        for rule in &self.rules {
+        let for_host = self
+            .by_host
+            .get(request.host.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        for index in merged(&self.any_host, for_host) {
+            let rule = &self.rules[index];
             if !rule.expression.matches(request) {
                 continue;
             }

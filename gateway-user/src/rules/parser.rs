@@ -7,7 +7,7 @@ use super::{
 };
 
 /// Longest expression accepted, in bytes.
-pub const MAX_EXPRESSION_LEN: usize = 64 * 1024;
+pub const MAX_EXPRESSION_LEN: usize = 1024 * 1024;
 /// Deepest nesting of parentheses and operators accepted.
 const MAX_DEPTH: usize = 64;
 
@@ -90,6 +90,35 @@ pub enum Kind {
     Compare(Cmp, Box<Node>, Box<Node>),
     /// `lhs in {items}`
     In(Box<Node>, Vec<Node>),
+}
+
+/// The hostnames an expression can only match on: when it is `http.host eq "x"`
+/// or `http.host in {...}`, or a conjunction with such a term (or a
+/// disjunction of such). `None`: any host.
+pub fn required_hosts(node: &Node) -> Option<Vec<String>> {
+    match &node.kind {
+        Kind::Compare(Cmp::Eq, lhs, rhs) => match (&lhs.kind, &rhs.kind) {
+            (Kind::Field(f), Kind::Str(s)) if f == "http.host" => Some(vec![s.clone()]),
+            _ => None,
+        },
+        Kind::In(lhs, items) => match &lhs.kind {
+            Kind::Field(f) if f == "http.host" => items
+                .iter()
+                .map(|i| match &i.kind {
+                    Kind::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        },
+        Kind::Logic(Logic::And, a, b) => required_hosts(a).or_else(|| required_hosts(b)),
+        Kind::Logic(Logic::Or, a, b) => {
+            let (mut a, b) = (required_hosts(a)?, required_hosts(b)?);
+            a.extend(b);
+            Some(a)
+        }
+        _ => None,
+    }
 }
 
 /// Parses an expression.

@@ -325,13 +325,18 @@ fn errors_point_at_the_problem() {
         let err = Expression::compile(expr).expect_err(expr);
         assert!(err.message.contains(message), "{expr:?}: {err}");
         assert_eq!((err.line, err.column), (*line, *column), "{expr:?}: {err}");
-        let caret_line = err.excerpt.lines().last().unwrap();
+        let mut excerpt = err.excerpt.lines();
+        let (text, caret) = (excerpt.next().unwrap(), excerpt.next().unwrap());
+        assert_eq!(caret.trim_start(), "^", "{expr:?}: a caret");
+        let under: Option<char> = text.chars().nth(caret.len() - 1);
+        let at_offset: Option<char> = expr
+            .get(err.offset..)
+            .and_then(|s| s.chars().next())
+            .filter(|c| *c != '\n');
         assert_eq!(
-            caret_line.trim_start().len(),
-            1,
-            "{expr:?}: caret under the position"
+            under, at_offset,
+            "{expr:?}: the caret is under the error\n{err}"
         );
-        assert_eq!(caret_line.len(), *column, "{expr:?}");
     }
 }
 
@@ -374,4 +379,41 @@ proptest! {
             let _ = Expression::compile(expr).unwrap().matches(&r);
         }
     }
+}
+
+#[test]
+fn host_index_keeps_rule_order_and_semantics() {
+    let spec = |id: &str, expr: &str, action| RuleSpec {
+        id: id.into(),
+        description: String::new(),
+        expression: expr.into(),
+        action,
+        enabled: true,
+    };
+    let set = RuleSet::compile(&[
+        spec("log-any", "ssl", Action::Log),
+        spec("a-only", r#"http.host eq "a.test" and ssl"#, Action::Log),
+        spec(
+            "a-or-b",
+            r#"http.host in {"a.test" "b.test"} or http.host eq "c.test""#,
+            Action::Log,
+        ),
+        spec("not-scoped", r#"http.host eq "a.test" or ssl"#, Action::Log),
+        spec("negated", r#"not http.host eq "a.test""#, Action::Block),
+    ])
+    .unwrap();
+    let ids = |host: &str| -> Vec<String> {
+        let r = sample::from_pairs([format!("http.host={host}").as_str()]).unwrap();
+        set.evaluate(&r)
+            .matched
+            .iter()
+            .map(|(id, _)| id.to_string())
+            .collect()
+    };
+    assert_eq!(ids("a.test"), ["log-any", "a-only", "a-or-b", "not-scoped"]);
+    assert_eq!(
+        ids("c.test"),
+        ["log-any", "a-or-b", "not-scoped", "negated"]
+    );
+    assert_eq!(ids("z.test"), ["log-any", "not-scoped", "negated"]);
 }

@@ -32,6 +32,24 @@ fn openssl() -> Command {
     Command::new("openssl")
 }
 
+/// `openssl req` making a new P-256 key (and, with `days`, a self-signed certificate).
+fn new_p256_request(days: Option<u32>) -> Command {
+    let mut cmd = openssl();
+    cmd.args([
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ]);
+    match days {
+        Some(days) => cmd.args(["-x509", "-days", &days.to_string()]),
+        None => cmd.arg("-new"),
+    };
+    cmd
+}
+
 impl TestCa {
     /// A new self-signed CA named `name` in `dir/name`.
     pub fn new(dir: &Path, name: &str) -> TestCa {
@@ -58,18 +76,7 @@ impl TestCa {
             ),
         )
         .unwrap();
-        run(openssl()
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-days",
-                "60",
-            ])
+        run(new_p256_request(Some(60))
             .args(["-subj", &format!("/C=US/O=Gateway Tests/CN={name}")])
             .args([
                 "-addext",
@@ -129,16 +136,7 @@ impl TestCa {
         let key = self.dir.join(format!("{cn}.key"));
         let csr = self.dir.join(format!("{cn}.csr"));
         let cert = self.dir.join(format!("{cn}.pem"));
-        run(openssl()
-            .args([
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-            ])
+        run(new_p256_request(None)
             .args([
                 "-subj",
                 &format!("/C=US/O=Example, Inc./OU=Clients/CN={cn}"),
@@ -253,18 +251,7 @@ pub fn server_cert(dir: &Path, file: &str, names: &[&str]) -> Issued {
         .map(|n| format!("DNS:{n}"))
         .collect::<Vec<_>>()
         .join(",");
-    run(openssl()
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "30",
-        ])
+    run(new_p256_request(Some(30))
         .args([
             "-subj",
             &format!("/CN={}", names[0]),

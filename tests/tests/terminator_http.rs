@@ -15,34 +15,22 @@ const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
 fn serves_ipv4_and_ipv6_with_http2_by_alpn() {
     let s = MtlsSetup::start(GATEWAY, "http-basics", "max_requests_per_connection = 2");
     for (family, resolve) in [("IPv4", "127.0.0.1"), ("IPv6", "[::1]")] {
-        let out = output(
-            Command::new("curl")
-                .args([
-                    "-sS",
-                    "--http2",
-                    "--resolve",
-                    &format!("open.test:{}:{resolve}", s.port),
-                    "--cacert",
-                ])
-                .arg(s.ca())
-                .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
-                .arg(format!("https://open.test:{}/", s.port)),
-        );
-        assert_eq!(out.stdout, "2 200", "{family}: {out:?}");
-        let out = output(
-            Command::new("curl")
-                .args([
-                    "-sS",
-                    "--http1.1",
-                    "--resolve",
-                    &format!("open.test:{}:{resolve}", s.port),
-                    "--cacert",
-                ])
-                .arg(s.ca())
-                .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
-                .arg(format!("https://open.test:{}/", s.port)),
-        );
-        assert_eq!(out.stdout, "1.1 200", "{family}: {out:?}");
+        for (flag, want) in [("--http2", "2 200"), ("--http1.1", "1.1 200")] {
+            let out = output(
+                Command::new("curl")
+                    .args([
+                        "-sS",
+                        flag,
+                        "--resolve",
+                        &format!("open.test:{}:{resolve}", s.port),
+                        "--cacert",
+                    ])
+                    .arg(s.ca())
+                    .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+                    .arg(format!("https://open.test:{}/", s.port)),
+            );
+            assert_eq!(out.stdout, want, "{family} {flag}: {out:?}");
+        }
     }
     // Five requests on HTTP/1.1 with at most two per connection: three connections.
     let url = format!("https://open.test:{}/", s.port);

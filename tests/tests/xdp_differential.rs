@@ -4,7 +4,7 @@
 use gateway::{
     hello::{ClientHello, Ext, records, reference},
     tls_version::TlsVersion,
-    xdp::XdpFilter,
+    xdp::{XdpFilter, XdpPolicy},
 };
 use gateway_common::{PAYLOAD_CAP, version};
 use gateway_tests::{loaded_filter, policy, segment};
@@ -81,11 +81,7 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-fn check(
-    filter: &XdpFilter,
-    p: &gateway::xdp::XdpPolicy,
-    payload: Vec<u8>,
-) -> Result<(), TestCaseError> {
+fn check(filter: &XdpFilter, p: &XdpPolicy, payload: Vec<u8>) -> Result<(), TestCaseError> {
     let model = reference::judge(&payload, p);
     let got = filter
         .run_frame(&segment(payload).build())
@@ -95,6 +91,21 @@ fn check(
     let expected = model.max_version.map(|v| (v, model.sni.clone()));
     prop_assert_eq!(seen, expected);
     Ok(())
+}
+
+/// Checks one payload with a filter loaded once per thread and policy.
+fn check_with_cached_filter(p: &XdpPolicy, payload: Vec<u8>) -> Result<(), TestCaseError> {
+    thread_local! {
+        static FILTERS: std::cell::RefCell<Vec<(XdpPolicy, XdpFilter)>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    FILTERS.with(|cell| {
+        let mut filters = cell.borrow_mut();
+        if !filters.iter().any(|(q, _)| q == p) {
+            filters.push((p.clone(), loaded_filter(p)));
+        }
+        let (_, filter) = filters.iter().find(|(q, _)| q == p).expect("just added");
+        check(filter, p, payload)
+    })
 }
 
 proptest! {
@@ -107,13 +118,7 @@ proptest! {
             ("old.test", TlsVersion::Tls10),
             ("x.y.z.test", TlsVersion::Tls11),
         ]);
-        thread_local! {
-            static FILTER: std::cell::OnceCell<XdpFilter> = const { std::cell::OnceCell::new() };
-        }
-        FILTER.with(|cell| {
-            let filter = cell.get_or_init(|| loaded_filter(&p));
-            check(filter, &p, payload)
-        })?;
+        check_with_cached_filter(&p, payload)?;
     }
 
     #[test]
@@ -125,12 +130,6 @@ proptest! {
         }
         prop_assume!(!payload.is_empty());
         let p = policy(TlsVersion::Tls11, &[("a", TlsVersion::Tls13)]);
-        thread_local! {
-            static FILTER: std::cell::OnceCell<XdpFilter> = const { std::cell::OnceCell::new() };
-        }
-        FILTER.with(|cell| {
-            let filter = cell.get_or_init(|| loaded_filter(&p));
-            check(filter, &p, payload)
-        })?;
+        check_with_cached_filter(&p, payload)?;
     }
 }

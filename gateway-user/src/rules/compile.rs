@@ -308,6 +308,15 @@ fn call(src: &str, at: usize, name: &str, args: &[Node]) -> Result<Compiled, Rul
     })
 }
 
+/// The error for an array used where one value is needed.
+fn needs_index(src: &str, node: &Node) -> RuleError {
+    RuleError::at(
+        src,
+        node.at,
+        "this is an array: pick one value with [0] or each with [*] (inside any() or all())",
+    )
+}
+
 /// A predicate on one string, prepared from the operator and the literal.
 fn string_test(src: &str, op: Cmp, rhs: &Node) -> Result<StrTest, RuleError> {
     let Kind::Str(lit) = &rhs.kind else {
@@ -409,11 +418,7 @@ fn compare(src: &str, op: Cmp, lhs: &Node, rhs: &Node) -> Result<Compiled, RuleE
             }
         }
         Compiled::Strs(_, false) => {
-            return Err(RuleError::at(
-                src,
-                lhs.at,
-                "this is an array: pick one value with [0] or each with [*] (inside any() or all())",
-            ));
+            return Err(needs_index(src, lhs));
         }
         other => {
             return Err(RuleError::at(
@@ -487,11 +492,7 @@ fn membership(src: &str, lhs: &Node, items: &[Node]) -> Result<Compiled, RuleErr
             Compiled::Bool(Box::new(move |r| set.contains(f(r))))
         }
         Compiled::Strs(_, false) => {
-            return Err(RuleError::at(
-                src,
-                lhs.at,
-                "this is an array: pick one value with [0] or each with [*] (inside any() or all())",
-            ));
+            return Err(needs_index(src, lhs));
         }
         other => {
             return Err(RuleError::at(

@@ -188,15 +188,18 @@ fn client_auth_fields() {
     ));
 }
 
-#[test]
-fn rule_order_and_actions() {
-    let spec = |id: &str, expr: &str, action| RuleSpec {
+fn spec(id: &str, expr: &str, action: Action) -> RuleSpec {
+    RuleSpec {
         id: id.into(),
         description: String::new(),
         expression: expr.into(),
         action,
         enabled: true,
-    };
+    }
+}
+
+#[test]
+fn rule_order_and_actions() {
     let mut specs = vec![
         spec("log-all", "ssl", Action::Log),
         spec(
@@ -383,13 +386,6 @@ proptest! {
 
 #[test]
 fn host_index_keeps_rule_order_and_semantics() {
-    let spec = |id: &str, expr: &str, action| RuleSpec {
-        id: id.into(),
-        description: String::new(),
-        expression: expr.into(),
-        action,
-        enabled: true,
-    };
     let set = RuleSet::compile(&[
         spec("log-any", "ssl", Action::Log),
         spec("a-only", r#"http.host eq "a.test" and ssl"#, Action::Log),

@@ -125,6 +125,13 @@ impl Terminator {
         }
     }
 
+    fn handshake_failed(&self, result: &str) {
+        self.metrics
+            .handshakes
+            .with_label_values(&[result, "none"])
+            .inc();
+    }
+
     async fn connection(
         self: &Arc<Self>,
         tcp: tokio::net::TcpStream,
@@ -132,40 +139,26 @@ impl Terminator {
         watcher: Watcher,
     ) {
         // Wait for the client to speak before taking a handshake slot: idle
-        // connections must not hold the slots that working clients need.
-        let timeout = Duration::from_millis(self.limits.handshake_timeout_ms);
+        // connections must not hold the slots that working clients need. One
+        // deadline covers the wait and the handshake.
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.limits.handshake_timeout_ms);
         let mut first = [0u8; 1];
-        match tokio::time::timeout(timeout, tcp.peek(&mut first)).await {
+        match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
             Ok(Ok(n)) if n > 0 => {}
             Ok(_) => return, // closed or failed before a byte
-            Err(_) => {
-                self.metrics
-                    .handshakes
-                    .with_label_values(&["timeout", "none"])
-                    .inc();
-                return;
-            }
+            Err(_) => return self.handshake_failed("timeout"),
         }
         let started = Instant::now();
         let handshake = async {
             let _slot = self.handshakes.acquire().await;
             tokio_boring::accept(&self.acceptor, tcp).await
         };
-        let stream = match tokio::time::timeout(timeout, handshake).await {
-            Err(_) => {
-                self.metrics
-                    .handshakes
-                    .with_label_values(&["timeout", "none"])
-                    .inc();
-                return;
-            }
+        let stream = match tokio::time::timeout_at(deadline, handshake).await {
+            Err(_) => return self.handshake_failed("timeout"),
             Ok(Err(e)) => {
                 debug!("handshake with {peer}: {e}");
-                self.metrics
-                    .handshakes
-                    .with_label_values(&["failed", "none"])
-                    .inc();
-                return;
+                return self.handshake_failed("failed");
             }
             Ok(Ok(stream)) => stream,
         };

@@ -51,6 +51,8 @@ pub struct RunOptions {
 struct Layers {
     filter: Option<XdpFilter>,
     tls: Option<Arc<ArcSwap<TlsSnapshot>>>,
+    /// The `[terminator]` section in force: listeners and limits need a restart.
+    terminator: crate::config::TerminatorSection,
 }
 
 impl Layers {
@@ -66,6 +68,11 @@ impl Layers {
         }
         if let (Some(tls), Some(snapshot)) = (&self.tls, snapshot) {
             tls.store(Arc::new(snapshot));
+        }
+        if config.terminator != self.terminator {
+            log::warn!(
+                "[terminator] listen addresses and limits changed: they apply after a restart"
+            );
         }
         Ok(())
     }
@@ -91,6 +98,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut layers = Layers {
         filter: None,
         tls: None,
+        terminator: config.terminator.clone(),
     };
     let mut banner = Vec::new();
 

@@ -249,9 +249,11 @@ impl Lab {
         })
     }
 
-    /// Rewrites the gateway's configuration file (the gateway follows it).
+    /// Replaces the gateway's configuration file atomically (the gateway follows it).
     pub fn write_gateway_config(&self, config: &str) -> anyhow::Result<()> {
-        fs::write(self.dir.join("gateway.toml"), config)?;
+        let tmp = self.dir.join("gateway.toml.new");
+        fs::write(&tmp, config)?;
+        fs::rename(tmp, self.dir.join("gateway.toml"))?;
         Ok(())
     }
 

@@ -232,8 +232,11 @@ impl MtlsSetup {
         out.stdout
     }
 
-    /// Replaces the gateway's configuration file.
+    /// Replaces the gateway's configuration file, atomically (write, then rename),
+    /// as an operator's tooling should.
     pub fn write_config(&self, text: &str) {
-        fs::write(self.path("gateway.toml"), text).unwrap();
+        let tmp = self.path("gateway.toml.new");
+        fs::write(&tmp, text).unwrap();
+        fs::rename(tmp, self.path("gateway.toml")).unwrap();
     }
 }

@@ -286,6 +286,13 @@ impl Config {
         if let Some(p) = self.xdp.ports.iter().find(|p| **p == 0) {
             bail!("[xdp] ports contains {p}: ports are 1..65535");
         }
+        if self.hostnames.len() > gateway_common::MAX_HOSTS as usize {
+            bail!(
+                "{} hostnames: the XDP filter holds at most {}",
+                self.hostnames.len(),
+                gateway_common::MAX_HOSTS
+            );
+        }
         let mut seen = BTreeSet::new();
         let cas: BTreeSet<&str> = self.cas.iter().map(|c| c.name.as_str()).collect();
         if cas.len() != self.cas.len() {

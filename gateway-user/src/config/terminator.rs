@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use serde::Deserialize;
 
 /// `[terminator]`: where TLS is terminated and the limits that keep it standing.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TerminatorSection {
     /// Listen addresses (IPv4 and IPv6); empty: the terminator is off.
@@ -22,9 +22,6 @@ pub struct TerminatorSection {
     /// Request headers must arrive within this time (slow clients are cut off).
     #[serde(default = "defaults::header_timeout_ms")]
     pub header_timeout_ms: u64,
-    /// An idle keep-alive connection is closed after this time.
-    #[serde(default = "defaults::idle_timeout_ms")]
-    pub idle_timeout_ms: u64,
     /// A request to the origin must complete within this time (else 504).
     #[serde(default = "defaults::origin_timeout_ms")]
     pub origin_timeout_ms: u64,
@@ -51,9 +48,6 @@ mod defaults {
     }
     pub fn header_timeout_ms() -> u64 {
         10_000
-    }
-    pub fn idle_timeout_ms() -> u64 {
-        60_000
     }
     pub fn origin_timeout_ms() -> u64 {
         30_000

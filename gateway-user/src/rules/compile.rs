@@ -97,12 +97,15 @@ fn compile(src: &str, node: &Node) -> Result<Compiled, RuleError> {
             let f = compile_bool(src, inner)?;
             Compiled::Bool(Box::new(move |r| !f(r)))
         }
-        Kind::Logic(op, a, b) => {
-            let (a, b) = (compile_bool(src, a)?, compile_bool(src, b)?);
+        Kind::Logic(op, terms) => {
+            let terms = terms
+                .iter()
+                .map(|t| compile_bool(src, t))
+                .collect::<Result<Vec<_>, _>>()?;
             Compiled::Bool(match op {
-                Logic::And => Box::new(move |r| a(r) && b(r)),
-                Logic::Or => Box::new(move |r| a(r) || b(r)),
-                Logic::Xor => Box::new(move |r| a(r) ^ b(r)),
+                Logic::And => Box::new(move |r| terms.iter().all(|t| t(r))),
+                Logic::Or => Box::new(move |r| terms.iter().any(|t| t(r))),
+                Logic::Xor => Box::new(move |r| terms.iter().fold(false, |acc, t| acc ^ t(r))),
             })
         }
         Kind::Index(base, key) => index(src, base, key)?,
@@ -293,7 +296,11 @@ fn call(src: &str, at: usize, name: &str, args: &[Node]) -> Result<Compiled, Rul
             if name == "any" {
                 Compiled::Bool(Box::new(move |r| g(r).into_iter().any(|b| b)))
             } else {
-                Compiled::Bool(Box::new(move |r| g(r).into_iter().all(|b| b)))
+                // all() of no elements is false: a missing header never satisfies it.
+                Compiled::Bool(Box::new(move |r| {
+                    let results = g(r);
+                    !results.is_empty() && results.into_iter().all(|b| b)
+                }))
             }
         }
         _ => {

@@ -84,8 +84,9 @@ pub enum Kind {
     Call(String, Vec<Node>),
     /// `not x`
     Not(Box<Node>),
-    /// `a and b`, ...
-    Logic(Logic, Box<Node>, Box<Node>),
+    /// `a and b and c`, ...: one node for a whole chain (two terms or more), so
+    /// long chains do not make deep trees.
+    Logic(Logic, Vec<Node>),
     /// `lhs op rhs`
     Compare(Cmp, Box<Node>, Box<Node>),
     /// `lhs in {items}`
@@ -111,11 +112,13 @@ pub fn required_hosts(node: &Node) -> Option<Vec<String>> {
                 .collect(),
             _ => None,
         },
-        Kind::Logic(Logic::And, a, b) => required_hosts(a).or_else(|| required_hosts(b)),
-        Kind::Logic(Logic::Or, a, b) => {
-            let (mut a, b) = (required_hosts(a)?, required_hosts(b)?);
-            a.extend(b);
-            Some(a)
+        Kind::Logic(Logic::And, terms) => terms.iter().find_map(required_hosts),
+        Kind::Logic(Logic::Or, terms) => {
+            let mut hosts = Vec::new();
+            for t in terms {
+                hosts.extend(required_hosts(t)?);
+            }
+            Some(hosts)
         }
         _ => None,
     }
@@ -209,19 +212,20 @@ impl Parser<'_> {
         words: &[&str],
         next: fn(&mut Self) -> Result<Node, RuleError>,
     ) -> Result<Node, RuleError> {
-        let mut lhs = next(self)?;
+        let first = next(self)?;
+        let at = first.at;
+        let mut terms = vec![first];
         while self.is_word(words) || self.is_sym(words) {
             self.bump();
-            self.nest()?;
-            let rhs = next(self)?;
-            self.depth -= 1;
-            let at = lhs.at;
-            lhs = Node {
-                kind: Kind::Logic(op, Box::new(lhs), Box::new(rhs)),
-                at,
-            };
+            terms.push(next(self)?);
         }
-        Ok(lhs)
+        if terms.len() == 1 {
+            return Ok(terms.pop().expect("one term"));
+        }
+        Ok(Node {
+            kind: Kind::Logic(op, terms),
+            at,
+        })
     }
 
     fn or(&mut self) -> Result<Node, RuleError> {
@@ -409,7 +413,9 @@ impl Parser<'_> {
                 ));
             }
         };
+        let depth = self.depth;
         while self.is_sym(&["["]) {
+            self.nest()?;
             self.bump();
             let key = match self.bump() {
                 (Tok::Str(s), _) => IndexKey::Name(s),
@@ -432,6 +438,7 @@ impl Parser<'_> {
                 at,
             };
         }
+        self.depth = depth;
         Ok(node)
     }
 

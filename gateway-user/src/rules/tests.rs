@@ -145,7 +145,7 @@ fn functions_and_indexes() {
         ),
         (r#"len(http.request.headers["x-tenant"]) eq 2"#, true),
         (r#"any(http.request.headers["missing"][*] eq "x")"#, false),
-        (r#"all(http.request.headers["missing"][*] eq "x")"#, true),
+        (r#"all(http.request.headers["missing"][*] eq "x")"#, false),
     ];
     for (expr, want) in cases {
         assert_eq!(eval(expr, &r), *want, "{expr}");
@@ -412,4 +412,21 @@ fn host_index_keeps_rule_order_and_semantics() {
         ["log-any", "a-or-b", "not-scoped", "negated"]
     );
     assert_eq!(ids("z.test"), ["log-any", "not-scoped", "negated"]);
+}
+
+#[test]
+fn long_chains_do_not_overflow_the_stack() {
+    let terms: Vec<String> = (0..20_000)
+        .map(|i| format!("http.host eq \"h{i}\""))
+        .collect();
+    let e = Expression::compile(&terms.join(" or ")).unwrap();
+    assert!(e.matches(&sample::from_pairs(["http.host=h19999"]).unwrap()));
+    let xor = vec!["ssl"; 1001].join(" xor ");
+    assert!(eval(&xor, &[]), "an odd number of true terms");
+    let stars = format!(
+        "any(http.request.headers[\"a\"]{} eq \"x\")",
+        "[*]".repeat(10_000)
+    );
+    let err = Expression::compile(&stars).unwrap_err();
+    assert!(err.message.contains("nested deeper"), "{err}");
 }

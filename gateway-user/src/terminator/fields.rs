@@ -36,26 +36,46 @@ pub struct RequestFields {
     pub headers: http::HeaderMap,
 }
 
-/// The request's host: `:authority` or `Host`, lowercased, port removed.
-pub fn request_host(parts: &Parts) -> Option<String> {
-    let raw = match parts.uri.authority() {
-        Some(a) => a.host().to_string(),
-        None => {
-            let h = parts.headers.get(http::header::HOST)?.to_str().ok()?;
-            let h = h
-                .rsplit_once(':')
-                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-                .map_or(h, |(h, _)| h);
-            h.to_string()
-        }
+fn normalise_host(raw: &str) -> String {
+    let host = match raw.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => raw,
     };
-    let host = raw.trim_end_matches('.').to_ascii_lowercase();
-    (!host.is_empty()).then_some(host)
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The request's host, lowercased and without port: the `:authority` (HTTP/2,
+/// or an absolute-form target) and the `Host` header must agree, and there may
+/// be only one `Host`; anything else is refused, since the origin could read a
+/// different name than the one the TLS policy and the rules checked.
+pub fn request_host(parts: &Parts) -> Result<String, &'static str> {
+    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+    let header = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err("more than one Host header"),
+        (Some(v), None) => Some(normalise_host(
+            v.to_str().map_err(|_| "the Host header is not text")?,
+        )),
+        (None, _) => None,
+    };
+    let authority = parts.uri.authority().map(|a| normalise_host(a.as_str()));
+    let host = match (authority, header) {
+        (Some(a), Some(h)) if a != h => {
+            return Err("the request target and the Host header name different hosts");
+        }
+        (Some(a), _) => a,
+        (None, Some(h)) => h,
+        (None, None) => return Err("the request names no host"),
+    };
+    if host.is_empty() {
+        Err("the request names no host")
+    } else {
+        Ok(host)
+    }
 }
 
 impl RequestFields {
-    /// The fields of a request on a connection.
-    pub fn new(parts: &Parts, conn: &ConnInfo) -> RequestFields {
+    /// The fields of a request on a connection, its host already checked.
+    pub fn new(parts: &Parts, conn: &ConnInfo, host: String) -> RequestFields {
         let header = |name| {
             parts
                 .headers
@@ -65,7 +85,7 @@ impl RequestFields {
                 .to_string()
         };
         RequestFields {
-            host: request_host(parts).unwrap_or_default(),
+            host,
             method: parts.method.as_str().to_string(),
             path: parts.uri.path().to_string(),
             query: parts.uri.query().unwrap_or_default().to_string(),

@@ -88,8 +88,12 @@ pub fn set_client_cert(headers: &mut HeaderMap, mode: ForwardMode, auth: &Client
             }
         }
         ForwardMode::Rfc9440 => {
-            // RFC 9440: only a certificate the gateway verified is passed on.
-            let Some(c) = auth.cert.as_ref().filter(|_| auth.verified) else {
+            // RFC 9440: only a certificate the gateway verified, and not revoked, is passed on.
+            let Some(c) = auth
+                .cert
+                .as_ref()
+                .filter(|_| auth.verified && !auth.revoked)
+            else {
                 return;
             };
             if !c.rfc9440.is_empty() {

@@ -116,7 +116,18 @@ impl Terminator {
 
     async fn route(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
-        let fields = RequestFields::new(&parts, conn);
+        let host = match super::fields::request_host(&parts) {
+            Ok(host) => host,
+            Err(why) => return local(StatusCode::BAD_REQUEST, why),
+        };
+        let mut fields = RequestFields::new(&parts, conn, host);
+        // Revocation is looked up again in the current snapshot, so a certificate
+        // revoked after the handshake is refused on a connection that stays open.
+        let snapshot = self.snapshot.load();
+        if fields.client_auth.verified && snapshot.is_revoked(&conn.host.name, &fields.client_auth)
+        {
+            fields.client_auth.revoked = true;
+        }
         // The TLS policy applied is the SNI's: a request may only be for that name.
         if conn.host.name.is_empty() {
             return local(
@@ -138,7 +149,6 @@ impl Terminator {
             );
         }
         // The zone's rules, from the current snapshot: a change applies to the next request.
-        let snapshot = self.snapshot.load();
         let started = Instant::now();
         let verdict = snapshot.rules.evaluate(&fields);
         self.metrics
@@ -170,6 +180,10 @@ impl Terminator {
             Err(e) => return local(StatusCode::BAD_REQUEST, format!("bad request target: {e}")),
         };
         headers::strip_incoming(&mut parts.headers);
+        // The origin gets exactly the name that was checked.
+        if let Ok(v) = HeaderValue::from_str(&fields.host) {
+            parts.headers.insert(header::HOST, v);
+        }
         let xff = match parts
             .headers
             .get("x-forwarded-for")

@@ -130,9 +130,14 @@ fn verify(policy: &MtlsPolicy, ssl: &SslRef) -> ClientAuth {
         Err(e) => return failed(format!("verification could not run: {e}")),
     };
     let leaf_der = leaf.to_der().unwrap_or_default();
+    let parsed = X509Certificate::from_der(&leaf_der).ok().map(|(_, c)| c);
+    let revocation_key = parsed
+        .as_ref()
+        .map(|c| (c.issuer().as_raw().to_vec(), c.raw_serial().to_vec()));
     let revoked = verified
-        && X509Certificate::from_der(&leaf_der)
-            .is_ok_and(|(_, cert)| policy.revocations.is_revoked(&cert));
+        && parsed
+            .as_ref()
+            .is_some_and(|c| policy.revocations.is_revoked(c));
     let cert = CertDetails::from_der(&leaf_der, &chain_der, issuer.as_deref()).ok();
     ClientAuth {
         presented: true,
@@ -140,6 +145,7 @@ fn verify(policy: &MtlsPolicy, ssl: &SslRef) -> ClientAuth {
         revoked,
         failure: (!verified).then_some(error),
         cert,
+        revocation_key,
     }
 }
 

@@ -34,6 +34,8 @@ pub struct ClientAuth {
     pub failure: Option<String>,
     /// The certificate's details, when one was presented and could be parsed.
     pub cert: Option<CertDetails>,
+    /// Issuer name (raw DER) and serial (raw): how revocation is looked up.
+    pub revocation_key: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The presented certificate, formatted for rules and headers.

@@ -37,9 +37,14 @@ fn trim(serial: &[u8]) -> &[u8] {
 impl RevocationSet {
     /// Whether the leaf certificate (DER, already parsed) is revoked by its issuer.
     pub fn is_revoked(&self, leaf: &X509Certificate<'_>) -> bool {
+        self.contains(leaf.issuer().as_raw(), leaf.raw_serial())
+    }
+
+    /// Whether `serial` (raw) of the CA named `issuer` (raw DER) is revoked.
+    pub fn contains(&self, issuer: &[u8], serial: &[u8]) -> bool {
         self.by_issuer
-            .get(leaf.issuer().as_raw())
-            .is_some_and(|serials| serials.contains(trim(leaf.raw_serial())))
+            .get(issuer)
+            .is_some_and(|serials| serials.contains(trim(serial)))
     }
 
     /// Number of revoked serials, all CAs together.

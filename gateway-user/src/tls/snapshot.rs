@@ -14,6 +14,7 @@ use boring::{
         verify::X509VerifyFlags,
     },
 };
+use foreign_types::ForeignTypeRef;
 use http::Uri;
 
 use super::revocation::{self, RevocationSet};
@@ -79,6 +80,17 @@ impl TlsSnapshot {
         name.split_once('.')
             .and_then(|(_, parent)| self.wildcards.get(parent))
             .unwrap_or(&self.unknown)
+    }
+
+    /// Whether a client certificate accepted on hostname `host` is revoked now.
+    pub fn is_revoked(&self, host: &str, auth: &super::ClientAuth) -> bool {
+        let (Some(host), Some((issuer, serial))) = (self.hosts.get(host), &auth.revocation_key)
+        else {
+            return false;
+        };
+        host.mtls
+            .as_ref()
+            .is_some_and(|m| m.revocations.contains(issuer, serial))
     }
 
     /// Builds the snapshot: reads every certificate, key and CRL the configuration names.
@@ -245,6 +257,17 @@ fn mtls_policy(
     let mut store = X509StoreBuilder::new()?;
     // A CA may be an intermediate: it is a trust anchor all the same.
     store.set_flags(X509VerifyFlags::PARTIAL_CHAIN);
+    // Only certificates fit for client authentication (extended key usage).
+    // SAFETY: a live parameter object owned by the builder; the constant is BoringSSL's.
+    let ok = unsafe {
+        boring_sys::X509_VERIFY_PARAM_set_purpose(
+            store.verify_param_mut().as_ptr(),
+            boring_sys::X509_PURPOSE_SSL_CLIENT,
+        )
+    };
+    if ok != 1 {
+        bail!("cannot restrict verification to client certificates");
+    }
     let mut revocations = RevocationSet::default();
     for name in &h.cas {
         let (cert, revoked) = &cas[name];

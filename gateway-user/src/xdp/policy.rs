@@ -158,13 +158,7 @@ impl XdpFilter {
             let entries = policy.host_entries()?;
             let mut hosts: HashMap<_, u64, HostPolicy> =
                 HashMap::try_from(self.map_mut(maps::HOST_POLICY)?)?;
-            for (key, value) in &entries {
-                if hosts.get(key, 0).ok().as_ref() != Some(value) {
-                    hosts
-                        .insert(key, value, 0)
-                        .context("writing a hostname policy")?;
-                }
-            }
+            // Stale entries first, so the map never holds old and new names at once.
             let stale: Vec<u64> = hosts
                 .keys()
                 .filter_map(Result::ok)
@@ -174,6 +168,13 @@ impl XdpFilter {
                 hosts
                     .remove(&key)
                     .context("removing a stale hostname policy")?;
+            }
+            for (key, value) in &entries {
+                if hosts.get(key, 0).ok().as_ref() != Some(value) {
+                    hosts
+                        .insert(key, value, 0)
+                        .context("writing a hostname policy")?;
+                }
             }
         }
         let mut config: Array<_, FilterConfig> = Array::try_from(self.map_mut(maps::CONFIG)?)?;

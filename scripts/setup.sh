@@ -11,8 +11,8 @@ PACKAGES=(
   cmake libclang-dev git
   # Lab, tests and debugging.
   iproute2 openssl curl python3 bpftool tcpdump ethtool procps
-  # The peer the TLS benchmark compares against.
-  nginx
+  # The peer the TLS benchmark compares against; Prometheus and promtool.
+  nginx prometheus
 )
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }

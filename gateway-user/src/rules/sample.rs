@@ -1,7 +1,10 @@
 //! Requests made from `name=value` pairs: for `gateway rules eval`, the tests
 //! and the benchmark.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+};
 
 use anyhow::{Context, bail};
 use http::{HeaderName, HeaderValue};
@@ -24,7 +27,7 @@ pub fn blank() -> RequestFields {
         ssl: true,
         tls_version: "TLSv1.3".into(),
         tls_cipher: "TLS_AES_128_GCM_SHA256".into(),
-        client_auth: ClientAuth::default(),
+        client_auth: Arc::new(ClientAuth::default()),
         headers: http::HeaderMap::new(),
     }
 }
@@ -79,11 +82,13 @@ pub fn set(r: &mut RequestFields, name: &str, value: &str) -> anyhow::Result<()>
         Field::Ssl => r.ssl = boolean(name, value)?,
         Field::TlsVersion => r.tls_version = value.to_string(),
         Field::TlsCipher => r.tls_cipher = value.to_string(),
-        Field::CertPresented => r.client_auth.presented = boolean(name, value)?,
-        Field::CertVerified => r.client_auth.verified = boolean(name, value)?,
-        Field::CertRevoked => r.client_auth.revoked = boolean(name, value)?,
+        Field::CertPresented => Arc::make_mut(&mut r.client_auth).presented = boolean(name, value)?,
+        Field::CertVerified => Arc::make_mut(&mut r.client_auth).verified = boolean(name, value)?,
+        Field::CertRevoked => Arc::make_mut(&mut r.client_auth).revoked = boolean(name, value)?,
         Field::Cert(f) => {
-            let c = r.client_auth.cert.get_or_insert_with(CertDetails::default);
+            let c = Arc::make_mut(&mut r.client_auth)
+                .cert
+                .get_or_insert_with(CertDetails::default);
             let slot = match f {
                 CertField::IssuerDn => &mut c.issuer_dn,
                 CertField::IssuerDnRfc2253 => &mut c.issuer_dn_rfc2253,

@@ -2,7 +2,7 @@
 //! `ssl`, `cf.tls_*`): built once per request from the request and its
 //! connection.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use http::request::Parts;
 
@@ -30,8 +30,8 @@ pub struct RequestFields {
     pub tls_version: String,
     /// `cf.tls_cipher`, e.g. `AEAD-AES128-GCM-SHA256`.
     pub tls_cipher: String,
-    /// `cf.tls_client_auth.*`.
-    pub client_auth: ClientAuth,
+    /// `cf.tls_client_auth.*` (shared with the connection; copied only if changed).
+    pub client_auth: Arc<ClientAuth>,
     /// `http.request.headers`: names are lower case.
     pub headers: http::HeaderMap,
 }

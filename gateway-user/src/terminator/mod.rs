@@ -42,7 +42,7 @@ pub struct ConnInfo {
     /// The hostname policy chosen by the SNI.
     pub host: Arc<HostTls>,
     /// The client certificate's outcome.
-    pub auth: ClientAuth,
+    pub auth: Arc<ClientAuth>,
     /// Negotiated version, e.g. `TLSv1.3`.
     pub tls_version: &'static str,
     /// Negotiated cipher (BoringSSL's name).
@@ -189,7 +189,7 @@ impl Terminator {
                 .servername(boring::ssl::NameType::HOST_NAME)
                 .map(str::to_ascii_lowercase),
             host,
-            auth,
+            auth: Arc::new(auth),
             tls_version,
             tls_cipher: ssl
                 .current_cipher()

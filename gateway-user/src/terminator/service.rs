@@ -1,7 +1,7 @@
 //! One request: checks that bind it to its TLS connection, the interim
 //! client-certificate rule, then the proxy to the hostname's origin.
 
-use std::{convert::Infallible, sync::atomic::Ordering, time::Duration, time::Instant};
+use std::{convert::Infallible, sync::Arc, sync::atomic::Ordering, time::Duration, time::Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
@@ -126,7 +126,7 @@ impl Terminator {
         let snapshot = self.snapshot.load();
         if fields.client_auth.verified && snapshot.is_revoked(&conn.host.name, &fields.client_auth)
         {
-            fields.client_auth.revoked = true;
+            Arc::make_mut(&mut fields.client_auth).revoked = true;
         }
         // The TLS policy applied is the SNI's: a request may only be for that name.
         if conn.host.name.is_empty() {

@@ -126,6 +126,47 @@ impl Lab {
         netns_exec(&self.client_ns, program.as_ref())
     }
 
+    /// Runs `f` on a thread that has entered the client namespace (sockets it
+    /// opens live there), and returns its result.
+    pub fn in_client_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let path = format!("/run/netns/{}", self.client_ns);
+        std::thread::spawn(move || -> anyhow::Result<T> {
+            let ns = fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
+            // SAFETY: setns(2) on a valid namespace fd; it changes this thread only.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                bail!("setns into {path}: {}", std::io::Error::last_os_error());
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread in the client namespace panicked"))?
+    }
+
+    /// The MAC address of the lab interface in the server (`true`) or client namespace.
+    pub fn mac(&self, server: bool) -> anyhow::Result<[u8; 6]> {
+        let cmd = if server {
+            self.in_server("cat")
+        } else {
+            self.in_client("cat")
+        };
+        let mut cmd = cmd;
+        let out = run(cmd.arg(format!("/sys/class/net/{IFACE}/address")))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let bytes: Vec<u8> = text
+            .trim()
+            .split(':')
+            .filter_map(|h| u8::from_str_radix(h, 16).ok())
+            .collect();
+        bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("unexpected MAC address {text:?}"))
+    }
+
     /// Turns checksum offload on the client's interface on or off. With it on
     /// (the default for veth) segments cross with a partial checksum; with it off
     /// every checksum is complete and verified by the receiving stack.

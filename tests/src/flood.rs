@@ -1,0 +1,185 @@
+//! Flood generators for the lab, each bounded in count and time and stopping
+//! by itself. They run in the client namespace only (see
+//! [`Lab::in_client_thread`](crate::lab::Lab::in_client_thread)).
+//!
+//! - [`stateless`]: crafted Ethernet frames carrying sub-minimum ClientHellos
+//!   with no prior handshake, written to the client's veth with AF_PACKET.
+//! - [`connections`]: real TCP connections that each send a sub-minimum
+//!   ClientHello and wait for the server to end them.
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use gateway::{frame::TcpFrame, hello::ClientHello};
+use gateway_common::version;
+
+/// What a flood is allowed to do.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// Packets or connections at most.
+    pub count: u64,
+    /// Per second at most (0: as fast as possible).
+    pub rate: u64,
+    /// Stop after this long whatever the count.
+    pub max_time: Duration,
+}
+
+/// What a flood did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FloodResult {
+    /// Packets or connections sent.
+    pub sent: u64,
+    /// Sends that failed locally.
+    pub errors: u64,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+/// Paces a loop at `rate` per second.
+struct Pacer {
+    start: Instant,
+    rate: u64,
+}
+
+impl Pacer {
+    fn wait(&self, done: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        let due = self.start + Duration::from_secs_f64(done as f64 / self.rate as f64);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    }
+}
+
+/// A sub-minimum ClientHello (TLS 1.0 or 1.1, alternating) for flood number `i`, with its own SNI.
+pub fn old_hello(i: u64) -> Vec<u8> {
+    let v = if i % 2 == 0 {
+        version::TLS1_0
+    } else {
+        version::TLS1_1
+    };
+    ClientHello::legacy(v, Some(&format!("flood{}.lab.test", i % 1000))).record()
+}
+
+/// Writes crafted frames (Ethernet → IPv4 → TCP PSH+ACK → ClientHello) from
+/// `src` to `dst` port 443 on `iface`, each with its own source port and
+/// sequence number. Must run inside the client namespace.
+pub fn stateless(
+    iface: &str,
+    macs: ([u8; 6], [u8; 6]),
+    src: IpAddr,
+    dst: IpAddr,
+    bounds: Bounds,
+) -> std::io::Result<FloodResult> {
+    let (src_mac, dst_mac) = macs;
+    // SAFETY: plain socket(2) call; the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just opened and is owned by this value only.
+    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let name = std::ffi::CString::new(iface).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    // SAFETY: a NUL-terminated interface name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a zeroed sockaddr_ll is valid; the fields set below describe the interface.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_ifindex = ifindex as i32;
+    addr.sll_halen = 6;
+    addr.sll_addr[..6].copy_from_slice(&dst_mac);
+    let start = Instant::now();
+    let pacer = Pacer {
+        start,
+        rate: bounds.rate,
+    };
+    let mut result = FloodResult::default();
+    while result.sent + result.errors < bounds.count && start.elapsed() < bounds.max_time {
+        let i = result.sent + result.errors;
+        let mut frame = TcpFrame::new(src, dst, 20000 + (i % 40000) as u16, 443, old_hello(i));
+        frame.seq = 0x1000_0000u32.wrapping_add(i as u32);
+        let mut bytes = frame.build();
+        bytes[..6].copy_from_slice(&dst_mac);
+        bytes[6..12].copy_from_slice(&src_mac);
+        // SAFETY: the buffer and address are valid for the duration of the call.
+        let n = unsafe {
+            libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if n < 0 {
+            result.errors += 1;
+        } else {
+            result.sent += 1;
+        }
+        pacer.wait(result.sent + result.errors);
+    }
+    result.elapsed = start.elapsed();
+    Ok(result)
+}
+
+/// Opens TCP connections to `server` from `workers` threads, sends a
+/// sub-minimum hello on each and waits (up to 2 s) for the server to end it.
+/// Must run inside the client namespace (the workers inherit it).
+pub fn connections(server: SocketAddr, bounds: Bounds, workers: u64) -> FloodResult {
+    let workers = workers.clamp(1, 256);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..workers)
+        .map(|w| {
+            let share = Bounds {
+                count: bounds.count / workers + u64::from(w < bounds.count % workers),
+                rate: bounds.rate.div_ceil(workers),
+                max_time: bounds.max_time,
+            };
+            std::thread::spawn(move || connection_worker(server, share, w * 1_000_000))
+        })
+        .collect();
+    let mut total = FloodResult::default();
+    for h in handles {
+        let r = h.join().unwrap_or_default();
+        total.sent += r.sent;
+        total.errors += r.errors;
+    }
+    total.elapsed = start.elapsed();
+    total
+}
+
+fn connection_worker(server: SocketAddr, bounds: Bounds, first: u64) -> FloodResult {
+    let start = Instant::now();
+    let pacer = Pacer {
+        start,
+        rate: bounds.rate,
+    };
+    let mut result = FloodResult::default();
+    while result.sent + result.errors < bounds.count && start.elapsed() < bounds.max_time {
+        let i = first + result.sent + result.errors;
+        let ok = TcpStream::connect_timeout(&server, Duration::from_secs(2)).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            s.write_all(&old_hello(i))?;
+            let mut buf = [0u8; 256];
+            let _ = s.read(&mut buf); // a reset, a close or an alert: any ends the attempt
+            Ok(())
+        });
+        match ok {
+            Ok(()) => result.sent += 1,
+            Err(_) => result.errors += 1,
+        }
+        pacer.wait(result.sent + result.errors);
+    }
+    result.elapsed = start.elapsed();
+    result
+}

@@ -59,7 +59,7 @@ impl Pacer {
 
 /// A sub-minimum ClientHello (TLS 1.0 or 1.1, alternating) for flood number `i`, with its own SNI.
 pub fn old_hello(i: u64) -> Vec<u8> {
-    let v = if i % 2 == 0 {
+    let v = if i.is_multiple_of(2) {
         version::TLS1_0
     } else {
         version::TLS1_1

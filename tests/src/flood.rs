@@ -38,23 +38,29 @@ pub struct FloodResult {
     pub elapsed: Duration,
 }
 
-/// Paces a loop at `rate` per second.
-struct Pacer {
-    start: Instant,
-    rate: u64,
-}
-
-impl Pacer {
-    fn wait(&self, done: u64) {
-        if self.rate == 0 {
-            return;
+/// Calls `attempt(i)` for i = 0, 1, ... at `bounds.rate` per second until
+/// `bounds.count` attempts or `bounds.max_time`; `attempt` says whether it worked.
+fn paced(bounds: Bounds, mut attempt: impl FnMut(u64) -> bool) -> FloodResult {
+    let start = Instant::now();
+    let mut result = FloodResult::default();
+    let mut done = 0;
+    while done < bounds.count && start.elapsed() < bounds.max_time {
+        if attempt(done) {
+            result.sent += 1;
+        } else {
+            result.errors += 1;
         }
-        let due = self.start + Duration::from_secs_f64(done as f64 / self.rate as f64);
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
+        done += 1;
+        if bounds.rate > 0 {
+            let due = start + Duration::from_secs_f64(done as f64 / bounds.rate as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
         }
     }
+    result.elapsed = start.elapsed();
+    result
 }
 
 /// A sub-minimum ClientHello (TLS 1.0 or 1.1, alternating) for flood number `i`, with its own SNI.
@@ -97,14 +103,7 @@ pub fn stateless(
     addr.sll_ifindex = ifindex as i32;
     addr.sll_halen = 6;
     addr.sll_addr[..6].copy_from_slice(&dst_mac);
-    let start = Instant::now();
-    let pacer = Pacer {
-        start,
-        rate: bounds.rate,
-    };
-    let mut result = FloodResult::default();
-    while result.sent + result.errors < bounds.count && start.elapsed() < bounds.max_time {
-        let i = result.sent + result.errors;
+    Ok(paced(bounds, |i| {
         let mut frame = TcpFrame::new(src, dst, 20000 + (i % 40000) as u16, 443, old_hello(i));
         frame.seq = 0x1000_0000u32.wrapping_add(i as u32);
         let mut bytes = frame.build();
@@ -121,15 +120,8 @@ pub fn stateless(
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             )
         };
-        if n < 0 {
-            result.errors += 1;
-        } else {
-            result.sent += 1;
-        }
-        pacer.wait(result.sent + result.errors);
-    }
-    result.elapsed = start.elapsed();
-    Ok(result)
+        n >= 0
+    }))
 }
 
 /// Opens TCP connections to `server` from `workers` threads, sends a
@@ -159,27 +151,15 @@ pub fn connections(server: SocketAddr, bounds: Bounds, workers: u64) -> FloodRes
 }
 
 fn connection_worker(server: SocketAddr, bounds: Bounds, first: u64) -> FloodResult {
-    let start = Instant::now();
-    let pacer = Pacer {
-        start,
-        rate: bounds.rate,
-    };
-    let mut result = FloodResult::default();
-    while result.sent + result.errors < bounds.count && start.elapsed() < bounds.max_time {
-        let i = first + result.sent + result.errors;
-        let ok = TcpStream::connect_timeout(&server, Duration::from_secs(2)).and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            s.write_all(&old_hello(i))?;
-            let mut buf = [0u8; 256];
-            let _ = s.read(&mut buf); // a reset, a close or an alert: any ends the attempt
-            Ok(())
-        });
-        match ok {
-            Ok(()) => result.sent += 1,
-            Err(_) => result.errors += 1,
-        }
-        pacer.wait(result.sent + result.errors);
-    }
-    result.elapsed = start.elapsed();
-    result
+    paced(bounds, |i| {
+        TcpStream::connect_timeout(&server, Duration::from_secs(2))
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.write_all(&old_hello(first + i))?;
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf); // a reset, a close or an alert: any ends the attempt
+                Ok(())
+            })
+            .is_ok()
+    })
 }

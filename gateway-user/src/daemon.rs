@@ -160,23 +160,24 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     let path = opts.config.as_deref();
-    let mut seen = path.map(|p| fingerprint(p, &config));
+    let mut watch = path.map(|p| Watch::new(p, &config));
     let result = loop {
         tokio::select! {
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
-            _ = sighup.recv() => reload(&mut layers, path),
+            _ = sighup.recv() => {
+                if let (Some(p), Some(w)) = (path, &mut watch) {
+                    reload(&mut layers, p, w);
+                }
+            }
             _ = tick.tick() => {
                 if let Some(filter) = &mut layers.filter {
                     filter.flush_log();
                 }
-                if let Some(p) = path {
-                    let config = Config::load(p).unwrap_or_else(|_| config.clone());
-                    let now = Some(fingerprint(p, &config));
-                    if now != seen {
-                        seen = now;
-                        reload(&mut layers, path);
-                    }
+                if let (Some(p), Some(w)) = (path, &mut watch)
+                    && w.changed()
+                {
+                    reload(&mut layers, p, w);
                 }
             }
             result = &mut metrics_task => {
@@ -213,21 +214,49 @@ fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into())?)
 }
 
-/// Modification times of the configuration and of every file it names.
-fn fingerprint(path: &Path, config: &Config) -> Vec<Option<SystemTime>> {
-    std::iter::once(path.to_path_buf())
-        .chain(config.files())
+/// The configuration file and every file it names, with their modification
+/// times: polling them is a few `stat` calls, no parsing.
+struct Watch {
+    files: Vec<PathBuf>,
+    seen: Vec<Option<SystemTime>>,
+}
+
+impl Watch {
+    fn new(path: &Path, config: &Config) -> Watch {
+        let files: Vec<PathBuf> = std::iter::once(path.to_path_buf())
+            .chain(config.files())
+            .collect();
+        let seen = modified(&files);
+        Watch { files, seen }
+    }
+
+    /// Whether any file changed since the last look.
+    fn changed(&mut self) -> bool {
+        let now = modified(&self.files);
+        if now == self.seen {
+            return false;
+        }
+        self.seen = now;
+        true
+    }
+}
+
+fn modified(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
         .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
         .collect()
 }
 
 /// Re-reads the configuration and swaps the new policy into both layers; on
-/// error, keeps the old one.
-fn reload(layers: &mut Layers, path: Option<&Path>) {
-    let Some(path) = path else {
-        return;
-    };
-    match Config::load(path).and_then(|config| layers.apply(&config).map(|()| config)) {
+/// error, keeps the old one. The watch follows the newest readable
+/// configuration, its files stated before they are read.
+fn reload(layers: &mut Layers, path: &Path, watch: &mut Watch) {
+    let result = Config::load(path).and_then(|config| {
+        *watch = Watch::new(path, &config);
+        layers.apply(&config).map(|()| config)
+    });
+    match result {
         Ok(c) => info!(
             "configuration reloaded from {}: zone minimum TLS {}, {} hostnames",
             path.display(),

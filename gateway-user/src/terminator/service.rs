@@ -41,16 +41,19 @@ impl OriginClient {
 pub fn local(status: StatusCode, text: impl Into<String>) -> Response<Body> {
     let mut text = text.into();
     text.push('\n');
+    respond(status, "text/plain; charset=utf-8", text)
+}
+
+/// A response made here with this status, content type and body.
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut r = Response::new(
-        Full::new(Bytes::from(text))
+        Full::new(Bytes::from(body))
             .map_err(|e: Infallible| match e {})
             .boxed(),
     );
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -77,15 +80,7 @@ fn blocked(headers: &http::HeaderMap, message: &str, rule: &str) -> Response<Bod
     } else {
         ("text/plain; charset=utf-8", format!("{message}\n"))
     };
-    let mut r = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|e: Infallible| match e {})
-            .boxed(),
-    );
-    *r.status_mut() = StatusCode::FORBIDDEN;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    r
+    respond(StatusCode::FORBIDDEN, kind, body)
 }
 
 impl Terminator {

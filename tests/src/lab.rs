@@ -354,22 +354,13 @@ impl Lab {
             .position(|(n, _)| n == name)
             .with_context(|| format!("no process named {name}"))?;
         let (_, mut child) = self.children.remove(i);
-        // SAFETY: kill(2) on a child we spawned and have not reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status.success());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "{name} did not stop within 10 s of SIGTERM:\n{}",
-                    self.log(name)
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
+        sigterm(&child);
+        match reap(&mut child, Instant::now() + Duration::from_secs(10)) {
+            Some(status) => Ok(status.success()),
+            None => bail!(
+                "{name} did not stop within 10 s of SIGTERM:\n{}",
+                self.log(name)
+            ),
         }
     }
 
@@ -380,18 +371,13 @@ impl Lab {
     }
 
     fn stop_children(&mut self) {
-        for (_, child) in &mut self.children {
-            // SIGTERM first, so the gateway detaches its program cleanly.
-            // SAFETY: kill(2) on a child we spawned and have not reaped.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        // SIGTERM to all first, so the gateway detaches its program cleanly.
+        for (_, child) in &self.children {
+            sigterm(child);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         for (_, child) in &mut self.children {
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            reap(child, deadline);
         }
         self.children.clear();
     }
@@ -407,6 +393,25 @@ impl Drop for Lab {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+/// Waits until `deadline` for a child told to stop, then kills it; `Some` if it
+/// exited by itself.
+fn reap(child: &mut Child, deadline: Instant) -> Option<std::process::ExitStatus> {
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 fn netns_exec(ns: &str, program: &Path) -> Command {

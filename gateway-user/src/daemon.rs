@@ -21,6 +21,7 @@ use tokio::{
 
 use crate::{
     config::{AttachMode, Config},
+    layers::Layers,
     metrics::{self, XdpCollector},
     terminator::{Terminator, TerminatorMetrics},
     tls::TlsSnapshot,
@@ -45,37 +46,6 @@ pub struct RunOptions {
     pub metrics: Option<SocketAddr>,
     /// The XDP program's own log level.
     pub program_log: ProgramLog,
-}
-
-/// The running layers that follow the configuration.
-struct Layers {
-    filter: Option<XdpFilter>,
-    tls: Option<Arc<ArcSwap<TlsSnapshot>>>,
-    /// The `[terminator]` section in force: listeners and limits need a restart.
-    terminator: crate::config::TerminatorSection,
-}
-
-impl Layers {
-    /// Builds everything from `config` first, then swaps it in, so a bad file
-    /// changes nothing.
-    fn apply(&mut self, config: &Config) -> anyhow::Result<()> {
-        let snapshot = match &self.tls {
-            Some(_) => Some(TlsSnapshot::build(config)?),
-            None => None,
-        };
-        if let Some(filter) = &mut self.filter {
-            filter.apply(&XdpPolicy::from_config(config))?;
-        }
-        if let (Some(tls), Some(snapshot)) = (&self.tls, snapshot) {
-            tls.store(Arc::new(snapshot));
-        }
-        if config.terminator != self.terminator {
-            log::warn!(
-                "[terminator] listen addresses and limits changed: they apply after a restart"
-            );
-        }
-        Ok(())
-    }
 }
 
 /// Runs the gateway until SIGINT or SIGTERM.

@@ -8,9 +8,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod frame;
 pub mod hello;
+pub mod layers;
 pub mod metrics;
 pub mod pcap;
 pub mod replay;

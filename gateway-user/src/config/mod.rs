@@ -34,8 +34,10 @@ use crate::{
     tls_version::TlsVersion,
 };
 
+mod material;
 mod terminator;
 
+pub use material::Material;
 pub use terminator::{CaSection, ForwardMode, TerminatorSection};
 
 /// The TLS ports when the configuration names none.
@@ -178,9 +180,9 @@ pub struct HostnameSection {
     #[serde(default)]
     pub ciphers: Vec<String>,
     /// Certificate chain (PEM); omitted: the terminator's default certificate.
-    pub certificate: Option<PathBuf>,
+    pub certificate: Option<Material>,
     /// Private key (PEM) of `certificate`.
-    pub key: Option<PathBuf>,
+    pub key: Option<Material>,
     /// Where requests go: `http://host:port`.
     pub origin: Option<String>,
     /// Ask clients for a certificate (the handshake completes without one).
@@ -230,46 +232,46 @@ impl Config {
     }
 
     fn rebase(&mut self, dir: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = dir.join(&*p);
-            }
-        };
-        self.terminator
-            .certificate
+        self.materials_mut().for_each(|m| m.rebase(dir));
+    }
+
+    fn materials_mut(&mut self) -> impl Iterator<Item = &mut Material> {
+        let t = &mut self.terminator;
+        t.certificate
             .iter_mut()
-            .chain(self.terminator.key.iter_mut())
-            .for_each(fix);
-        for ca in &mut self.cas {
-            fix(&mut ca.certificate);
-            ca.crl.iter_mut().for_each(fix);
-        }
-        for h in &mut self.hostnames {
-            h.certificate
-                .iter_mut()
-                .chain(h.key.iter_mut())
-                .for_each(fix);
-        }
+            .chain(t.key.iter_mut())
+            .chain(
+                self.cas
+                    .iter_mut()
+                    .flat_map(|ca| std::iter::once(&mut ca.certificate).chain(&mut ca.crl)),
+            )
+            .chain(
+                self.hostnames
+                    .iter_mut()
+                    .flat_map(|h| h.certificate.iter_mut().chain(h.key.iter_mut())),
+            )
     }
 
     /// Every file the configuration refers to (certificates, keys, CRLs): a change
     /// to any of them reloads the configuration.
     pub fn files(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = self
-            .terminator
-            .certificate
+        let t = &self.terminator;
+        t.certificate
             .iter()
-            .chain(&self.terminator.key)
-            .cloned()
-            .collect();
-        for ca in &self.cas {
-            files.push(ca.certificate.clone());
-            files.extend(ca.crl.iter().cloned());
-        }
-        for h in &self.hostnames {
-            files.extend(h.certificate.iter().chain(&h.key).cloned());
-        }
-        files
+            .chain(&t.key)
+            .chain(
+                self.cas
+                    .iter()
+                    .flat_map(|ca| std::iter::once(&ca.certificate).chain(&ca.crl)),
+            )
+            .chain(
+                self.hostnames
+                    .iter()
+                    .flat_map(|h| h.certificate.iter().chain(&h.key)),
+            )
+            .filter_map(Material::path)
+            .map(Path::to_path_buf)
+            .collect()
     }
 
     /// Parses and validates configuration text.
@@ -279,7 +281,8 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    /// Checks what the types alone do not: names, references between sections, rules.
+    pub fn validate(&self) -> anyhow::Result<()> {
         if self.xdp.ports.is_empty() {
             bail!("[xdp] ports is empty: name at least one TLS port (e.g. 443)");
         }

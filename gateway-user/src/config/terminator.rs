@@ -1,9 +1,11 @@
 //! The terminator's part of the configuration: listeners and limits, CAs, and
 //! each hostname's certificate, ciphers, mTLS and origin.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::net::SocketAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use super::Material;
 
 /// `[terminator]`: where TLS is terminated and the limits that keep it standing.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -13,9 +15,9 @@ pub struct TerminatorSection {
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
     /// Certificate chain (PEM) for clients without SNI or with an unknown one.
-    pub certificate: Option<PathBuf>,
+    pub certificate: Option<Material>,
     /// Its private key (PEM).
-    pub key: Option<PathBuf>,
+    pub key: Option<Material>,
     /// A TLS handshake must finish within this time.
     #[serde(default = "defaults::handshake_timeout_ms")]
     pub handshake_timeout_ms: u64,
@@ -70,17 +72,17 @@ pub struct CaSection {
     /// Name that hostnames use to associate the CA.
     pub name: String,
     /// The CA certificate (PEM).
-    pub certificate: PathBuf,
-    /// CRL files (PEM or DER; base and delta CRLs) for a bring-your-own CA.
+    pub certificate: Material,
+    /// CRLs (PEM or DER; base and delta CRLs) for a bring-your-own CA.
     #[serde(default)]
-    pub crl: Vec<PathBuf>,
+    pub crl: Vec<Material>,
     /// Serials (hex) revoked through the managed CA.
     #[serde(default)]
     pub revoked_serials: Vec<String>,
 }
 
 /// How the client certificate reaches the origin.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ForwardMode {
     /// Not at all.

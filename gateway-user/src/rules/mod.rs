@@ -21,7 +21,7 @@ use std::fmt;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use error::RuleError;
 
@@ -66,7 +66,7 @@ impl fmt::Debug for Expression {
 }
 
 /// What a matching rule does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Refuse the request (403).
@@ -89,7 +89,7 @@ impl Action {
 }
 
 /// A rule as configured.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// Identifier (in metrics and logs).

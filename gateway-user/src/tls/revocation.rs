@@ -7,12 +7,11 @@
 //! up (leaf-only semantics): an intermediate without a CRL does not fail
 //! certificates below it.
 
-use std::{
-    collections::{HashMap, HashSet},
-    path::Path,
-};
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, bail};
+
+use crate::config::Material;
 use x509_parser::{
     certificate::X509Certificate, extensions::ParsedExtension,
     oid_registry::OID_X509_EXT_DELTA_CRL_INDICATOR, pem::Pem, prelude::FromDer,
@@ -84,23 +83,14 @@ impl RevocationSet {
         Ok(())
     }
 
-    /// Adds the revocations of CRL files (base and delta CRLs) for the CA `ca_der`.
-    pub fn add_crl_files(
-        &mut self,
-        ca_der: &[u8],
-        files: &[impl AsRef<Path>],
-        now: i64,
-    ) -> anyhow::Result<()> {
-        let mut crls = Vec::new();
-        for f in files {
-            let path = f.as_ref();
-            let data = std::fs::read(path)
-                .with_context(|| format!("cannot read CRL {}", path.display()))?;
-            crls.push((
-                path.display().to_string(),
-                der_of(&data).with_context(|| format!("CRL {}", path.display()))?,
-            ));
+    /// Adds the revocations of CRLs (base and delta CRLs) for the CA `ca_der`.
+    pub fn add_crls(&mut self, ca_der: &[u8], crls: &[Material], now: i64) -> anyhow::Result<()> {
+        let mut ders = Vec::new();
+        for crl in crls {
+            let data = crl.read().with_context(|| format!("CRL {crl}"))?;
+            ders.push((crl.to_string(), der_of(&data).with_context(|| format!("CRL {crl}"))?));
         }
+        let crls = ders;
         let mut parsed = Vec::new();
         for (name, der) in &crls {
             let crl = check_crl(ca_der, der, now).with_context(|| format!("CRL {name}"))?;
@@ -113,9 +103,22 @@ impl RevocationSet {
     }
 }
 
+/// Checks one CRL (PEM or DER) of the CA `ca_der` as a reload would, and
+/// returns its DER, its nextUpdate and how many serials it revokes.
+pub fn inspect_crl(
+    ca_der: &[u8],
+    data: &[u8],
+    now: i64,
+) -> anyhow::Result<(Vec<u8>, Option<i64>, usize)> {
+    let der = der_of(data)?;
+    let crl = check_crl(ca_der, &der, now)?;
+    Ok((der, crl.next_update, crl.revoked.len()))
+}
+
 /// A CRL's revocations, and whether it is a delta.
 struct Crl {
     delta: bool,
+    next_update: Option<i64>,
     revoked: Vec<Vec<u8>>,
     removed: Vec<Vec<u8>>,
 }
@@ -172,6 +175,7 @@ fn check_crl(ca_der: &[u8], der: &[u8], now: i64) -> anyhow::Result<Crl> {
     }
     Ok(Crl {
         delta,
+        next_update: crl.next_update().map(|t| t.timestamp()),
         revoked,
         removed,
     })

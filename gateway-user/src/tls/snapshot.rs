@@ -19,7 +19,7 @@ use http::Uri;
 
 use super::revocation::{self, RevocationSet};
 use crate::{
-    config::{Config, ForwardMode, HostnameSection},
+    config::{Config, ForwardMode, HostnameSection, Material},
     rules::RuleSet,
     tls_version::TlsVersion,
 };
@@ -104,9 +104,10 @@ impl TlsSnapshot {
         let now = revocation::now();
         let mut cas = HashMap::new();
         for ca in &config.cas {
-            let pem = std::fs::read(&ca.certificate).with_context(|| {
-                format!("CA {:?}: cannot read {}", ca.name, ca.certificate.display())
-            })?;
+            let pem = ca
+                .certificate
+                .read()
+                .with_context(|| format!("CA {:?}", ca.name))?;
             let cert = X509::from_pem(&pem)
                 .with_context(|| format!("CA {:?}: not a PEM certificate", ca.name))?;
             let der = cert.to_der()?;
@@ -115,7 +116,7 @@ impl TlsSnapshot {
                 .add_serials(&der, ca.revoked_serials.iter().map(String::as_str))
                 .with_context(|| format!("CA {:?}", ca.name))?;
             revoked
-                .add_crl_files(&der, &ca.crl, now)
+                .add_crls(&der, &ca.crl, now)
                 .with_context(|| format!("CA {:?}", ca.name))?;
             cas.insert(ca.name.clone(), (cert, revoked));
         }
@@ -196,18 +197,14 @@ impl TlsSnapshot {
 
 type Identity = (Vec<X509>, PKey<boring::pkey::Private>);
 
-fn load_identity(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<Identity> {
-    let chain = X509::stack_from_pem(
-        &std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?,
-    )
-    .with_context(|| format!("{}: not a PEM certificate chain", cert.display()))?;
+fn load_identity(cert: &Material, key: &Material) -> anyhow::Result<Identity> {
+    let chain = X509::stack_from_pem(&cert.read()?)
+        .with_context(|| format!("{cert}: not a PEM certificate chain"))?;
     if chain.is_empty() {
-        bail!("{}: no certificate in the file", cert.display());
+        bail!("{cert}: no certificate in it");
     }
-    let key = PKey::private_key_from_pem(
-        &std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?,
-    )
-    .with_context(|| format!("{}: not a PEM private key", key.display()))?;
+    let key = PKey::private_key_from_pem(&key.read()?)
+        .with_context(|| format!("{key}: not a PEM private key"))?;
     Ok((chain, key))
 }
 

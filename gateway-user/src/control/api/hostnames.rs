@@ -1,0 +1,331 @@
+//! Custom hostnames and hostname associations (which CAs verify a
+//! hostname's client certificates; a hostname with one has mTLS on).
+
+use http::Method;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+
+use super::{Answer, ApiError, Call, method_not_allowed};
+use crate::{
+    config::{ForwardMode, validate_hostname},
+    control::{
+        ControlPlane,
+        model::{AuthorityKind, Hostname, ServerCert, State},
+        new_hostname, pki, server_cert, time,
+    },
+    tls_version::TlsVersion,
+};
+
+/// A present field, even `null`, becomes `Some(..)`: `null` clears a setting.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    hostname: Option<String>,
+    wildcard: Option<bool>,
+    ssl: Option<Ssl>,
+    #[serde(default, deserialize_with = "present")]
+    custom_origin_server: Option<Option<String>>,
+    mtls: Option<Mtls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ssl {
+    settings: Option<SslSettings>,
+    custom_certificate: Option<String>,
+    custom_key: Option<String>,
+    /// Accepted for compatibility with the reference service; not used.
+    #[serde(rename = "type")]
+    _kind: Option<String>,
+    /// Accepted for compatibility with the reference service; not used.
+    #[serde(rename = "method")]
+    _method: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SslSettings {
+    #[serde(default, deserialize_with = "present")]
+    min_tls_version: Option<Option<TlsVersion>>,
+    ciphers: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mtls {
+    enabled: Option<bool>,
+    forward_client_cert: Option<ForwardMode>,
+}
+
+/// `/zones/Z/custom_hostnames[/ID]`.
+pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
+    match (rest, &call.method) {
+        ([], &Method::GET) => {
+            plane
+                .read(|s| {
+                    let mut list: Vec<&Hostname> = s.hostnames.values().collect();
+                    list.sort_by(|a, b| a.name.cmp(&b.name));
+                    Ok(Value::Array(list.into_iter().map(|h| view(s, h)).collect()))
+                })
+                .await
+        }
+        ([], &Method::POST) => {
+            let body: Body = call.json()?;
+            let name = body
+                .hostname
+                .clone()
+                .ok_or_else(|| ApiError::invalid("\"hostname\" is required"))?;
+            validate_hostname(&name).map_err(|e| ApiError::invalid(e.to_string()))?;
+            plane
+                .change(|s| {
+                    if s.hostname_by_name(&name).is_some() {
+                        return Err(ApiError::conflict(format!(
+                            "hostname {name:?} already exists"
+                        )));
+                    }
+                    let wildcard = body.wildcard.unwrap_or(false);
+                    let mut host = new_hostname(s, &name, wildcard, time::now())?;
+                    edit(s, &mut host, &body)?;
+                    let out = view(s, &host);
+                    s.hostnames.insert(host.id.clone(), host);
+                    Ok(out)
+                })
+                .await
+        }
+        ([], _) => Err(method_not_allowed("GET or POST")),
+        ([id], &Method::GET) => {
+            plane
+                .read(|s| {
+                    let h = s
+                        .hostnames
+                        .get(*id)
+                        .ok_or_else(|| ApiError::not_found("custom hostname", id))?;
+                    Ok(view(s, h))
+                })
+                .await
+        }
+        ([id], &Method::PATCH) => {
+            let body: Body = call.json()?;
+            plane
+                .change(|s| {
+                    let mut host = s
+                        .hostnames
+                        .get(*id)
+                        .cloned()
+                        .ok_or_else(|| ApiError::not_found("custom hostname", id))?;
+                    if body.hostname.as_ref().is_some_and(|n| *n != host.name) {
+                        return Err(ApiError::invalid(
+                            "a hostname cannot be renamed: create the new one and delete this one",
+                        ));
+                    }
+                    edit(s, &mut host, &body)?;
+                    let out = view(s, &host);
+                    s.hostnames.insert(host.id.clone(), host);
+                    Ok(out)
+                })
+                .await
+        }
+        ([id], &Method::DELETE) => {
+            plane
+                .change(|s| {
+                    let host = s
+                        .hostnames
+                        .get(*id)
+                        .ok_or_else(|| ApiError::not_found("custom hostname", id))?;
+                    if host.name == s.meta.default_hostname {
+                        return Err(ApiError::conflict(format!(
+                            "{:?} is the default hostname (its certificate answers clients \
+                             without SNI) and cannot be deleted",
+                            host.name
+                        )));
+                    }
+                    s.hostnames.remove(*id);
+                    Ok(json!({"id": id}))
+                })
+                .await
+        }
+        ([_], _) => Err(method_not_allowed("GET, PATCH or DELETE")),
+        _ => Err(ApiError::not_found("route", &rest.join("/"))),
+    }
+}
+
+/// Applies a create or patch body to `host`.
+fn edit(s: &State, host: &mut Hostname, body: &Body) -> Result<(), ApiError> {
+    let wildcard_changed = body.wildcard.is_some_and(|w| w != host.wildcard);
+    if let Some(w) = body.wildcard {
+        host.wildcard = w;
+    }
+    if let Some(origin) = &body.custom_origin_server {
+        host.origin = origin.clone();
+    }
+    if let Some(ssl) = &body.ssl {
+        if let Some(settings) = &ssl.settings {
+            if let Some(v) = settings.min_tls_version {
+                host.min_tls_version = v;
+            }
+            if let Some(c) = &settings.ciphers {
+                host.ciphers = c.clone();
+            }
+        }
+        match (&ssl.custom_certificate, &ssl.custom_key) {
+            (Some(cert), Some(key)) => host.certificate = uploaded(&host.name, cert, key)?,
+            (None, None) => {}
+            _ => {
+                return Err(ApiError::invalid(
+                    "ssl: give custom_certificate and custom_key together",
+                ));
+            }
+        }
+    }
+    if wildcard_changed && host.certificate.managed {
+        host.certificate = server_cert(s, &host.name, host.wildcard)?;
+    }
+    if let Some(mtls) = &body.mtls {
+        if let Some(f) = mtls.forward_client_cert {
+            host.forward_client_cert = f;
+        }
+        match mtls.enabled {
+            Some(true) if host.cas.is_empty() => {
+                let managed = s.managed_ca().ok_or_else(|| {
+                    ApiError::internal("the store has no managed CA".to_string())
+                })?;
+                host.cas.push(managed.id.clone());
+            }
+            Some(false) => host.cas.clear(),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// An uploaded certificate chain and key, checked: they match and cover `name`.
+fn uploaded(name: &str, chain: &str, key: &str) -> Result<ServerCert, ApiError> {
+    let bad = |m: String| ApiError::invalid(format!("ssl.custom_certificate: {m}"));
+    let ders = pki::pem_certificates(chain).map_err(|e| bad(format!("{e:#}")))?;
+    let certs = boring::x509::X509::stack_from_pem(chain.as_bytes())
+        .map_err(|e| bad(format!("unreadable: {e}")))?;
+    let pkey = boring::pkey::PKey::private_key_from_pem(key.as_bytes()).map_err(|_| {
+        ApiError::invalid("ssl.custom_key: not a PEM private key (-----BEGIN PRIVATE KEY-----)")
+    })?;
+    let matches = certs[0]
+        .public_key()
+        .map(|p| p.public_eq(&pkey))
+        .unwrap_or(false);
+    if !matches {
+        return Err(ApiError::invalid(
+            "ssl.custom_key does not belong to the first certificate of ssl.custom_certificate",
+        ));
+    }
+    let (info, _) = pki::info(&ders[0]).map_err(|e| bad(format!("{e:#}")))?;
+    if info.not_after < time::now() {
+        return Err(bad(format!("expired on {}", time::rfc3339(info.not_after))));
+    }
+    let names = pki::dns_names(&ders[0]);
+    let parent = name.split_once('.').map(|(_, p)| format!("*.{p}"));
+    if !names.iter().any(|n| n == name || Some(n) == parent.as_ref()) {
+        return Err(bad(format!(
+            "it does not cover {name:?} (its DNS names: {})",
+            names.join(", ")
+        )));
+    }
+    Ok(ServerCert {
+        chain: chain.to_string(),
+        key: key.to_string(),
+        managed: false,
+        expires_on: info.not_after,
+    })
+}
+
+/// A hostname as the API shows it (never its key).
+fn view(s: &State, h: &Hostname) -> Value {
+    json!({
+        "id": h.id,
+        "hostname": h.name,
+        "wildcard": h.wildcard,
+        "status": "active",
+        "ssl": {
+            "status": "active",
+            "certificate_authority": if h.certificate.managed { "gateway" } else { "custom" },
+            "expires_on": time::rfc3339(h.certificate.expires_on),
+            "settings": {
+                "min_tls_version": h.min_tls_version,
+                "effective_min_tls_version": h.min_tls_version.unwrap_or(s.zone.min_tls_version),
+                "ciphers": h.ciphers,
+            },
+        },
+        "custom_origin_server": h.origin,
+        "mtls": {
+            "enabled": !h.cas.is_empty(),
+            "forward_client_cert": h.forward_client_cert,
+            "certificate_authorities": h.cas,
+        },
+        "default": h.name == s.meta.default_hostname,
+        "created_at": time::rfc3339(h.created_on),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Associations {
+    hostnames: Vec<String>,
+    mtls_certificate_id: Option<String>,
+}
+
+/// `GET|PUT /zones/Z/certificate_authorities/hostname_associations`.
+pub async fn associations(plane: &ControlPlane, call: &Call) -> Answer {
+    let ca_of = |s: &State, id: Option<&String>| -> Result<String, ApiError> {
+        match id {
+            None => s
+                .managed_ca()
+                .map(|c| c.id.clone())
+                .ok_or_else(|| ApiError::internal("the store has no managed CA")),
+            Some(id) => match s.cas.get(id) {
+                Some(ca) if ca.kind != AuthorityKind::Server => Ok(id.clone()),
+                _ => Err(ApiError::not_found("mTLS certificate", id)),
+            },
+        }
+    };
+    match call.method {
+        Method::GET => {
+            plane
+                .read(|s| {
+                    let id = ca_of(s, call.query.get("mtls_certificate_id"))?;
+                    Ok(json!({"hostnames": s.associations(&id), "mtls_certificate_id": id}))
+                })
+                .await
+        }
+        Method::PUT => {
+            let body: Associations = call.json()?;
+            plane
+                .change(|s| {
+                    let id = ca_of(s, body.mtls_certificate_id.as_ref())?;
+                    if let Some(missing) = body
+                        .hostnames
+                        .iter()
+                        .find(|n| s.hostname_by_name(n).is_none())
+                    {
+                        return Err(ApiError::invalid(format!(
+                            "hostname {missing:?} does not exist: create it first \
+                             (POST custom_hostnames)"
+                        )));
+                    }
+                    for h in s.hostnames.values_mut() {
+                        let wanted = body.hostnames.contains(&h.name);
+                        let has = h.cas.contains(&id);
+                        if wanted && !has {
+                            h.cas.push(id.clone());
+                        } else if !wanted && has {
+                            h.cas.retain(|c| *c != id);
+                        }
+                    }
+                    Ok(json!({"hostnames": s.associations(&id), "mtls_certificate_id": id}))
+                })
+                .await
+        }
+        _ => Err(method_not_allowed("GET or PUT")),
+    }
+}

@@ -1,0 +1,339 @@
+//! The admin API: HTTP/1.1 + JSON on loopback, shaped like the reference
+//! service's v4 API (`/client/v4/...`, the `{"success","errors","messages",
+//! "result"}` envelope). Every call needs `Authorization: Bearer <token>`.
+//!
+//! Routes (Z: the zone id, A: the account id):
+//!
+//! | route | methods |
+//! |---|---|
+//! | `/client/v4/zones` | GET |
+//! | `/client/v4/zones/Z/settings/{min_tls_version,ciphers}` | GET, PATCH `{"value":…}` |
+//! | `/client/v4/zones/Z/custom_hostnames[/ID]` | GET, POST / GET, PATCH, DELETE |
+//! | `/client/v4/zones/Z/certificate_authorities/hostname_associations` | GET `?mtls_certificate_id=`, PUT |
+//! | `/client/v4/zones/Z/client_certificates[/ID]` | GET, POST / GET, PATCH (reactivate), DELETE (revoke) |
+//! | `/client/v4/zones/Z/managed_ca` | GET |
+//! | `/client/v4/zones/Z/rulesets/phases/http_request_firewall_custom/entrypoint` | GET |
+//! | `…/entrypoint/rules[/RULE]` | POST / PATCH, DELETE |
+//! | `/client/v4/zones/Z/expiring_certificates?days=30` | GET |
+//! | `/client/v4/accounts/A/mtls_certificates[/ID]` | GET, POST / GET, DELETE |
+//! | `/client/v4/accounts/A/mtls_certificates/ID/crl[/refresh]` | PUT, DELETE / POST |
+
+use std::{collections::HashMap, convert::Infallible, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use log::{info, warn};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use super::ControlPlane;
+
+mod cas;
+mod certs;
+mod hostnames;
+mod rules;
+mod zone;
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 1 << 20;
+
+/// An error the API answers with: status, code and a message a person can act on.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Numeric code, as the reference service gives.
+    pub code: u32,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// Where in the request, e.g. the position of an expression error.
+    pub source: Option<Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: u32, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// 400: the request is wrong.
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, 1004, message)
+    }
+
+    /// A 400 with code `code`.
+    pub fn invalid_with(code: u32, message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404: no such object.
+    pub fn not_found(what: &str, id: &str) -> ApiError {
+        Self::new(StatusCode::NOT_FOUND, 1003, format!("{what} {id:?} not found"))
+    }
+
+    /// 409: the object is in use or already exists.
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::CONFLICT, 1009, message)
+    }
+
+    /// 500: the gateway failed.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, 1000, message)
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        ApiError::internal(format!("{e:#}"))
+    }
+}
+
+/// What a handler answers: a result (with the listing's size for lists).
+pub type Answer = Result<Value, ApiError>;
+
+/// One API call, parsed.
+pub struct Call {
+    /// The method.
+    pub method: Method,
+    /// Path segments after `/client/v4/`.
+    pub path: Vec<String>,
+    /// Query parameters.
+    pub query: HashMap<String, String>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Call {
+    /// The body as `T` (a JSON object), or a 400 that says what is wrong.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::invalid(
+                "the request needs a JSON object body (Content-Type: application/json)",
+            ));
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Serializes a record for an answer.
+pub fn to_value(value: impl Serialize) -> Answer {
+    serde_json::to_value(value).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    plane: Arc<ControlPlane>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        info!("admin API on http://{addr}/client/v4/");
+    }
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    warn!("admin API accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let plane = plane.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let plane = plane.clone();
+                async move { Ok::<_, Infallible>(handle(&plane, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                log::debug!("admin API connection: {e}");
+            }
+        });
+    }
+}
+
+async fn handle(plane: &ControlPlane, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let answer = match authorize(plane, &req).await {
+        Err(e) => Err(e),
+        Ok(()) => match read(req).await {
+            Err(e) => Err(e),
+            Ok(call) => {
+                let what = format!("{} /client/v4/{}", call.method, call.path.join("/"));
+                let answer = route(plane, &call).await;
+                if let Err(e) = &answer
+                    && e.status.is_server_error()
+                {
+                    warn!("admin API {what}: {}", e.message);
+                }
+                answer
+            }
+        },
+    };
+    envelope(answer)
+}
+
+async fn authorize(plane: &ControlPlane, req: &Request<Incoming>) -> Result<(), ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            10000,
+            "authentication error: send the admin token as \"Authorization: Bearer <token>\"",
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or_default();
+    if token.is_empty() || !plane.token_ok(token).await {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            10000,
+            "authentication error: the token is not valid (it was printed at the first run)",
+        ));
+    }
+    Ok(())
+}
+
+async fn read(req: Request<Incoming>) -> Result<Call, ApiError> {
+    let (parts, body) = req.into_parts();
+    let Some(rest) = parts.uri.path().strip_prefix("/client/v4/") else {
+        return Err(no_route());
+    };
+    let path = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let query = parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let body = Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                1005,
+                format!("the request body is larger than {MAX_BODY} bytes"),
+            )
+        })?
+        .to_bytes();
+    Ok(Call {
+        method: parts.method,
+        path,
+        query,
+        body,
+    })
+}
+
+fn no_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        7000,
+        "no route for that URI (see the routes in the README)",
+    )
+}
+
+/// 405 for a known route.
+pub fn method_not_allowed(allowed: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        10405,
+        format!("method not allowed here; use {allowed}"),
+    )
+}
+
+async fn route(plane: &ControlPlane, call: &Call) -> Answer {
+    let path: Vec<&str> = call.path.iter().map(String::as_str).collect();
+    let (zone_id, account_id) = plane
+        .read(|s| (s.meta.zone_id.clone(), s.meta.account_id.clone()))
+        .await;
+    match path.as_slice() {
+        ["zones"] if call.method == Method::GET => zone::list(plane).await,
+        ["zones"] => Err(method_not_allowed("GET")),
+        ["zones", z, rest @ ..] => {
+            if *z != zone_id {
+                return Err(ApiError::not_found("zone", z));
+            }
+            match rest {
+                ["settings", ..] => zone::settings(plane, call, &rest[1..]).await,
+                ["custom_hostnames", ..] => hostnames::route(plane, call, &rest[1..]).await,
+                ["certificate_authorities", "hostname_associations"] => {
+                    hostnames::associations(plane, call).await
+                }
+                ["client_certificates", ..] => certs::route(plane, call, &rest[1..]).await,
+                ["managed_ca"] => certs::managed_ca(plane, call).await,
+                ["rulesets", "phases", "http_request_firewall_custom", "entrypoint", ..] => {
+                    rules::route(plane, call, &rest[4..]).await
+                }
+                ["expiring_certificates"] => zone::expiring(plane, call).await,
+                _ => Err(no_route()),
+            }
+        }
+        ["accounts", a, "mtls_certificates", rest @ ..] => {
+            if *a != account_id {
+                return Err(ApiError::not_found("account", a));
+            }
+            cas::route(plane, call, rest).await
+        }
+        _ => Err(no_route()),
+    }
+}
+
+fn envelope(answer: Answer) -> Response<Full<Bytes>> {
+    let (status, body) = match answer {
+        Ok(result) => {
+            let mut body = json!({"success": true, "errors": [], "messages": [], "result": result});
+            if let Some(list) = body["result"].as_array() {
+                let n = list.len();
+                body["result_info"] =
+                    json!({"page": 1, "per_page": n, "count": n, "total_count": n});
+            }
+            (StatusCode::OK, body)
+        }
+        Err(e) => (
+            e.status,
+            json!({
+                "success": false,
+                "errors": [match e.source {
+                    Some(source) => json!({"code": e.code, "message": e.message, "source": source}),
+                    None => json!({"code": e.code, "message": e.message}),
+                }],
+                "messages": [],
+                "result": null,
+            }),
+        ),
+    };
+    let mut text = serde_json::to_vec_pretty(&body).unwrap_or_default();
+    text.push(b'\n');
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}

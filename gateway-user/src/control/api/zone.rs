@@ -1,0 +1,88 @@
+//! The zone: listing, its TLS settings, and the expiry listing.
+
+use http::Method;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Answer, ApiError, Call, method_not_allowed, to_value};
+use crate::{
+    control::{ControlPlane, expiry, time},
+    tls_version::TlsVersion,
+};
+
+/// `GET /zones`.
+pub async fn list(plane: &ControlPlane) -> Answer {
+    plane
+        .read(|s| {
+            Ok(json!([{
+                "id": s.meta.zone_id,
+                "name": s.meta.zone_name,
+                "status": "active",
+                "account": {"id": s.meta.account_id},
+                "default_hostname": s.meta.default_hostname,
+            }]))
+        })
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Setting<T> {
+    value: T,
+}
+
+/// `GET|PATCH /zones/Z/settings/{min_tls_version,ciphers}`.
+pub async fn settings(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
+    let setting = |id: &str, value: Value| json!({"id": id, "value": value, "editable": true});
+    match (rest, &call.method) {
+        (["min_tls_version"], &Method::GET) => {
+            plane
+                .read(|s| Ok(setting("min_tls_version", json!(s.zone.min_tls_version))))
+                .await
+        }
+        (["min_tls_version"], &Method::PATCH) => {
+            let body: Setting<TlsVersion> = call.json()?;
+            plane
+                .change(|s| {
+                    s.zone.min_tls_version = body.value;
+                    Ok(setting("min_tls_version", json!(body.value)))
+                })
+                .await
+        }
+        (["ciphers"], &Method::GET) => {
+            plane
+                .read(|s| Ok(setting("ciphers", json!(s.zone.ciphers))))
+                .await
+        }
+        (["ciphers"], &Method::PATCH) => {
+            let body: Setting<Vec<String>> = call.json()?;
+            plane
+                .change(|s| {
+                    s.zone.ciphers = body.value.clone();
+                    Ok(setting("ciphers", json!(body.value)))
+                })
+                .await
+        }
+        (["min_tls_version" | "ciphers"], _) => Err(method_not_allowed("GET or PATCH")),
+        _ => Err(ApiError::not_found("zone setting", &rest.join("/"))),
+    }
+}
+
+/// `GET /zones/Z/expiring_certificates?days=30`: what expires within that many days.
+pub async fn expiring(plane: &ControlPlane, call: &Call) -> Answer {
+    if call.method != Method::GET {
+        return Err(method_not_allowed("GET"));
+    }
+    let days = match call.query.get("days") {
+        None => expiry::THRESHOLDS[0],
+        Some(d) => d
+            .parse::<i64>()
+            .ok()
+            .filter(|d| (0..=36_500).contains(d))
+            .ok_or_else(|| ApiError::invalid(format!("days={d:?}: give a whole number of days")))?,
+    };
+    let list = plane
+        .read(|s| expiry::within(s, time::now(), days))
+        .await;
+    to_value(list)
+}

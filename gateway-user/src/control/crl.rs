@@ -1,0 +1,92 @@
+//! CRL sources of bring-your-own CAs: a file path or an `http://` URL, fetched
+//! and verified against the CA before the CRL is stored and put in force. A
+//! failed refresh keeps the last good CRL and records why.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use http::Method;
+
+use super::{model::CrlSource, pki, time};
+
+/// How long a download may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Checks that `source` names an absolute file path or an `http://` URL.
+pub fn check_source(source: &str) -> anyhow::Result<()> {
+    if source.starts_with("http://") {
+        let uri: http::Uri = source
+            .parse()
+            .with_context(|| format!("CRL source {source:?} is not a URL"))?;
+        if uri.host().is_none() {
+            bail!("CRL source {source:?} has no host");
+        }
+        Ok(())
+    } else if source.starts_with('/') {
+        Ok(())
+    } else {
+        bail!("CRL source {source:?}: give an absolute file path or an http:// URL")
+    }
+}
+
+/// Downloads or reads a CRL.
+pub async fn fetch(source: &str) -> anyhow::Result<Vec<u8>> {
+    check_source(source)?;
+    if source.starts_with("http://") {
+        let (status, body) =
+            super::client::request(Method::GET, source, None, None, FETCH_TIMEOUT).await?;
+        if !status.is_success() {
+            bail!("{source} answered {status}");
+        }
+        Ok(body.to_vec())
+    } else {
+        tokio::fs::read(source)
+            .await
+            .with_context(|| format!("cannot read {source}"))
+    }
+}
+
+/// The source after a fetch: the new CRL if it verifies against `ca_pem`,
+/// else the previous one with the error recorded (returned as well).
+pub fn updated(
+    previous: Option<&CrlSource>,
+    source: &str,
+    fetched: anyhow::Result<Vec<u8>>,
+    ca_pem: &str,
+) -> (CrlSource, Option<String>) {
+    let now = time::now();
+    let checked = fetched.and_then(|data| {
+        let ca = pki::pem_certificates(ca_pem)?;
+        crate::tls::revocation::inspect_crl(&ca[0], &data, now)
+    });
+    match checked {
+        Ok((der, next_update, revoked)) => (
+            CrlSource {
+                source: source.to_string(),
+                der: Some(base64::engine::general_purpose::STANDARD.encode(der)),
+                fetched_on: Some(now),
+                next_update,
+                revoked,
+                last_error: None,
+            },
+            None,
+        ),
+        Err(e) => {
+            let error = format!("{e:#}");
+            let mut kept = previous
+                .filter(|p| p.source == source)
+                .cloned()
+                .unwrap_or(CrlSource {
+                    source: source.to_string(),
+                    der: None,
+                    fetched_on: None,
+                    next_update: None,
+                    revoked: 0,
+                    last_error: None,
+                });
+            kept.last_error = Some(error.clone());
+            (kept, Some(error))
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The control plane: the store of zones, hostnames, CAs, client certificates
+//! and rules; the admin API and its client; and the path from a committed
+//! change to both running layers.
+//!
+//! A change edits a copy of the [`State`], which is rendered as a
+//! [`Config`] and built for both layers (so an invalid change is refused
+//! before anything is written), committed to the store in one transaction,
+//! and only then swapped into the XDP maps and the terminator.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::Context;
+use log::info;
+
+pub mod api;
+pub mod client;
+pub mod crl;
+pub mod expiry;
+pub mod model;
+pub mod pki;
+mod render;
+pub mod store;
+pub mod time;
+
+use self::{
+    api::ApiError,
+    expiry::Expiry,
+    model::{Authority, AuthorityKind, Hostname, Meta, ServerCert, State, ZoneSettings},
+    pki::Usage,
+    store::Store,
+};
+use crate::{config::Config, layers::Layers, tls_version::TlsVersion};
+
+/// Validity of the CAs made at the first run.
+const CA_DAYS: u32 = 3650;
+/// Validity of server certificates the server CA issues.
+pub const SERVER_CERT_DAYS: u32 = 397;
+
+/// The control plane of a running gateway.
+pub struct ControlPlane {
+    store: Store,
+    /// The committed state; holding the lock serializes writers.
+    state: tokio::sync::Mutex<State>,
+    /// The runtime sections every rendered configuration starts from.
+    base: Config,
+    layers: Arc<Mutex<Layers>>,
+    /// Certificate expiry gauges and alerts.
+    pub expiry: Expiry,
+}
+
+/// What opening the data directory found.
+pub struct Opened {
+    /// The store and its state.
+    pub store: Store,
+    /// The state.
+    pub state: State,
+    /// The admin token, when it was just made (shown once).
+    pub new_token: Option<String>,
+}
+
+/// Opens the store in `dir`; on the first run, creates the zone (minimum TLS
+/// 1.2), the managed client CA, the server CA, a certificate for
+/// `default_hostname`, and the admin token.
+pub fn open(dir: &Path, default_hostname: &str) -> anyhow::Result<Opened> {
+    let (store, state) = Store::open(dir)?;
+    if let Some(state) = state {
+        return Ok(Opened {
+            store,
+            state,
+            new_token: None,
+        });
+    }
+    crate::config::validate_hostname(default_hostname).context("--default-hostname")?;
+    let (state, token) = first_state(default_hostname)?;
+    store.commit(None, &state)?;
+    info!(
+        "created {} with zone {} (minimum TLS 1.2), a managed CA and a certificate for {default_hostname}",
+        store.path().display(),
+        state.meta.zone_id
+    );
+    Ok(Opened {
+        store,
+        state,
+        new_token: Some(token),
+    })
+}
+
+fn first_state(default_hostname: &str) -> anyhow::Result<(State, String)> {
+    let now = time::now();
+    let mut token = [0u8; 32];
+    boring::rand::rand_bytes(&mut token)?;
+    let token = pki::hex(&token);
+    let mut state = State {
+        meta: Meta {
+            account_id: pki::random_id(),
+            zone_id: pki::random_id(),
+            zone_name: "default".into(),
+            token_sha256: pki::sha256_hex(token.as_bytes()),
+            default_hostname: default_hostname.into(),
+        },
+        zone: ZoneSettings {
+            min_tls_version: TlsVersion::Tls12,
+            ciphers: Vec::new(),
+        },
+        hostnames: Default::default(),
+        cas: Default::default(),
+        certs: Default::default(),
+        rules: Vec::new(),
+    };
+    for (kind, name) in [
+        (AuthorityKind::Managed, "Gateway managed client CA"),
+        (AuthorityKind::Server, "Gateway server CA"),
+    ] {
+        let ca = pki::new_ca(name, CA_DAYS)?;
+        let authority = authority(kind, name, &ca, now)?;
+        state.cas.insert(authority.id.clone(), authority);
+    }
+    let host = new_hostname(&state, default_hostname, false, now)?;
+    state.hostnames.insert(host.id.clone(), host);
+    Ok((state, token))
+}
+
+fn authority(
+    kind: AuthorityKind,
+    name: &str,
+    ca: &pki::Signer,
+    now: i64,
+) -> anyhow::Result<Authority> {
+    let (info, _) = pki::info(&ca.cert.to_der()?)?;
+    Ok(Authority {
+        id: pki::random_id(),
+        name: name.into(),
+        kind,
+        certificate: pki::cert_pem(&ca.cert)?,
+        key: Some(pki::key_pem(&ca.key)?),
+        issuer: info.issuer,
+        serial_number: info.serial,
+        signature: info.signature.into(),
+        uploaded_on: now,
+        expires_on: info.not_after,
+        crl: None,
+    })
+}
+
+/// A hostname with default settings and a certificate from the server CA.
+pub fn new_hostname(
+    state: &State,
+    name: &str,
+    wildcard: bool,
+    now: i64,
+) -> anyhow::Result<Hostname> {
+    Ok(Hostname {
+        id: pki::random_id(),
+        name: name.into(),
+        wildcard,
+        min_tls_version: None,
+        ciphers: Vec::new(),
+        origin: None,
+        forward_client_cert: Default::default(),
+        certificate: server_cert(state, name, wildcard)?,
+        cas: Vec::new(),
+        created_on: now,
+    })
+}
+
+/// A certificate for `name` (and its subdomains, for a wildcard) from the server CA.
+pub fn server_cert(state: &State, name: &str, wildcard: bool) -> anyhow::Result<ServerCert> {
+    let ca = state.server_ca().context("the store has no server CA")?;
+    let signer = pki::Signer::from_pem(&ca.certificate, ca.key.as_deref().unwrap_or_default())?;
+    let key = pki::new_key()?;
+    let mut names = vec![name.to_string()];
+    if wildcard {
+        names.push(format!("*.{name}"));
+    }
+    let cert = pki::issue(&signer, name, &key, Usage::Server(&names), SERVER_CERT_DAYS)?;
+    let (info, _) = pki::info(&cert.to_der()?)?;
+    Ok(ServerCert {
+        chain: pki::cert_pem(&cert)?,
+        key: pki::key_pem(&key)?,
+        managed: true,
+        expires_on: info.not_after,
+    })
+}
+
+impl ControlPlane {
+    /// The control plane over an opened store, driving `layers`. `base` holds
+    /// the runtime sections. The current state is put in force first.
+    pub fn start(
+        opened: Opened,
+        base: Config,
+        layers: Arc<Mutex<Layers>>,
+        expiry: Expiry,
+    ) -> anyhow::Result<ControlPlane> {
+        let config = opened.state.to_config(&base);
+        config.validate().context("the stored configuration")?;
+        lock(&layers)
+            .apply(&config)
+            .context("the stored configuration")?;
+        expiry.observe(&opened.state);
+        Ok(ControlPlane {
+            store: opened.store,
+            state: tokio::sync::Mutex::new(opened.state),
+            base,
+            layers,
+            expiry,
+        })
+    }
+
+    /// Reads the committed state.
+    pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&*self.state.lock().await)
+    }
+
+    /// Makes a change: `edit` changes a copy of the state; the result is built
+    /// for both layers, committed, and put in force — or, on any error, nothing
+    /// happens.
+    pub async fn change<T>(
+        &self,
+        edit: impl FnOnce(&mut State) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let mut state = self.state.lock().await;
+        let mut next = state.clone();
+        let out = edit(&mut next)?;
+        if next == *state {
+            return Ok(out);
+        }
+        let config = next.to_config(&self.base);
+        let prepared = config
+            .validate()
+            .and_then(|()| lock(&self.layers).prepare(&config))
+            .map_err(|e| ApiError::invalid(format!("the change was refused: {e:#}")))?;
+        self.store
+            .commit(Some(&state), &next)
+            .map_err(|e| ApiError::internal(format!("the store did not commit: {e:#}")))?;
+        if let Err(e) = lock(&self.layers).install(prepared) {
+            // Committed but not fully in force (an XDP map update failed): say so;
+            // the next change or restart applies it again.
+            log::error!("a committed change is not in force everywhere: {e:#}");
+        }
+        self.expiry.observe(&next);
+        *state = next;
+        Ok(out)
+    }
+
+    /// Checks an admin token against the stored hash.
+    pub async fn token_ok(&self, token: &str) -> bool {
+        let expected = self.read(|s| s.meta.token_sha256.clone()).await;
+        boring::memcmp::eq(
+            pki::sha256_hex(token.as_bytes()).as_bytes(),
+            expected.as_bytes(),
+        )
+    }
+}
+
+/// The layers' lock; a panic elsewhere does not make them unusable.
+pub fn lock(layers: &Mutex<Layers>) -> std::sync::MutexGuard<'_, Layers> {
+    layers.lock().unwrap_or_else(|e| e.into_inner())
+}

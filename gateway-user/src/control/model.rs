@@ -1,0 +1,213 @@
+//! The control plane's records: what the store keeps and the admin API shows.
+//! One [`State`] holds them all; a change edits a copy and is committed whole.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{config::ForwardMode, rules::RuleSpec, tls_version::TlsVersion};
+
+/// Everything the control plane knows, as of the last commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Identifiers and the admin token's hash.
+    pub meta: Meta,
+    /// Zone-wide TLS settings.
+    pub zone: ZoneSettings,
+    /// Custom hostnames by id.
+    pub hostnames: BTreeMap<String, Hostname>,
+    /// CAs by id: the managed CA, the server CA and bring-your-own CAs.
+    pub cas: BTreeMap<String, Authority>,
+    /// Client certificates issued by the managed CA, by id.
+    pub certs: BTreeMap<String, ClientCert>,
+    /// The zone's firewall rules, in evaluation order.
+    pub rules: Vec<RuleSpec>,
+}
+
+/// Identifiers fixed at the first run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// The account (bring-your-own CAs live here).
+    pub account_id: String,
+    /// The zone.
+    pub zone_id: String,
+    /// The zone's name.
+    pub zone_name: String,
+    /// SHA-256 (hex) of the admin API token.
+    pub token_sha256: String,
+    /// The hostname whose certificate answers clients without SNI or with an unknown one.
+    pub default_hostname: String,
+}
+
+/// `zones/{id}/settings`: the zone's minimum TLS version and ciphers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneSettings {
+    /// Minimum for hostnames without their own.
+    pub min_tls_version: TlsVersion,
+    /// Cipher suites for TLS 1.2 and below; empty: the defaults.
+    pub ciphers: Vec<String>,
+}
+
+/// A custom hostname.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hostname {
+    /// Its id.
+    pub id: String,
+    /// The name (lowercase, no trailing dot).
+    pub name: String,
+    /// Subdomains are served too, with the zone's settings.
+    pub wildcard: bool,
+    /// Its own minimum TLS version; none: the zone's.
+    pub min_tls_version: Option<TlsVersion>,
+    /// Its own cipher suites; empty: the zone's.
+    pub ciphers: Vec<String>,
+    /// Where requests go (`http://host:port`).
+    pub origin: Option<String>,
+    /// How the client certificate reaches the origin.
+    pub forward_client_cert: ForwardMode,
+    /// The server certificate.
+    pub certificate: ServerCert,
+    /// CAs associated with the hostname (ids): mTLS is on when there is one.
+    pub cas: Vec<String>,
+    /// When it was created (Unix seconds).
+    pub created_on: i64,
+}
+
+/// A hostname's certificate chain and key (PEM).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerCert {
+    /// Certificate chain, leaf first.
+    pub chain: String,
+    /// Private key.
+    pub key: String,
+    /// Issued by the gateway's server CA (else uploaded).
+    pub managed: bool,
+    /// Expiry (Unix seconds).
+    pub expires_on: i64,
+}
+
+/// What a CA is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorityKind {
+    /// The zone's managed client CA: issues and revokes client certificates.
+    Managed,
+    /// A bring-your-own client CA.
+    Uploaded,
+    /// Issues server certificates for hostnames without an uploaded one.
+    Server,
+}
+
+/// A CA.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authority {
+    /// Its id.
+    pub id: String,
+    /// A name for people.
+    pub name: String,
+    /// What it is for.
+    pub kind: AuthorityKind,
+    /// The certificate(s), PEM.
+    pub certificate: String,
+    /// The private key (managed and server CAs only).
+    pub key: Option<String>,
+    /// Issuer, serial (hex) and signature algorithm, for listings.
+    pub issuer: String,
+    /// Serial number (hex).
+    pub serial_number: String,
+    /// Signature algorithm.
+    pub signature: String,
+    /// When it was added (Unix seconds).
+    pub uploaded_on: i64,
+    /// Expiry (Unix seconds).
+    pub expires_on: i64,
+    /// Where its CRL comes from (bring-your-own CAs).
+    pub crl: Option<CrlSource>,
+}
+
+/// A CRL source of a bring-your-own CA, with the last CRL fetched from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrlSource {
+    /// A file path or an `http://` URL.
+    pub source: String,
+    /// The last good CRL (DER, base64), verified against the CA.
+    pub der: Option<String>,
+    /// When it was fetched (Unix seconds).
+    pub fetched_on: Option<i64>,
+    /// Its nextUpdate (Unix seconds).
+    pub next_update: Option<i64>,
+    /// Revoked serials in it.
+    pub revoked: usize,
+    /// Why the last refresh failed (the previous CRL stays in force).
+    pub last_error: Option<String>,
+}
+
+/// Whether an issued client certificate may be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertStatus {
+    /// Valid.
+    Active,
+    /// Revoked: `cf.tls_client_auth.cert_revoked` is true for it.
+    Revoked,
+}
+
+/// A client certificate issued by the managed CA.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCert {
+    /// Its id.
+    pub id: String,
+    /// The issuing CA's id.
+    pub ca_id: String,
+    /// Serial number (upper-case hex).
+    pub serial_number: String,
+    /// Subject common name.
+    pub common_name: String,
+    /// The certificate (PEM).
+    pub certificate: String,
+    /// The CSR it was issued from, if any.
+    pub csr: Option<String>,
+    /// SHA-256 of the DER, hex.
+    pub fingerprint_sha256: String,
+    /// Active or revoked.
+    pub status: CertStatus,
+    /// Issue time (Unix seconds).
+    pub issued_on: i64,
+    /// Expiry (Unix seconds).
+    pub expires_on: i64,
+    /// When it was revoked.
+    pub revoked_on: Option<i64>,
+}
+
+impl State {
+    /// The managed client CA.
+    pub fn managed_ca(&self) -> Option<&Authority> {
+        self.authority(AuthorityKind::Managed)
+    }
+
+    /// The server CA.
+    pub fn server_ca(&self) -> Option<&Authority> {
+        self.authority(AuthorityKind::Server)
+    }
+
+    fn authority(&self, kind: AuthorityKind) -> Option<&Authority> {
+        self.cas.values().find(|c| c.kind == kind)
+    }
+
+    /// The hostname called `name`.
+    pub fn hostname_by_name(&self, name: &str) -> Option<&Hostname> {
+        self.hostnames.values().find(|h| h.name == name)
+    }
+
+    /// Names of the hostnames associated with CA `id`, sorted.
+    pub fn associations(&self, id: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .hostnames
+            .values()
+            .filter(|h| h.cas.iter().any(|c| c == id))
+            .map(|h| h.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+}

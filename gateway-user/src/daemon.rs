@@ -5,7 +5,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
 
@@ -21,6 +21,7 @@ use tokio::{
 
 use crate::{
     config::{AttachMode, Config},
+    control::{self, ControlPlane, expiry::Expiry, model::State},
     layers::Layers,
     metrics::{self, XdpCollector},
     terminator::{Terminator, TerminatorMetrics},
@@ -33,11 +34,22 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// How long open requests may take to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// How often CRL sources are fetched again and expiry thresholds looked at.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// Options of `gateway run`; each overrides the configuration file.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Configuration file; none means built-in defaults.
+    /// Configuration file; none: the control plane's store in `data_dir`.
     pub config: Option<PathBuf>,
+    /// The control plane's data directory (without `config`).
+    pub data_dir: PathBuf,
+    /// Where the admin API listens (without `config`).
+    pub admin: SocketAddr,
+    /// TLS listen addresses (without `config`).
+    pub listen: Vec<SocketAddr>,
+    /// The hostname created at the first run (without `config`).
+    pub default_hostname: String,
     /// Interface to attach to.
     pub interface: Option<String>,
     /// Attach mode.
@@ -48,11 +60,36 @@ pub struct RunOptions {
     pub program_log: ProgramLog,
 }
 
-/// Runs the gateway until SIGINT or SIGTERM.
+/// The runtime sections of the configuration when the store holds the policy.
+fn store_base(opts: &RunOptions) -> Config {
+    let mut base = Config::default();
+    base.terminator.listen = opts.listen.clone();
+    let mut ports: Vec<u16> = opts.listen.iter().map(SocketAddr::port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    base.xdp.ports = ports;
+    base
+}
+
+/// Runs the gateway until SIGINT or SIGTERM: from a configuration file, or
+/// from the control plane's store (created on the first run) with the admin API.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let mut store = None;
     let config = match &opts.config {
         Some(path) => Config::load(path)?,
-        None => Config::default(),
+        None => {
+            let opened = control::open(&opts.data_dir, &opts.default_hostname)?;
+            if let Some(token) = &opened.new_token {
+                println!(
+                    "admin API token (shown once; keep it, the CLI reads it from GATEWAY_TOKEN): {token}"
+                );
+            }
+            write_public_cas(&opts.data_dir, &opened.state)?;
+            let base = store_base(&opts);
+            let config = opened.state.to_config(&base);
+            store = Some((opened, base));
+            config
+        }
     };
     let interface = opts
         .interface
@@ -70,6 +107,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         tls: None,
         terminator: config.terminator.clone(),
     };
+    if store.is_some() && interface.is_none() {
+        log::warn!("no --interface: the XDP filter is not attached (the terminator refuses alone)");
+    }
     let mut banner = Vec::new();
 
     if let Some(interface) = &interface {
@@ -114,6 +154,29 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         layers.tls = Some(snapshot);
     }
 
+    let layers = Arc::new(Mutex::new(layers));
+    let mut plane = None;
+    if let Some((opened, base)) = store {
+        let expiry = Expiry::new(&registry)?;
+        let cp = Arc::new(ControlPlane::start(opened, base, layers.clone(), expiry)?);
+        let listener = TcpListener::bind(opts.admin)
+            .await
+            .with_context(|| format!("cannot listen for the admin API on {}", opts.admin))?;
+        banner.push(format!(
+            "admin API on http://{}/client/v4/",
+            listener.local_addr()?
+        ));
+        let mut stop = stop_rx.clone();
+        servers.push(tokio::spawn(control::api::serve(
+            listener,
+            cp.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
+        plane = Some(cp);
+    }
+
     let listen = opts.metrics.unwrap_or(config.metrics.listen);
     let listener = TcpListener::bind(listen)
         .await
@@ -129,6 +192,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
+    let mut refresh = tokio::time::interval(REFRESH_INTERVAL);
     let path = opts.config.as_deref();
     let mut watch = path.map(|p| Watch::new(p, &config));
     let result = loop {
@@ -137,10 +201,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             _ = sigterm.recv() => break Ok(()),
             _ = sighup.recv() => {
                 if let (Some(p), Some(w)) = (path, &mut watch) {
-                    reload(&mut layers, p, w);
+                    reload(&mut control::lock(&layers), p, w);
                 }
             }
             _ = tick.tick() => {
+                let mut layers = control::lock(&layers);
                 if let Some(filter) = &mut layers.filter {
                     filter.flush_log();
                 }
@@ -148,6 +213,12 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     && w.changed()
                 {
                     reload(&mut layers, p, w);
+                }
+            }
+            _ = refresh.tick() => {
+                if let Some(cp) = &plane {
+                    control::api::refresh_crls(cp).await;
+                    cp.read(|s| cp.expiry.observe(s)).await;
                 }
             }
             result = &mut metrics_task => {
@@ -163,7 +234,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         let _ = server.await;
     }
     metrics_task.abort();
-    if let Some(filter) = &mut layers.filter {
+    if let Some(filter) = &mut control::lock(&layers).filter {
         filter.detach();
     }
     info!("stopped");
@@ -238,4 +309,20 @@ fn reload(layers: &mut Layers, path: &Path, watch: &mut Watch) {
             path.display()
         ),
     }
+}
+
+/// Writes the server CA's and the managed CA's certificates (public) beside the
+/// store, for clients (`curl --cacert`) and origins.
+fn write_public_cas(dir: &Path, state: &State) -> anyhow::Result<()> {
+    for (file, ca) in [
+        ("server-ca.pem", state.server_ca()),
+        ("managed-ca.pem", state.managed_ca()),
+    ] {
+        if let Some(ca) = ca {
+            let path = dir.join(file);
+            std::fs::write(&path, &ca.certificate)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    Ok(())
 }

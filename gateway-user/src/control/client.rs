@@ -22,7 +22,9 @@ pub async fn request(
     body: Option<Vec<u8>>,
     timeout: Duration,
 ) -> anyhow::Result<(StatusCode, Bytes)> {
-    let uri: http::Uri = url.parse().with_context(|| format!("{url:?} is not a URL"))?;
+    let uri: http::Uri = url
+        .parse()
+        .with_context(|| format!("{url:?} is not a URL"))?;
     if uri.scheme_str() != Some("http") {
         bail!("{url:?}: only http:// URLs are supported");
     }

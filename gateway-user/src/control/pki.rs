@@ -147,17 +147,33 @@ fn build<T: HasPublic>(
     b.set_not_after(&not_after)?;
     match usage {
         Usage::Ca => {
-            add(&mut b, BasicConstraints::new().critical().ca().pathlen(0).build()?)?;
-            add(&mut b, KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+            add(
+                &mut b,
+                BasicConstraints::new().critical().ca().pathlen(0).build()?,
+            )?;
+            add(
+                &mut b,
+                KeyUsage::new()
+                    .critical()
+                    .key_cert_sign()
+                    .crl_sign()
+                    .build()?,
+            )?;
         }
         Usage::Client => {
             add(&mut b, BasicConstraints::new().critical().build()?)?;
-            add(&mut b, KeyUsage::new().critical().digital_signature().build()?)?;
+            add(
+                &mut b,
+                KeyUsage::new().critical().digital_signature().build()?,
+            )?;
             add(&mut b, ExtendedKeyUsage::new().client_auth().build()?)?;
         }
         Usage::Server(names) => {
             add(&mut b, BasicConstraints::new().critical().build()?)?;
-            add(&mut b, KeyUsage::new().critical().digital_signature().build()?)?;
+            add(
+                &mut b,
+                KeyUsage::new().critical().digital_signature().build()?,
+            )?;
             add(&mut b, ExtendedKeyUsage::new().server_auth().build()?)?;
             let mut san = SubjectAlternativeName::new();
             for n in names {
@@ -183,13 +199,18 @@ fn build<T: HasPublic>(
 pub fn read_csr(pem: &str) -> anyhow::Result<(PKey<boring::pkey::Public>, String)> {
     let req = X509Req::from_pem(pem.as_bytes())
         .context("csr: not a PEM certificate request (-----BEGIN CERTIFICATE REQUEST-----)")?;
-    let key = req.public_key().context("csr: its public key is unreadable")?;
+    let key = req
+        .public_key()
+        .context("csr: its public key is unreadable")?;
     if !req.verify(&key).unwrap_or(false) {
         bail!("csr: its signature does not verify with its own key");
     }
     match key.id() {
         Id::RSA if key.bits() < 2048 => {
-            bail!("csr: an RSA key of {} bits is too weak (2048 at least)", key.bits())
+            bail!(
+                "csr: an RSA key of {} bits is too weak (2048 at least)",
+                key.bits()
+            )
         }
         Id::RSA | Id::EC => {}
         _ => bail!("csr: only RSA (2048 bits or more) and ECDSA keys are accepted"),
@@ -320,7 +341,10 @@ pub fn check_uploaded_ca(pem: &str, now: i64) -> anyhow::Result<CertInfo> {
             );
         }
         if info.not_after < now {
-            bail!("{which}: expired on {}", super::time::rfc3339(info.not_after));
+            bail!(
+                "{which}: expired on {}",
+                super::time::rfc3339(info.not_after)
+            );
         }
         if info.not_before > now + 300 {
             bail!(
@@ -356,7 +380,12 @@ mod tests {
 
     #[test]
     fn bad_csrs_and_pem_are_refused_clearly() {
-        assert!(read_csr("nonsense").unwrap_err().to_string().contains("PEM"));
+        assert!(
+            read_csr("nonsense")
+                .unwrap_err()
+                .to_string()
+                .contains("PEM")
+        );
         let err = pem_certificates("-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n").unwrap_err();
         assert!(err.to_string().contains("FOO"), "{err}");
         assert!(pem_certificates("").is_err());

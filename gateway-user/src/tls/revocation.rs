@@ -88,7 +88,10 @@ impl RevocationSet {
         let mut ders = Vec::new();
         for crl in crls {
             let data = crl.read().with_context(|| format!("CRL {crl}"))?;
-            ders.push((crl.to_string(), der_of(&data).with_context(|| format!("CRL {crl}"))?));
+            ders.push((
+                crl.to_string(),
+                der_of(&data).with_context(|| format!("CRL {crl}"))?,
+            ));
         }
         let crls = ders;
         let mut parsed = Vec::new();

@@ -145,7 +145,9 @@ async fn upload(plane: &ControlPlane, call: &Call) -> Answer {
                     other.id
                 )));
             }
-            if let Some(other) = uploaded(s).find(|c| c.serial_number == info.serial && c.issuer == info.issuer) {
+            if let Some(other) =
+                uploaded(s).find(|c| c.serial_number == info.serial && c.issuer == info.issuer)
+            {
                 return Err(ApiError::conflict(format!(
                     "this CA was uploaded already as {} ({:?})",
                     other.id, other.name
@@ -214,7 +216,12 @@ pub async fn refresh_all(plane: &ControlPlane) {
         .await;
     for id in ids {
         let source = plane
-            .read(|s| s.cas.get(&id).and_then(|c| c.crl.as_ref()).map(|c| c.source.clone()))
+            .read(|s| {
+                s.cas
+                    .get(&id)
+                    .and_then(|c| c.crl.as_ref())
+                    .map(|c| c.source.clone())
+            })
             .await;
         if let Some(source) = source
             && let Err(e) = set_crl(plane, &id, &source, false).await

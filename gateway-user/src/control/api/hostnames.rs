@@ -190,9 +190,9 @@ fn edit(s: &State, host: &mut Hostname, body: &Body) -> Result<(), ApiError> {
         }
         match mtls.enabled {
             Some(true) if host.cas.is_empty() => {
-                let managed = s.managed_ca().ok_or_else(|| {
-                    ApiError::internal("the store has no managed CA".to_string())
-                })?;
+                let managed = s
+                    .managed_ca()
+                    .ok_or_else(|| ApiError::internal("the store has no managed CA".to_string()))?;
                 host.cas.push(managed.id.clone());
             }
             Some(false) => host.cas.clear(),
@@ -226,7 +226,10 @@ fn uploaded(name: &str, chain: &str, key: &str) -> Result<ServerCert, ApiError> 
     }
     let names = pki::dns_names(&ders[0]);
     let parent = name.split_once('.').map(|(_, p)| format!("*.{p}"));
-    if !names.iter().any(|n| n == name || Some(n) == parent.as_ref()) {
+    if !names
+        .iter()
+        .any(|n| n == name || Some(n) == parent.as_ref())
+    {
         return Err(bad(format!(
             "it does not cover {name:?} (its DNS names: {})",
             names.join(", ")

@@ -32,6 +32,8 @@ use tokio::net::TcpListener;
 
 use super::ControlPlane;
 
+pub use cas::refresh_all as refresh_crls;
+
 mod cas;
 mod certs;
 mod hostnames;
@@ -76,7 +78,11 @@ impl ApiError {
 
     /// 404: no such object.
     pub fn not_found(what: &str, id: &str) -> ApiError {
-        Self::new(StatusCode::NOT_FOUND, 1003, format!("{what} {id:?} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            1003,
+            format!("{what} {id:?} not found"),
+        )
     }
 
     /// 409: the object is in use or already exists.
@@ -286,9 +292,13 @@ async fn route(plane: &ControlPlane, call: &Call) -> Answer {
                 }
                 ["client_certificates", ..] => certs::route(plane, call, &rest[1..]).await,
                 ["managed_ca"] => certs::managed_ca(plane, call).await,
-                ["rulesets", "phases", "http_request_firewall_custom", "entrypoint", ..] => {
-                    rules::route(plane, call, &rest[4..]).await
-                }
+                [
+                    "rulesets",
+                    "phases",
+                    "http_request_firewall_custom",
+                    "entrypoint",
+                    ..,
+                ] => rules::route(plane, call, &rest[4..]).await,
                 ["expiring_certificates"] => zone::expiring(plane, call).await,
                 _ => Err(no_route()),
             }

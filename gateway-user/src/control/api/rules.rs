@@ -141,7 +141,9 @@ fn position_of(s: &State, id: &str) -> Result<usize, ApiError> {
 fn index(s: &State, p: &Position, moving: Option<&str>) -> Result<usize, ApiError> {
     let anchor = |id: &String| -> Result<usize, ApiError> {
         if Some(id.as_str()) == moving {
-            return Err(ApiError::invalid("a rule cannot be placed relative to itself"));
+            return Err(ApiError::invalid(
+                "a rule cannot be placed relative to itself",
+            ));
         }
         position_of(s, id)
     };

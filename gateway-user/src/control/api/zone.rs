@@ -81,8 +81,6 @@ pub async fn expiring(plane: &ControlPlane, call: &Call) -> Answer {
             .filter(|d| (0..=36_500).contains(d))
             .ok_or_else(|| ApiError::invalid(format!("days={d:?}: give a whole number of days")))?,
     };
-    let list = plane
-        .read(|s| expiry::within(s, time::now(), days))
-        .await;
+    let list = plane.read(|s| expiry::within(s, time::now(), days)).await;
     to_value(list)
 }

@@ -2,6 +2,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
+mod admin;
+
 use crate::{
     config::{AttachMode, DEFAULT_TLS_PORTS},
     daemon::{self, RunOptions},
@@ -17,17 +19,32 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "gateway", version, about)]
 struct Cli {
+    #[command(flatten)]
+    api: admin::ApiArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway: attach the XDP filter, serve metrics, follow the configuration.
+    /// Run the gateway: attach the XDP filter, terminate TLS, serve metrics and
+    /// the admin API, follow the configuration.
     Run {
-        /// Configuration file (TOML); without one, built-in defaults apply.
+        /// Configuration file (TOML) instead of the store: no admin API, the file is followed.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// The store's directory (created with a zone, CAs and a hostname on the first run).
+        #[arg(long, default_value = "/var/lib/gateway")]
+        data_dir: PathBuf,
+        /// Admin API listen address (keep it on loopback).
+        #[arg(long, default_value = "127.0.0.1:9101")]
+        admin: SocketAddr,
+        /// TLS listen address (repeatable; default 0.0.0.0:443 and [::]:443).
+        #[arg(long)]
+        listen: Vec<SocketAddr>,
+        /// The hostname created on the first run; its certificate answers clients without SNI.
+        #[arg(long, default_value = "localhost")]
+        default_hostname: String,
         /// Interface to attach the XDP filter to (overrides [xdp] interface).
         #[arg(long, short)]
         interface: Option<String>,
@@ -51,10 +68,14 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
 }
 
 #[derive(Subcommand)]
 enum RulesCommand {
+    #[command(flatten)]
+    Api(admin::RulesApi),
     /// Parse and type-check an expression; print the error (with its position) if any.
     Check {
         /// The expression, e.g. 'http.host eq "api.example.com" and not cf.tls_client_auth.cert_verified'.
@@ -107,8 +128,16 @@ pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Admin(command) => admin::run(&cli.api, command),
+        Command::Rules {
+            command: RulesCommand::Api(command),
+        } => admin::run_rules(&cli.api, command),
         Command::Run {
             config,
+            data_dir,
+            admin,
+            listen,
+            default_hostname,
             interface,
             mode,
             metrics,
@@ -118,6 +147,17 @@ pub fn main() -> ExitCode {
             .and_then(|rt| {
                 rt.block_on(daemon::run(RunOptions {
                     config,
+                    data_dir,
+                    admin,
+                    listen: if listen.is_empty() {
+                        vec![
+                            SocketAddr::from(([0, 0, 0, 0], 443)),
+                            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 443)),
+                        ]
+                    } else {
+                        listen
+                    },
+                    default_hostname,
                     interface,
                     mode,
                     metrics,

@@ -1,0 +1,773 @@
+//! The admin commands of the `gateway` CLI: each is one or two calls to the
+//! admin API of a running gateway, printed for people or, with `--json`, as
+//! the API's `result`.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::control::client;
+
+/// Where the admin API is and how to call it.
+#[derive(Args)]
+pub struct ApiArgs {
+    /// The admin API's address.
+    #[arg(
+        long,
+        global = true,
+        env = "GATEWAY_API",
+        default_value = "http://127.0.0.1:9101"
+    )]
+    api: String,
+    /// The admin token (printed by the first `gateway run`).
+    #[arg(long, global = true, env = "GATEWAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON result instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// Commands that talk to the admin API.
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// The zone's TLS settings.
+    Zone {
+        #[command(subcommand)]
+        command: ZoneCommand,
+    },
+    /// Custom hostnames.
+    Hostname {
+        #[command(subcommand)]
+        command: HostnameCommand,
+    },
+    /// Client-certificate CAs: bring-your-own uploads, associations, CRLs.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Client certificates of the managed CA.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// Certificates that expire soon (CAs, client and server certificates).
+    Expiring {
+        /// Within this many days.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+}
+
+/// `gateway zone`.
+#[derive(Subcommand)]
+pub enum ZoneCommand {
+    /// Show the zone and its settings.
+    Show,
+    /// Change the zone's minimum TLS version and/or ciphers.
+    Set {
+        /// 1.0, 1.1, 1.2 or 1.3.
+        #[arg(long)]
+        min_tls: Option<String>,
+        /// Cipher suites for TLS 1.2 and below, comma-separated ("" for the defaults).
+        #[arg(long)]
+        ciphers: Option<String>,
+    },
+}
+
+/// Settings shared by `hostname add` and `hostname edit`.
+#[derive(Args)]
+pub struct HostnameSettings {
+    /// Its own minimum TLS version (1.0 to 1.3; "zone" for the zone's).
+    #[arg(long)]
+    min_tls: Option<String>,
+    /// Its own cipher suites, comma-separated ("" for the zone's).
+    #[arg(long)]
+    ciphers: Option<String>,
+    /// Where requests go, http://host:port ("" for none).
+    #[arg(long)]
+    origin: Option<String>,
+    /// mTLS on (with the managed CA unless CAs are associated) or off.
+    #[arg(long)]
+    mtls: Option<bool>,
+    /// How the client certificate reaches the origin: none, cloudflare or rfc9440.
+    #[arg(long)]
+    forward: Option<String>,
+    /// Serve subdomains too (with the zone's settings).
+    #[arg(long)]
+    wildcard: Option<bool>,
+    /// An uploaded certificate chain (PEM) instead of one from the server CA.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+/// `gateway hostname`.
+#[derive(Subcommand)]
+pub enum HostnameCommand {
+    /// List hostnames.
+    List,
+    /// Show one hostname (by name or id).
+    Show { hostname: String },
+    /// Add a hostname.
+    Add {
+        hostname: String,
+        #[command(flatten)]
+        settings: HostnameSettings,
+    },
+    /// Change a hostname's settings.
+    Edit {
+        hostname: String,
+        #[command(flatten)]
+        settings: HostnameSettings,
+    },
+    /// Delete a hostname.
+    Delete { hostname: String },
+}
+
+/// `gateway ca`.
+#[derive(Subcommand)]
+pub enum CaCommand {
+    /// Upload a bring-your-own CA (PEM); at most 5.
+    Upload {
+        file: PathBuf,
+        #[arg(long)]
+        name: Option<String>,
+        /// Its CRL: an absolute file path or an http:// URL.
+        #[arg(long)]
+        crl: Option<String>,
+    },
+    /// List uploaded CAs.
+    List,
+    /// Show one uploaded CA.
+    Show { id: String },
+    /// Delete an uploaded CA (its hostname associations must be empty).
+    Delete { id: String },
+    /// Replace the hostnames whose client certificates a CA verifies.
+    Associate {
+        /// The CA's id; omitted: the managed CA.
+        #[arg(long)]
+        ca: Option<String>,
+        /// The hostnames (none: remove every association).
+        hostnames: Vec<String>,
+    },
+    /// The hostnames associated with a CA.
+    Associations {
+        /// The CA's id; omitted: the managed CA.
+        #[arg(long)]
+        ca: Option<String>,
+    },
+    /// Set, refresh or remove an uploaded CA's CRL source.
+    Crl {
+        id: String,
+        /// A new source (absolute path or http:// URL); omitted: fetch the current one again.
+        #[arg(long, conflicts_with = "remove")]
+        source: Option<String>,
+        /// Remove the source and its revocations.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Print the managed CA's certificate (PEM).
+    Managed,
+}
+
+/// `gateway cert`.
+#[derive(Subcommand)]
+pub enum CertCommand {
+    /// Issue a client certificate from a CSR, or with a new key (--cn).
+    Issue {
+        /// A PEM certificate request.
+        #[arg(long, conflicts_with = "cn", required_unless_present = "cn")]
+        csr: Option<PathBuf>,
+        /// Generate a key pair for this common name (the key is shown once).
+        #[arg(long)]
+        cn: Option<String>,
+        /// Validity in days (1 to 3650).
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+        /// Write PREFIX.pem (and PREFIX.key) instead of printing them.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List issued certificates.
+    List {
+        /// Only "active" or "revoked" ones.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Show one.
+    Show { id: String },
+    /// Revoke one: requests with it see cf.tls_client_auth.cert_revoked at once.
+    Revoke { id: String },
+    /// Make a revoked one valid again.
+    Reactivate { id: String },
+}
+
+/// `gateway rules` commands that go through the API.
+#[derive(Subcommand)]
+pub enum RulesApi {
+    /// List the zone's rules in order.
+    List,
+    /// Add a rule (at the end unless placed).
+    Add {
+        expression: String,
+        /// block, allow or log.
+        #[arg(long, default_value = "block")]
+        action: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Add it disabled.
+        #[arg(long)]
+        disabled: bool,
+        #[command(flatten)]
+        position: PositionArgs,
+    },
+    /// Change a rule.
+    Edit {
+        id: String,
+        #[arg(long)]
+        expression: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        enabled: Option<bool>,
+        #[command(flatten)]
+        position: PositionArgs,
+    },
+    /// Move a rule.
+    Move {
+        id: String,
+        #[command(flatten)]
+        position: PositionArgs,
+    },
+    /// Delete a rule.
+    Delete { id: String },
+}
+
+/// Where a rule goes.
+#[derive(Args)]
+pub struct PositionArgs {
+    /// Before the rule with this id.
+    #[arg(long, conflicts_with_all = ["after", "index"])]
+    before: Option<String>,
+    /// After the rule with this id.
+    #[arg(long, conflicts_with = "index")]
+    after: Option<String>,
+    /// At this 1-based place.
+    #[arg(long)]
+    index: Option<usize>,
+}
+
+impl PositionArgs {
+    fn json(&self) -> Option<Value> {
+        match (&self.before, &self.after, self.index) {
+            (Some(b), _, _) => Some(json!({"before": b})),
+            (_, Some(a), _) => Some(json!({"after": a})),
+            (_, _, Some(i)) => Some(json!({"index": i})),
+            _ => None,
+        }
+    }
+}
+
+/// The API, as the commands call it.
+struct Api<'a> {
+    args: &'a ApiArgs,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Api<'_> {
+    /// Calls the API; the `result`, or the API's error message.
+    fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let token = self.args.token.as_deref().context(
+            "no admin token: pass --token or set GATEWAY_TOKEN (the first `gateway run` printed it)",
+        )?;
+        let url = format!("{}/client/v4/{path}", self.args.api.trim_end_matches('/'));
+        let body = body.map(|b| serde_json::to_vec(&b)).transpose()?;
+        let (status, bytes) = self.rt.block_on(client::request(
+            method,
+            &url,
+            Some(token),
+            body,
+            Duration::from_secs(30),
+        ))?;
+        let answer: Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{url} answered {status} without the API's JSON"))?;
+        if answer["success"] == json!(true) {
+            return Ok(answer["result"].clone());
+        }
+        let message = answer["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("unknown error");
+        bail!("{message} (HTTP {})", status.as_u16())
+    }
+
+    fn zone(&self) -> anyhow::Result<Value> {
+        let zones = self.call(Method::GET, "zones", None)?;
+        zones.get(0).cloned().context("the gateway has no zone")
+    }
+
+    fn zone_path(&self, rest: &str) -> anyhow::Result<String> {
+        let zone = self.zone()?;
+        Ok(format!("zones/{}/{rest}", text(&zone["id"])))
+    }
+
+    fn account_path(&self, rest: &str) -> anyhow::Result<String> {
+        let zone = self.zone()?;
+        Ok(format!("accounts/{}/{rest}", text(&zone["account"]["id"])))
+    }
+
+    /// A hostname's id from its name or id.
+    fn hostname_id(&self, name_or_id: &str) -> anyhow::Result<String> {
+        let list = self.call(Method::GET, &self.zone_path("custom_hostnames")?, None)?;
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .find(|h| h["hostname"] == name_or_id || h["id"] == name_or_id)
+            .map(|h| text(&h["id"]))
+            .with_context(|| format!("no hostname {name_or_id:?} (see `gateway hostname list`)"))
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Runs an admin command.
+pub fn run(args: &ApiArgs, command: AdminCommand) -> anyhow::Result<()> {
+    let api = Api {
+        args,
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    };
+    let (result, shape) = match command {
+        AdminCommand::Zone { command } => zone(&api, command)?,
+        AdminCommand::Hostname { command } => hostname(&api, command)?,
+        AdminCommand::Ca { command } => ca(&api, command)?,
+        AdminCommand::Cert { command } => cert(&api, command)?,
+        AdminCommand::Expiring { days } => (
+            api.call(
+                Method::GET,
+                &api.zone_path(&format!("expiring_certificates?days={days}"))?,
+                None,
+            )?,
+            Shape::Table(&["kind", "id", "name", "expires_on", "days_left"]),
+        ),
+    };
+    print(args.json, &result, shape);
+    Ok(())
+}
+
+/// Runs a `gateway rules` command that goes through the API.
+pub fn run_rules(args: &ApiArgs, command: RulesApi) -> anyhow::Result<()> {
+    let api = Api {
+        args,
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    };
+    let base = api.zone_path("rulesets/phases/http_request_firewall_custom/entrypoint")?;
+    let result = match command {
+        RulesApi::List => api.call(Method::GET, &base, None)?,
+        RulesApi::Add {
+            expression,
+            action,
+            description,
+            disabled,
+            position,
+        } => {
+            let mut body =
+                json!({"expression": expression, "action": action, "enabled": !disabled});
+            if let Some(d) = description {
+                body["description"] = json!(d);
+            }
+            if let Some(p) = position.json() {
+                body["position"] = p;
+            }
+            api.call(Method::POST, &format!("{base}/rules"), Some(body))?
+        }
+        RulesApi::Edit {
+            id,
+            expression,
+            action,
+            description,
+            enabled,
+            position,
+        } => {
+            let mut body = json!({});
+            for (k, v) in [
+                ("expression", expression),
+                ("action", action),
+                ("description", description),
+            ] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            if let Some(e) = enabled {
+                body["enabled"] = json!(e);
+            }
+            if let Some(p) = position.json() {
+                body["position"] = p;
+            }
+            api.call(Method::PATCH, &format!("{base}/rules/{id}"), Some(body))?
+        }
+        RulesApi::Move { id, position } => {
+            let p = position
+                .json()
+                .context("say where: --before ID, --after ID or --index N")?;
+            api.call(
+                Method::PATCH,
+                &format!("{base}/rules/{id}"),
+                Some(json!({"position": p})),
+            )?
+        }
+        RulesApi::Delete { id } => api.call(Method::DELETE, &format!("{base}/rules/{id}"), None)?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print(
+            false,
+            &result["rules"],
+            Shape::Table(&["id", "action", "enabled", "expression"]),
+        );
+    }
+    Ok(())
+}
+
+/// How a result is printed for people.
+enum Shape {
+    /// A list, one row per item with these fields.
+    Table(&'static [&'static str]),
+    /// One object, a `key: value` line per field.
+    Object,
+    /// One string field printed raw (a PEM).
+    Raw(&'static str),
+}
+
+fn print(json: bool, result: &Value, shape: Shape) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(result).unwrap_or_default()
+        );
+        return;
+    }
+    match shape {
+        Shape::Table(columns) => {
+            let rows: Vec<Vec<String>> = result
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|item| columns.iter().map(|c| text(&item[*c])).collect())
+                .collect();
+            let widths: Vec<usize> = (0..columns.len())
+                .map(|i| {
+                    rows.iter()
+                        .map(|r| r[i].len())
+                        .chain([columns[i].len()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let line = |cells: Vec<String>| {
+                let padded: Vec<String> = cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:w$}"))
+                    .collect();
+                println!("{}", padded.join("  ").trim_end());
+            };
+            line(columns.iter().map(|c| c.to_uppercase()).collect());
+            for row in rows {
+                line(row);
+            }
+        }
+        Shape::Object => {
+            if let Some(map) = result.as_object() {
+                for (k, v) in map {
+                    if !matches!(
+                        k.as_str(),
+                        "certificate" | "certificates" | "csr" | "private_key"
+                    ) {
+                        println!(
+                            "{k}: {}",
+                            if v.is_object() {
+                                v.to_string()
+                            } else {
+                                text(v)
+                            }
+                        );
+                    }
+                }
+            }
+        }
+        Shape::Raw(field) => print!("{}", text(&result[field])),
+    }
+}
+
+fn zone(api: &Api, command: ZoneCommand) -> anyhow::Result<(Value, Shape)> {
+    let mut zone = api.zone()?;
+    let path = format!("zones/{}/settings", text(&zone["id"]));
+    if let ZoneCommand::Set { min_tls, ciphers } = command {
+        if min_tls.is_none() && ciphers.is_none() {
+            bail!("nothing to set: give --min-tls and/or --ciphers");
+        }
+        if let Some(v) = min_tls {
+            api.call(
+                Method::PATCH,
+                &format!("{path}/min_tls_version"),
+                Some(json!({"value": v})),
+            )?;
+        }
+        if let Some(c) = ciphers {
+            api.call(
+                Method::PATCH,
+                &format!("{path}/ciphers"),
+                Some(json!({"value": split(&c)})),
+            )?;
+        }
+    }
+    for setting in ["min_tls_version", "ciphers"] {
+        zone[setting] = api.call(Method::GET, &format!("{path}/{setting}"), None)?["value"].clone();
+    }
+    Ok((zone, Shape::Object))
+}
+
+fn split(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn hostname_body(s: HostnameSettings) -> anyhow::Result<Value> {
+    let mut body = json!({});
+    let mut settings = json!({});
+    if let Some(v) = s.min_tls {
+        settings["min_tls_version"] = if v == "zone" { Value::Null } else { json!(v) };
+    }
+    if let Some(c) = s.ciphers {
+        settings["ciphers"] = json!(split(&c));
+    }
+    let mut ssl = json!({});
+    if settings != json!({}) {
+        ssl["settings"] = settings;
+    }
+    if let (Some(cert), Some(key)) = (&s.cert, &s.key) {
+        ssl["custom_certificate"] = json!(read(cert)?);
+        ssl["custom_key"] = json!(read(key)?);
+    }
+    if ssl != json!({}) {
+        body["ssl"] = ssl;
+    }
+    if let Some(o) = s.origin {
+        body["custom_origin_server"] = if o.is_empty() { Value::Null } else { json!(o) };
+    }
+    if let Some(w) = s.wildcard {
+        body["wildcard"] = json!(w);
+    }
+    let mut mtls = json!({});
+    if let Some(m) = s.mtls {
+        mtls["enabled"] = json!(m);
+    }
+    if let Some(f) = s.forward {
+        mtls["forward_client_cert"] = json!(f);
+    }
+    if mtls != json!({}) {
+        body["mtls"] = mtls;
+    }
+    Ok(body)
+}
+
+fn hostname(api: &Api, command: HostnameCommand) -> anyhow::Result<(Value, Shape)> {
+    let base = api.zone_path("custom_hostnames")?;
+    let one = Shape::Object;
+    Ok(match command {
+        HostnameCommand::List => {
+            let mut list = api.call(Method::GET, &base, None)?;
+            for h in list.as_array_mut().into_iter().flatten() {
+                h["min_tls"] = h["ssl"]["settings"]["effective_min_tls_version"].clone();
+                h["mtls"] = h["mtls"]["enabled"].clone();
+            }
+            (
+                list,
+                Shape::Table(&["id", "hostname", "min_tls", "mtls", "custom_origin_server"]),
+            )
+        }
+        HostnameCommand::Show { hostname } => {
+            let id = api.hostname_id(&hostname)?;
+            (api.call(Method::GET, &format!("{base}/{id}"), None)?, one)
+        }
+        HostnameCommand::Add { hostname, settings } => {
+            let mut body = hostname_body(settings)?;
+            body["hostname"] = json!(hostname);
+            (api.call(Method::POST, &base, Some(body))?, one)
+        }
+        HostnameCommand::Edit { hostname, settings } => {
+            let id = api.hostname_id(&hostname)?;
+            let body = hostname_body(settings)?;
+            (
+                api.call(Method::PATCH, &format!("{base}/{id}"), Some(body))?,
+                one,
+            )
+        }
+        HostnameCommand::Delete { hostname } => {
+            let id = api.hostname_id(&hostname)?;
+            (
+                api.call(Method::DELETE, &format!("{base}/{id}"), None)?,
+                one,
+            )
+        }
+    })
+}
+
+fn ca(api: &Api, command: CaCommand) -> anyhow::Result<(Value, Shape)> {
+    let base = api.account_path("mtls_certificates")?;
+    let one = Shape::Object;
+    Ok(match command {
+        CaCommand::Upload { file, name, crl } => {
+            let mut body = json!({"ca": true, "certificates": read(&file)?});
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            if let Some(c) = crl {
+                body["crl_source"] = json!(c);
+            }
+            (api.call(Method::POST, &base, Some(body))?, one)
+        }
+        CaCommand::List => (
+            api.call(Method::GET, &base, None)?,
+            Shape::Table(&["id", "name", "signature", "expires_on", "hostnames"]),
+        ),
+        CaCommand::Show { id } => (api.call(Method::GET, &format!("{base}/{id}"), None)?, one),
+        CaCommand::Delete { id } => (
+            api.call(Method::DELETE, &format!("{base}/{id}"), None)?,
+            one,
+        ),
+        CaCommand::Associate { ca, hostnames } => {
+            let mut body = json!({"hostnames": hostnames});
+            if let Some(id) = ca {
+                body["mtls_certificate_id"] = json!(id);
+            }
+            let path = api.zone_path("certificate_authorities/hostname_associations")?;
+            (api.call(Method::PUT, &path, Some(body))?, one)
+        }
+        CaCommand::Associations { ca } => {
+            let mut path = api.zone_path("certificate_authorities/hostname_associations")?;
+            if let Some(id) = ca {
+                path = format!("{path}?mtls_certificate_id={id}");
+            }
+            (api.call(Method::GET, &path, None)?, one)
+        }
+        CaCommand::Crl { id, source, remove } => {
+            let path = format!("{base}/{id}/crl");
+            let result = match (source, remove) {
+                (_, true) => api.call(Method::DELETE, &path, None)?,
+                (Some(s), _) => api.call(Method::PUT, &path, Some(json!({"source": s})))?,
+                (None, _) => api.call(Method::POST, &format!("{path}/refresh"), None)?,
+            };
+            (result, one)
+        }
+        CaCommand::Managed => (
+            api.call(Method::GET, &api.zone_path("managed_ca")?, None)?,
+            Shape::Raw("certificate"),
+        ),
+    })
+}
+
+fn cert(api: &Api, command: CertCommand) -> anyhow::Result<(Value, Shape)> {
+    let base = api.zone_path("client_certificates")?;
+    let one = Shape::Object;
+    Ok(match command {
+        CertCommand::Issue { csr, cn, days, out } => {
+            let body = match (&csr, &cn) {
+                (Some(path), _) => json!({"csr": read(path)?, "validity_days": days}),
+                (None, Some(cn)) => {
+                    json!({"generate_key": true, "common_name": cn, "validity_days": days})
+                }
+                (None, None) => bail!("give --csr FILE or --cn NAME"),
+            };
+            let mut result = api.call(Method::POST, &base, Some(body))?;
+            match out {
+                Some(prefix) => {
+                    let pem = prefix.with_extension("pem");
+                    std::fs::write(&pem, text(&result["certificate"]))?;
+                    eprintln!("certificate written to {}", pem.display());
+                    if let Some(key) = result["private_key"].as_str() {
+                        let path = prefix.with_extension("key");
+                        write_private(&path, key)?;
+                        eprintln!("private key written to {} (0600)", path.display());
+                        result["private_key"] = json!(format!("written to {}", path.display()));
+                    }
+                    (result, one)
+                }
+                None if api.args.json => (result, one),
+                None => {
+                    print!("{}", text(&result["certificate"]));
+                    if let Some(key) = result["private_key"].as_str() {
+                        print!("{key}");
+                    }
+                    eprintln!(
+                        "issued {} (serial {})",
+                        text(&result["id"]),
+                        text(&result["serial_number"])
+                    );
+                    return Ok((Value::Null, Shape::Raw("none")));
+                }
+            }
+        }
+        CertCommand::List { status } => {
+            let path = match status {
+                Some(s) => format!("{base}?status={s}"),
+                None => base,
+            };
+            (
+                api.call(Method::GET, &path, None)?,
+                Shape::Table(&["id", "common_name", "status", "serial_number", "expires_on"]),
+            )
+        }
+        CertCommand::Show { id } => (api.call(Method::GET, &format!("{base}/{id}"), None)?, one),
+        CertCommand::Revoke { id } => (
+            api.call(Method::DELETE, &format!("{base}/{id}"), None)?,
+            one,
+        ),
+        CertCommand::Reactivate { id } => (
+            api.call(
+                Method::PATCH,
+                &format!("{base}/{id}"),
+                Some(json!({"reactivate": true})),
+            )?,
+            one,
+        ),
+    })
+}
+
+fn write_private(path: &PathBuf, data: &str) -> anyhow::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(data.as_bytes())?;
+    Ok(())
+}

@@ -14,6 +14,7 @@ use gateway::{
     xdp::{ProgramLog, XdpFilter, XdpPolicy},
 };
 
+pub mod control;
 pub mod flood;
 pub mod lab;
 pub mod load;

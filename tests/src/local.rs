@@ -139,6 +139,12 @@ pub fn output(cmd: &mut Command) -> Output {
         .arg("20")
         .arg(cmd.get_program())
         .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => limited.env(k, v),
+            None => limited.env_remove(k),
+        };
+    }
     let out = limited.stdin(Stdio::null()).output().unwrap();
     Output {
         ok: out.status.success(),

@@ -1,0 +1,162 @@
+//! A store-mode gateway on loopback (`gateway run --data-dir`, no `--config`)
+//! and calls to its admin API with real clients: `curl` and the `gateway` CLI.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde_json::Value;
+
+use crate::local::{Background, free_port};
+
+/// A gateway started from a data directory, with its admin token.
+pub struct StoreGateway {
+    /// The `gateway` binary.
+    pub bin: PathBuf,
+    /// The data directory.
+    pub data: PathBuf,
+    /// TLS port on 127.0.0.1.
+    pub tls_port: u16,
+    /// Admin API base, `http://127.0.0.1:PORT`.
+    pub api: String,
+    /// Metrics port.
+    pub metrics_port: u16,
+    /// The admin token (printed at the first run).
+    pub token: String,
+    /// The process.
+    pub process: Background,
+}
+
+impl StoreGateway {
+    /// Starts `bin run --data-dir data` on fresh loopback ports; `token` is the
+    /// one a previous run printed (none: this run must print one). `extra` are
+    /// more arguments (e.g. `--interface`).
+    pub fn start(bin: &Path, data: &Path, token: Option<&str>, extra: &[&str]) -> StoreGateway {
+        let (tls_port, admin_port, metrics_port) = (free_port(), free_port(), free_port());
+        Self::start_on(bin, data, token, extra, (tls_port, admin_port, metrics_port))
+    }
+
+    /// As [`start`](Self::start), on given (TLS, admin, metrics) ports.
+    pub fn start_on(
+        bin: &Path,
+        data: &Path,
+        token: Option<&str>,
+        extra: &[&str],
+        (tls_port, admin_port, metrics_port): (u16, u16, u16),
+    ) -> StoreGateway {
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{tls_port}")])
+            .args(["--admin", &format!("127.0.0.1:{admin_port}")])
+            .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--default-hostname", "localhost"])
+            .args(extra)
+            .env("RUST_LOG", "info");
+        let log = data.with_extension(format!("log-{tls_port}"));
+        let process = Background::start(cmd, log, "gateway: ");
+        let printed = process
+            .log()
+            .lines()
+            .find_map(|l| l.split_once("GATEWAY_TOKEN): ").map(|(_, t)| t.trim().to_string()));
+        let token = match (token, printed) {
+            (Some(t), None) => t.to_string(),
+            (None, Some(t)) => t,
+            (Some(_), Some(_)) => panic!("a second run printed a new token:\n{}", process.log()),
+            (None, None) => panic!("the first run printed no token:\n{}", process.log()),
+        };
+        StoreGateway {
+            bin: bin.to_path_buf(),
+            data: data.to_path_buf(),
+            tls_port,
+            api: format!("http://127.0.0.1:{admin_port}"),
+            metrics_port,
+            token,
+            process,
+        }
+    }
+
+    /// Calls the API with curl: `(HTTP status, JSON answer)`. `path` is after `/client/v4/`.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.call_as(Some(&self.token), method, path, body.map(Value::to_string))
+    }
+
+    /// Calls the API with any token (or none) and a raw body.
+    pub fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+    ) -> (u16, Value) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "--max-time", "30", "-X", method, "-w", "\n%{http_code}"])
+            .arg(format!("{}/client/v4/{path}", self.api));
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary", &b]);
+        }
+        let out = cmd.output().expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (json, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let status: u16 = status.trim().parse().unwrap_or(0);
+        let value = serde_json::from_str(json)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {json:?}"));
+        (status, value)
+    }
+
+    /// Calls the API and fails unless it succeeds; returns `result`.
+    pub fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let (status, answer) = self.call(method, path, body);
+        assert!(
+            status == 200 && answer["success"] == true,
+            "{method} {path} gave {status}: {answer:#}"
+        );
+        answer["result"].clone()
+    }
+
+    /// The zone id.
+    pub fn zone(&self) -> String {
+        self.ok("GET", "zones", None)[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The account id.
+    pub fn account(&self) -> String {
+        self.ok("GET", "zones", None)[0]["account"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Runs the `gateway` CLI against this gateway.
+    pub fn cli(&self, args: &[&str]) -> crate::local::Output {
+        crate::local::output(
+            Command::new(&self.bin)
+                .args(args)
+                .env("GATEWAY_API", &self.api)
+                .env("GATEWAY_TOKEN", &self.token),
+        )
+    }
+
+    /// The server CA beside the store (trust anchor for curl).
+    pub fn server_ca(&self) -> PathBuf {
+        self.data.join("server-ca.pem")
+    }
+
+    /// Scrapes `/metrics`.
+    pub fn metrics(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "5"])
+            .arg(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}

@@ -241,11 +241,13 @@ mod tests {
         let mut set = HashSet::new();
         let base = Crl {
             delta: false,
+            next_update: None,
             revoked: vec![vec![1], vec![2]],
             removed: vec![],
         };
         let delta = Crl {
             delta: true,
+            next_update: None,
             revoked: vec![vec![3]],
             removed: vec![vec![1]],
         };

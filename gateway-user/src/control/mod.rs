@@ -259,3 +259,58 @@ impl ControlPlane {
 pub fn lock(layers: &Mutex<Layers>) -> std::sync::MutexGuard<'_, Layers> {
     layers.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("gateway-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn the_store_gives_back_exactly_what_was_committed() {
+        let dir = scratch("roundtrip");
+        let opened = open(&dir, "localhost").unwrap();
+        assert!(opened.new_token.is_some());
+        let first = opened.state.clone();
+        let mut next = first.clone();
+        let host = new_hostname(&next, "api.example.com", true, 1).unwrap();
+        next.hostnames.insert(host.id.clone(), host);
+        let localhost = next.hostname_by_name("localhost").unwrap().id.clone();
+        next.hostnames.remove(&localhost);
+        next.zone.min_tls_version = TlsVersion::Tls13;
+        opened.store.commit(Some(&first), &next).unwrap();
+        drop(opened);
+        let again = open(&dir, "localhost").unwrap();
+        assert!(again.new_token.is_none(), "a second run makes no new token");
+        assert_eq!(again.state, next);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(store::STORE_FILE)), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn soon_expiring_certificates_are_listed_soonest_first() {
+        let (mut state, _) = first_state("localhost").unwrap();
+        let now = time::now();
+        let mut host = new_hostname(&state, "soon.example.com", false, now).unwrap();
+        host.certificate.expires_on = now + 10 * 86_400;
+        state.hostnames.insert(host.id.clone(), host.clone());
+        let soon = expiry::within(&state, now, 30);
+        assert_eq!(soon.len(), 1, "{soon:?}");
+        assert_eq!(soon[0].id, host.id);
+        assert_eq!(soon[0].days_left, 10);
+        assert!(expiry::within(&state, now, 5).is_empty());
+        let registry = prometheus::Registry::new();
+        let alerts = expiry::Expiry::new(&registry).unwrap();
+        alerts.observe(&state);
+        let families = registry.gather();
+        let series = families[0].get_metric().len();
+        assert_eq!(series, 4, "two CAs and two server certificates");
+    }
+}

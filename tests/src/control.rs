@@ -34,7 +34,13 @@ impl StoreGateway {
     /// more arguments (e.g. `--interface`).
     pub fn start(bin: &Path, data: &Path, token: Option<&str>, extra: &[&str]) -> StoreGateway {
         let (tls_port, admin_port, metrics_port) = (free_port(), free_port(), free_port());
-        Self::start_on(bin, data, token, extra, (tls_port, admin_port, metrics_port))
+        Self::start_on(
+            bin,
+            data,
+            token,
+            extra,
+            (tls_port, admin_port, metrics_port),
+        )
     }
 
     /// As [`start`](Self::start), on given (TLS, admin, metrics) ports.
@@ -57,10 +63,10 @@ impl StoreGateway {
             .env("RUST_LOG", "info");
         let log = data.with_extension(format!("log-{tls_port}"));
         let process = Background::start(cmd, log, "gateway: ");
-        let printed = process
-            .log()
-            .lines()
-            .find_map(|l| l.split_once("GATEWAY_TOKEN): ").map(|(_, t)| t.trim().to_string()));
+        let printed = process.log().lines().find_map(|l| {
+            l.split_once("GATEWAY_TOKEN): ")
+                .map(|(_, t)| t.trim().to_string())
+        });
         let token = match (token, printed) {
             (Some(t), None) => t.to_string(),
             (None, Some(t)) => t,
@@ -92,8 +98,16 @@ impl StoreGateway {
         body: Option<String>,
     ) -> (u16, Value) {
         let mut cmd = Command::new("curl");
-        cmd.args(["-s", "--max-time", "30", "-X", method, "-w", "\n%{http_code}"])
-            .arg(format!("{}/client/v4/{path}", self.api));
+        cmd.args([
+            "-s",
+            "--max-time",
+            "30",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg(format!("{}/client/v4/{path}", self.api));
         if let Some(t) = token {
             cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
         }

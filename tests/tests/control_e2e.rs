@@ -147,7 +147,11 @@ fn from_an_empty_data_directory_to_a_blocked_revoked_client() {
     let (code, body) = status(&gw, "api.e2e.test", Some(&cert_args(&dave)));
     assert_eq!(code, 200, "dave: {body}");
     let id = issued["id"].as_str().unwrap();
-    let revoked = gw.ok("DELETE", &format!("zones/{zone}/client_certificates/{id}"), None);
+    let revoked = gw.ok(
+        "DELETE",
+        &format!("zones/{zone}/client_certificates/{id}"),
+        None,
+    );
     assert_eq!(revoked["status"], "revoked");
     let (code, _) = status(&gw, "api.e2e.test", Some(&cert_args(&dave)));
     assert_eq!(code, 403, "dave after revocation");
@@ -210,7 +214,15 @@ fn kill_9_during_writes_loses_nothing_acknowledged() {
                     let name = format!("h{i}.crash.test");
                     i += 1;
                     let out = std::process::Command::new("curl")
-                        .args(["-s", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+                        .args([
+                            "-s",
+                            "--max-time",
+                            "5",
+                            "-o",
+                            "/dev/null",
+                            "-w",
+                            "%{http_code}",
+                        ])
                         .args(["-H", &format!("Authorization: Bearer {token}")])
                         .args(["-H", "Content-Type: application/json", "-X", "POST"])
                         .args(["--data-binary", &json!({"hostname": name}).to_string()])
@@ -230,7 +242,10 @@ fn kill_9_during_writes_loses_nothing_acknowledged() {
         thread::sleep(Duration::from_millis(200));
         stop.store(true, Ordering::Relaxed);
         let (acked, i) = writer.join().unwrap();
-        assert!(!acked.is_empty(), "round {round}: no write was acknowledged");
+        assert!(
+            !acked.is_empty(),
+            "round {round}: no write was acknowledged"
+        );
         acknowledged.extend(acked);
         next = i;
         drop(gw);

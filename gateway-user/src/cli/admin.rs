@@ -2,14 +2,17 @@
 //! admin API of a running gateway, printed for people or, with `--json`, as
 //! the API's `result`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use http::Method;
 use serde_json::{Value, json};
 
-use crate::control::client;
+use crate::{control::client, tls_version::TlsVersion};
 
 /// Where the admin API is and how to call it.
 #[derive(Args)]
@@ -517,7 +520,11 @@ fn print(json: bool, result: &Value, shape: Shape) {
                 }
             }
         }
-        Shape::Raw(field) => print!("{}", text(&result[field])),
+        Shape::Raw(field) => {
+            if let Some(raw) = result[field].as_str() {
+                print!("{raw}");
+            }
+        }
     }
 }
 
@@ -528,18 +535,23 @@ fn zone(api: &Api, command: ZoneCommand) -> anyhow::Result<(Value, Shape)> {
         if min_tls.is_none() && ciphers.is_none() {
             bail!("nothing to set: give --min-tls and/or --ciphers");
         }
-        if let Some(v) = min_tls {
-            api.call(
-                Method::PATCH,
-                &format!("{path}/min_tls_version"),
-                Some(json!({"value": v})),
-            )?;
+        // Two calls: the version is checked here and the ciphers (which only
+        // the gateway can check) go first, so a refusal changes nothing.
+        if let Some(v) = &min_tls {
+            v.parse::<TlsVersion>()?;
         }
         if let Some(c) = ciphers {
             api.call(
                 Method::PATCH,
                 &format!("{path}/ciphers"),
                 Some(json!({"value": split(&c)})),
+            )?;
+        }
+        if let Some(v) = min_tls {
+            api.call(
+                Method::PATCH,
+                &format!("{path}/min_tls_version"),
+                Some(json!({"value": v})),
             )?;
         }
     }
@@ -602,9 +614,12 @@ fn hostname(api: &Api, command: HostnameCommand) -> anyhow::Result<(Value, Shape
     Ok(match command {
         HostnameCommand::List => {
             let mut list = api.call(Method::GET, &base, None)?;
-            for h in list.as_array_mut().into_iter().flatten() {
-                h["min_tls"] = h["ssl"]["settings"]["effective_min_tls_version"].clone();
-                h["mtls"] = h["mtls"]["enabled"].clone();
+            // The table's columns; --json prints the API's result untouched.
+            if !api.args.json {
+                for h in list.as_array_mut().into_iter().flatten() {
+                    h["min_tls"] = h["ssl"]["settings"]["effective_min_tls_version"].clone();
+                    h["mtls"] = h["mtls"]["enabled"].clone();
+                }
             }
             (
                 list,
@@ -707,11 +722,11 @@ fn cert(api: &Api, command: CertCommand) -> anyhow::Result<(Value, Shape)> {
             let mut result = api.call(Method::POST, &base, Some(body))?;
             match out {
                 Some(prefix) => {
-                    let pem = prefix.with_extension("pem");
+                    let pem = suffixed(&prefix, "pem");
                     std::fs::write(&pem, text(&result["certificate"]))?;
                     eprintln!("certificate written to {}", pem.display());
                     if let Some(key) = result["private_key"].as_str() {
-                        let path = prefix.with_extension("key");
+                        let path = suffixed(&prefix, "key");
                         write_private(&path, key)?;
                         eprintln!("private key written to {} (0600)", path.display());
                         result["private_key"] = json!(format!("written to {}", path.display()));
@@ -759,8 +774,21 @@ fn cert(api: &Api, command: CertCommand) -> anyhow::Result<(Value, Shape)> {
     })
 }
 
+/// `PREFIX.ext`, the whole prefix kept (`team.alice` gives `team.alice.pem`).
+fn suffixed(prefix: &Path, ext: &str) -> PathBuf {
+    let mut name = prefix.as_os_str().to_owned();
+    name.push(".");
+    name.push(ext);
+    PathBuf::from(name)
+}
+
+/// Writes a private key readable by its owner only, also over an existing file
+/// (whose mode `open` would keep): restricted before anything is written.
 fn write_private(path: &PathBuf, data: &str) -> anyhow::Result<()> {
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    use std::{
+        io::Write,
+        os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -768,6 +796,8 @@ fn write_private(path: &PathBuf, data: &str) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {} to its owner", path.display()))?;
     f.write_all(data.as_bytes())?;
     Ok(())
 }

@@ -133,7 +133,9 @@ impl Expiry {
                     e.expires_on
                 );
             }
-            seen.insert(e.id.clone(), level.max(before));
+            // A level that went down (a renewed certificate, a later expiry)
+            // is kept as it is, so that the alerts fire again for the new one.
+            seen.insert(e.id.clone(), level);
         }
         *crossed = seen;
     }

@@ -182,6 +182,11 @@ async fn set_crl(plane: &ControlPlane, id: &str, source: &str, new: bool) -> Ans
     let answer = plane
         .change(|s| {
             let ca = find(s, id)?;
+            if !new && ca.crl.as_ref().map(|c| c.source.as_str()) != Some(source) {
+                // The source was replaced or removed while this refresh fetched
+                // the old one: that change stands.
+                return Ok(view(s, ca));
+            }
             let (updated, error) = crl::updated(ca.crl.as_ref(), source, fetched, &ca.certificate);
             if let Some(e) = error {
                 if new {

@@ -172,7 +172,9 @@ fn edit(s: &State, host: &mut Hostname, body: &Body) -> Result<(), ApiError> {
             }
         }
         match (&ssl.custom_certificate, &ssl.custom_key) {
-            (Some(cert), Some(key)) => host.certificate = uploaded(&host.name, cert, key)?,
+            (Some(cert), Some(key)) => {
+                host.certificate = uploaded(&host.name, host.wildcard, cert, key)?;
+            }
             (None, None) => {}
             _ => {
                 return Err(ApiError::invalid(
@@ -183,6 +185,10 @@ fn edit(s: &State, host: &mut Hostname, body: &Body) -> Result<(), ApiError> {
     }
     if wildcard_changed && host.certificate.managed {
         host.certificate = server_cert(s, &host.name, host.wildcard)?;
+    } else if wildcard_changed && host.wildcard {
+        // An uploaded certificate must cover the subdomains it will now serve.
+        let ders = pki::pem_certificates(&host.certificate.chain)?;
+        covers(&host.name, true, &ders[0])?;
     }
     if let Some(mtls) = &body.mtls {
         if let Some(f) = mtls.forward_client_cert {
@@ -202,8 +208,9 @@ fn edit(s: &State, host: &mut Hostname, body: &Body) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// An uploaded certificate chain and key, checked: they match and cover `name`.
-fn uploaded(name: &str, chain: &str, key: &str) -> Result<ServerCert, ApiError> {
+/// An uploaded certificate chain and key, checked: they match, are valid now,
+/// and cover `name` (and its subdomains, for a wildcard hostname).
+fn uploaded(name: &str, wildcard: bool, chain: &str, key: &str) -> Result<ServerCert, ApiError> {
     let bad = |m: String| ApiError::invalid(format!("ssl.custom_certificate: {m}"));
     let ders = pki::pem_certificates(chain).map_err(|e| bad(format!("{e:#}")))?;
     let certs = boring::x509::X509::stack_from_pem(chain.as_bytes())
@@ -221,26 +228,48 @@ fn uploaded(name: &str, chain: &str, key: &str) -> Result<ServerCert, ApiError> 
         ));
     }
     let (info, _) = pki::info(&ders[0]).map_err(|e| bad(format!("{e:#}")))?;
-    if info.not_after < time::now() {
+    let now = time::now();
+    if info.not_after < now {
         return Err(bad(format!("expired on {}", time::rfc3339(info.not_after))));
     }
-    let names = pki::dns_names(&ders[0]);
-    let parent = name.split_once('.').map(|(_, p)| format!("*.{p}"));
-    if !names
-        .iter()
-        .any(|n| n == name || Some(n) == parent.as_ref())
-    {
+    if info.not_before > now + 300 {
         return Err(bad(format!(
-            "it does not cover {name:?} (its DNS names: {})",
-            names.join(", ")
+            "not valid before {}",
+            time::rfc3339(info.not_before)
         )));
     }
+    covers(name, wildcard, &ders[0])?;
     Ok(ServerCert {
         chain: chain.to_string(),
         key: key.to_string(),
         managed: false,
         expires_on: info.not_after,
     })
+}
+
+/// Checks that a certificate (DER) covers `name` and, for a wildcard hostname,
+/// its subdomains (`*.name`).
+fn covers(name: &str, wildcard: bool, der: &[u8]) -> Result<(), ApiError> {
+    let names = pki::dns_names(der);
+    let parent = name.split_once('.').map(|(_, p)| format!("*.{p}"));
+    if !names
+        .iter()
+        .any(|n| n == name || Some(n) == parent.as_ref())
+    {
+        return Err(ApiError::invalid(format!(
+            "ssl.custom_certificate: it does not cover {name:?} (its DNS names: {})",
+            names.join(", ")
+        )));
+    }
+    let subdomains = format!("*.{name}");
+    if wildcard && !names.contains(&subdomains) {
+        return Err(ApiError::invalid(format!(
+            "ssl.custom_certificate: the hostname is a wildcard but the certificate does not \
+             cover {subdomains:?} (its DNS names: {})",
+            names.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// A hostname as the API shows it (never its key).

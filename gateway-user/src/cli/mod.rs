@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 mod admin;
+mod admin_args;
 
 use crate::{
     config::{AttachMode, DEFAULT_TLS_PORTS},

@@ -1,0 +1,251 @@
+//! The admin API through real HTTP: ordered firewall rules.
+
+mod api_common;
+
+use api_common::*;
+
+#[test]
+fn rules_are_added_changed_moved_and_deleted_in_order() {
+    let dir = TempDir::new("api-rules");
+    let data = dir.0.join("data");
+    let gw = StoreGateway::start(Path::new(GATEWAY), &data, None, &[]);
+    let zone = gw.zone();
+    let entry = format!("zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint");
+    let rules = format!("{entry}/rules");
+    let order = |set: &Value| -> Vec<String> {
+        set["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| text(&r["id"]))
+            .collect()
+    };
+
+    let ids = |list: &[&String]| -> Vec<String> { list.iter().map(|s| s.to_string()).collect() };
+
+    let empty = gw.ok("GET", &entry, None);
+    assert_eq!(empty["phase"], "http_request_firewall_custom");
+    assert_eq!(empty["rules"], json!([]));
+
+    // Adds a rule; its id is the one that was not there before.
+    let add = |body: Value| -> String {
+        let before = order(&gw.ok("GET", &entry, None));
+        let after = order(&gw.ok("POST", &rules, Some(&body)));
+        assert_eq!(after.len(), before.len() + 1, "{after:?}");
+        after.into_iter().find(|id| !before.contains(id)).unwrap()
+    };
+    let r1 = add(
+        json!({"expression": "http.host eq \"a.test\"", "action": "block", "description": "one"}),
+    );
+    let r2 = add(json!({"expression": "http.request.uri.path eq \"/admin\"", "action": "log"}));
+    let r3 = add(
+        json!({"expression": "not cf.tls_client_auth.cert_verified", "action": "allow", "position": {"before": r1}}),
+    );
+    let r4 = add(
+        json!({"expression": "http.host eq \"d.test\"", "action": "block", "enabled": false, "position": {"after": r3}}),
+    );
+    let r5 = add(
+        json!({"expression": "http.host eq \"e.test\"", "action": "block", "position": {"index": 1}}),
+    );
+    let set = gw.ok("GET", &entry, None);
+    assert_eq!(order(&set), ids(&[&r5, &r3, &r4, &r1, &r2]));
+    let first = &set["rules"][3];
+    assert_eq!(first["description"], "one");
+    assert_eq!(first["action"], "block");
+    assert_eq!(first["enabled"], true);
+    assert_eq!(first["expression"], "http.host eq \"a.test\"");
+    assert_eq!(set["rules"][2]["enabled"], false);
+    assert_eq!(set["rules"][4]["description"], "");
+
+    // Moving: index, before, after; the end is index n.
+    let mv = |id: &str, position: Value| {
+        order(&gw.ok(
+            "PATCH",
+            &format!("{rules}/{id}"),
+            Some(&json!({"position": position})),
+        ))
+    };
+    assert_eq!(
+        mv(&r2, json!({"index": 1})),
+        ids(&[&r2, &r5, &r3, &r4, &r1])
+    );
+    assert_eq!(
+        mv(&r2, json!({"index": 5})),
+        ids(&[&r5, &r3, &r4, &r1, &r2])
+    );
+    assert_eq!(
+        mv(&r5, json!({"after": r1})),
+        ids(&[&r3, &r4, &r1, &r5, &r2])
+    );
+    assert_eq!(
+        mv(&r3, json!({"before": r2})),
+        ids(&[&r4, &r1, &r5, &r3, &r2])
+    );
+    let expected = ids(&[&r4, &r1, &r5, &r3, &r2]);
+
+    // Refused moves.
+    let r1_path = format!("{rules}/{r1}");
+    for (position, status, says) in [
+        (json!({"before": r1}), 400, "relative to itself"),
+        (json!({"index": 0}), 400, "out of range: 1 to 5"),
+        (json!({"index": 6}), 400, "out of range"),
+        (json!({"before": r2, "index": 1}), 400, "exactly one"),
+        (json!({}), 400, "exactly one"),
+        (
+            json!({"after": "ffffffffffffffffffffffffffffffff"}),
+            404,
+            "rule",
+        ),
+        (json!({"first": true}), 400, "unknown field `first`"),
+    ] {
+        refused(
+            &gw,
+            "PATCH",
+            &r1_path,
+            Some(&json!({"position": position})),
+            status,
+            &[says],
+        );
+    }
+    refused(
+        &gw,
+        "POST",
+        &rules,
+        Some(
+            &json!({"expression": "http.host eq \"x\"", "action": "log", "position": {"index": 7}}),
+        ),
+        400,
+        &["out of range: 1 to 6"],
+    );
+    assert_eq!(order(&gw.ok("GET", &entry, None)), expected);
+
+    // Edits.
+    let edited = gw.ok(
+        "PATCH",
+        &r1_path,
+        Some(&json!({"action": "log", "enabled": false, "description": "changed", "expression": "http.host in {\"a.test\" \"b.test\"}"})),
+    );
+    assert_eq!(order(&edited), expected, "an edit keeps the place");
+    let r = &edited["rules"][1];
+    assert_eq!(r["action"], "log");
+    assert_eq!(r["enabled"], false);
+    assert_eq!(r["description"], "changed");
+    assert_eq!(r["expression"], "http.host in {\"a.test\" \"b.test\"}");
+
+    // Expressions that do not compile are refused with their position.
+    let bad = "http.host eq \"a.test\"\n  and nope.field eq 1";
+    let answer = refused(
+        &gw,
+        "POST",
+        &rules,
+        Some(&json!({"expression": bad, "action": "block"})),
+        400,
+        &["expression: error at line 2, column 7", "nope.field"],
+    );
+    let error = &answer["errors"][0];
+    assert_eq!(error["code"], 10014);
+    assert_eq!(error["source"]["line"], 2, "{answer:#}");
+    assert_eq!(error["source"]["column"], 7, "{answer:#}");
+    assert_eq!(error["source"]["pointer"], "/expression");
+    let answer = refused(
+        &gw,
+        "PATCH",
+        &r1_path,
+        Some(&json!({"expression": "http.host eq"})),
+        400,
+        &["line 1, column"],
+    );
+    assert_eq!(answer["errors"][0]["source"]["line"], 1);
+    assert!(answer["errors"][0]["source"]["column"].as_u64().unwrap() >= 10);
+    assert_eq!(
+        gw.ok("GET", &entry, None)["rules"][1],
+        edited["rules"][1],
+        "a refused edit leaves the rule as it was"
+    );
+    refused(
+        &gw,
+        "POST",
+        &rules,
+        Some(&json!({"expression": "http.host eq \"a\""})),
+        400,
+        &["\"expression\" and \"action\""],
+    );
+    refused(
+        &gw,
+        "POST",
+        &rules,
+        Some(&json!({"expression": "http.host eq \"a\"", "action": "explode"})),
+        400,
+        &["invalid JSON body", "explode"],
+    );
+    refused(
+        &gw,
+        "POST",
+        &rules,
+        Some(&json!({"expression": "http.host eq \"a\"", "action": "block", "ref": "x"})),
+        400,
+        &["unknown field `ref`"],
+    );
+
+    // Unknown ids, methods.
+    let nobody = format!("{rules}/ffffffffffffffffffffffffffffffff");
+    refused(
+        &gw,
+        "PATCH",
+        &nobody,
+        Some(&json!({"enabled": true})),
+        404,
+        &["rule", "not found"],
+    );
+    refused(&gw, "DELETE", &nobody, None, 404, &["rule", "not found"]);
+    refused(&gw, "GET", &r1_path, None, 405, &["PATCH or DELETE"]);
+    refused(&gw, "GET", &rules, None, 405, &["POST"]);
+    refused(&gw, "POST", &entry, None, 405, &["GET"]);
+
+    // Delete.
+    let left = order(&gw.ok("DELETE", &r1_path, None));
+    assert_eq!(left, ids(&[&r4, &r5, &r3, &r2]));
+    refused(&gw, "DELETE", &r1_path, None, 404, &["rule"]);
+    assert_eq!(order(&gw.ok("GET", &entry, None)), left);
+
+    // The rules and their order, and everything else, survive a restart.
+    gw.ok(
+        "POST",
+        &format!("zones/{zone}/custom_hostnames"),
+        Some(&json!({"hostname": "kept.example.com", "mtls": {"enabled": true}})),
+    );
+    gw.ok(
+        "POST",
+        &format!("zones/{zone}/client_certificates"),
+        Some(&json!({"generate_key": true, "common_name": "kept", "validity_days": 5})),
+    );
+    let snapshot = |gw: &StoreGateway| {
+        [
+            "rulesets/phases/http_request_firewall_custom/entrypoint",
+            "custom_hostnames",
+            "client_certificates",
+            "managed_ca",
+            "settings/min_tls_version",
+            "expiring_certificates?days=36500",
+        ]
+        .map(|p| {
+            let mut v = gw.ok("GET", &format!("zones/{zone}/{p}"), None);
+            // Whole days left count down as the clock runs.
+            for e in v.as_array_mut().into_iter().flatten() {
+                if let Some(e) = e.as_object_mut() {
+                    e.remove("days_left");
+                }
+            }
+            v
+        })
+    };
+    let token = gw.token.clone();
+    let before = snapshot(&gw);
+    drop(gw);
+    let gw = StoreGateway::start(Path::new(GATEWAY), &data, Some(&token), &[]);
+    assert_eq!(gw.zone(), zone);
+    let after = snapshot(&gw);
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(a, b, "changed by a restart");
+    }
+}

@@ -124,24 +124,41 @@ pub fn stateless(
     }))
 }
 
-/// Opens TCP connections to `server` from `workers` threads, sends a
-/// sub-minimum hello on each and waits (up to 2 s) for the server to end it.
-/// Must run inside the client namespace (the workers inherit it).
+/// Most worker threads [`connections`] runs: a hello refused in XDP ends its
+/// connection only at the client's first retransmission (about 200 ms later), so
+/// high rates need many connections in flight.
+pub const MAX_WORKERS: u64 = 1024;
+
+/// Opens TCP connections to `server` from `workers` threads (at most
+/// [`MAX_WORKERS`]), sends a sub-minimum hello on each and waits (up to 2 s) for
+/// the server to end it. Must run inside the client namespace (the workers
+/// inherit it).
 pub fn connections(server: SocketAddr, bounds: Bounds, workers: u64) -> FloodResult {
-    let workers = workers.clamp(1, 256);
+    let mut workers = workers.clamp(1, MAX_WORKERS);
+    if bounds.rate > 0 {
+        workers = workers.min(bounds.rate); // each paced at 1/s or more: 0 would mean unpaced
+    }
+    // Shares of count and rate that add up to the totals exactly.
+    let share = |total: u64, w: u64| total / workers + u64::from(w < total % workers);
     let start = Instant::now();
     let handles: Vec<_> = (0..workers)
         .map(|w| {
             let share = Bounds {
-                count: bounds.count / workers + u64::from(w < bounds.count % workers),
-                rate: bounds.rate.div_ceil(workers),
+                count: share(bounds.count, w),
+                rate: share(bounds.rate, w),
                 max_time: bounds.max_time,
             };
-            std::thread::spawn(move || connection_worker(server, share, w * 1_000_000))
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || connection_worker(server, share, w * 1_000_000))
         })
         .collect();
     let mut total = FloodResult::default();
     for h in handles {
+        let Ok(h) = h else {
+            total.errors += 1; // the thread could not be started
+            continue;
+        };
         let r = h.join().unwrap_or_default();
         total.sent += r.sent;
         total.errors += r.errors;

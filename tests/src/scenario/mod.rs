@@ -1,0 +1,246 @@
+//! The flood scenario behind `cargo xtask bench flood`: for each server
+//! configuration ([`Server`]) and each flood rate, legitimate mTLS clients at a
+//! fixed concurrency run against the server in the lab while a connection flood
+//! of sub-minimum ClientHellos runs beside them; each step records the
+//! legitimate handshake rate and latency, the server's CPU time and the XDP
+//! drops. [`report`] derives the cost per refused handshake and prints, writes
+//! and plots the figures.
+
+pub mod cpu;
+pub mod plot;
+pub mod report;
+pub mod servers;
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+pub use servers::Server;
+
+use crate::{
+    flood::{self, Bounds, FloodResult},
+    lab::{IFACE, Lab, SERVER_V4, metric},
+    load::MtlsClient,
+};
+
+/// What a run does; [`Settings::default`] finishes in a few minutes on two CPUs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Flood rates, connections per second (0: no flood, the baseline).
+    pub rates: Vec<u64>,
+    /// How long each step's legitimate load runs.
+    pub step: Duration,
+    /// Legitimate load before the first step of each server (not measured).
+    pub warmup: Duration,
+    /// Legitimate clients in flight at once.
+    pub concurrency: usize,
+    /// The CPU the server runs on.
+    pub server_cpu: usize,
+    /// The CPU the generators (legitimate load, flood) and the origin run on.
+    pub generator_cpu: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            rates: vec![0, 500, 1000, 2000, 4000],
+            step: Duration::from_secs(6),
+            warmup: Duration::from_secs(2),
+            concurrency: 16,
+            server_cpu: 1,
+            generator_cpu: 0,
+        }
+    }
+}
+
+impl Settings {
+    /// Flood worker threads for a rate: a hello refused in XDP ends its
+    /// connection only at the client's first retransmission (~200 ms), so about
+    /// a third of a second of connections must be in flight.
+    pub fn flood_workers(rate: u64) -> u64 {
+        (rate / 3).clamp(16, flood::MAX_WORKERS)
+    }
+}
+
+/// What one step measured.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// The server configuration.
+    pub server: Server,
+    /// The flood rate asked for (connections per second).
+    pub flood_rate: u64,
+    /// What the flood did: connections that sent their hello, failures, time.
+    pub flood: FloodResult,
+    /// Legitimate cycles (handshake + one request) completed.
+    pub legit_completed: u64,
+    /// Legitimate cycles that failed.
+    pub legit_errors: u64,
+    /// Legitimate cycles per second.
+    pub legit_rate: f64,
+    /// Median handshake latency (TCP connect to TLS established), seconds.
+    pub p50: f64,
+    /// 99th percentile handshake latency, seconds.
+    pub p99: f64,
+    /// Wall time between the step's two CPU readings, seconds.
+    pub wall: f64,
+    /// utime + stime of the server's processes over the step, seconds.
+    pub process_cpu: f64,
+    /// Run time of the XDP program over the step (kernel BPF statistics), seconds.
+    pub xdp_cpu: f64,
+    /// Packets the XDP program dropped or refused over the step
+    /// (`gateway_xdp_packets_total{verdict="drop"}`).
+    pub xdp_drops: f64,
+    /// Busy and softirq fractions of each CPU over the step.
+    pub cpu_busy: Vec<(f64, f64)>,
+}
+
+impl Step {
+    /// The CPU charged to the server: its processes plus its XDP program.
+    pub fn server_cpu(&self) -> f64 {
+        self.process_cpu + self.xdp_cpu
+    }
+
+    /// Refused handshakes: flood connections that sent their hello.
+    pub fn refused(&self) -> u64 {
+        self.flood.sent
+    }
+
+    /// Flood connections per second achieved.
+    pub fn flood_achieved(&self) -> f64 {
+        self.flood.sent as f64 / self.flood.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Counters read before and after a step.
+struct Reading {
+    at: Instant,
+    process: f64,
+    xdp_ns: u64,
+    drops: f64,
+    cpus: cpu::CpuTimes,
+}
+
+fn read(lab: &Lab, server: Server, pids: &[u32], xdp_prog: Option<u32>) -> anyhow::Result<Reading> {
+    let drops = match server {
+        Server::Nginx => 0.0,
+        _ => metric(
+            &lab.metrics()?,
+            "gateway_xdp_packets_total",
+            &[("verdict", "drop")],
+        ),
+    };
+    let xdp_ns = match xdp_prog {
+        Some(id) => cpu::bpf_prog_stats(id)?.0,
+        None => 0,
+    };
+    Ok(Reading {
+        at: Instant::now(),
+        process: cpu::process_seconds(pids),
+        xdp_ns,
+        drops,
+        cpus: cpu::CpuTimes::now(),
+    })
+}
+
+/// Runs the legitimate load for `duration`, with a connection flood at `rate`
+/// beside it (none at 0), from the client namespace.
+fn load_and_flood(
+    lab: &Lab,
+    client: &MtlsClient,
+    concurrency: usize,
+    duration: Duration,
+    rate: u64,
+) -> anyhow::Result<(crate::load::LoadResult, FloodResult)> {
+    let client = client.clone();
+    lab.in_client_thread(move || -> anyhow::Result<_> {
+        let target: SocketAddr = format!("{SERVER_V4}:443").parse()?;
+        let flood = (rate > 0).then(|| {
+            // Time is the binding limit (a second of slack in the count), so the
+            // flood runs beside the whole load at the rate asked for.
+            let bounds = Bounds {
+                count: rate * (duration.as_secs() + 1),
+                rate,
+                max_time: duration,
+            };
+            std::thread::spawn(move || {
+                flood::connections(target, bounds, Settings::flood_workers(rate))
+            })
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let load = runtime.block_on(client.run(concurrency, duration));
+        let flood = match flood {
+            Some(h) => h
+                .join()
+                .map_err(|_| anyhow::anyhow!("the flood thread panicked"))?,
+            None => FloodResult::default(),
+        };
+        Ok((load?, flood))
+    })?
+}
+
+/// One server, every rate: starts the server, warms up, runs the steps in
+/// order and stops the server. `progress` is called before each step with the
+/// rate it is about to run; it returns false to stop early.
+pub fn run_server(
+    lab: &mut Lab,
+    server: Server,
+    fixtures: &servers::Fixtures,
+    gateway: &std::path::Path,
+    settings: &Settings,
+    mut progress: impl FnMut(u64) -> bool,
+) -> anyhow::Result<(String, Vec<Step>)> {
+    let note = servers::start(lab, server, fixtures, gateway, settings.server_cpu)
+        .with_context(|| format!("start {}", server.key()))?;
+    let client = fixtures.client();
+    let warm = load_and_flood(lab, &client, settings.concurrency, settings.warmup, 0)?.0;
+    anyhow::ensure!(
+        warm.completed > 0,
+        "{}: no legitimate handshake completed during the warm-up ({} errors):\n{}",
+        server.key(),
+        warm.errors,
+        lab.log(if server == Server::Nginx {
+            "nginx"
+        } else {
+            "gateway"
+        })
+    );
+    let xdp_prog = match server {
+        Server::GatewayXdp => Some(
+            cpu::xdp_prog_id(&lab.server_link(IFACE)?)
+                .context("no XDP program attached to the lab's veth")?,
+        ),
+        _ => None,
+    };
+    let pids = servers::pids(lab, server)?;
+    let mut steps = Vec::new();
+    for &rate in &settings.rates {
+        if !progress(rate) {
+            anyhow::bail!("interrupted");
+        }
+        let before = read(lab, server, &pids, xdp_prog)?;
+        let (load, flood) =
+            load_and_flood(lab, &client, settings.concurrency, settings.step, rate)?;
+        let after = read(lab, server, &pids, xdp_prog)?;
+        steps.push(Step {
+            server,
+            flood_rate: rate,
+            flood,
+            legit_completed: load.completed,
+            legit_errors: load.errors,
+            legit_rate: load.rate(),
+            p50: load.percentile(50.0).as_secs_f64(),
+            p99: load.percentile(99.0).as_secs_f64(),
+            wall: (after.at - before.at).as_secs_f64(),
+            process_cpu: after.process - before.process,
+            xdp_cpu: after.xdp_ns.saturating_sub(before.xdp_ns) as f64 / 1e9,
+            xdp_drops: after.drops - before.drops,
+            cpu_busy: after.cpus.since(&before.cpus),
+        });
+    }
+    servers::stop(lab, server)?;
+    Ok((note, steps))
+}

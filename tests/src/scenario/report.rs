@@ -1,0 +1,247 @@
+//! The flood scenario's figures: the cost per refused handshake derived from the
+//! steps, the terminal table, the JSON file and the report against the goals.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use super::{Server, Settings, Step};
+
+/// How the cost per refused handshake is computed (printed with the table).
+pub const COST_DEFINITION: &str = "CPU per refused handshake = (server CPU in the step - baseline CPU per \
+legitimate handshake x legitimate handshakes in the step) / refused handshakes in the step, where \
+server CPU = utime+stime of the server's processes (/proc/PID/stat, all threads, nginx workers \
+included) plus, for gateway+xdp, the XDP program's own run time (kernel BPF statistics); the \
+baseline is the same server's no-flood step; refused handshakes = flood connections that sent \
+their sub-minimum hello. Kernel TCP work done in softirq (SYN, RST, the veth) is charged to no \
+configuration.";
+
+/// One server's steps with the figures derived from them.
+pub struct Series<'a> {
+    /// The configuration.
+    pub server: Server,
+    /// How it ran (e.g. the XDP attach mode).
+    pub note: String,
+    /// Its steps, by increasing flood rate, the first without flood.
+    pub steps: &'a [Step],
+}
+
+impl Series<'_> {
+    /// Server CPU per legitimate handshake without flood, seconds.
+    fn baseline_cpu_per_legit(&self) -> Option<f64> {
+        let base = self.steps.iter().find(|s| s.flood_rate == 0)?;
+        (base.legit_completed > 0).then(|| base.server_cpu() / base.legit_completed as f64)
+    }
+
+    /// CPU beyond what the step's legitimate handshakes cost, seconds.
+    fn extra_cpu(&self, step: &Step) -> Option<f64> {
+        Some(step.server_cpu() - self.baseline_cpu_per_legit()? * step.legit_completed as f64)
+    }
+
+    /// CPU per refused handshake in a flood step, seconds (see [`COST_DEFINITION`]).
+    pub fn cost_per_refused(&self, step: &Step) -> Option<f64> {
+        (step.refused() > 0).then_some(())?;
+        Some(self.extra_cpu(step)? / step.refused() as f64)
+    }
+
+    /// The same over every flood step pooled, seconds.
+    pub fn pooled_cost(&self) -> Option<f64> {
+        let flood: Vec<&Step> = self.steps.iter().filter(|s| s.refused() > 0).collect();
+        let refused: u64 = flood.iter().map(|s| s.refused()).sum();
+        let extra: f64 = flood
+            .iter()
+            .map(|s| self.extra_cpu(s))
+            .sum::<Option<f64>>()?;
+        (refused > 0).then(|| extra / refused as f64)
+    }
+
+    /// Legitimate rate of the heaviest flood step over the no-flood one.
+    pub fn retained(&self) -> Option<f64> {
+        let base = self.steps.iter().find(|s| s.flood_rate == 0)?;
+        let heaviest = self.steps.iter().max_by_key(|s| s.flood_rate)?;
+        (base.legit_rate > 0.0).then(|| heaviest.legit_rate / base.legit_rate)
+    }
+}
+
+fn ms(s: f64) -> String {
+    format!("{:.2}", s * 1e3)
+}
+
+fn us(cost: Option<f64>) -> String {
+    cost.map_or("-".into(), |c| format!("{:.1}", c * 1e6))
+}
+
+/// The terminal table: one row per step.
+pub fn table(series: &[Series]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "{:<15} {:>7} {:>8} {:>9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "server",
+        "flood/s",
+        "achieved",
+        "legit/s",
+        "vs 0 %",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "srv CPU%",
+        "XDP drop",
+        "refused",
+        "CPU0 %",
+        "µs/refuse"
+    );
+    for s in series {
+        let base = s.steps.iter().find(|x| x.flood_rate == 0).map(|x| x.legit_rate);
+        for st in s.steps {
+            let vs = base
+                .filter(|b| *b > 0.0)
+                .map_or("-".into(), |b| format!("{:.0}", 100.0 * st.legit_rate / b));
+            let _ = writeln!(
+                t,
+                "{:<15} {:>7} {:>8.0} {:>9.0} {:>7} {:>7} {:>7} {:>7} {:>8.0} {:>8.0} {:>8} {:>8.0} {:>9}",
+                s.server.key(),
+                st.flood_rate,
+                st.flood_achieved(),
+                st.legit_rate,
+                vs,
+                ms(st.p50),
+                ms(st.p99),
+                st.legit_errors,
+                100.0 * st.server_cpu() / st.wall,
+                st.xdp_drops,
+                st.refused(),
+                100.0 * st.cpu_busy.first().map_or(0.0, |c| c.0),
+                us(s.cost_per_refused(st)),
+            );
+        }
+    }
+    t
+}
+
+/// Every figure, for the JSON file.
+pub fn json(settings: &Settings, series: &[Series], goals: &[Goal]) -> Value {
+    let configs: Vec<Value> = series
+        .iter()
+        .map(|s| {
+            let steps: Vec<Value> = s
+                .steps
+                .iter()
+                .map(|st| {
+                    json!({
+                        "flood_rate_target": st.flood_rate,
+                        "flood_rate_achieved": st.flood_achieved(),
+                        "flood_connections_sent": st.flood.sent,
+                        "flood_connection_errors": st.flood.errors,
+                        "flood_seconds": st.flood.elapsed.as_secs_f64(),
+                        "legit_completed": st.legit_completed,
+                        "legit_errors": st.legit_errors,
+                        "legit_handshakes_per_second": st.legit_rate,
+                        "handshake_p50_seconds": st.p50,
+                        "handshake_p99_seconds": st.p99,
+                        "step_wall_seconds": st.wall,
+                        "server_process_cpu_seconds": st.process_cpu,
+                        "xdp_program_cpu_seconds": st.xdp_cpu,
+                        "server_cpu_seconds": st.server_cpu(),
+                        "xdp_drops": st.xdp_drops,
+                        "refused_handshakes": st.refused(),
+                        "cpu_per_refused_handshake_seconds": s.cost_per_refused(st),
+                        "cpu_busy_fraction": st.cpu_busy.iter().map(|c| c.0).collect::<Vec<_>>(),
+                        "cpu_softirq_fraction": st.cpu_busy.iter().map(|c| c.1).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            json!({
+                "server": s.server.key(),
+                "description": s.server.describe(),
+                "note": s.note,
+                "baseline_cpu_per_legit_handshake_seconds": s.baseline_cpu_per_legit(),
+                "pooled_cpu_per_refused_handshake_seconds": s.pooled_cost(),
+                "legit_rate_retained_at_heaviest_flood": s.retained(),
+                "steps": steps,
+            })
+        })
+        .collect();
+    json!({
+        "flood": "connection flood: real TCP connections, each sending one TLS 1.0/1.1 ClientHello and waiting for the server to end it",
+        "legit_load": format!("{} concurrent clients, TLS 1.3 full handshakes (ECDSA P-256) with a client certificate, one GET per connection", settings.concurrency),
+        "step_seconds": settings.step.as_secs_f64(),
+        "server_cpu": settings.server_cpu,
+        "generator_cpu": settings.generator_cpu,
+        "cost_definition": COST_DEFINITION,
+        "configurations": configs,
+        "goals": goals.iter().map(|g| json!({"goal": g.what, "value": g.value, "met": g.met})).collect::<Vec<_>>(),
+    })
+}
+
+/// A goal of the scenario and how this run did against it.
+pub struct Goal {
+    /// What is aimed at.
+    pub what: String,
+    /// What was measured.
+    pub value: String,
+    /// Whether it was met (`None`: could not be decided).
+    pub met: Option<bool>,
+}
+
+/// The goals: legitimate rate kept under the heaviest flood with XDP, and
+/// refusal at least ten times cheaper with XDP than without it and than nginx.
+pub fn goals(series: &[Series]) -> Vec<Goal> {
+    let find = |k: Server| series.iter().find(|s| s.server == k);
+    let mut goals = Vec::new();
+    if let Some(xdp) = find(Server::GatewayXdp) {
+        let kept = xdp.retained();
+        goals.push(Goal {
+            what: "gateway+xdp: legit handshakes/s under the heaviest flood >= 90% of the no-flood rate".into(),
+            value: kept.map_or("n/a".into(), |k| format!("{:.0}%", 100.0 * k)),
+            met: kept.map(|k| k >= 0.9),
+        });
+        for other in [Server::GatewayUserspace, Server::Nginx] {
+            let Some(o) = find(other) else { continue };
+            let (x, y) = (xdp.pooled_cost(), o.pooled_cost());
+            let (value, met) = match (x, y) {
+                (Some(x), Some(y)) if x > 0.0 => (
+                    format!(
+                        "{:.1} µs vs {:.1} µs: {:.1}x",
+                        x * 1e6,
+                        y * 1e6,
+                        y / x
+                    ),
+                    Some(y / x >= 10.0),
+                ),
+                (Some(x), Some(y)) => (
+                    format!(
+                        "{:.1} µs (at or below the baseline: within noise) vs {:.1} µs",
+                        x * 1e6,
+                        y * 1e6
+                    ),
+                    Some(y > 0.0),
+                ),
+                _ => ("n/a".into(), None),
+            };
+            goals.push(Goal {
+                what: format!(
+                    "CPU per refused handshake >= 10x lower with XDP than {}",
+                    other.key()
+                ),
+                value,
+                met,
+            });
+        }
+    }
+    goals
+}
+
+/// The goals as lines for the terminal.
+pub fn goal_lines(goals: &[Goal]) -> String {
+    let mut t = String::new();
+    for g in goals {
+        let verdict = match g.met {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "undecided",
+        };
+        let _ = writeln!(t, "  [{verdict:^9}] {}: {}", g.what, g.value);
+    }
+    t
+}

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use gateway_tests::{
-    lab::{Lab, run},
+    lab::Lab,
     scenario::{
         self, Server, Settings, cpu,
         report::{self, Series},
@@ -112,16 +112,10 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
     cpu::pin_current_thread(settings.generator_cpu)?;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("create {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
 
     let mut lab = Lab::create()?;
-    // Many short flood connections: a wide port range, TIME_WAIT reuse (client namespace only).
-    run(lab.in_client("sysctl").args([
-        "-qw",
-        "net.ipv4.ip_local_port_range=1024 65000",
-        "net.ipv4.tcp_tw_reuse=1",
-    ]))?;
+    scenario::prepare_lab(&lab, &settings)?;
     let fixtures = Fixtures::new(&lab.dir);
     let origin = Origin::start(&lab)?;
     let _bpf_stats = cpu::BpfStats::enable()?;
@@ -132,7 +126,9 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
          Legitimate load: {conc} concurrent clients, TLS 1.3 full handshakes (ECDSA P-256) with a \
          client certificate, one GET per connection, {step:?} per step.\n\
          Pinning: server on CPU {scpu}; legitimate load, flood and origin on CPU {gcpu} \
-         ({cpus} CPUs online). Lab: two network namespaces joined by a veth pair.",
+         ({cpus} CPUs online).\n\
+         Lab: two network namespaces joined by a veth pair; each side's receive path steered (RPS) \
+         to its own CPU.",
         server = gateway_tests::lab::SERVER_V4,
         conc = settings.concurrency,
         step = settings.step,
@@ -143,14 +139,32 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
     let total = (Server::ALL.len() * settings.rates.len()) as u64;
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}")
-            .context("progress bar template")?,
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}",
+        )
+        .context("progress bar template")?,
     );
     bar.enable_steady_tick(Duration::from_millis(200));
 
     let mut results = Vec::new();
     let mut done = 0;
     for server in Server::ALL {
+        let background = scenario::background_busy();
+        let busy: Vec<String> = background
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("CPU{i} {:.0}%", b * 100.0))
+            .collect();
+        let warn = if background.iter().any(|b| *b > 0.1) {
+            "  <- the machine is busy with other work: figures are skewed"
+        } else {
+            ""
+        };
+        bar.println(format!(
+            "{}: background load before its steps: {}{warn}",
+            server.key(),
+            busy.join(", ")
+        ));
         let outcome = scenario::run_server(
             &mut lab,
             server,
@@ -183,7 +197,7 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
         if !note.is_empty() {
             bar.println(format!("{}: {note}", server.key()));
         }
-        results.push((server, note, steps));
+        results.push((server, note, steps, background));
     }
     bar.finish_and_clear();
     drop(origin);
@@ -191,19 +205,24 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
 
     let series: Vec<Series> = results
         .iter()
-        .map(|(server, note, steps)| Series {
+        .map(|(server, note, steps, background)| Series {
             server: *server,
             note: note.clone(),
             steps,
+            background: background.clone(),
         })
         .collect();
     for s in &series {
         println!("{:<15} {}", s.server.key(), s.server.describe());
     }
     println!("\n{}", report::table(&series));
+    println!("{}\n", report::COLUMNS);
     println!("{}\n", report::COST_DEFINITION);
     let goals = report::goals(&series);
-    println!("Goals (reported, not asserted):\n{}", report::goal_lines(&goals));
+    println!(
+        "Goals (reported, not asserted):\n{}",
+        report::goal_lines(&goals)
+    );
 
     let json_path = args.out.join("flood.json");
     let png_path = args.out.join("flood.png");
@@ -217,7 +236,10 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
     scenario::plot::draw(&png_path, &series, &subtitle)?;
     println!("JSON: {}", absolute(&json_path).display());
     println!("PNG:  {}", absolute(&png_path).display());
-    println!("wall time of the run: {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "wall time of the run: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -133,7 +133,8 @@ const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 impl BpfStats {
     /// Enables `kernel.bpf_stats_enabled` (root).
     pub fn enable() -> anyhow::Result<BpfStats> {
-        let previous = fs::read_to_string(BPF_STATS).with_context(|| format!("read {BPF_STATS}"))?;
+        let previous =
+            fs::read_to_string(BPF_STATS).with_context(|| format!("read {BPF_STATS}"))?;
         fs::write(BPF_STATS, "1").with_context(|| format!("write {BPF_STATS}"))?;
         Ok(BpfStats { previous })
     }

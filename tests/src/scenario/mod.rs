@@ -21,7 +21,7 @@ pub use servers::Server;
 
 use crate::{
     flood::{self, Bounds, FloodResult},
-    lab::{IFACE, Lab, SERVER_V4, metric},
+    lab::{IFACE, Lab, SERVER_V4, metric, run},
     load::MtlsClient,
 };
 
@@ -89,17 +89,33 @@ pub struct Step {
     pub process_cpu: f64,
     /// Run time of the XDP program over the step (kernel BPF statistics), seconds.
     pub xdp_cpu: f64,
+    /// Handshakes the gateway's terminator saw fail over the step (flood
+    /// connections that reached userspace; 0 for nginx, which has no counter).
+    pub userspace_failures: f64,
     /// Packets the XDP program dropped or refused over the step
     /// (`gateway_xdp_packets_total{verdict="drop"}`).
     pub xdp_drops: f64,
     /// Busy and softirq fractions of each CPU over the step.
     pub cpu_busy: Vec<(f64, f64)>,
+    /// The server's CPU number (index into `cpu_busy`).
+    pub server_cpu_number: usize,
+    /// utime + stime of this process (legitimate load, flood, origin), seconds.
+    pub generator_cpu: f64,
 }
 
 impl Step {
     /// The CPU charged to the server: its processes plus its XDP program.
     pub fn server_cpu(&self) -> f64 {
         self.process_cpu + self.xdp_cpu
+    }
+
+    /// Everything the server's CPU did over the step, seconds: its processes,
+    /// the XDP program, the kernel's receive path steered there, and anything
+    /// else that ran on it.
+    pub fn server_cpu_total(&self) -> f64 {
+        self.cpu_busy
+            .get(self.server_cpu_number)
+            .map_or(0.0, |c| c.0 * self.wall)
     }
 
     /// Refused handshakes: flood connections that sent their hello.
@@ -113,23 +129,62 @@ impl Step {
     }
 }
 
+/// Prepares the lab for floods: a wide port range and TIME_WAIT reuse for the
+/// clients, and each side's receive path steered (RPS) to its own CPU, so that
+/// the server's kernel TCP work runs on the server's CPU as it would behind a
+/// NIC, not on the generator's CPU that sent the packets over the veth.
+pub fn prepare_lab(lab: &Lab, settings: &Settings) -> anyhow::Result<()> {
+    run(lab.in_client("sysctl").args([
+        "-qw",
+        "net.ipv4.ip_local_port_range=1024 65000",
+        "net.ipv4.tcp_tw_reuse=1",
+    ]))?;
+    for (mut cmd, cpu) in [
+        (lab.in_server("sh"), settings.server_cpu),
+        (lab.in_client("sh"), settings.generator_cpu),
+    ] {
+        let mask = format!("{:x}", 1u64 << cpu);
+        run(cmd.arg("-c").arg(format!(
+            "echo {mask} > /sys/class/net/{IFACE}/queues/rx-0/rps_cpus"
+        )))?;
+    }
+    Ok(())
+}
+
+/// How busy each CPU is with nothing of this run going on: a one-second
+/// sample, to show work of other users of the machine that skews the figures.
+pub fn background_busy() -> Vec<f64> {
+    let before = cpu::CpuTimes::now();
+    std::thread::sleep(Duration::from_secs(1));
+    cpu::CpuTimes::now()
+        .since(&before)
+        .into_iter()
+        .map(|c| c.0)
+        .collect()
+}
+
 /// Counters read before and after a step.
 struct Reading {
     at: Instant,
     process: f64,
+    generator: f64,
     xdp_ns: u64,
     drops: f64,
+    failures: f64,
     cpus: cpu::CpuTimes,
 }
 
 fn read(lab: &Lab, server: Server, pids: &[u32], xdp_prog: Option<u32>) -> anyhow::Result<Reading> {
-    let drops = match server {
-        Server::Nginx => 0.0,
-        _ => metric(
-            &lab.metrics()?,
-            "gateway_xdp_packets_total",
-            &[("verdict", "drop")],
-        ),
+    let (drops, failures) = match server {
+        Server::Nginx => (0.0, 0.0),
+        _ => {
+            let m = lab.metrics()?;
+            let handshakes = "gateway_tls_handshakes_total";
+            (
+                metric(&m, "gateway_xdp_packets_total", &[("verdict", "drop")]),
+                metric(&m, handshakes, &[]) - metric(&m, handshakes, &[("result", "ok")]),
+            )
+        }
     };
     let xdp_ns = match xdp_prog {
         Some(id) => cpu::bpf_prog_stats(id)?.0,
@@ -138,8 +193,10 @@ fn read(lab: &Lab, server: Server, pids: &[u32], xdp_prog: Option<u32>) -> anyho
     Ok(Reading {
         at: Instant::now(),
         process: cpu::process_seconds(pids),
+        generator: cpu::process_seconds(&[std::process::id()]),
         xdp_ns,
         drops,
+        failures,
         cpus: cpu::CpuTimes::now(),
     })
 }
@@ -238,7 +295,10 @@ pub fn run_server(
             process_cpu: after.process - before.process,
             xdp_cpu: after.xdp_ns.saturating_sub(before.xdp_ns) as f64 / 1e9,
             xdp_drops: after.drops - before.drops,
+            userspace_failures: after.failures - before.failures,
             cpu_busy: after.cpus.since(&before.cpus),
+            server_cpu_number: settings.server_cpu,
+            generator_cpu: after.generator - before.generator,
         });
     }
     servers::stop(lab, server)?;

@@ -27,7 +27,11 @@ fn register_font() -> anyhow::Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
-const COLORS: [RGBColor; 3] = [RGBColor(0, 114, 178), RGBColor(213, 94, 0), RGBColor(0, 158, 115)];
+const COLORS: [RGBColor; 3] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+];
 
 /// One panel: `value` of each step against its flood rate, one line per series.
 fn panel<DB: DrawingBackend>(
@@ -75,7 +79,9 @@ where
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(3)))
             .map_err(e)?
             .label(s.server.key())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
+            });
         chart
             .draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
             .map_err(e)?;

@@ -49,7 +49,9 @@ impl Server {
     /// One line saying what runs and where a sub-minimum hello is refused.
     pub fn describe(self) -> &'static str {
         match self {
-            Server::GatewayXdp => "gateway, XDP filter on the veth: old hellos refused in the kernel",
+            Server::GatewayXdp => {
+                "gateway, XDP filter on the veth: old hellos refused in the kernel"
+            }
             Server::GatewayUserspace => {
                 "gateway, no XDP: old hellos refused by BoringSSL in userspace (terminator minimum 1.2)"
             }

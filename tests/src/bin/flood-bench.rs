@@ -110,6 +110,7 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
         settings.server_cpu = 0;
     }
     cpu::pin_current_thread(settings.generator_cpu)?;
+    raise_open_files_limit();
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
@@ -122,7 +123,8 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
 
     let header = format!(
         "Flood: connection flood (real TCP connections to {server}:443, each sending one TLS 1.0/1.1 \
-         ClientHello and waiting for the server to end it); no stateless flood.\n\
+         ClientHello and waiting for the server to end it; one thread, non-blocking sockets); no \
+         stateless flood.\n\
          Legitimate load: {conc} concurrent clients, TLS 1.3 full handshakes (ECDSA P-256) with a \
          client certificate, one GET per connection, {step:?} per step.\n\
          Pinning: server on CPU {scpu}; legitimate load, flood and origin on CPU {gcpu} \
@@ -136,6 +138,25 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
         gcpu = settings.generator_cpu,
     );
     println!("{header}\n");
+    let background = scenario::background_busy();
+    let busy: Vec<String> = background
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("CPU{i} {:.0}%", b * 100.0))
+        .collect();
+    println!(
+        "Background load just before the run (1 s, nothing of ours running): {}{}",
+        busy.join(", "),
+        if background.iter().any(|b| *b > 0.1) {
+            "  <- other work on this machine skews the figures"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "All three servers run at once (ports 443, 8443, 9443; the XDP program inspects 443 \
+         only); the steps alternate between them within each flood rate.\n"
+    );
     let total = (Server::ALL.len() * settings.rates.len()) as u64;
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -145,75 +166,60 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
         .context("progress bar template")?,
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-
-    let mut results = Vec::new();
     let mut done = 0;
-    for server in Server::ALL {
-        let background = scenario::background_busy();
-        let busy: Vec<String> = background
-            .iter()
-            .enumerate()
-            .map(|(i, b)| format!("CPU{i} {:.0}%", b * 100.0))
-            .collect();
-        let warn = if background.iter().any(|b| *b > 0.1) {
-            "  <- the machine is busy with other work: figures are skewed"
-        } else {
-            ""
-        };
-        bar.println(format!(
-            "{}: background load before its steps: {}{warn}",
-            server.key(),
-            busy.join(", ")
-        ));
-        let outcome = scenario::run_server(
-            &mut lab,
-            server,
-            &fixtures,
-            &args.gateway,
-            &settings,
-            |rate| {
-                bar.set_position(done);
-                done += 1;
-                bar.set_message(format!("{}: flood {rate}/s", server.key()));
-                !INTERRUPTED.load(Ordering::SeqCst)
-            },
-        );
-        let (note, steps) = match outcome {
-            Ok(r) => r,
-            Err(e) => {
-                bar.abandon();
-                if INTERRUPTED.load(Ordering::SeqCst) {
-                    bail!("interrupted; the lab is removed");
-                }
-                return Err(e).with_context(|| {
-                    format!(
-                        "{} (GATEWAY_LAB_KEEP_LOGS=1 keeps the lab's logs in {})",
-                        server.key(),
-                        lab.dir.display()
-                    )
-                });
+    let outcome = scenario::run(
+        &mut lab,
+        &fixtures,
+        &args.gateway,
+        &settings,
+        |server, rate| {
+            bar.set_position(done);
+            done += 1;
+            bar.set_message(format!("{}: flood {rate}/s", server.key()));
+            !INTERRUPTED.load(Ordering::SeqCst)
+        },
+    );
+    let scenario::Outcome { notes, steps } = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            bar.abandon();
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                bail!("interrupted; the lab is removed");
             }
-        };
-        if !note.is_empty() {
-            bar.println(format!("{}: {note}", server.key()));
+            return Err(e).context(format!(
+                "GATEWAY_LAB_KEEP_LOGS=1 keeps the lab's logs in {}",
+                lab.dir.display()
+            ));
         }
-        results.push((server, note, steps, background));
-    }
+    };
     bar.finish_and_clear();
     drop(origin);
     drop(lab);
 
-    let series: Vec<Series> = results
+    let per_server: Vec<(Server, String, Vec<scenario::Step>)> = notes
+        .into_iter()
+        .map(|(server, note)| {
+            let mine = steps
+                .iter()
+                .filter(|s| s.server == server)
+                .cloned()
+                .collect();
+            (server, note, mine)
+        })
+        .collect();
+    let series: Vec<Series> = per_server
         .iter()
-        .map(|(server, note, steps, background)| Series {
+        .map(|(server, note, steps)| Series {
             server: *server,
             note: note.clone(),
             steps,
-            background: background.clone(),
         })
         .collect();
     for s in &series {
         println!("{:<15} {}", s.server.key(), s.server.describe());
+        if !s.note.is_empty() {
+            println!("{:<15} {}", "", s.note);
+        }
     }
     println!("\n{}", report::table(&series));
     println!("{}\n", report::COLUMNS);
@@ -226,7 +232,7 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
 
     let json_path = args.out.join("flood.json");
     let png_path = args.out.join("flood.png");
-    let json = report::json(&settings, &series, &goals);
+    let json = report::json(&settings, &series, &goals, &background);
     std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("write {}", json_path.display()))?;
     let subtitle = format!(
@@ -241,6 +247,19 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Lifts the soft limit on open files to the hard one: the flood keeps
+/// thousands of connections open.
+fn raise_open_files_limit() {
+    // SAFETY: getrlimit/setrlimit on a valid, owned struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 fn absolute(p: &std::path::Path) -> PathBuf {

@@ -11,17 +11,14 @@ pub mod plot;
 pub mod report;
 pub mod servers;
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 pub use servers::Server;
 
 use crate::{
     flood::{self, Bounds, FloodResult},
-    lab::{IFACE, Lab, SERVER_V4, metric, run},
+    lab::{self, IFACE, Lab, metric},
     load::MtlsClient,
 };
 
@@ -55,14 +52,10 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    /// Flood worker threads for a rate: a hello refused in XDP ends its
-    /// connection only at the client's first retransmission (~200 ms), so about
-    /// a third of a second of connections must be in flight.
-    pub fn flood_workers(rate: u64) -> u64 {
-        (rate / 3).clamp(16, flood::MAX_WORKERS)
-    }
-}
+/// Flood connections open at once at most: a hello refused in XDP ends its
+/// connection only at the client's first retransmission (~200 ms later), so
+/// 4,000/s keeps about 800 open.
+pub const FLOOD_IN_FLIGHT: usize = 4096;
 
 /// What one step measured.
 #[derive(Clone, Debug)]
@@ -134,7 +127,7 @@ impl Step {
 /// the server's kernel TCP work runs on the server's CPU as it would behind a
 /// NIC, not on the generator's CPU that sent the packets over the veth.
 pub fn prepare_lab(lab: &Lab, settings: &Settings) -> anyhow::Result<()> {
-    run(lab.in_client("sysctl").args([
+    lab::run(lab.in_client("sysctl").args([
         "-qw",
         "net.ipv4.ip_local_port_range=1024 65000",
         "net.ipv4.tcp_tw_reuse=1",
@@ -144,7 +137,7 @@ pub fn prepare_lab(lab: &Lab, settings: &Settings) -> anyhow::Result<()> {
         (lab.in_client("sh"), settings.generator_cpu),
     ] {
         let mask = format!("{:x}", 1u64 << cpu);
-        run(cmd.arg("-c").arg(format!(
+        lab::run(cmd.arg("-c").arg(format!(
             "echo {mask} > /sys/class/net/{IFACE}/queues/rx-0/rps_cpus"
         )))?;
     }
@@ -178,7 +171,7 @@ fn read(lab: &Lab, server: Server, pids: &[u32], xdp_prog: Option<u32>) -> anyho
     let (drops, failures) = match server {
         Server::Nginx => (0.0, 0.0),
         _ => {
-            let m = lab.metrics()?;
+            let m = servers::scrape(lab, server)?;
             let handshakes = "gateway_tls_handshakes_total";
             (
                 metric(&m, "gateway_xdp_packets_total", &[("verdict", "drop")]),
@@ -212,7 +205,7 @@ fn load_and_flood(
 ) -> anyhow::Result<(crate::load::LoadResult, FloodResult)> {
     let client = client.clone();
     lab.in_client_thread(move || -> anyhow::Result<_> {
-        let target: SocketAddr = format!("{SERVER_V4}:443").parse()?;
+        let target = client.addr;
         let flood = (rate > 0).then(|| {
             // Time is the binding limit (a second of slack in the count), so the
             // flood runs beside the whole load at the rate asked for.
@@ -221,9 +214,7 @@ fn load_and_flood(
                 rate,
                 max_time: duration,
             };
-            std::thread::spawn(move || {
-                flood::connections(target, bounds, Settings::flood_workers(rate))
-            })
+            std::thread::spawn(move || flood::connections_evented(target, bounds, FLOOD_IN_FLIGHT))
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -239,68 +230,79 @@ fn load_and_flood(
     })?
 }
 
-/// One server, every rate: starts the server, warms up, runs the steps in
-/// order and stops the server. `progress` is called before each step with the
-/// rate it is about to run; it returns false to stop early.
-pub fn run_server(
+/// What [`run`] measured.
+pub struct Outcome {
+    /// How each server runs (the gateway's XDP attach line; empty for others).
+    pub notes: Vec<(Server, String)>,
+    /// Every step, in the order they ran.
+    pub steps: Vec<Step>,
+}
+
+/// Starts every server, warms each up, then runs the steps rate by rate, the
+/// servers alternating within each rate (so that load from other users of the
+/// machine falls on all of them alike), and stops the servers. `progress` is
+/// called before each step; it returns false to stop early.
+pub fn run(
     lab: &mut Lab,
-    server: Server,
     fixtures: &servers::Fixtures,
     gateway: &std::path::Path,
     settings: &Settings,
-    mut progress: impl FnMut(u64) -> bool,
-) -> anyhow::Result<(String, Vec<Step>)> {
-    let note = servers::start(lab, server, fixtures, gateway, settings.server_cpu)
-        .with_context(|| format!("start {}", server.key()))?;
-    let client = fixtures.client();
-    let warm = load_and_flood(lab, &client, settings.concurrency, settings.warmup, 0)?.0;
-    anyhow::ensure!(
-        warm.completed > 0,
-        "{}: no legitimate handshake completed during the warm-up ({} errors):\n{}",
-        server.key(),
-        warm.errors,
-        lab.log(if server == Server::Nginx {
-            "nginx"
-        } else {
-            "gateway"
-        })
-    );
-    let xdp_prog = match server {
-        Server::GatewayXdp => Some(
-            cpu::xdp_prog_id(&lab.server_link(IFACE)?)
-                .context("no XDP program attached to the lab's veth")?,
-        ),
-        _ => None,
-    };
-    let pids = servers::pids(lab, server)?;
+    mut progress: impl FnMut(Server, u64) -> bool,
+) -> anyhow::Result<Outcome> {
+    let mut notes = Vec::new();
+    for server in Server::ALL {
+        let note = servers::start(lab, server, fixtures, gateway, settings.server_cpu)
+            .with_context(|| format!("start {}", server.key()))?;
+        notes.push((server, note));
+    }
+    for server in Server::ALL {
+        let client = fixtures.client(server);
+        let warm = load_and_flood(lab, &client, settings.concurrency, settings.warmup, 0)?.0;
+        anyhow::ensure!(
+            warm.completed > 0,
+            "{}: no legitimate handshake completed during the warm-up ({} errors):\n{}",
+            server.key(),
+            warm.errors,
+            lab.log(server.process())
+        );
+    }
+    let xdp_prog = cpu::xdp_prog_id(&lab.server_link(IFACE)?)
+        .context("no XDP program attached to the lab's veth")?;
     let mut steps = Vec::new();
     for &rate in &settings.rates {
-        if !progress(rate) {
-            anyhow::bail!("interrupted");
+        for server in Server::ALL {
+            if !progress(server, rate) {
+                anyhow::bail!("interrupted");
+            }
+            let pids = servers::pids(lab, server)?;
+            let prog = (server == Server::GatewayXdp).then_some(xdp_prog);
+            let client = fixtures.client(server);
+            let before = read(lab, server, &pids, prog)?;
+            let (load, flood) =
+                load_and_flood(lab, &client, settings.concurrency, settings.step, rate)?;
+            let after = read(lab, server, &pids, prog)?;
+            steps.push(Step {
+                server,
+                flood_rate: rate,
+                flood,
+                legit_completed: load.completed,
+                legit_errors: load.errors,
+                legit_rate: load.rate(),
+                p50: load.percentile(50.0).as_secs_f64(),
+                p99: load.percentile(99.0).as_secs_f64(),
+                wall: (after.at - before.at).as_secs_f64(),
+                process_cpu: after.process - before.process,
+                xdp_cpu: after.xdp_ns.saturating_sub(before.xdp_ns) as f64 / 1e9,
+                xdp_drops: after.drops - before.drops,
+                userspace_failures: after.failures - before.failures,
+                cpu_busy: after.cpus.since(&before.cpus),
+                server_cpu_number: settings.server_cpu,
+                generator_cpu: after.generator - before.generator,
+            });
         }
-        let before = read(lab, server, &pids, xdp_prog)?;
-        let (load, flood) =
-            load_and_flood(lab, &client, settings.concurrency, settings.step, rate)?;
-        let after = read(lab, server, &pids, xdp_prog)?;
-        steps.push(Step {
-            server,
-            flood_rate: rate,
-            flood,
-            legit_completed: load.completed,
-            legit_errors: load.errors,
-            legit_rate: load.rate(),
-            p50: load.percentile(50.0).as_secs_f64(),
-            p99: load.percentile(99.0).as_secs_f64(),
-            wall: (after.at - before.at).as_secs_f64(),
-            process_cpu: after.process - before.process,
-            xdp_cpu: after.xdp_ns.saturating_sub(before.xdp_ns) as f64 / 1e9,
-            xdp_drops: after.drops - before.drops,
-            userspace_failures: after.failures - before.failures,
-            cpu_busy: after.cpus.since(&before.cpus),
-            server_cpu_number: settings.server_cpu,
-            generator_cpu: after.generator - before.generator,
-        });
     }
-    servers::stop(lab, server)?;
-    Ok((note, steps))
+    for server in Server::ALL {
+        servers::stop(lab, server)?;
+    }
+    Ok(Outcome { notes, steps })
 }

@@ -52,9 +52,6 @@ pub struct Series<'a> {
     pub note: String,
     /// Its steps, by increasing flood rate, the first without flood.
     pub steps: &'a [Step],
-    /// Busy fraction of each CPU just before its steps, with none of this run
-    /// going on: other users of the machine.
-    pub background: Vec<f64>,
 }
 
 impl Series<'_> {
@@ -163,8 +160,9 @@ pub fn table(series: &[Series]) -> String {
     t
 }
 
-/// Every figure, for the JSON file.
-pub fn json(settings: &Settings, series: &[Series], goals: &[Goal]) -> Value {
+/// Every figure, for the JSON file; `background` is each CPU's busy fraction
+/// just before the run, with none of it going on (other users of the machine).
+pub fn json(settings: &Settings, series: &[Series], goals: &[Goal], background: &[f64]) -> Value {
     let configs: Vec<Value> = series
         .iter()
         .map(|s| {
@@ -203,7 +201,6 @@ pub fn json(settings: &Settings, series: &[Series], goals: &[Goal]) -> Value {
                 "server": s.server.key(),
                 "description": s.server.describe(),
                 "note": s.note,
-                "background_cpu_busy_fraction_before": s.background,
                 "baseline_cpu_per_legit_handshake_seconds": s.baseline_cpu_per_legit(Measure::Process),
                 "baseline_whole_cpu_per_legit_handshake_seconds": s.baseline_cpu_per_legit(Measure::WholeCpu),
                 "pooled_cpu_per_refused_handshake_seconds": s.pooled_cost(Measure::Process),
@@ -219,6 +216,8 @@ pub fn json(settings: &Settings, series: &[Series], goals: &[Goal]) -> Value {
         "step_seconds": settings.step.as_secs_f64(),
         "server_cpu": settings.server_cpu,
         "generator_cpu": settings.generator_cpu,
+        "servers_at_once": "all three servers run for the whole run (ports 443, 8443, 9443; the XDP program inspects 443 only); steps alternate between them within each flood rate",
+        "background_cpu_busy_fraction_before": background,
         "cost_definition": COST_DEFINITION,
         "configurations": configs,
         "goals": goals.iter().map(|g| json!({"goal": g.what, "value": g.value, "met": g.met})).collect::<Vec<_>>(),

@@ -1,6 +1,7 @@
-//! The servers under test, started in the lab's server namespace on
-//! 198.18.0.1:443 and pinned to one CPU: the gateway with and without its XDP
-//! filter, and Debian's nginx; plus the certificates and the origin they share.
+//! The servers under test, all started at once in the lab's server namespace
+//! on 198.18.0.1 (one port each) and pinned to one CPU: the gateway with and
+//! without its XDP filter, and Debian's nginx; plus the certificates and the
+//! origin they share.
 
 use std::{
     net::SocketAddr,
@@ -11,7 +12,7 @@ use std::{
 use anyhow::Context;
 
 use crate::{
-    lab::{IFACE, Lab, SERVER_V4},
+    lab::{IFACE, Lab, SERVER_V4, run},
     load::{MtlsClient, fast_origin},
     nginx::NginxSite,
     pki::{Issued, TestCa, server_cert},
@@ -59,12 +60,28 @@ impl Server {
         }
     }
 
-    /// The lab's name for its process.
-    fn process(self) -> &'static str {
+    /// The port it listens on at 198.18.0.1. All three run at once, so that
+    /// their steps can alternate; the XDP program inspects port 443 only.
+    pub fn port(self) -> u16 {
         match self {
-            Server::Nginx => "nginx",
-            _ => "gateway",
+            Server::GatewayXdp => 443,
+            Server::GatewayUserspace => 8443,
+            Server::Nginx => 9443,
         }
+    }
+
+    /// Where a gateway serves its metrics inside the server namespace.
+    pub fn metrics(self) -> Option<&'static str> {
+        match self {
+            Server::GatewayXdp => Some("127.0.0.1:9100"),
+            Server::GatewayUserspace => Some("127.0.0.1:9101"),
+            Server::Nginx => None,
+        }
+    }
+
+    /// The lab's name for its process.
+    pub fn process(self) -> &'static str {
+        self.key()
     }
 }
 
@@ -91,10 +108,10 @@ impl Fixtures {
         }
     }
 
-    /// The legitimate client: TLS 1.3, full handshakes, this certificate.
-    pub fn client(&self) -> MtlsClient {
+    /// The legitimate client of `server`: TLS 1.3, full handshakes, this certificate.
+    pub fn client(&self, server: Server) -> MtlsClient {
         MtlsClient {
-            addr: SocketAddr::from(([198, 18, 0, 1], 443)),
+            addr: SocketAddr::from(([198, 18, 0, 1], server.port())),
             host: HOST.into(),
             ca: self.server.cert.clone(),
             cert: self.client.cert.clone(),
@@ -135,8 +152,10 @@ fn gateway_config(server: Server, fx: &Fixtures) -> String {
         Server::GatewayXdp => format!("[xdp]\ninterface = \"{IFACE}\"\nports = [443]\n\n"),
         _ => String::new(),
     };
+    let (port, metrics) = (server.port(), server.metrics().unwrap_or_default());
     format!(
-        "{xdp}[zone]\nmin_tls_version = \"1.2\"\n\n[terminator]\nlisten = [\"{SERVER_V4}:443\"]\n\n\
+        "{xdp}[zone]\nmin_tls_version = \"1.2\"\n\n[metrics]\nlisten = \"{metrics}\"\n\n\
+         [terminator]\nlisten = [\"{SERVER_V4}:{port}\"]\n\n\
          [[ca]]\nname = \"corp\"\ncertificate = \"{ca}\"\n\n\
          [[hostname]]\nname = \"{HOST}\"\ncertificate = \"{cert}\"\nkey = \"{key}\"\n\
          origin = \"http://{ORIGIN}\"\nmtls = true\ncas = [\"corp\"]\n\n\
@@ -166,7 +185,7 @@ pub fn start(
             std::fs::create_dir_all(&dir)?;
             let site = NginxSite {
                 dir: &dir,
-                listen: format!("{SERVER_V4}:443").parse()?,
+                listen: format!("{SERVER_V4}:{}", server.port()).parse()?,
                 name: HOST,
                 cert: &fx.server.cert,
                 key: &fx.server.key,
@@ -175,27 +194,45 @@ pub fn start(
             };
             cmd.arg("nginx");
             let cmd = site.write(cmd)?;
-            lab.spawn("nginx", cmd)?;
+            lab.spawn(server.process(), cmd)?;
             let pid_file = dir.join("nginx.pid");
-            lab.wait_for("nginx", Duration::from_secs(20), |_| pid_file.exists())?;
+            lab.wait_for(server.process(), Duration::from_secs(20), |_| {
+                pid_file.exists()
+            })?;
             Ok(String::new())
         }
         _ => {
-            let config = lab.dir.join("gateway.toml");
+            let config = lab.dir.join(format!("{}.toml", server.key()));
             std::fs::write(&config, gateway_config(server, fx))?;
             cmd.arg(gateway).arg("run").arg("--config").arg(&config);
-            lab.spawn("gateway", cmd)?;
-            lab.wait_for("gateway", Duration::from_secs(20), |lab| {
-                lab.metrics().is_ok()
+            lab.spawn(server.process(), cmd)?;
+            lab.wait_for(server.process(), Duration::from_secs(20), |lab| {
+                scrape(lab, server).is_ok()
             })?;
-            let log = lab.log("gateway");
+            let log = lab.log(server.process());
             Ok(log
                 .lines()
-                .find(|l| l.contains("XDP filter attached"))
-                .map(|l| l.trim().to_string())
+                .find_map(|l| {
+                    l.find("XDP filter attached")
+                        .map(|i| l[i..].trim().to_string())
+                })
                 .unwrap_or_default())
         }
     }
+}
+
+/// A gateway's metrics, scraped from inside the server namespace (empty for nginx).
+pub fn scrape(lab: &Lab, server: Server) -> anyhow::Result<String> {
+    let Some(addr) = server.metrics() else {
+        return Ok(String::new());
+    };
+    let out = run(lab.in_server("curl").args([
+        "-sf",
+        "--max-time",
+        "2",
+        &format!("http://{addr}/metrics"),
+    ]))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The server's processes now (nginx's master and workers; the gateway).

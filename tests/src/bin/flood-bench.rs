@@ -154,6 +154,12 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
         }
     );
     println!(
+        "A step during which other work takes more than {:.0}% of a CPU is run again \
+         (at most {} runs; the quietest is kept).",
+        scenario::NOISE_THRESHOLD * 100.0,
+        settings.max_attempts
+    );
+    println!(
         "All three servers run at once (ports 443, 8443, 9443; the XDP program inspects 443 \
          only); the steps alternate between them within each flood rate.\n"
     );
@@ -172,10 +178,17 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
         &fixtures,
         &args.gateway,
         &settings,
-        |server, rate| {
-            bar.set_position(done);
-            done += 1;
-            bar.set_message(format!("{}: flood {rate}/s", server.key()));
+        |server, rate, attempt| {
+            if attempt == 1 {
+                bar.set_position(done);
+                done += 1;
+                bar.set_message(format!("{}: flood {rate}/s", server.key()));
+            } else {
+                bar.set_message(format!(
+                    "{}: flood {rate}/s, run {attempt} (other work was seen on the CPUs)",
+                    server.key()
+                ));
+            }
             !INTERRUPTED.load(Ordering::SeqCst)
         },
     );

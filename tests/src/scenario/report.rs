@@ -24,7 +24,8 @@ latency (TCP connect to TLS established); errors: failed legitimate cycles; proc
 processes (+ XDP program) in % of one CPU; srvcpu %: the server's CPU busy; gen %: this process \
 (legitimate clients, flood, origin) on the generator CPU; usr fail: handshakes the gateway's \
 terminator saw fail (flood connections that reached userspace); µs/ref: CPU per refused handshake, proc \
-and cpu measures.";
+and cpu measures; other %: work of others seen on a CPU during the step (busy - softirq - this \
+run's processes; errs low); runs: runs of the step made (the quietest kept).";
 
 /// Which figure stands for the server's CPU.
 #[derive(Clone, Copy, Debug)]
@@ -104,7 +105,7 @@ pub fn table(series: &[Series]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "{:<15} {:>7} {:>8} {:>8} {:>6} {:>7} {:>8} {:>6} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>10} {:>10}",
+        "{:<15} {:>7} {:>8} {:>8} {:>6} {:>7} {:>8} {:>6} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>10} {:>10} {:>7} {:>4}",
         "server",
         "flood/s",
         "achieved",
@@ -120,7 +121,9 @@ pub fn table(series: &[Series]) -> String {
         "refused",
         "usr fail",
         "µs/ref proc",
-        "µs/ref cpu"
+        "µs/ref cpu",
+        "other %",
+        "runs"
     );
     for s in series {
         let base = s
@@ -134,7 +137,7 @@ pub fn table(series: &[Series]) -> String {
                 .map_or("-".into(), |b| format!("{:.0}", 100.0 * st.legit_rate / b));
             let _ = writeln!(
                 t,
-                "{:<15} {:>7} {:>8.0} {:>8.0} {:>6} {:>7} {:>8} {:>6} {:>7.0} {:>7.0} {:>7.0} {:>8.0} {:>8} {:>8} {:>10} {:>10}",
+                "{:<15} {:>7} {:>8.0} {:>8.0} {:>6} {:>7} {:>8} {:>6} {:>7.0} {:>7.0} {:>7.0} {:>8.0} {:>8} {:>8} {:>10} {:>10} {:>7.0} {:>4}",
                 s.server.key(),
                 st.flood_rate,
                 st.flood_achieved(),
@@ -154,6 +157,8 @@ pub fn table(series: &[Series]) -> String {
                 },
                 us(s.cost_per_refused(st, Measure::Process)),
                 us(s.cost_per_refused(st, Measure::WholeCpu)),
+                100.0 * st.foreign_load.max(0.0),
+                st.attempts,
             );
         }
     }
@@ -192,6 +197,8 @@ pub fn json(settings: &Settings, series: &[Series], goals: &[Goal], background: 
                         "refused_handshakes": st.refused(),
                         "cpu_per_refused_handshake_seconds": s.cost_per_refused(st, Measure::Process),
                         "whole_cpu_per_refused_handshake_seconds": s.cost_per_refused(st, Measure::WholeCpu),
+                        "foreign_load_fraction": st.foreign_load,
+                        "runs": st.attempts,
                         "cpu_busy_fraction": st.cpu_busy.iter().map(|c| c.0).collect::<Vec<_>>(),
                         "cpu_softirq_fraction": st.cpu_busy.iter().map(|c| c.1).collect::<Vec<_>>(),
                     })

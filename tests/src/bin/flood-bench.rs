@@ -163,7 +163,7 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
         "All three servers run at once (ports 443, 8443, 9443; the XDP program inspects 443 \
          only); the steps alternate between them within each flood rate.\n"
     );
-    let total = (Server::ALL.len() * settings.rates.len()) as u64;
+    let total = (Server::ALL.len() * (settings.rates.len() + 1)) as u64;
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(
@@ -192,7 +192,11 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
             !INTERRUPTED.load(Ordering::SeqCst)
         },
     );
-    let scenario::Outcome { notes, steps } = match outcome {
+    let scenario::Outcome {
+        notes,
+        steps,
+        flood_only,
+    } = match outcome {
         Ok(r) => r,
         Err(e) => {
             bar.abandon();
@@ -226,6 +230,7 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
             server: *server,
             note: note.clone(),
             steps,
+            flood_only: flood_only.iter().find(|s| s.server == *server),
         })
         .collect();
     for s in &series {
@@ -236,6 +241,7 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
     }
     println!("\n{}", report::table(&series));
     println!("{}\n", report::COLUMNS);
+    println!("{}", report::flood_only_table(&series));
     println!("{}\n", report::COST_DEFINITION);
     let goals = report::goals(&series);
     println!(

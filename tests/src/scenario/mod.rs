@@ -261,6 +261,7 @@ fn measure(
     settings: &Settings,
     server: Server,
     rate: u64,
+    concurrency: usize,
     prog: Option<u32>,
 ) -> anyhow::Result<Step> {
     let pids = servers::pids(lab, server)?;
@@ -270,7 +271,7 @@ fn measure(
     }
     let client = fixtures.client(server);
     let before = read(lab, server, &pids, &all_pids, prog)?;
-    let (load, flood) = load_and_flood(lab, &client, settings.concurrency, settings.step, rate)?;
+    let (load, flood) = load_and_flood(lab, &client, concurrency, settings.step, rate)?;
     let after = read(lab, server, &pids, &all_pids, prog)?;
     let wall = (after.at - before.at).as_secs_f64();
     let cpu_busy = after.cpus.since(&before.cpus);
@@ -311,8 +312,11 @@ fn measure(
 pub struct Outcome {
     /// How each server runs (the gateway's XDP attach line; empty for others).
     pub notes: Vec<(Server, String)>,
-    /// Every step, in the order they ran.
+    /// Every step with legitimate load, in the order they ran.
     pub steps: Vec<Step>,
+    /// One step per server with the heaviest flood and no legitimate load: the
+    /// server's CPU is then the flood's alone.
+    pub flood_only: Vec<Step>,
 }
 
 /// Starts every server, warms each up, then runs the steps rate by rate, the
@@ -320,6 +324,7 @@ pub struct Outcome {
 /// machine falls on all of them alike), and stops the servers. A step during
 /// which other work is seen ([`Step::foreign_load`] above [`NOISE_THRESHOLD`])
 /// is run again, up to [`Settings::max_attempts`] runs, and the quietest kept.
+/// Last, each server gets the heaviest flood with no legitimate load.
 /// `progress` is called before each run of a step with its server, rate and
 /// attempt number; it returns false to stop early.
 pub fn run(
@@ -348,35 +353,47 @@ pub fn run(
     }
     let xdp_prog = cpu::xdp_prog_id(&lab.server_link(IFACE)?)
         .context("no XDP program attached to the lab's veth")?;
+    let mut quietest = |server: Server, rate: u64, concurrency: usize| {
+        let mut best: Option<Step> = None;
+        for attempt in 1..=settings.max_attempts.max(1) {
+            if !progress(server, rate, attempt) {
+                anyhow::bail!("interrupted");
+            }
+            let prog = (server == Server::GatewayXdp).then_some(xdp_prog);
+            let mut step = measure(lab, fixtures, settings, server, rate, concurrency, prog)?;
+            step.attempts = attempt;
+            let quiet = step.foreign_load <= NOISE_THRESHOLD;
+            if best
+                .as_ref()
+                .is_none_or(|b| step.foreign_load < b.foreign_load)
+            {
+                best = Some(step);
+            }
+            if quiet {
+                break;
+            }
+        }
+        best.context("no step ran")
+    };
     let mut steps = Vec::new();
     for &rate in &settings.rates {
         for server in Server::ALL {
-            let mut best: Option<Step> = None;
-            for attempt in 1..=settings.max_attempts.max(1) {
-                if !progress(server, rate, attempt) {
-                    anyhow::bail!("interrupted");
-                }
-                let prog = (server == Server::GatewayXdp).then_some(xdp_prog);
-                let mut step = measure(lab, fixtures, settings, server, rate, prog)?;
-                step.attempts = attempt;
-                if best
-                    .as_ref()
-                    .is_none_or(|b| step.foreign_load < b.foreign_load)
-                {
-                    best = Some(step);
-                }
-                if best
-                    .as_ref()
-                    .is_some_and(|b| b.foreign_load <= NOISE_THRESHOLD)
-                {
-                    break;
-                }
-            }
-            steps.extend(best);
+            steps.push(quietest(server, rate, settings.concurrency)?);
+        }
+    }
+    let heaviest = settings.rates.iter().copied().max().unwrap_or(0);
+    let mut flood_only = Vec::new();
+    if heaviest > 0 {
+        for server in Server::ALL {
+            flood_only.push(quietest(server, heaviest, 0)?);
         }
     }
     for server in Server::ALL {
         servers::stop(lab, server)?;
     }
-    Ok(Outcome { notes, steps })
+    Ok(Outcome {
+        notes,
+        steps,
+        flood_only,
+    })
 }

@@ -8,14 +8,17 @@ use serde_json::{Value, json};
 use super::{Server, Settings, Step};
 
 /// How the cost per refused handshake is computed (printed with the table).
-pub const COST_DEFINITION: &str = "CPU per refused handshake = (server CPU in the step - baseline \
-server CPU per legitimate handshake x legitimate handshakes in the step) / refused handshakes in the \
-step. The baseline is the same server's no-flood step; refused handshakes = flood connections that \
-sent their sub-minimum hello. Two measures of server CPU: \"proc\" = utime+stime of the server's \
-processes (/proc/PID/stat, all threads, nginx's workers included) plus, for gateway+xdp, the XDP \
-program's own run time (kernel BPF statistics); \"cpu\" = everything the server's CPU did \
-(/proc/stat busy time), which adds the kernel's TCP receive work steered there by RPS. XDP drop \
-counts packets: a refused hello and its retransmission.";
+pub const COST_DEFINITION: &str = "CPU per refused handshake, under load (main table) = (server CPU \
+in the step - baseline server CPU per legitimate handshake x legitimate handshakes in the step) / \
+refused handshakes in the step, the baseline being the same server's no-flood step; with the flood \
+alone (second table, used for the goals) = server CPU in that step / refused handshakes, nothing to \
+subtract. Refused handshakes = flood connections that sent their sub-minimum hello. Server CPU, two \
+measures: \"proc\" = utime+stime of the server's processes (/proc/PID/stat, all threads, nginx's \
+workers included) plus, for gateway+xdp, the XDP program's own run time (kernel BPF statistics); \
+\"cpu\" = everything the server's CPU did (/proc/stat busy), which adds the kernel's TCP receive \
+work steered there by RPS and any other work on that CPU. This kernel has no IRQ time accounting: \
+softirq work is also charged to the process it interrupts, so \"proc\" holds a share of it. XDP \
+drop counts packets: a refused hello and its retransmission.";
 
 /// What the table's columns are.
 pub const COLUMNS: &str = "flood/s: asked; achieved: flood connections/s that sent their hello; \
@@ -53,6 +56,8 @@ pub struct Series<'a> {
     pub note: String,
     /// Its steps, by increasing flood rate, the first without flood.
     pub steps: &'a [Step],
+    /// Its step with the heaviest flood and no legitimate load.
+    pub flood_only: Option<&'a Step>,
 }
 
 impl Series<'_> {
@@ -82,6 +87,13 @@ impl Series<'_> {
             .map(|s| self.extra_cpu(s, m))
             .sum::<Option<f64>>()?;
         (refused > 0).then(|| extra / refused as f64)
+    }
+
+    /// Server CPU per refused handshake with the flood alone, seconds: all the
+    /// server's CPU in that step over the handshakes refused.
+    pub fn flood_only_cost(&self, m: Measure) -> Option<f64> {
+        let st = self.flood_only?;
+        (st.refused() > 0).then(|| m.of(st) / st.refused() as f64)
     }
 
     /// Legitimate rate of the heaviest flood step over the no-flood one.
@@ -165,6 +177,87 @@ pub fn table(series: &[Series]) -> String {
     t
 }
 
+/// The flood-only steps: the server's CPU per refused handshake with no
+/// legitimate load beside the flood (no baseline to subtract).
+pub fn flood_only_table(series: &[Series]) -> String {
+    let mut t = String::new();
+    let Some(rate) = series
+        .iter()
+        .find_map(|s| s.flood_only)
+        .map(|s| s.flood_rate)
+    else {
+        return t;
+    };
+    let _ = writeln!(
+        t,
+        "Flood alone ({rate}/s asked, no legitimate load): server CPU per refused handshake\n\
+         {:<15} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8} {:>11} {:>10} {:>7} {:>4}",
+        "server",
+        "achieved",
+        "refused",
+        "proc %",
+        "srvcpu %",
+        "XDP drop",
+        "usr fail",
+        "µs/ref proc",
+        "µs/ref cpu",
+        "other %",
+        "runs"
+    );
+    for s in series {
+        let Some(st) = s.flood_only else { continue };
+        let _ = writeln!(
+            t,
+            "{:<15} {:>8.0} {:>8} {:>7.0} {:>8.0} {:>8.0} {:>8} {:>11} {:>10} {:>7.0} {:>4}",
+            s.server.key(),
+            st.flood_achieved(),
+            st.refused(),
+            100.0 * st.server_cpu() / st.wall,
+            100.0 * st.server_cpu_total() / st.wall,
+            st.xdp_drops,
+            match s.server {
+                Server::Nginx => "-".to_string(),
+                _ => format!("{:.0}", st.userspace_failures),
+            },
+            us(s.flood_only_cost(Measure::Process)),
+            us(s.flood_only_cost(Measure::WholeCpu)),
+            100.0 * st.foreign_load.max(0.0),
+            st.attempts,
+        );
+    }
+    t
+}
+
+fn step_json(s: &Series, st: &Step) -> Value {
+    json!({
+        "flood_rate_target": st.flood_rate,
+        "flood_rate_achieved": st.flood_achieved(),
+        "flood_connections_sent": st.flood.sent,
+        "flood_connection_errors": st.flood.errors,
+        "flood_seconds": st.flood.elapsed.as_secs_f64(),
+        "legit_completed": st.legit_completed,
+        "legit_errors": st.legit_errors,
+        "legit_handshakes_per_second": st.legit_rate,
+        "handshake_p50_seconds": st.p50,
+        "handshake_p99_seconds": st.p99,
+        "step_wall_seconds": st.wall,
+        "server_process_cpu_seconds": st.process_cpu,
+        "xdp_program_cpu_seconds": st.xdp_cpu,
+        "server_cpu_seconds": st.server_cpu(),
+        "server_whole_cpu_seconds": st.server_cpu_total(),
+        "generator_process_cpu_seconds": st.generator_cpu,
+        "xdp_drops": st.xdp_drops,
+        "gateway_userspace_handshake_failures": st.userspace_failures,
+        "refused_handshakes": st.refused(),
+        "cpu_per_refused_handshake_seconds": s.cost_per_refused(st, Measure::Process),
+        "whole_cpu_per_refused_handshake_seconds": s.cost_per_refused(st, Measure::WholeCpu),
+        "foreign_load_fraction": st.foreign_load,
+        "runs": st.attempts,
+        "cpu_busy_fraction": st.cpu_busy.iter().map(|c| c.0).collect::<Vec<_>>(),
+        "cpu_softirq_fraction": st.cpu_busy.iter().map(|c| c.1).collect::<Vec<_>>(),
+    })
+}
+
 /// Every figure, for the JSON file; `background` is each CPU's busy fraction
 /// just before the run, with none of it going on (other users of the machine).
 pub fn json(settings: &Settings, series: &[Series], goals: &[Goal], background: &[f64]) -> Value {
@@ -174,35 +267,7 @@ pub fn json(settings: &Settings, series: &[Series], goals: &[Goal], background: 
             let steps: Vec<Value> = s
                 .steps
                 .iter()
-                .map(|st| {
-                    json!({
-                        "flood_rate_target": st.flood_rate,
-                        "flood_rate_achieved": st.flood_achieved(),
-                        "flood_connections_sent": st.flood.sent,
-                        "flood_connection_errors": st.flood.errors,
-                        "flood_seconds": st.flood.elapsed.as_secs_f64(),
-                        "legit_completed": st.legit_completed,
-                        "legit_errors": st.legit_errors,
-                        "legit_handshakes_per_second": st.legit_rate,
-                        "handshake_p50_seconds": st.p50,
-                        "handshake_p99_seconds": st.p99,
-                        "step_wall_seconds": st.wall,
-                        "server_process_cpu_seconds": st.process_cpu,
-                        "xdp_program_cpu_seconds": st.xdp_cpu,
-                        "server_cpu_seconds": st.server_cpu(),
-                        "server_whole_cpu_seconds": st.server_cpu_total(),
-                        "generator_process_cpu_seconds": st.generator_cpu,
-                        "xdp_drops": st.xdp_drops,
-                        "gateway_userspace_handshake_failures": st.userspace_failures,
-                        "refused_handshakes": st.refused(),
-                        "cpu_per_refused_handshake_seconds": s.cost_per_refused(st, Measure::Process),
-                        "whole_cpu_per_refused_handshake_seconds": s.cost_per_refused(st, Measure::WholeCpu),
-                        "foreign_load_fraction": st.foreign_load,
-                        "runs": st.attempts,
-                        "cpu_busy_fraction": st.cpu_busy.iter().map(|c| c.0).collect::<Vec<_>>(),
-                        "cpu_softirq_fraction": st.cpu_busy.iter().map(|c| c.1).collect::<Vec<_>>(),
-                    })
-                })
+                .map(|st| step_json(s, st))
                 .collect();
             json!({
                 "server": s.server.key(),
@@ -213,6 +278,9 @@ pub fn json(settings: &Settings, series: &[Series], goals: &[Goal], background: 
                 "pooled_cpu_per_refused_handshake_seconds": s.pooled_cost(Measure::Process),
                 "pooled_whole_cpu_per_refused_handshake_seconds": s.pooled_cost(Measure::WholeCpu),
                 "legit_rate_retained_at_heaviest_flood": s.retained(),
+                "flood_only_cpu_per_refused_handshake_seconds": s.flood_only_cost(Measure::Process),
+                "flood_only_whole_cpu_per_refused_handshake_seconds": s.flood_only_cost(Measure::WholeCpu),
+                "flood_only_step": s.flood_only.map(|st| step_json(s, st)),
                 "steps": steps,
             })
         })
@@ -258,7 +326,7 @@ pub fn goals(series: &[Series]) -> Vec<Goal> {
             .flat_map(|o| [(o, Measure::Process), (o, Measure::WholeCpu)])
         {
             let Some(o) = find(other) else { continue };
-            let (x, y) = (xdp.pooled_cost(m), o.pooled_cost(m));
+            let (x, y) = (xdp.flood_only_cost(m), o.flood_only_cost(m));
             let (value, met) = match (x, y) {
                 (Some(x), Some(y)) if x > 0.0 => (
                     format!("{:.1} µs vs {:.1} µs: {:.1}x", x * 1e6, y * 1e6, y / x),
@@ -280,7 +348,7 @@ pub fn goals(series: &[Series]) -> Vec<Goal> {
             };
             goals.push(Goal {
                 what: format!(
-                    "CPU per refused handshake ({measure}, all flood steps pooled) >= 10x lower with XDP than {}",
+                    "CPU per refused handshake ({measure}, flood alone) >= 10x lower with XDP than {}",
                     other.key()
                 ),
                 value,

@@ -13,6 +13,8 @@ PACKAGES=(
   iproute2 openssl curl python3 bpftool tcpdump ethtool procps
   # The peer the TLS benchmark compares against; Prometheus and promtool.
   nginx prometheus
+  # The font the flood benchmark's plot is drawn with.
+  fonts-dejavu-core
 )
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }

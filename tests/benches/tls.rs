@@ -9,7 +9,6 @@
 
 use std::{
     net::{SocketAddr, TcpStream},
-    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -17,6 +16,7 @@ use std::{
 use gateway_tests::{
     load::{LoadResult, MtlsClient, fast_origin},
     local::{Background, TempDir, free_port},
+    nginx::NginxSite,
     pki::{TestCa, server_cert},
     require_root,
 };
@@ -56,32 +56,6 @@ fn wait_for_port(port: u16) {
     }
 }
 
-fn nginx_config(
-    dir: &Path,
-    port: u16,
-    origin: u16,
-    server: &Path,
-    key: &Path,
-    ca: &Path,
-) -> String {
-    let d = dir.display();
-    format!(
-        "user root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
-         events {{ worker_connections 4096; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {d}/nginx-body;\n  proxy_temp_path {d}/nginx-proxy;\n\
-         fastcgi_temp_path {d}/nginx-fcgi;\n  uwsgi_temp_path {d}/nginx-uwsgi;\n  scgi_temp_path {d}/nginx-scgi;\n\
-         upstream origin {{ server 127.0.0.1:{origin}; keepalive 32; }}\n\
-         server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name api.test;\n\
-         ssl_certificate {server};\n    ssl_certificate_key {key};\n    ssl_protocols TLSv1.2 TLSv1.3;\n\
-         ssl_client_certificate {ca};\n    ssl_verify_client on;\n    ssl_session_tickets off;\n\
-         location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\";\n\
-         proxy_set_header X-Client-Verify $ssl_client_verify; }}\n  }}\n}}\n",
-        server = server.display(),
-        key = key.display(),
-        ca = ca.display(),
-    )
-}
-
 fn main() -> anyhow::Result<()> {
     require_root("the TLS benchmark (nginx as root, CPU pinning)");
     let server_cpu = cpus() - 1;
@@ -114,24 +88,16 @@ fn main() -> anyhow::Result<()> {
         .env("RUST_LOG", "warn");
     let _gateway = Background::start(gw_cmd, d.join("gateway.log"), "gateway: ");
 
-    std::fs::write(
-        d.join("nginx.conf"),
-        nginx_config(
-            d,
-            nginx_port,
-            origin_port,
-            &server.cert,
-            &server.key,
-            &corp.cert,
-        ),
-    )?;
-    let mut nginx_cmd = pinned(server_cpu, "nginx");
-    nginx_cmd
-        .arg("-p")
-        .arg(d)
-        .arg("-c")
-        .arg(d.join("nginx.conf"))
-        .args(["-g", "daemon off;"]);
+    let site = NginxSite {
+        dir: d,
+        listen: SocketAddr::from(([127, 0, 0, 1], nginx_port)),
+        name: "api.test",
+        cert: &server.cert,
+        key: &server.key,
+        client_ca: &corp.cert,
+        origin: SocketAddr::from(([127, 0, 0, 1], origin_port)),
+    };
+    let nginx_cmd = site.write(pinned(server_cpu, "nginx"))?;
     let _nginx = Background::start(nginx_cmd, d.join("nginx.log"), "");
     wait_for_port(nginx_port);
 

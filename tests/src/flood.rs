@@ -124,24 +124,41 @@ pub fn stateless(
     }))
 }
 
-/// Opens TCP connections to `server` from `workers` threads, sends a
-/// sub-minimum hello on each and waits (up to 2 s) for the server to end it.
-/// Must run inside the client namespace (the workers inherit it).
+/// Most worker threads [`connections`] runs: a hello refused in XDP ends its
+/// connection only at the client's first retransmission (about 200 ms later), so
+/// high rates need many connections in flight.
+pub const MAX_WORKERS: u64 = 1024;
+
+/// Opens TCP connections to `server` from `workers` threads (at most
+/// [`MAX_WORKERS`]), sends a sub-minimum hello on each and waits (up to 2 s) for
+/// the server to end it. Must run inside the client namespace (the workers
+/// inherit it).
 pub fn connections(server: SocketAddr, bounds: Bounds, workers: u64) -> FloodResult {
-    let workers = workers.clamp(1, 256);
+    let mut workers = workers.clamp(1, MAX_WORKERS);
+    if bounds.rate > 0 {
+        workers = workers.min(bounds.rate); // each paced at 1/s or more: 0 would mean unpaced
+    }
+    // Shares of count and rate that add up to the totals exactly.
+    let share = |total: u64, w: u64| total / workers + u64::from(w < total % workers);
     let start = Instant::now();
     let handles: Vec<_> = (0..workers)
         .map(|w| {
             let share = Bounds {
-                count: bounds.count / workers + u64::from(w < bounds.count % workers),
-                rate: bounds.rate.div_ceil(workers),
+                count: share(bounds.count, w),
+                rate: share(bounds.rate, w),
                 max_time: bounds.max_time,
             };
-            std::thread::spawn(move || connection_worker(server, share, w * 1_000_000))
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || connection_worker(server, share, w * 1_000_000))
         })
         .collect();
     let mut total = FloodResult::default();
     for h in handles {
+        let Ok(h) = h else {
+            total.errors += 1; // the thread could not be started
+            continue;
+        };
         let r = h.join().unwrap_or_default();
         total.sent += r.sent;
         total.errors += r.errors;
@@ -162,4 +179,70 @@ fn connection_worker(server: SocketAddr, bounds: Bounds, first: u64) -> FloodRes
             })
             .is_ok()
     })
+}
+
+/// The same flood as [`connections`], driven from the calling thread with
+/// non-blocking sockets, at most `in_flight` connections open at once: many
+/// connections in flight then cost the generator little and take no more than
+/// one thread's share of its CPU from whatever else runs there. Must run inside
+/// the client namespace.
+pub fn connections_evented(server: SocketAddr, bounds: Bounds, in_flight: usize) -> FloodResult {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return FloodResult {
+            errors: bounds.count,
+            ..FloodResult::default()
+        };
+    };
+    let in_flight = in_flight.clamp(1, 65_536) as u32;
+    let (sent, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let start = Instant::now();
+    runtime.block_on(async {
+        let slots = Arc::new(tokio::sync::Semaphore::new(in_flight as usize));
+        let limit = Duration::from_secs(2);
+        for i in 0..bounds.count {
+            if bounds.rate > 0 {
+                let due = start + Duration::from_secs_f64(i as f64 / bounds.rate as f64);
+                tokio::time::sleep_until(due.into()).await;
+            }
+            if start.elapsed() >= bounds.max_time {
+                break;
+            }
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let (sent, errors) = (sent.clone(), errors.clone());
+            tokio::spawn(async move {
+                let attempt = async {
+                    let connect = tokio::net::TcpStream::connect(server);
+                    let mut s = tokio::time::timeout(limit, connect).await??;
+                    s.write_all(&old_hello(i)).await?;
+                    let mut buf = [0u8; 256];
+                    // A reset, a close, an alert or the time limit: any ends the attempt.
+                    let _ = tokio::time::timeout(limit, s.read(&mut buf)).await;
+                    anyhow::Ok(())
+                };
+                match attempt.await {
+                    Ok(()) => sent.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                };
+                drop(slot);
+            });
+        }
+        // Wait for the connections still open (each ends within `limit`).
+        let _ = slots.acquire_many(in_flight).await;
+    });
+    FloodResult {
+        sent: sent.load(std::sync::atomic::Ordering::Relaxed),
+        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        elapsed: start.elapsed(),
+    }
 }

@@ -132,19 +132,16 @@ impl Lab {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> anyhow::Result<T> {
-        let path = format!("/run/netns/{}", self.client_ns);
-        std::thread::spawn(move || -> anyhow::Result<T> {
-            let ns = fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
-            // SAFETY: setns(2) on a valid namespace fd; it changes this thread only.
-            let rc =
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                bail!("setns into {path}: {}", std::io::Error::last_os_error());
-            }
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| anyhow::anyhow!("the thread in the client namespace panicked"))?
+        in_namespace_thread(&self.client_ns, f)
+    }
+
+    /// Runs `f` on a thread that has entered the server namespace (sockets it
+    /// opens live there, e.g. a listener for an origin), and returns its result.
+    pub fn in_server_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        in_namespace_thread(&self.server_ns, f)
     }
 
     /// The MAC address of the lab interface in the server (`true`) or client namespace.
@@ -187,6 +184,14 @@ impl Lab {
             .with_context(|| format!("cannot start {name}: {cmd:?}"))?;
         self.children.push((name.to_string(), child));
         Ok(())
+    }
+
+    /// The process id of a process started with [`Lab::spawn`], if it is still ours.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.children
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, child)| child.id())
     }
 
     /// Path of a process's log.
@@ -412,6 +417,26 @@ fn reap(child: &mut Child, deadline: Instant) -> Option<std::process::ExitStatus
     let _ = child.kill();
     let _ = child.wait();
     None
+}
+
+/// Runs `f` on a new thread that has entered the network namespace `ns`.
+fn in_namespace_thread<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let path = format!("/run/netns/{ns}");
+    let name = ns.to_string();
+    std::thread::spawn(move || -> anyhow::Result<T> {
+        let ns = fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        // SAFETY: setns(2) on a valid namespace fd; it changes this thread only.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            bail!("setns into {path}: {}", std::io::Error::last_os_error());
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the thread in namespace {name} panicked"))?
 }
 
 fn netns_exec(ns: &str, program: &Path) -> Command {

@@ -20,7 +20,9 @@ pub mod lab;
 pub mod load;
 pub mod local;
 pub mod mtls;
+pub mod nginx;
 pub mod pki;
+pub mod scenario;
 
 /// Fails the calling test, loudly, unless it runs as root.
 pub fn require_root(what: &str) {

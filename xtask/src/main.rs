@@ -47,6 +47,13 @@ enum Bench {
     Tls,
     /// Firewall rule evaluation time per request.
     Rules,
+    /// Legitimate mTLS handshakes under a connection flood of old hellos: the
+    /// gateway with and without XDP, and nginx, in a lab (table, JSON, PNG).
+    Flood {
+        /// Extra arguments for flood-bench (e.g. --rates 0,1000 --step-secs 4).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,6 +116,38 @@ fn main() -> anyhow::Result<()> {
                 Bench::Xdp => cargo(&root, &["bench", "-p", "gateway-user", "--bench", "xdp"]),
                 Bench::Tls => cargo(&root, &["bench", "-p", "gateway-tests", "--bench", "tls"]),
                 Bench::Rules => cargo(&root, &["bench", "-p", "gateway-user", "--bench", "rules"]),
+                Bench::Flood { args } => {
+                    let started = std::time::Instant::now();
+                    cargo(
+                        &root,
+                        &[
+                            "build",
+                            "--release",
+                            "--quiet",
+                            "-p",
+                            "gateway-user",
+                            "-p",
+                            "gateway-tests",
+                            "--bin",
+                            "gateway",
+                            "--bin",
+                            "flood-bench",
+                        ],
+                    )?;
+                    let target = target_dir(&root);
+                    let bin = target.join("release");
+                    run(Command::new(bin.join("flood-bench"))
+                        .arg("--gateway")
+                        .arg(bin.join("gateway"))
+                        .arg("--out")
+                        .arg(target.join("bench"))
+                        .args(args))?;
+                    println!(
+                        "bench flood: built and ran in {:.0} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                    Ok(())
+                }
             }
         }
     }

@@ -217,6 +217,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
             _ = refresh.tick() => {
                 if let Some(cp) = &plane {
+                    cp.renew_server_certificates().await;
                     control::api::refresh_crls(cp).await;
                     cp.read(|s| cp.expiry.observe(s)).await;
                 }

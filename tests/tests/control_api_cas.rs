@@ -127,6 +127,14 @@ fn mtls_certificates_associations_and_crl_sources() {
         gw,
         "POST",
         &base,
+        Some(&json!({"ca": true, "certificates": pem(&corp.cert), "name": " "})),
+        400,
+        &["\"name\" is empty"],
+    );
+    refused(
+        gw,
+        "POST",
+        &base,
         Some(
             &json!({"ca": true, "certificates": dated_ca("y", now() - 60, now() + 86_400), "name": "corp"}),
         ),

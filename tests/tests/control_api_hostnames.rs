@@ -325,6 +325,22 @@ fn custom_hostnames_are_created_edited_and_deleted() {
     assert_eq!(exact["ssl"]["certificate_authority"], "custom");
     let (code, body) = curl("shop.example.com", gw.tls_port, "/", &shop.cert, &[]);
     assert_ne!(code, 0, "TLS with the replaced certificate failed: {body}");
+    // `null` goes back to a certificate from the gateway's server CA.
+    let back = gw.ok(
+        "PATCH",
+        &format!("{base}/{shop_id}"),
+        Some(&json!({"ssl": {"custom_certificate": null}})),
+    );
+    assert_eq!(back["ssl"]["certificate_authority"], "gateway");
+    let (code, body) = curl("shop.example.com", gw.tls_port, "/", &gw.server_ca(), &[]);
+    assert_ne!(code, 0, "TLS with the reissued certificate failed: {body}");
+    gw.ok(
+        "PATCH",
+        &format!("{base}/{shop_id}"),
+        Some(
+            &json!({"ssl": {"custom_certificate": pem(&shop.cert), "custom_key": pem(&shop.key)}}),
+        ),
+    );
 
     // A wildcard hostname's certificate must cover its subdomains too.
     refused(

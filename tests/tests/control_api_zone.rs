@@ -144,6 +144,16 @@ fn zone_settings_authentication_and_malformed_requests() {
             &["token is not valid"],
         );
     }
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    let (code, _) = gw.call_as(None, "GET", "zones", None);
+    assert_eq!(code, 401);
+    let lower = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["-H", &format!("Authorization: bearer {}", gw.token)])
+        .arg(format!("{}/client/v4/zones/{}", gw.api, s.zone))
+        .output()
+        .unwrap();
+    assert_eq!(lower.stdout, b"200", "lower-case bearer, and GET zones/Z");
     // The token is checked before the route: nothing leaks without it.
     refused_raw(
         gw,

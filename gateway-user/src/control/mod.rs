@@ -34,8 +34,9 @@ use self::{
 };
 use crate::{config::Config, layers::Layers, tls_version::TlsVersion};
 
-/// Validity of the CAs made at the first run.
-const CA_DAYS: u32 = 3650;
+/// Validity of the CAs made at the first run: 20 years, so certificates of
+/// the longest validity (10 years) can be issued for the first ten.
+const CA_DAYS: u32 = 7300;
 /// Validity of server certificates the server CA issues.
 pub const SERVER_CERT_DAYS: u32 = 397;
 
@@ -228,12 +229,15 @@ impl ControlPlane {
             return Ok(out);
         }
         let config = next.to_config(&self.base);
-        let prepared = config
-            .validate()
-            .and_then(|()| lock(&self.layers).prepare(&config))
-            .map_err(|e| ApiError::invalid(format!("the change was refused: {e:#}")))?;
-        self.store
-            .commit(Some(&state), &next)
+        // Building the snapshot and the durable commit block for milliseconds:
+        // off the runtime's async path.
+        let prepared = blocking(|| {
+            config
+                .validate()
+                .and_then(|()| lock(&self.layers).prepare(&config))
+        })
+        .map_err(|e| ApiError::invalid(format!("the change was refused: {e:#}")))?;
+        blocking(|| self.store.commit(Some(&state), &next))
             .map_err(|e| ApiError::internal(format!("the store did not commit: {e:#}")))?;
         if let Err(e) = lock(&self.layers).install(prepared) {
             // Committed but not fully in force (an XDP map update failed): say so;
@@ -245,6 +249,32 @@ impl ControlPlane {
         Ok(out)
     }
 
+    /// Renews the server certificates the gateway issued that expire within
+    /// 30 days (called at start and every hour).
+    pub async fn renew_server_certificates(&self) {
+        let soon = time::now() + 30 * 86_400;
+        let result = self
+            .change(|s| {
+                let due: Vec<String> = s
+                    .hostnames
+                    .values()
+                    .filter(|h| h.certificate.managed && h.certificate.expires_on < soon)
+                    .map(|h| h.id.clone())
+                    .collect();
+                for id in &due {
+                    let (name, wildcard) = (s.hostnames[id].name.clone(), s.hostnames[id].wildcard);
+                    let cert = server_cert(s, &name, wildcard)?;
+                    s.hostnames.get_mut(id).expect("listed above").certificate = cert;
+                    info!("renewed the server certificate of {name}");
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            log::error!("renewing server certificates: {}", e.message);
+        }
+    }
+
     /// Checks an admin token against the stored hash.
     pub async fn token_ok(&self, token: &str) -> bool {
         let expected = self.read(|s| s.meta.token_sha256.clone()).await;
@@ -252,6 +282,16 @@ impl ControlPlane {
             pki::sha256_hex(token.as_bytes()).as_bytes(),
             expected.as_bytes(),
         )
+    }
+}
+
+/// Runs blocking work where the runtime allows it (a multi-threaded runtime
+/// moves its other tasks away); elsewhere, in place.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

@@ -138,7 +138,15 @@ async fn upload(plane: &ControlPlane, call: &Call) -> Answer {
                      delete one first"
                 )));
             }
-            let name = body.name.clone().unwrap_or_else(|| info.subject.clone());
+            let name = match body.name.as_deref().map(str::trim) {
+                None => info.subject.clone(),
+                Some("") => {
+                    return Err(ApiError::invalid(
+                        "\"name\" is empty: give a name or leave it out",
+                    ));
+                }
+                Some(n) => n.to_string(),
+            };
             if let Some(other) = uploaded(s).find(|c| c.name == name) {
                 return Err(ApiError::conflict(format!(
                     "an mTLS certificate named {name:?} exists already ({})",

@@ -139,6 +139,14 @@ async fn issue(plane: &ControlPlane, call: &Call) -> Answer {
             let ca = s
                 .managed_ca()
                 .ok_or_else(|| ApiError::internal("the store has no managed CA"))?;
+            let ends = time::now() + i64::from(body.validity_days) * 86_400;
+            if ends > ca.expires_on {
+                return Err(ApiError::invalid(format!(
+                    "validity_days {} would outlast the managed CA, which expires on {}",
+                    body.validity_days,
+                    time::rfc3339(ca.expires_on)
+                )));
+            }
             let signer =
                 pki::Signer::from_pem(&ca.certificate, ca.key.as_deref().unwrap_or_default())?;
             let cert = pki::issue(&signer, &cn, &public, Usage::Client, body.validity_days)

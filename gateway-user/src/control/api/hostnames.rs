@@ -36,8 +36,11 @@ struct Body {
 #[serde(deny_unknown_fields)]
 struct Ssl {
     settings: Option<SslSettings>,
-    custom_certificate: Option<String>,
-    custom_key: Option<String>,
+    /// `null`: go back to a certificate issued by the gateway's server CA.
+    #[serde(default, deserialize_with = "present")]
+    custom_certificate: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    custom_key: Option<Option<String>>,
     /// Accepted for compatibility with the reference service; not used.
     #[serde(rename = "type")]
     _kind: Option<String>,
@@ -172,8 +175,11 @@ fn edit(s: &State, host: &mut Hostname, body: &Body) -> Result<(), ApiError> {
             }
         }
         match (&ssl.custom_certificate, &ssl.custom_key) {
-            (Some(cert), Some(key)) => {
+            (Some(Some(cert)), Some(Some(key))) => {
                 host.certificate = uploaded(&host.name, host.wildcard, cert, key)?;
+            }
+            (Some(None), None | Some(None)) => {
+                host.certificate = server_cert(s, &host.name, host.wildcard)?;
             }
             (None, None) => {}
             _ => {

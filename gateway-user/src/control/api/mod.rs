@@ -6,7 +6,7 @@
 //!
 //! | route | methods |
 //! |---|---|
-//! | `/client/v4/zones` | GET |
+//! | `/client/v4/zones`, `/client/v4/zones/Z` | GET |
 //! | `/client/v4/zones/Z/settings/{min_tls_version,ciphers}` | GET, PATCH `{"value":…}` |
 //! | `/client/v4/zones/Z/custom_hostnames[/ID]` | GET, POST / GET, PATCH, DELETE |
 //! | `/client/v4/zones/Z/certificate_authorities/hostname_associations` | GET `?mtls_certificate_id=`, PUT |
@@ -205,8 +205,9 @@ async fn authorize(plane: &ControlPlane, req: &Request<Incoming>) -> Result<(), 
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .unwrap_or_default();
     if token.is_empty() || !plane.token_ok(token).await {
         return Err(ApiError::new(
@@ -239,12 +240,16 @@ async fn read(req: Request<Incoming>) -> Result<Call, ApiError> {
     let body = Limited::new(body, MAX_BODY)
         .collect()
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                1005,
-                format!("the request body is larger than {MAX_BODY} bytes"),
-            )
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    1005,
+                    format!("the request body is larger than {MAX_BODY} bytes"),
+                )
+            } else {
+                ApiError::invalid(format!("the request body could not be read: {e}"))
+            }
         })?
         .to_bytes();
     Ok(Call {
@@ -285,6 +290,8 @@ async fn route(plane: &ControlPlane, call: &Call) -> Answer {
                 return Err(ApiError::not_found("zone", z));
             }
             match rest {
+                [] if call.method == Method::GET => Ok(zone::list(plane).await?[0].clone()),
+                [] => Err(method_not_allowed("GET")),
                 ["settings", ..] => zone::settings(plane, call, &rest[1..]).await,
                 ["custom_hostnames", ..] => hostnames::route(plane, call, &rest[1..]).await,
                 ["certificate_authorities", "hostname_associations"] => {

@@ -159,6 +159,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     if let Some((opened, base)) = store {
         let expiry = Expiry::new(&registry)?;
         let cp = Arc::new(ControlPlane::start(opened, base, layers.clone(), expiry)?);
+        if !opts.admin.ip().is_loopback() {
+            log::warn!(
+                "the admin API listens on {} in plain HTTP: the token crosses the network \
+                 unencrypted; keep it on loopback (or behind a TLS proxy)",
+                opts.admin
+            );
+        }
         let listener = TcpListener::bind(opts.admin)
             .await
             .with_context(|| format!("cannot listen for the admin API on {}", opts.admin))?;

@@ -5,7 +5,10 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     path::PathBuf,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -96,15 +99,26 @@ impl MtlsClient {
     /// Runs `concurrency` clients in a loop for `duration`; each cycle is a new
     /// connection, a full handshake and one `GET /`.
     pub async fn run(&self, concurrency: usize, duration: Duration) -> anyhow::Result<LoadResult> {
+        self.run_until(concurrency, Arc::new(AtomicBool::new(false)), duration)
+            .await
+    }
+
+    /// As [`run`](Self::run), until `stop` is set (or `duration` at most).
+    pub async fn run_until(
+        &self,
+        concurrency: usize,
+        stop: Arc<AtomicBool>,
+        duration: Duration,
+    ) -> anyhow::Result<LoadResult> {
         let connector = Arc::new(self.connector()?);
         let deadline = Instant::now() + duration;
         let started = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..concurrency {
-            let (connector, this) = (connector.clone(), self.clone());
+            let (connector, this, stop) = (connector.clone(), self.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
                 let mut r = LoadResult::default();
-                while Instant::now() < deadline {
+                while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
                     match this.cycle(&connector).await {
                         Ok(hs) => {
                             r.completed += 1;

@@ -8,6 +8,10 @@ use std::{
     io::{Read, Write},
     path::Path,
     process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -151,13 +155,16 @@ fn a_hundred_changes_under_load_drop_nothing() {
         cert: cert.clone(),
         key: key.clone(),
     };
-    let load_time = Duration::from_secs(12);
+    // The load runs until the changes are done (two minutes at most).
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut keep_alive_requests = 1;
     let (load, changes_took) = thread::scope(|s| {
         let load = s.spawn(|| {
+            let stop = stop.clone();
             lab.in_client_thread(move || {
                 tokio::runtime::Runtime::new()
                     .unwrap()
-                    .block_on(client.run(4, load_time))
+                    .block_on(client.run_until(4, stop, Duration::from_secs(120)))
             })
         });
         thread::sleep(Duration::from_secs(1));
@@ -165,6 +172,15 @@ fn a_hundred_changes_under_load_drop_nothing() {
         let rules = z("rulesets/phases/http_request_firewall_custom/entrypoint/rules");
         let mut rule_id = None;
         for i in 0..100 {
+            // The kept connection carries a request every ten changes (it is
+            // never idle long enough to be closed for idleness).
+            if i % 10 == 5 {
+                let request = format!("GET /during-{i} HTTP/1.1\r\nHost: api.lab.test\r\n\r\n");
+                keep_in
+                    .write_all(request.as_bytes())
+                    .expect("the kept connection was closed during the changes");
+                keep_alive_requests += 1;
+            }
             match i % 4 {
                 0 => {
                     let v = if i % 8 == 0 { "1.3" } else { "1.2" };
@@ -217,18 +233,16 @@ fn a_hundred_changes_under_load_drop_nothing() {
             Some(json!({"ssl": {"settings": {"min_tls_version": "1.3"}}})),
         );
         let took = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
         keep_in
             .write_all(b"GET /after HTTP/1.1\r\nHost: api.lab.test\r\nConnection: close\r\n\r\n")
-            .unwrap();
+            .expect("the kept connection was closed after the changes");
+        keep_alive_requests += 1;
         drop(keep_in);
         (load.join().unwrap().unwrap().unwrap(), took)
     });
     assert!(
-        changes_took + Duration::from_secs(1) < load_time,
-        "the 101 changes took {changes_took:?}, longer than the load ran"
-    );
-    assert!(
-        load.completed > 50,
+        load.completed > 20,
         "only {} cycles completed: {load:?}",
         load.completed
     );
@@ -260,7 +274,7 @@ fn a_hundred_changes_under_load_drop_nothing() {
     let _ = keep.wait();
     assert_eq!(
         answer.matches("HTTP/1.1 200").count(),
-        2,
+        keep_alive_requests,
         "the connection opened before the changes: {answer}"
     );
     assert!(answer.contains("/after"), "{answer}");

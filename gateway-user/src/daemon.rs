@@ -183,6 +183,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         )));
         plane = Some(cp);
     }
+    // Renewals, CRL refreshes and expiry checks run beside the main loop (a slow
+    // CRL source must not hold up signals).
+    let maintenance = plane.clone().map(|cp| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFRESH_INTERVAL);
+            loop {
+                tick.tick().await;
+                cp.renew_server_certificates().await;
+                control::api::refresh_crls(&cp).await;
+                cp.read(|s| cp.expiry.observe(s)).await;
+            }
+        })
+    });
 
     let listen = opts.metrics.unwrap_or(config.metrics.listen);
     let listener = TcpListener::bind(listen)
@@ -199,7 +212,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
-    let mut refresh = tokio::time::interval(REFRESH_INTERVAL);
     let path = opts.config.as_deref();
     let mut watch = path.map(|p| Watch::new(p, &config));
     let result = loop {
@@ -222,13 +234,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     reload(&mut layers, p, w);
                 }
             }
-            _ = refresh.tick() => {
-                if let Some(cp) = &plane {
-                    cp.renew_server_certificates().await;
-                    control::api::refresh_crls(cp).await;
-                    cp.read(|s| cp.expiry.observe(s)).await;
-                }
-            }
             result = &mut metrics_task => {
                 break match result {
                     Ok(Err(e)) => Err(e.context("the metrics endpoint stopped")),
@@ -242,6 +247,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         let _ = server.await;
     }
     metrics_task.abort();
+    if let Some(task) = maintenance {
+        task.abort();
+    }
     if let Some(filter) = &mut control::lock(&layers).filter {
         filter.detach();
     }

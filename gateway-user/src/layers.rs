@@ -31,27 +31,33 @@ pub struct Prepared {
     terminator: TerminatorSection,
 }
 
-impl Layers {
-    /// Builds what `config` needs in each running layer, changing nothing.
-    pub fn prepare(&self, config: &Config) -> anyhow::Result<Prepared> {
-        let snapshot = match &self.tls {
-            Some(_) => Some(TlsSnapshot::build(config)?),
-            None => None,
-        };
+impl Prepared {
+    /// Builds what `config` needs (with a terminator snapshot when `terminator`).
+    pub fn build(config: &Config, terminator: bool) -> anyhow::Result<Prepared> {
         Ok(Prepared {
-            snapshot,
+            snapshot: terminator.then(|| TlsSnapshot::build(config)).transpose()?,
             policy: XdpPolicy::from_config(config),
             terminator: config.terminator.clone(),
         })
     }
+}
 
-    /// Puts a prepared configuration in force: the XDP maps, then the snapshot.
+impl Layers {
+    /// Builds what `config` needs in each running layer, changing nothing.
+    pub fn prepare(&self, config: &Config) -> anyhow::Result<Prepared> {
+        Prepared::build(config, self.tls.is_some())
+    }
+
+    /// Puts a prepared configuration in force: the snapshot (a pointer swap that
+    /// cannot fail, so the terminator always follows), then the XDP maps.
     pub fn install(&mut self, prepared: Prepared) -> anyhow::Result<()> {
-        if let Some(filter) = &mut self.filter {
-            filter.apply(&prepared.policy)?;
-        }
         if let (Some(tls), Some(snapshot)) = (&self.tls, prepared.snapshot) {
             tls.store(Arc::new(snapshot));
+        }
+        if let Some(filter) = &mut self.filter {
+            filter
+                .apply(&prepared.policy)
+                .map_err(|e| e.context("the XDP policy maps were not updated"))?;
         }
         if restart_only(&prepared.terminator) != restart_only(&self.terminator) {
             log::warn!(

@@ -163,6 +163,56 @@ fn from_an_empty_data_directory_to_a_blocked_revoked_client() {
     let (code, _) = status(&gw, "api.e2e.test", Some(&cert_args(&dave)));
     assert_eq!(code, 200, "dave reactivated");
 
+    // Trust taken away reaches connections already open: dave's keep-alive
+    // connection is blocked from its next request once the managed CA is no
+    // longer associated with the hostname.
+    let mut conn = std::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-ign_eof", "-connect"])
+        .arg(format!("127.0.0.1:{}", gw.tls_port))
+        .args(["-servername", "api.e2e.test", "-cert"])
+        .arg(&dave.cert)
+        .arg("-key")
+        .arg(&dave.key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut to_server = conn.stdin.take().unwrap();
+    let request = |last: bool| {
+        format!(
+            "GET /kept HTTP/1.1\r\nHost: api.e2e.test\r\n{}\r\n",
+            if last { "Connection: close\r\n" } else { "" }
+        )
+    };
+    use std::io::{Read, Write};
+    to_server.write_all(request(false).as_bytes()).unwrap();
+    thread::sleep(Duration::from_millis(500));
+    gw.ok(
+        "PUT",
+        &format!("zones/{zone}/certificate_authorities/hostname_associations"),
+        Some(&json!({"hostnames": []})),
+    );
+    to_server.write_all(request(true).as_bytes()).unwrap();
+    drop(to_server);
+    let mut answer = String::new();
+    conn.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut answer)
+        .unwrap();
+    let _ = conn.wait();
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &answer[i..i + 12])
+        .collect();
+    assert_eq!(statuses, ["HTTP/1.1 200", "HTTP/1.1 403"], "{answer}");
+    gw.ok(
+        "PUT",
+        &format!("zones/{zone}/certificate_authorities/hostname_associations"),
+        Some(&json!({"hostnames": ["api.e2e.test"]})),
+    );
+
     // Everything survives a restart, with the same token.
     let token = gw.token.clone();
     drop(gw);

@@ -363,6 +363,9 @@ pub fn validate_hostname(name: &str) -> anyhow::Result<()> {
     let ok = name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if name.split('.').any(|label| label.len() > 63) {
+        bail!("hostname {name:?}: a label (between dots) is at most 63 characters");
+    }
     if !ok || name.starts_with('.') || name.ends_with('.') || name.contains("..") {
         bail!("hostname {name:?} must be lowercase letters, digits, '-' and '.' (no trailing dot)");
     }

@@ -79,6 +79,10 @@ pub struct CaSection {
     /// Serials (hex) revoked through the managed CA.
     #[serde(default)]
     pub revoked_serials: Vec<String>,
+    /// Keep a CRL past its nextUpdate (the store's last good CRL of a source
+    /// that is down) instead of refusing the configuration.
+    #[serde(skip)]
+    pub stale_crl_ok: bool,
 }
 
 /// How the client certificate reaches the origin.

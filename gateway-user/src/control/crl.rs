@@ -10,8 +10,10 @@ use http::Method;
 
 use super::{model::CrlSource, pki, time};
 
-/// How long a download may take.
+/// How long a download or a file read may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest CRL file read (downloads are capped by the HTTP client alike).
+const MAX_CRL_BYTES: u64 = 16 << 20;
 
 /// Checks that `source` names an absolute file path or an `http://` URL.
 pub fn check_source(source: &str) -> anyhow::Result<()> {
@@ -41,9 +43,26 @@ pub async fn fetch(source: &str) -> anyhow::Result<Vec<u8>> {
         }
         Ok(body.to_vec())
     } else {
-        tokio::fs::read(source)
+        let read = async {
+            let meta = tokio::fs::metadata(source)
+                .await
+                .with_context(|| format!("cannot read {source}"))?;
+            if !meta.is_file() {
+                bail!("{source} is not a regular file");
+            }
+            if meta.len() > MAX_CRL_BYTES {
+                bail!(
+                    "{source} is {} bytes; a CRL is at most {MAX_CRL_BYTES}",
+                    meta.len()
+                );
+            }
+            tokio::fs::read(source)
+                .await
+                .with_context(|| format!("cannot read {source}"))
+        };
+        tokio::time::timeout(FETCH_TIMEOUT, read)
             .await
-            .with_context(|| format!("cannot read {source}"))
+            .with_context(|| format!("reading {source} took over {FETCH_TIMEOUT:?}"))?
     }
 }
 

@@ -32,7 +32,11 @@ use self::{
     pki::Usage,
     store::Store,
 };
-use crate::{config::Config, layers::Layers, tls_version::TlsVersion};
+use crate::{
+    config::Config,
+    layers::{Layers, Prepared},
+    tls_version::TlsVersion,
+};
 
 /// Validity of the CAs made at the first run: 20 years, so certificates of
 /// the longest validity (10 years) can be issued for the first ten.
@@ -230,23 +234,29 @@ impl ControlPlane {
         }
         let config = next.to_config(&self.base);
         // Building the snapshot and the durable commit block for milliseconds:
-        // off the runtime's async path.
+        // off the runtime's async path, and without holding the layers' lock.
+        let terminator = lock(&self.layers).tls.is_some();
         let prepared = blocking(|| {
             config
                 .validate()
-                .and_then(|()| lock(&self.layers).prepare(&config))
+                .and_then(|()| Prepared::build(&config, terminator))
         })
         .map_err(|e| ApiError::invalid(format!("the change was refused: {e:#}")))?;
         blocking(|| self.store.commit(Some(&state), &next))
             .map_err(|e| ApiError::internal(format!("the store did not commit: {e:#}")))?;
-        if let Err(e) = lock(&self.layers).install(prepared) {
-            // Committed but not fully in force (an XDP map update failed): say so;
-            // the next change or restart applies it again.
-            log::error!("a committed change is not in force everywhere: {e:#}");
-        }
+        let installed = lock(&self.layers).install(prepared);
         self.expiry.observe(&next);
         *state = next;
-        Ok(out)
+        match installed {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                log::error!("a committed change is not in force in the XDP filter: {e:#}");
+                Err(ApiError::internal(format!(
+                    "the change is committed and in force in the terminator, but not in the XDP \
+                     filter: {e:#}; the next change applies it again"
+                )))
+            }
+        }
     }
 
     /// Renews the server certificates the gateway issued that expire within

@@ -111,10 +111,14 @@ pub fn issue<T: HasPublic>(
     )
 }
 
+/// A subject `CN=common_name`; a name longer than a CN may be (64) is left
+/// out of the subject (a server certificate names its host in subjectAltName).
 fn name(common_name: &str) -> anyhow::Result<boring::x509::X509Name> {
     let mut b = X509NameBuilder::new()?;
-    b.append_entry_by_nid(Nid::COMMONNAME, common_name)
-        .with_context(|| format!("{common_name:?} cannot be a common name"))?;
+    if common_name.len() <= 64 {
+        b.append_entry_by_nid(Nid::COMMONNAME, common_name)
+            .with_context(|| format!("{common_name:?} cannot be a common name"))?;
+    }
     Ok(b.build())
 }
 
@@ -324,7 +328,16 @@ pub fn pem_certificates(pem: &str) -> anyhow::Result<Vec<Vec<u8>>> {
 /// signature algorithm, valid now. Returns the first certificate's details.
 pub fn check_uploaded_ca(pem: &str, now: i64) -> anyhow::Result<CertInfo> {
     let mut first = None;
-    for (i, der) in pem_certificates(pem)?.iter().enumerate() {
+    let ders = pem_certificates(pem)?;
+    // BoringSSL must read what x509-parser read (they differ on malformed PEM).
+    let boring_count = X509::stack_from_pem(pem.as_bytes()).map_or(0, |v| v.len());
+    if boring_count != ders.len() {
+        bail!(
+            "the PEM is malformed: {} certificate block(s), {boring_count} readable",
+            ders.len()
+        );
+    }
+    for (i, der) in ders.iter().enumerate() {
         let (info, is_ca) = info(der).with_context(|| format!("certificate {}", i + 1))?;
         let which = format!("certificate {} ({})", i + 1, info.subject);
         if !is_ca {
@@ -353,6 +366,13 @@ pub fn check_uploaded_ca(pem: &str, now: i64) -> anyhow::Result<CertInfo> {
             );
         }
         first.get_or_insert(info);
+    }
+    if ders.len() > 1 {
+        bail!(
+            "{} certificates: upload one CA certificate at a time (each is its own trust \
+             anchor with its own CRL)",
+            ders.len()
+        );
     }
     first.context("no certificate")
 }

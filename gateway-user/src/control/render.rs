@@ -39,6 +39,7 @@ impl State {
                     .filter(|c| c.ca_id == ca.id && c.status == CertStatus::Revoked)
                     .map(|c| c.serial_number.clone())
                     .collect(),
+                stale_crl_ok: true,
             })
             .collect();
         config.hostnames = self

@@ -44,32 +44,42 @@ impl Store {
     /// Opens the store in `dir`, creating the directory (0700) and the file (0600)
     /// if needed. Returns the store and the state in it (none for a new store).
     pub fn open(dir: &Path) -> anyhow::Result<(Store, Option<State>)> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot restrict {} to its owner", dir.display()))?;
-        let path = dir.join(STORE_FILE);
-        let db = if path.exists() {
-            let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
-            if mode != 0o600 {
+        if dir.exists() {
+            let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
                 log::warn!(
-                    "{} was mode {mode:o}; setting 0600 (it holds private keys)",
-                    path.display()
+                    "the data directory {} is mode {mode:o}: others can list it; 0700 is advised",
+                    dir.display()
                 );
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
             }
-            Database::open(&path)
         } else {
-            let file: File = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            Database::builder().create_with_backend(redb::backends::FileBackend::new(file)?)
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot restrict {} to its owner", dir.display()))?;
         }
-        .with_context(|| format!("cannot open the store {}", path.display()))?;
+        let path = dir.join(STORE_FILE);
+        // Created 0600 (the mode applies only to a new file). An empty file (a
+        // first run killed before redb wrote its header) is initialised like a new one.
+        let file: File = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let mode = file.metadata()?.permissions().mode() & 0o777;
+        if mode != 0o600 {
+            log::warn!(
+                "{} was mode {mode:o}; setting 0600 (it holds private keys)",
+                path.display()
+            );
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        let db = Database::builder()
+            .create_with_backend(redb::backends::FileBackend::new(file)?)
+            .with_context(|| format!("cannot open the store {}", path.display()))?;
         let store = Store { db, path };
         let state = store.load()?;
         Ok((store, state))

@@ -123,6 +123,14 @@ impl Terminator {
         {
             Arc::make_mut(&mut fields.client_auth).revoked = true;
         }
+        // So is trust: a CA no longer associated with the hostname verifies nothing.
+        if fields.client_auth.verified
+            && !snapshot.still_trusted(&conn.host.name, &fields.client_auth)
+        {
+            let auth = Arc::make_mut(&mut fields.client_auth);
+            auth.verified = false;
+            auth.failure = Some("its CA is no longer trusted for this hostname".into());
+        }
         // The TLS policy applied is the SNI's: a request may only be for that name.
         if conn.host.name.is_empty() {
             return local(

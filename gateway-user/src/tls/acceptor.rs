@@ -117,15 +117,20 @@ fn verify(policy: &MtlsPolicy, ssl: &SslRef) -> ClientAuth {
                 .chain()
                 .and_then(|ch| ch.get(1))
                 .and_then(|ca| ca.to_der().ok());
+            let anchor = c
+                .chain()
+                .and_then(|ch| ch.iter().last())
+                .and_then(|ca| ca.digest(boring::hash::MessageDigest::sha256()).ok())
+                .map(|d| d.to_vec());
             let error = c
                 .verify_result()
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default();
-            Ok((ok, issuer, error))
+            Ok((ok, issuer, error, anchor))
         })
     });
-    let (verified, issuer, error) = match outcome {
+    let (verified, issuer, error, anchor) = match outcome {
         Ok(o) => o,
         Err(e) => return failed(format!("verification could not run: {e}")),
     };
@@ -146,6 +151,7 @@ fn verify(policy: &MtlsPolicy, ssl: &SslRef) -> ClientAuth {
         failure: (!verified).then_some(error),
         cert,
         revocation_key,
+        anchor: verified.then_some(anchor).flatten(),
     }
 }
 

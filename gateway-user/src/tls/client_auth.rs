@@ -36,6 +36,9 @@ pub struct ClientAuth {
     pub cert: Option<CertDetails>,
     /// Issuer name (raw DER) and serial (raw): how revocation is looked up.
     pub revocation_key: Option<(Vec<u8>, Vec<u8>)>,
+    /// SHA-256 of the trust anchor the chain was verified to: whether that CA
+    /// is still trusted for the hostname is looked up again per request.
+    pub anchor: Option<Vec<u8>>,
 }
 
 /// The presented certificate, formatted for rules and headers.

@@ -84,7 +84,15 @@ impl RevocationSet {
     }
 
     /// Adds the revocations of CRLs (base and delta CRLs) for the CA `ca_der`.
-    pub fn add_crls(&mut self, ca_der: &[u8], crls: &[Material], now: i64) -> anyhow::Result<()> {
+    /// With `stale_ok`, a CRL past its nextUpdate still counts (with a warning):
+    /// the store keeps the last good CRL of a source that is down.
+    pub fn add_crls(
+        &mut self,
+        ca_der: &[u8],
+        crls: &[Material],
+        now: i64,
+        stale_ok: bool,
+    ) -> anyhow::Result<()> {
         let mut ders = Vec::new();
         for crl in crls {
             let data = crl.read().with_context(|| format!("CRL {crl}"))?;
@@ -96,7 +104,15 @@ impl RevocationSet {
         let crls = ders;
         let mut parsed = Vec::new();
         for (name, der) in &crls {
-            let crl = check_crl(ca_der, der, now).with_context(|| format!("CRL {name}"))?;
+            let checked_at = if stale_ok { None } else { Some(now) };
+            let crl = check_crl(ca_der, der, checked_at).with_context(|| format!("CRL {name}"))?;
+            if let Some(next) = crl.next_update.filter(|n| *n < now) {
+                log::warn!(
+                    "CRL {name} is past its nextUpdate ({}): it stays in force until a fresh one \
+                     is fetched",
+                    crate::control::time::rfc3339(next)
+                );
+            }
             parsed.push(crl);
         }
         let subject = ca_subject(ca_der)?;
@@ -114,7 +130,7 @@ pub fn inspect_crl(
     now: i64,
 ) -> anyhow::Result<(Vec<u8>, Option<i64>, usize)> {
     let der = der_of(data)?;
-    let crl = check_crl(ca_der, &der, now)?;
+    let crl = check_crl(ca_der, &der, Some(now))?;
     Ok((der, crl.next_update, crl.revoked.len()))
 }
 
@@ -140,7 +156,8 @@ fn merge(set: &mut HashSet<Vec<u8>>, crls: &[Crl]) {
     }
 }
 
-fn check_crl(ca_der: &[u8], der: &[u8], now: i64) -> anyhow::Result<Crl> {
+/// Checks a CRL's issuer and signature and, when `now` is given, its dates.
+fn check_crl(ca_der: &[u8], der: &[u8], now: Option<i64>) -> anyhow::Result<Crl> {
     let (_, ca) = X509Certificate::from_der(ca_der)
         .map_err(|e| anyhow::anyhow!("unparsable CA certificate: {e}"))?;
     let (_, crl) =
@@ -150,11 +167,13 @@ fn check_crl(ca_der: &[u8], der: &[u8], now: i64) -> anyhow::Result<Crl> {
     }
     crl.verify_signature(ca.public_key())
         .map_err(|e| anyhow::anyhow!("signature does not verify with the CA's key: {e}"))?;
-    if let Some(next) = crl.next_update().filter(|n| n.timestamp() < now) {
-        bail!("expired: its nextUpdate ({next}) has passed; publish a fresh CRL");
-    }
-    if crl.last_update().timestamp() > now + 300 {
-        bail!("not yet valid: thisUpdate is {}", crl.last_update());
+    if let Some(now) = now {
+        if let Some(next) = crl.next_update().filter(|n| n.timestamp() < now) {
+            bail!("expired: its nextUpdate ({next}) has passed; publish a fresh CRL");
+        }
+        if crl.last_update().timestamp() > now + 300 {
+            bail!("not yet valid: thisUpdate is {}", crl.last_update());
+        }
     }
     let delta = crl
         .extensions()

@@ -33,6 +33,8 @@ pub struct MtlsPolicy {
     pub store: X509Store,
     /// Revoked certificates of those CAs.
     pub revocations: RevocationSet,
+    /// SHA-256 of each trusted CA certificate.
+    pub anchors: std::collections::HashSet<Vec<u8>>,
 }
 
 /// Everything the terminator applies to one hostname (or to clients without SNI).
@@ -93,6 +95,16 @@ impl TlsSnapshot {
             .is_some_and(|m| m.revocations.contains(issuer, serial))
     }
 
+    /// Whether the CA a client certificate on hostname `host` was verified to
+    /// is still trusted there (its association may have been removed since).
+    pub fn still_trusted(&self, host: &str, auth: &super::ClientAuth) -> bool {
+        let mtls = self.hosts.get(host).and_then(|h| h.mtls.as_ref());
+        match (mtls, &auth.anchor) {
+            (Some(m), Some(anchor)) => m.anchors.contains(anchor),
+            _ => false,
+        }
+    }
+
     /// Builds the snapshot: reads every certificate, key and CRL the configuration names.
     pub fn build(config: &Config) -> anyhow::Result<TlsSnapshot> {
         let t = &config.terminator;
@@ -116,7 +128,7 @@ impl TlsSnapshot {
                 .add_serials(&der, ca.revoked_serials.iter().map(String::as_str))
                 .with_context(|| format!("CA {:?}", ca.name))?;
             revoked
-                .add_crls(&der, &ca.crl, now)
+                .add_crls(&der, &ca.crl, now, ca.stale_crl_ok)
                 .with_context(|| format!("CA {:?}", ca.name))?;
             cas.insert(ca.name.clone(), (cert, revoked));
         }
@@ -266,14 +278,17 @@ fn mtls_policy(
         bail!("cannot restrict verification to client certificates");
     }
     let mut revocations = RevocationSet::default();
+    let mut anchors = std::collections::HashSet::new();
     for name in &h.cas {
         let (cert, revoked) = &cas[name];
         store.add_cert(cert.clone())?;
         revocations.extend(revoked);
+        anchors.insert(cert.digest(boring::hash::MessageDigest::sha256())?.to_vec());
     }
     Ok(Some(Arc::new(MtlsPolicy {
         store: store.build(),
         revocations,
+        anchors,
     })))
 }
 

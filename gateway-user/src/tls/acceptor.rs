@@ -119,7 +119,7 @@ fn verify(policy: &MtlsPolicy, ssl: &SslRef) -> ClientAuth {
                 .and_then(|ca| ca.to_der().ok());
             let anchor = c
                 .chain()
-                .and_then(|ch| ch.iter().last())
+                .and_then(|ch| ch.iter().next_back())
                 .and_then(|ca| ca.digest(boring::hash::MessageDigest::sha256()).ok())
                 .map(|d| d.to_vec());
             let error = c

@@ -316,10 +316,26 @@ pub fn goals(series: &[Series]) -> Vec<Goal> {
     let mut goals = Vec::new();
     if let Some(xdp) = find(Server::GatewayXdp) {
         let kept = xdp.retained();
+        // The two steps compared: if other work ran during either, the ratio is its.
+        let compared = [
+            xdp.steps.iter().find(|s| s.flood_rate == 0),
+            xdp.steps.iter().max_by_key(|s| s.flood_rate),
+        ];
+        let noisy = compared
+            .iter()
+            .flatten()
+            .any(|st| st.foreign_load > super::NOISE_THRESHOLD);
         goals.push(Goal {
             what: "gateway+xdp: legit handshakes/s under the heaviest flood >= 90% of the no-flood rate".into(),
-            value: kept.map_or("n/a".into(), |k| format!("{:.0}%", 100.0 * k)),
-            met: kept.map(|k| k >= 0.9),
+            value: match kept {
+                Some(k) if noisy => format!(
+                    "{:.0}%, not meaningful: other work on the machine during the compared steps",
+                    100.0 * k
+                ),
+                Some(k) => format!("{:.0}%", 100.0 * k),
+                None => "n/a".into(),
+            },
+            met: kept.filter(|_| !noisy).map(|k| k >= 0.9),
         });
         for (other, m) in [Server::GatewayUserspace, Server::Nginx]
             .into_iter()

@@ -67,6 +67,8 @@ where
         .x_desc("flood rate asked (connections/s)")
         .y_desc(y_desc)
         .label_style(("sans-serif", 15))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(e)?;
     for (s, color) in series.iter().zip(COLORS) {

@@ -138,9 +138,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             metrics,
         )?);
         for addr in &config.terminator.listen {
-            let listener =
-                bind(*addr, Duration::from_millis(config.terminator.handshake_timeout_ms))
-                    .with_context(|| format!("cannot listen for TLS on {addr}"))?;
+            let listener = bind(
+                *addr,
+                Duration::from_millis(config.terminator.handshake_timeout_ms),
+            )
+            .with_context(|| format!("cannot listen for TLS on {addr}"))?;
             banner.push(format!("TLS on {}", listener.local_addr()?));
             let mut stop = stop_rx.clone();
             let shutdown = async move {

@@ -442,3 +442,45 @@ fn rules_through_the_cli() {
         &["invalid expression at 1:13", "^"],
     );
 }
+
+#[test]
+fn a_lost_token_is_replaced_offline() {
+    let s = Setup::start("cli-rotate");
+    let data = s.gw.data.clone();
+    let old = s.gw.token.clone();
+    // Not while the gateway holds the store.
+    let busy = output(
+        Command::new(&s.gw.bin)
+            .args(["rotate-token", "--data-dir"])
+            .arg(&data),
+    );
+    assert!(!busy.ok, "rotated under a running gateway: {busy:?}");
+    assert!(busy.stderr.contains("stop it first"), "{busy:?}");
+    let bin = s.gw.bin.clone();
+    let dir = s.dir;
+    drop(s.gw);
+    let rotated = output(
+        Command::new(&bin)
+            .args(["rotate-token", "--data-dir"])
+            .arg(&data),
+    );
+    assert!(rotated.ok, "{rotated:?}");
+    let new = rotated
+        .stdout
+        .split_once("GATEWAY_TOKEN): ")
+        .map(|(_, t)| t.trim().to_string())
+        .expect("the new token is printed");
+    assert_ne!(new, old);
+    let gw = StoreGateway::start(&bin, &data, Some(&new), &[]);
+    assert_eq!(gw.call("GET", "zones", None).0, 200);
+    assert_eq!(gw.call_as(Some(&old), "GET", "zones", None).0, 403);
+    let missing = output(
+        Command::new(&bin)
+            .args(["rotate-token", "--data-dir"])
+            .arg(dir.0.join("nothing-here")),
+    );
+    assert!(
+        !missing.ok && missing.stderr.contains("no store"),
+        "{missing:?}"
+    );
+}

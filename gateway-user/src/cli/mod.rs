@@ -59,6 +59,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ProgramLog::Off)]
         xdp_log: ProgramLog,
     },
+    /// Replace the admin API token of a stopped gateway's store and print the new one.
+    RotateToken {
+        /// The store's directory.
+        #[arg(long, default_value = "/var/lib/gateway")]
+        data_dir: PathBuf,
+    },
     /// XDP filter tools.
     Xdp {
         #[command(subcommand)]
@@ -130,6 +136,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Admin(command) => admin::run(&cli.api, command),
+        Command::RotateToken { data_dir } => crate::control::rotate_token(&data_dir).map(|token| {
+            println!("admin API token (shown once; keep it, the CLI reads it from GATEWAY_TOKEN): {token}")
+        }),
         Command::Rules {
             command: RulesCommand::Api(command),
         } => admin::run_rules(&cli.api, command),

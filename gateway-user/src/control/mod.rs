@@ -95,9 +95,7 @@ pub fn open(dir: &Path, default_hostname: &str) -> anyhow::Result<Opened> {
 
 fn first_state(default_hostname: &str) -> anyhow::Result<(State, String)> {
     let now = time::now();
-    let mut token = [0u8; 32];
-    boring::rand::rand_bytes(&mut token)?;
-    let token = pki::hex(&token);
+    let token = new_token()?;
     let mut state = State {
         meta: Meta {
             account_id: pki::random_id(),
@@ -126,6 +124,34 @@ fn first_state(default_hostname: &str) -> anyhow::Result<(State, String)> {
     let host = new_hostname(&state, default_hostname, false, now)?;
     state.hostnames.insert(host.id.clone(), host);
     Ok((state, token))
+}
+
+/// A new admin token: 32 random bytes, hex.
+fn new_token() -> anyhow::Result<String> {
+    let mut token = [0u8; 32];
+    boring::rand::rand_bytes(&mut token)?;
+    Ok(pki::hex(&token))
+}
+
+/// Replaces the admin token of the store in `dir` and returns the new one. The
+/// gateway must be stopped (the store is opened by one process at a time).
+pub fn rotate_token(dir: &Path) -> anyhow::Result<String> {
+    if !dir.join(store::STORE_FILE).exists() {
+        anyhow::bail!(
+            "no store in {}: the first `gateway run --data-dir {}` creates one",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let (store, state) = Store::open(dir)
+        .context("cannot open the store; if the gateway is running, stop it first")?;
+    let state = state.context("the store is empty")?;
+    let token = new_token()?;
+    let mut next = state.clone();
+    next.meta.token_sha256 = pki::sha256_hex(token.as_bytes());
+    store.commit(Some(&state), &next)?;
+    info!("the admin token of {} was replaced", store.path().display());
+    Ok(token)
 }
 
 fn authority(

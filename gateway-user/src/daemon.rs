@@ -87,6 +87,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             write_public_cas(&opts.data_dir, &opened.state)?;
             let base = store_base(&opts);
             let config = opened.state.to_config(&base);
+            config.validate().context("the stored configuration")?;
             store = Some((opened, base));
             config
         }
@@ -161,7 +162,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut plane = None;
     if let Some((opened, base)) = store {
         let expiry = Expiry::new(&registry)?;
-        let cp = Arc::new(ControlPlane::start(opened, base, layers.clone(), expiry)?);
+        let cp = Arc::new(ControlPlane::start(opened, base, layers.clone(), expiry));
         if !opts.admin.ip().is_loopback() {
             log::warn!(
                 "the admin API listens on {} in plain HTTP: the token crosses the network \

@@ -217,27 +217,22 @@ pub fn server_cert(state: &State, name: &str, wildcard: bool) -> anyhow::Result<
 }
 
 impl ControlPlane {
-    /// The control plane over an opened store, driving `layers`. `base` holds
-    /// the runtime sections. The current state is put in force first.
+    /// The control plane over an opened store, driving `layers`, which already
+    /// run the opened state's configuration. `base` holds the runtime sections.
     pub fn start(
         opened: Opened,
         base: Config,
         layers: Arc<Mutex<Layers>>,
         expiry: Expiry,
-    ) -> anyhow::Result<ControlPlane> {
-        let config = opened.state.to_config(&base);
-        config.validate().context("the stored configuration")?;
-        lock(&layers)
-            .apply(&config)
-            .context("the stored configuration")?;
+    ) -> ControlPlane {
         expiry.observe(&opened.state);
-        Ok(ControlPlane {
+        ControlPlane {
             store: opened.store,
             state: tokio::sync::Mutex::new(opened.state),
             base,
             layers,
             expiry,
-        })
+        }
     }
 
     /// Reads the committed state.

@@ -324,19 +324,26 @@ pub fn pem_certificates(pem: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     Ok(ders)
 }
 
+/// Every certificate of a PEM text, as DER and as BoringSSL reads it; refused
+/// unless both parsers read the same certificates (they differ on malformed PEM).
+pub fn read_chain(pem: &str) -> anyhow::Result<(Vec<Vec<u8>>, Vec<X509>)> {
+    let ders = pem_certificates(pem)?;
+    let certs = X509::stack_from_pem(pem.as_bytes()).context("unreadable PEM")?;
+    if certs.len() != ders.len() {
+        bail!(
+            "malformed PEM: {} certificate block(s), {} readable",
+            ders.len(),
+            certs.len()
+        );
+    }
+    Ok((ders, certs))
+}
+
 /// Checks an uploaded CA: parsable PEM, Basic Constraints CA:TRUE, an allowed
 /// signature algorithm, valid now. Returns the first certificate's details.
 pub fn check_uploaded_ca(pem: &str, now: i64) -> anyhow::Result<CertInfo> {
     let mut first = None;
-    let ders = pem_certificates(pem)?;
-    // BoringSSL must read what x509-parser read (they differ on malformed PEM).
-    let boring_count = X509::stack_from_pem(pem.as_bytes()).map_or(0, |v| v.len());
-    if boring_count != ders.len() {
-        bail!(
-            "the PEM is malformed: {} certificate block(s), {boring_count} readable",
-            ders.len()
-        );
-    }
+    let (ders, _) = read_chain(pem)?;
     for (i, der) in ders.iter().enumerate() {
         let (info, is_ca) = info(der).with_context(|| format!("certificate {}", i + 1))?;
         let which = format!("certificate {} ({})", i + 1, info.subject);

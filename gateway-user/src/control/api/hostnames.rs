@@ -218,16 +218,7 @@ fn edit(s: &State, host: &mut Hostname, body: &Body) -> Result<(), ApiError> {
 /// and cover `name` (and its subdomains, for a wildcard hostname).
 fn uploaded(name: &str, wildcard: bool, chain: &str, key: &str) -> Result<ServerCert, ApiError> {
     let bad = |m: String| ApiError::invalid(format!("ssl.custom_certificate: {m}"));
-    let ders = pki::pem_certificates(chain).map_err(|e| bad(format!("{e:#}")))?;
-    let certs = boring::x509::X509::stack_from_pem(chain.as_bytes())
-        .map_err(|e| bad(format!("unreadable: {e}")))?;
-    if certs.len() != ders.len() {
-        return Err(bad(format!(
-            "malformed PEM: {} certificate block(s), {} readable",
-            ders.len(),
-            certs.len()
-        )));
-    }
+    let (ders, certs) = pki::read_chain(chain).map_err(|e| bad(format!("{e:#}")))?;
     let pkey = boring::pkey::PKey::private_key_from_pem(key.as_bytes()).map_err(|_| {
         ApiError::invalid("ssl.custom_key: not a PEM private key (-----BEGIN PRIVATE KEY-----)")
     })?;

@@ -33,7 +33,7 @@ fn openssl() -> Command {
 }
 
 /// `openssl req` making a new P-256 key (and, with `days`, a self-signed certificate).
-fn new_p256_request(days: Option<u32>) -> Command {
+pub fn new_p256_request(days: Option<u32>) -> Command {
     let mut cmd = openssl();
     cmd.args([
         "req",

@@ -297,14 +297,16 @@ fn mtls_certificates_associations_and_crl_sources() {
     assert_eq!(m["mtls_certificate_id"], managed.as_str());
     assert_eq!(m["hostnames"], json!(["api.example.com", "b.example.com"]));
     assert_eq!(gw.ok("GET", &assoc, None), m);
-    let api_host = gw
-        .ok("GET", &hosts, None)
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["hostname"] == "api.example.com")
-        .cloned()
-        .unwrap();
+    let api_host_now = || {
+        gw.ok("GET", &hosts, None)
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["hostname"] == "api.example.com")
+            .cloned()
+            .unwrap()
+    };
+    let api_host = api_host_now();
     assert_eq!(api_host["mtls"]["enabled"], true);
     assert_eq!(
         api_host["mtls"]["certificate_authorities"],
@@ -442,14 +444,7 @@ fn mtls_certificates_associations_and_crl_sources() {
         gw.ok("PUT", &assoc, Some(&json!({"hostnames": []})))["hostnames"],
         json!([])
     );
-    let api_host = gw
-        .ok("GET", &hosts, None)
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["hostname"] == "api.example.com")
-        .cloned()
-        .unwrap();
+    let api_host = api_host_now();
     assert_eq!(api_host["mtls"]["enabled"], false, "{api_host:#}");
 }
 

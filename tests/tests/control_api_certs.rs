@@ -126,16 +126,7 @@ fn client_certificates_are_issued_revoked_and_expire() {
         &["cannot be a common name"],
     );
     let no_cn = s.file("no-cn.csr");
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-new",
-            "-nodes",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
+    run(new_p256_request(None)
         .args(["-subj", "/O=No Name"])
         .arg("-keyout")
         .arg(s.file("no-cn.key"))

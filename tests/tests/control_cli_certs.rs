@@ -161,16 +161,7 @@ fn cas_and_client_certificates_through_the_cli() {
 
     // cert issue --csr: the certificate on stdout, nothing else.
     let csr = s.file("bob.csr");
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-new",
-            "-nodes",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
+    run(new_p256_request(None)
         .args(["-subj", "/CN=bob", "-keyout"])
         .arg(s.file("bob.key"))
         .arg("-out")

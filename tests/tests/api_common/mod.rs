@@ -26,7 +26,7 @@ pub use gateway_tests::{
     control::StoreGateway,
     lab::run,
     local::{Background, TempDir, curl, free_port},
-    pki::{TestCa, server_cert},
+    pki::{TestCa, new_p256_request, server_cert},
 };
 pub use serde_json::{Value, json};
 
@@ -230,11 +230,13 @@ pub fn openssl_ca(dir: &Path, file: &str, key_args: &[&str]) -> String {
 /// A certificate request for `CN=cn` with a new key from `key` (`ec` or `rsa:N`).
 pub fn csr(dir: &Path, cn: &str, key: &str) -> String {
     let out = dir.join(format!("{cn}.csr"));
-    let mut cmd = Command::new("openssl");
-    cmd.args(["req", "-new", "-nodes", "-newkey", key]);
-    if key == "ec" {
-        cmd.args(["-pkeyopt", "ec_paramgen_curve:P-256"]);
-    }
+    let mut cmd = if key == "ec" {
+        new_p256_request(None)
+    } else {
+        let mut cmd = Command::new("openssl");
+        cmd.args(["req", "-new", "-nodes", "-newkey", key]);
+        cmd
+    };
     run(cmd
         .args(["-subj", &format!("/CN={cn}")])
         .arg("-keyout")

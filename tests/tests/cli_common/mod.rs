@@ -13,7 +13,7 @@ pub use gateway_tests::{
     control::StoreGateway,
     lab::run,
     local::{Output, TempDir, output},
-    pki::{TestCa, server_cert},
+    pki::{TestCa, new_p256_request, server_cert},
 };
 pub use serde_json::{Value, json};
 

@@ -54,6 +54,8 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
+    // BTF for the program: the kernel wants function info for `bpf_loop` callbacks.
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Clink-arg=--btf");
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("cannot run cargo for the eBPF build: {e}"));

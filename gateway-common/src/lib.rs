@@ -5,18 +5,38 @@
 //! The XDP program holds no policy: userspace fills these maps and reads the counters.
 #![no_std]
 
+pub mod flow;
 pub mod sni;
 pub mod stats;
 pub mod version;
 
-pub use stats::Stat;
+pub use flow::{FlowAnchor, HelloFlow};
+pub use stats::{Stat, StatKind};
 
 /// Longest SNI the filter matches against the policy (RFC 6066 host names fit easily).
 pub const MAX_SNI_LEN: usize = 255;
 
-/// Bytes of TCP payload the filter copies out of a segment to parse a ClientHello.
-/// A hello longer than this in one segment is parsed as far as it goes (fail open after).
+/// Handshake bytes of a ClientHello the filter reads (record headers excluded),
+/// whether the hello came in one segment or was reassembled from several.
+/// A hello longer than this is parsed as far as it goes (fail open after).
 pub const PAYLOAD_CAP: usize = 4096;
+
+/// Bytes of the client's stream (record headers included) kept per flow while
+/// its hello is reassembled: the bytes a retransmission is compared against.
+pub const STREAM_CAP: usize = 8192;
+
+/// Largest single copy into a reassembly buffer; the buffers carry this much
+/// slack so that a copy at any in-bounds offset stays inside the map value.
+pub const COPY_CHUNK: usize = 512;
+
+/// A buffer of handshake bytes, with slack for masked reads and chunked copies.
+pub type HelloBytes = [u8; PAYLOAD_CAP + COPY_CHUNK];
+
+/// Default slots of the flow-anchor table (16 bytes each): flows whose SYN was seen.
+pub const DEFAULT_FLOW_ANCHORS: u32 = 1 << 16;
+
+/// Default slots of the reassembly table (about 13 KiB each): hellos in flight.
+pub const DEFAULT_HELLO_FLOWS: u32 = 4096;
 
 /// Number of 64-bit words in the TLS port bitmap (one bit per TCP port).
 pub const PORT_BITMAP_WORDS: u32 = 65536 / 64;
@@ -41,6 +61,10 @@ pub mod maps {
     pub const REFUSED_FLOWS: &str = "REFUSED_FLOWS";
     /// `PerCpuArray<Scratch>` with one entry: per-CPU working memory.
     pub const SCRATCH: &str = "SCRATCH";
+    /// `Array<FlowAnchor>`: per-flow stream anchors, indexed by flow hash.
+    pub const FLOW_ANCHORS: &str = "FLOW_ANCHORS";
+    /// `Array<HelloFlow>`: hellos being reassembled, indexed by flow hash.
+    pub const HELLO_FLOWS: &str = "HELLO_FLOWS";
 }
 
 /// Program names in the object file.
@@ -77,6 +101,14 @@ pub struct FilterConfig {
     pub floor_min: u16,
     /// How a refused hello is handled: [`REFUSE_RESET`] or [`REFUSE_DROP`].
     pub refuse_mode: u16,
+    /// Seed of the flow hash that indexes [`maps::FLOW_ANCHORS`] and
+    /// [`maps::HELLO_FLOWS`]: random, so that nobody can aim at a slot; a new
+    /// seed forgets every flow at once (replay does it between files).
+    pub flow_seed: u32,
+    /// Slots of [`maps::FLOW_ANCHORS`] minus one (a power of two minus one).
+    pub anchor_mask: u32,
+    /// Slots of [`maps::HELLO_FLOWS`] minus one (a power of two minus one).
+    pub hello_mask: u32,
 }
 
 /// [`FilterConfig::refuse_mode`]: rewrite the hello into a RST toward the local
@@ -126,6 +158,9 @@ pub const SNI_ABSENT: u8 = 1;
 /// [`HelloSummary::sni_state`]: the SNI is in [`Scratch::sni`].
 pub const SNI_PRESENT: u8 = 2;
 
+/// Number of values in [`Scratch::segment`].
+pub const SEGMENT_SLOTS: usize = 12;
+
 /// Number of parser slots in [`Scratch::slots`].
 pub const SCRATCH_SLOTS: usize = 16;
 
@@ -135,24 +170,27 @@ pub const SCRATCH_SLOTS: usize = 16;
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Scratch {
-    /// The first [`PAYLOAD_CAP`] bytes of the TCP payload, plus slack so that
-    /// masked multi-byte reads stay inside the value.
-    pub payload: [u8; PAYLOAD_CAP + 8],
+    /// The handshake bytes of a hello that fits one segment and one record
+    /// (a reassembled hello is parsed in its [`HelloFlow`] instead).
+    pub payload: HelloBytes,
     /// The SNI of the last hello as sent (when `summary.sni_state` is present),
     /// aligned for word-at-a-time hashing.
     pub sni: [u64; sni::SNI_WORDS],
     /// What the last hello offered.
     pub summary: HelloSummary,
+    /// A retransmitted segment's bytes, copied out to compare with the kept stream.
+    pub compare: [u64; COPY_CHUNK / 8 + 2],
     /// The parser's working values (offsets into `payload`, flags, results),
     /// kept in memory on purpose: each parsing stage starts from values the
     /// verifier knows nothing about, so it checks every stage once rather than
     /// once per path through the stages before it.
     pub slots: [u32; SCRATCH_SLOTS],
-    /// The segment under inspection: TCP header offset, payload offset, payload
-    /// length, IP header offset, and 1 for IPv6. Passed through memory for the
-    /// same reason as `slots`: each way through the headers (VLAN tags, IPv4 or
-    /// IPv6) reaches the hello parser in the same verifier state.
-    pub segment: [u32; 5],
+    /// The segment under inspection and its flow: header offsets, payload,
+    /// sequence number, table slots, tag and anchor (the eBPF crate's
+    /// `staged` module names them). Passed through memory for the same reason
+    /// as `slots`: each way through the headers (VLAN tags, IPv4 or IPv6)
+    /// reaches the hello parser in the same verifier state.
+    pub segment: [u32; SEGMENT_SLOTS],
 }
 
 #[cfg(feature = "user")]
@@ -163,4 +201,6 @@ mod pod {
     unsafe impl aya::Pod for super::FilterConfig {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Scratch {}
+    unsafe impl aya::Pod for super::FlowAnchor {}
+    unsafe impl aya::Pod for super::HelloFlow {}
 }

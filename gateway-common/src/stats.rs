@@ -2,7 +2,8 @@
 //!
 //! Every packet the program sees increments exactly one outcome counter
 //! (a `Pass*` or `Drop*` slot); every ClientHello whose highest version was
-//! determined also increments one `Hello*` slot.
+//! determined also increments one `Hello*` slot; and a hello decided from bytes
+//! of more than one segment or record also increments one `Split*` slot.
 
 /// Index into the `STATS` per-CPU array.
 #[repr(u32)]
@@ -50,11 +51,46 @@ pub enum Stat {
     HelloTls12,
     /// Hellos whose highest offered version is TLS 1.3 (or newer).
     HelloTls13,
+    /// A segment of a ClientHello that is not finished yet: its bytes are kept
+    /// for reassembly and it passes (the segment that completes the decision
+    /// is counted by the verdict).
+    PassHelloPartial,
+    /// A payload that looks like a ClientHello but is not at the start of the
+    /// client's stream (renegotiation, application data): never parsed.
+    PassMidStream,
+    /// Reassembly gave up: a segment arrived beyond the next expected byte
+    /// (a gap, or out-of-order arrival) before the hello was decided.
+    PassOutOfOrder,
+    /// Reassembly gave up: a retransmission carried bytes different from the
+    /// ones already seen at the same place in the stream.
+    PassOverlapMismatch,
+    /// Reassembly gave up: the hello was not decided within the kept bytes
+    /// (`PAYLOAD_CAP` handshake bytes, `STREAM_CAP` stream bytes).
+    PassTooLarge,
+    /// Reassembly gave up: another flow took this flow's table slot.
+    PassEvicted,
+    /// Reassembly gave up: another CPU was working on the same table slot.
+    PassContended,
+    /// Hellos decided from several segments or records, and allowed.
+    SplitAllowed,
+    /// Hellos decided from several segments or records, and refused.
+    SplitRefused,
+}
+
+/// What a counter counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatKind {
+    /// One packet's outcome: `"pass"` or `"drop"`.
+    Outcome(&'static str),
+    /// A hello by the highest version it offered.
+    HelloVersion,
+    /// A hello decided across segments or records.
+    Split,
 }
 
 impl Stat {
     /// Number of slots in the `STATS` map.
-    pub const COUNT: u32 = Stat::HelloTls13 as u32 + 1;
+    pub const COUNT: u32 = Stat::SplitRefused as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Stat; Stat::COUNT as usize] = [
@@ -79,9 +115,29 @@ impl Stat {
         Stat::HelloTls11,
         Stat::HelloTls12,
         Stat::HelloTls13,
+        Stat::PassHelloPartial,
+        Stat::PassMidStream,
+        Stat::PassOutOfOrder,
+        Stat::PassOverlapMismatch,
+        Stat::PassTooLarge,
+        Stat::PassEvicted,
+        Stat::PassContended,
+        Stat::SplitAllowed,
+        Stat::SplitRefused,
     ];
 
-    /// `"pass"` or `"drop"` for outcome counters, `None` for the per-version hello counters.
+    /// What the counter counts.
+    pub const fn kind(self) -> StatKind {
+        match self.verdict() {
+            Some(v) => StatKind::Outcome(v),
+            None => match self {
+                Stat::SplitAllowed | Stat::SplitRefused => StatKind::Split,
+                _ => StatKind::HelloVersion,
+            },
+        }
+    }
+
+    /// `"pass"` or `"drop"` for outcome counters, `None` for the others.
     pub const fn verdict(self) -> Option<&'static str> {
         match self {
             Stat::PassNotTcp
@@ -92,7 +148,14 @@ impl Stat {
             | Stat::PassNotClientHello
             | Stat::PassAllowed
             | Stat::PassUndecidable
-            | Stat::PassMalformed => Some("pass"),
+            | Stat::PassMalformed
+            | Stat::PassHelloPartial
+            | Stat::PassMidStream
+            | Stat::PassOutOfOrder
+            | Stat::PassOverlapMismatch
+            | Stat::PassTooLarge
+            | Stat::PassEvicted
+            | Stat::PassContended => Some("pass"),
             Stat::DropTls10
             | Stat::DropTls11
             | Stat::DropTls12
@@ -103,7 +166,8 @@ impl Stat {
         }
     }
 
-    /// The `reason` label of an outcome counter, or the version of a hello counter.
+    /// The `reason` label of an outcome counter, the version of a hello counter,
+    /// or the `outcome` label of a split-hello counter.
     pub const fn label(self) -> &'static str {
         match self {
             Stat::PassNotTcp => "not_tcp",
@@ -127,6 +191,15 @@ impl Stat {
             Stat::HelloTls11 => "1.1",
             Stat::HelloTls12 => "1.2",
             Stat::HelloTls13 => "1.3",
+            Stat::PassHelloPartial => "hello_partial",
+            Stat::PassMidStream => "mid_stream",
+            Stat::PassOutOfOrder => "reassembly_out_of_order",
+            Stat::PassOverlapMismatch => "reassembly_overlap_mismatch",
+            Stat::PassTooLarge => "reassembly_too_large",
+            Stat::PassEvicted => "reassembly_evicted",
+            Stat::PassContended => "reassembly_contended",
+            Stat::SplitAllowed => "allowed",
+            Stat::SplitRefused => "refused",
         }
     }
 }

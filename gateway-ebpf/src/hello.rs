@@ -1,8 +1,12 @@
-//! ClientHello parsing over the payload copied into per-CPU scratch memory.
+//! ClientHello parsing over handshake bytes (record headers already removed):
+//! the per-CPU scratch copy of a hello that fits one segment and one record, or
+//! the bytes reassembled in a `HelloFlow`. Offset 0 is the handshake header.
 //!
 //! Reads index the buffer with offsets masked to its size, which is all the
 //! verifier needs; the logical bound (`visible`) is checked separately before
 //! every read, so a masked index never reads anything that was not copied.
+//! A read past the bytes available so far is `PassUndecidable`: with more of
+//! the stream to come, that means "not yet".
 //!
 //! The parser runs in stages that hand their results to each other through
 //! [`Slots`] (memory, accessed volatile) rather than through registers. Each
@@ -11,24 +15,29 @@
 //! paths through earlier stages produce.
 
 use gateway_common::{
-    MAX_SNI_LEN, PAYLOAD_CAP, SCRATCH_SLOTS, SNI_ABSENT, SNI_PRESENT, SNI_UNKNOWN, Stat,
+    HelloBytes, MAX_SNI_LEN, PAYLOAD_CAP, SCRATCH_SLOTS, SNI_ABSENT, SNI_PRESENT, SNI_UNKNOWN,
+    Stat,
     sni::{self, SNI_WORDS},
     version,
 };
 
 /// Mask that keeps an offset inside the payload buffer.
-const MASK: usize = PAYLOAD_CAP - 1;
+pub const MASK: usize = PAYLOAD_CAP - 1;
 const _: () = assert!(PAYLOAD_CAP.is_power_of_two());
 
-/// The copied payload.
-pub type Payload = [u8; PAYLOAD_CAP + 8];
+/// The bytes parsed.
+pub type Payload = HelloBytes;
 
-const CONTENT_HANDSHAKE: u8 = 22;
-const HANDSHAKE_CLIENT_HELLO: u8 = 1;
-const RECORD_HDR_LEN: usize = 5;
-const HANDSHAKE_HDR_LEN: usize = 4;
+/// TLS record content type of handshake records.
+pub const CONTENT_HANDSHAKE: u8 = 22;
+/// Handshake message type of a ClientHello.
+pub const HANDSHAKE_CLIENT_HELLO: u8 = 1;
+/// Bytes of a TLS record header.
+pub const RECORD_HDR_LEN: usize = 5;
+/// Bytes of a handshake message header.
+pub const HANDSHAKE_HDR_LEN: usize = 4;
 /// Largest record a peer may send (2^14 plus expansion allowance).
-const MAX_RECORD_LEN: usize = 16384 + 2048;
+pub const MAX_RECORD_LEN: usize = 16384 + 2048;
 const EXT_SERVER_NAME: u16 = 0;
 const EXT_SUPPORTED_VERSIONS: u16 = 43;
 /// Extensions walked before giving up (browsers send about 20, GREASE included).
@@ -38,9 +47,9 @@ const MAX_VERSIONS: usize = 127;
 
 /// Slot numbers in [`Slots`].
 pub mod slot {
-    /// Bytes of payload copied (input).
-    pub const COPIED: usize = 0;
-    /// Bytes of the hello that may be read: this segment, record and message.
+    /// Handshake bytes available so far (input).
+    pub const AVAIL: usize = 0;
+    /// Bytes of the hello that may be read: available, within the message and the buffer.
     pub const VISIBLE: usize = 1;
     /// End of the ClientHello message.
     pub const HELLO_END: usize = 2;
@@ -68,6 +77,8 @@ pub mod slot {
     pub const SN_BODY: usize = 13;
     /// End of `server_name`.
     pub const SN_END: usize = 14;
+    /// Reassembly: bytes copied or compared so far in a segment's loop.
+    pub const DONE: usize = 15;
 }
 
 /// Walk flags: `server_name` seen, `supported_versions` seen, whole block walked.
@@ -115,16 +126,14 @@ fn need(off: usize, n: usize, visible: usize) -> Result<(), Stat> {
     }
 }
 
-/// Parses the ClientHello at the start of the copied payload (`slot::COPIED`
-/// bytes) and leaves `slot::MAX_VERSION`, `slot::SNI_STATE` and, when present,
-/// `slot::SNI_OFF`/`slot::SNI_LEN` in `s`.
+/// Parses the ClientHello whose handshake header is at offset 0 (`slot::AVAIL`
+/// bytes available) and leaves `slot::MAX_VERSION`, `slot::SNI_STATE` and, when
+/// present, `slot::SNI_OFF`/`slot::SNI_LEN` in `s`.
 ///
-/// `Err` carries the pass reason when nothing can be decided.
+/// `Err` carries the pass reason when nothing can be decided (yet).
 #[inline(always)]
 pub fn parse(buf: &Payload, s: &mut Slots) -> Result<(), Stat> {
-    if !record(buf, s)? {
-        return Ok(());
-    }
+    handshake_header(buf, s)?;
     if !fixed_fields(buf, s)? {
         return Ok(());
     }
@@ -132,44 +141,18 @@ pub fn parse(buf: &Payload, s: &mut Slots) -> Result<(), Stat> {
     decide(buf, s)
 }
 
-/// Stage 1: record and handshake headers. Sets `VISIBLE` and `HELLO_END`;
-/// `Ok(false)` when the result is already final (SSLv2 format).
+/// Stage 1: the handshake header. Sets `VISIBLE` and `HELLO_END`.
 #[inline(always)]
-fn record(buf: &Payload, s: &mut Slots) -> Result<bool, Stat> {
-    let copied = s.get(slot::COPIED);
-    if copied == 0 {
-        return Err(Stat::PassNotTls);
-    }
-    if buf[0] & 0x80 != 0 {
-        parse_sslv2(buf, copied)?;
-        s.set(slot::MAX_VERSION, version::SSL2 as usize);
-        s.set(slot::SNI_STATE, SNI_ABSENT as usize);
-        return Ok(false);
-    }
-    if copied < RECORD_HDR_LEN + HANDSHAKE_HDR_LEN {
-        // Too short to tell: a handshake record start that continues later, or noise.
-        return Err(if buf[0] == CONTENT_HANDSHAKE {
-            Stat::PassUndecidable
-        } else {
-            Stat::PassNotTls
-        });
-    }
-    if buf[0] != CONTENT_HANDSHAKE || buf[1] != 3 {
-        return Err(Stat::PassNotTls);
-    }
-    if buf[5] != HANDSHAKE_CLIENT_HELLO {
+fn handshake_header(buf: &Payload, s: &mut Slots) -> Result<(), Stat> {
+    let avail = s.get(slot::AVAIL);
+    need(0, HANDSHAKE_HDR_LEN, avail)?;
+    if buf[0] != HANDSHAKE_CLIENT_HELLO {
         return Err(Stat::PassNotClientHello);
     }
-    let record_len = u16_at(buf, 3);
-    if !(HANDSHAKE_HDR_LEN..=MAX_RECORD_LEN).contains(&record_len) {
-        return Err(Stat::PassMalformed);
-    }
-    let hello_len = (u8_at(buf, 6) << 16) | u16_at(buf, 7);
-    let hello_end = RECORD_HDR_LEN + HANDSHAKE_HDR_LEN + hello_len;
-    let visible = copied.min(RECORD_HDR_LEN + record_len).min(hello_end);
-    s.set(slot::VISIBLE, visible);
+    let hello_end = HANDSHAKE_HDR_LEN + ((u8_at(buf, 1) << 16) | u16_at(buf, 2));
+    s.set(slot::VISIBLE, avail.min(hello_end).min(PAYLOAD_CAP));
     s.set(slot::HELLO_END, hello_end);
-    Ok(true)
+    Ok(())
 }
 
 /// Stage 2: `legacy_version` to the extensions length. Sets `LEGACY_MAX`,
@@ -178,7 +161,7 @@ fn record(buf: &Payload, s: &mut Slots) -> Result<bool, Stat> {
 fn fixed_fields(buf: &Payload, s: &mut Slots) -> Result<bool, Stat> {
     let visible = s.get(slot::VISIBLE);
     let hello_end = s.get(slot::HELLO_END);
-    let mut off = RECORD_HDR_LEN + HANDSHAKE_HDR_LEN;
+    let mut off = HANDSHAKE_HDR_LEN;
     need(off, 2 + 32 + 1, visible)?;
     let legacy = u16_at(buf, off);
     if legacy >> 8 != 3 {
@@ -340,11 +323,12 @@ fn highest_supported_version(buf: &Payload, s: &mut Slots) -> Result<u16, Stat> 
     Ok(max)
 }
 
-/// Recognises an SSL 2.0 (or SSLv2-compatible) ClientHello.
+/// Recognises an SSL 2.0 (or SSLv2-compatible) ClientHello at the start of
+/// `copied` raw payload bytes (it has no TLS record layer).
 ///
 /// Only a header whose every length agrees is taken as one; anything else is not TLS.
 #[inline(always)]
-fn parse_sslv2(buf: &Payload, copied: usize) -> Result<(), Stat> {
+pub fn parse_sslv2(buf: &Payload, copied: usize) -> Result<(), Stat> {
     // 2-byte record length (high bit set), msg type 1, version, three lengths.
     const HDR: usize = 11;
     if copied < HDR {

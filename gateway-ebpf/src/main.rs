@@ -1,14 +1,26 @@
 //! The gateway's XDP program: refuses TLS ClientHellos below the minimum version
-//! configured for their SNI, before the kernel's TCP stack spends work on them.
+//! configured for their SNI, before the kernel's TCP stack spends work on them,
+//! wherever the client cut the hello (segments, records).
 //!
 //! It holds no policy: userspace fills `HOST_POLICY`, `CONFIG` and `TLS_PORTS`.
 //! It drops only when certain; anything it cannot decide passes (fail open),
 //! and the userspace terminator enforces the same policy completely.
+//!
+//! Per segment to a TLS port: the SYN anchors the flow's stream (see
+//! `gateway_common::flow`); a segment of a hello in progress goes to
+//! reassembly (`stream`); a payload that begins the stream with a ClientHello
+//! header is parsed at once when the hello fits it, else reassembly starts;
+//! everything else costs one load of the flow's anchor.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
+mod atomic;
 mod hello;
 mod packet;
+mod policy;
+mod staged;
+mod stream;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -19,12 +31,21 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use gateway_common::{
-    FilterConfig, FlowKey, HelloSummary, HostPolicy, MAX_HOSTS, MAX_REFUSED_FLOWS, PAYLOAD_CAP,
-    PORT_BITMAP_WORDS, REFUSE_DROP, REFUSE_RESET, SNI_ABSENT, SNI_PRESENT, SNI_UNKNOWN, Scratch,
-    Stat, version,
+    DEFAULT_FLOW_ANCHORS, DEFAULT_HELLO_FLOWS, FilterConfig, FlowAnchor, FlowKey, HelloFlow,
+    HostPolicy, MAX_HOSTS, MAX_REFUSED_FLOWS, PAYLOAD_CAP, PORT_BITMAP_WORDS, REFUSE_DROP,
+    REFUSE_RESET, SNI_ABSENT, Scratch, Stat,
+    flow::{
+        ANCHOR_FROM_SYN, FLOW_AWAIT, FLOW_DECIDED, FLOW_HELLO, FLOW_REFUSED, flow_hash, flow_tag,
+    },
+    version,
 };
-use hello::{Slots, slot};
-use packet::{Segment, TCP_RST, TCP_SYN};
+use hello::{
+    CONTENT_HANDSHAKE, HANDSHAKE_CLIENT_HELLO, MAX_RECORD_LEN, RECORD_HDR_LEN, Slots, slot,
+};
+use packet::{Segment, TCP_ACK, TCP_RST, TCP_SYN};
+use policy::Verdict;
+use staged::Staged;
+use stream::Outcome;
 
 #[map]
 static HOST_POLICY: HashMap<u64, HostPolicy> = HashMap::with_max_entries(MAX_HOSTS, 0);
@@ -43,6 +64,14 @@ static REFUSED_FLOWS: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(MA
 
 #[map]
 static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Sized by userspace at load time (`[xdp] flow_anchors`).
+#[map]
+static FLOW_ANCHORS: Array<FlowAnchor> = Array::with_max_entries(DEFAULT_FLOW_ANCHORS, 0);
+
+/// Sized by userspace at load time (`[xdp] hello_flows`).
+#[map]
+static HELLO_FLOWS: Array<HelloFlow> = Array::with_max_entries(DEFAULT_HELLO_FLOWS, 0);
 
 /// The ClientHello filter.
 #[xdp(frags)]
@@ -66,6 +95,14 @@ fn count(stat: Stat) {
     }
 }
 
+/// What the first payload bytes say, without copying anything.
+enum Start {
+    /// They may begin a TLS ClientHello (or an SSL 2 one).
+    Hello,
+    /// They cannot: pass, counted as this.
+    Not(Stat),
+}
+
 /// Decides one frame: the counter to bump and the XDP action.
 #[inline(always)]
 fn filter(ctx: &XdpContext) -> (Stat, u32) {
@@ -77,38 +114,123 @@ fn filter(ctx: &XdpContext) -> (Stat, u32) {
     if !is_tls_port(seg.dport) {
         return (Stat::PassOtherPort, pass);
     }
+    let Some(config) = CONFIG.get(0) else {
+        return (Stat::PassUndecidable, pass);
+    };
+    let hash = flow_hash(seg.addrs, seg.ports, config.flow_seed);
+    let anchor_slot = hash as u32 & config.anchor_mask;
+    let Some(anchor) = FLOW_ANCHORS.get_ptr_mut(anchor_slot) else {
+        return (Stat::PassUndecidable, pass);
+    };
+    // SAFETY: a valid map value; a racing writer makes it stale, never invalid.
+    let anchor = unsafe { &mut *anchor };
+    let tag = flow_tag(hash);
     if seg.payload_len == 0 || seg.flags & (TCP_SYN | TCP_RST) != 0 {
+        if seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN {
+            // The stream's first byte is the one after the SYN's.
+            *anchor = FlowAnchor {
+                tag,
+                start_seq: seg.seq.wrapping_add(1),
+                state: FLOW_AWAIT,
+                flags: ANCHOR_FROM_SYN,
+            };
+        }
         return (Stat::PassControl, pass);
     }
-    if let Some(stat) = quick_reject(ctx, &seg) {
+    let state = if anchor.tag == tag { anchor.state } else { 0 };
+    if state == FLOW_REFUSED {
+        return (Stat::DropRetransmit, pass);
+    }
+    let mut staged = Staged {
+        tcp_off: seg.tcp_off as u32,
+        payload_off: seg.payload_off as u32,
+        payload_len: seg.payload_len as u32,
+        l3_off: seg.l3_off as u32,
+        ipv6: seg.ipv6 as u32,
+        seq: seg.seq,
+        anchor_slot,
+        flow_slot: (hash >> 16) as u32 & config.hello_mask,
+        tag,
+        anchor_flags: 0,
+        start_seq: seg.seq,
+    };
+    if state == FLOW_HELLO {
+        staged.anchor_flags = anchor.flags;
+        staged.start_seq = anchor.start_seq;
+        return with_scratch(ctx, &staged, true);
+    }
+    if let Start::Not(stat) = classify(ctx, &seg) {
+        if state == FLOW_AWAIT {
+            // The stream began with something else, or its start is missing.
+            if seg.seq == anchor.start_seq {
+                anchor.state = FLOW_DECIDED;
+            } else {
+                anchor.state = gateway_common::flow::FLOW_GAVE_UP;
+                return (Stat::PassOutOfOrder, pass);
+            }
+        }
         return (stat, pass);
     }
+    if state != 0 {
+        if state != FLOW_AWAIT || seg.seq != anchor.start_seq {
+            return (Stat::PassMidStream, pass);
+        }
+        staged.anchor_flags = anchor.flags;
+    }
+    with_scratch(ctx, &staged, false)
+}
+
+/// Stages the segment in per-CPU scratch memory and runs the hello stages on
+/// it (`resume`: its flow has a hello in progress), then turns their outcome
+/// into a counter and an action.
+#[inline(always)]
+fn with_scratch(ctx: &XdpContext, staged: &Staged, resume: bool) -> (Stat, u32) {
+    let pass = xdp_action::XDP_PASS;
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return (Stat::PassUndecidable, pass);
     };
     // SAFETY: the per-CPU scratch entry belongs to this CPU for the program's run.
     let scratch = unsafe { &mut *scratch };
-    // Stage boundary: the segment goes through memory (see `Scratch::segment`).
-    let segment = [
-        seg.tcp_off as u32,
-        seg.payload_off as u32,
-        seg.payload_len as u32,
-        seg.l3_off as u32,
-        seg.ipv6 as u32,
-    ];
-    // SAFETY: a volatile store to a valid, exclusive reference.
-    unsafe { core::ptr::write_volatile(&mut scratch.segment, segment) };
-    match judge_hello(ctx, scratch) {
-        Ok(None) => (Stat::PassAllowed, pass),
-        Ok(Some(drop)) => {
+    staged::write(scratch, staged);
+    let outcome = match resume {
+        false => begin_hello(ctx, scratch),
+        true => None,
+    };
+    let outcome = match outcome {
+        Some(outcome) => outcome,
+        // One call site, so the verifier walks reassembly once.
+        None => stream::reassemble(ctx, scratch, resume),
+    };
+    match outcome {
+        Outcome::Pass(stat) => {
+            if stat == Stat::PassUndecidable && scratch.summary.max_version != 0 {
+                count(policy::hello_stat(scratch.summary.max_version));
+            }
+            (stat, pass)
+        }
+        Outcome::Allow { split } => {
+            count(policy::hello_stat(scratch.summary.max_version));
+            if split {
+                count(Stat::SplitAllowed);
+            }
+            (Stat::PassAllowed, pass)
+        }
+        Outcome::Refuse { stat, split } => {
+            count(policy::hello_stat(scratch.summary.max_version));
+            if split {
+                count(Stat::SplitRefused);
+            }
+            debug!(
+                ctx,
+                "refusing ClientHello: offers {:x}", scratch.summary.max_version
+            );
             let mode = CONFIG.get(0).map_or(REFUSE_RESET, |c| c.refuse_mode);
             if mode == REFUSE_DROP {
-                (drop, xdp_action::XDP_DROP)
+                (stat, xdp_action::XDP_DROP)
             } else {
-                refuse(ctx, scratch, drop)
+                refuse(ctx, scratch, stat)
             }
         }
-        Err(stat) => (stat, pass),
     }
 }
 
@@ -120,121 +242,173 @@ fn is_tls_port(port: u16) -> bool {
     }
 }
 
-/// Looks at the first payload bytes in place and answers for the common
-/// non-hello segments (application data), without copying anything.
+/// Looks at the first payload bytes in place: could they begin a ClientHello?
+/// A payload shorter than a header is judged on the bytes it has.
 #[inline(always)]
-fn quick_reject(ctx: &XdpContext, seg: &Segment) -> Option<Stat> {
-    let p = packet::bytes_at::<6>(ctx, seg.payload_off)?;
-    if seg.payload_len < 6 {
+fn classify(ctx: &XdpContext, seg: &Segment) -> Start {
+    let b = match packet::bytes_at::<6>(ctx, seg.payload_off) {
+        // SAFETY: bytes_at checked the 6 bytes are inside the frame.
+        Some(p) if seg.payload_len >= 6 => unsafe { *p },
+        _ => {
+            // Fewer than 6 bytes: copy what there is; the missing ones cannot disagree.
+            let mut b = [0, 3, 3, 0, 0, HANDSHAKE_CLIENT_HELLO];
+            if seg.payload_len == 0 {
+                return Start::Not(Stat::PassNotTls);
+            }
+            // 1 or 2: only the first two bytes can be judged.
+            let n = packet::opaque(seg.payload_len.min(2));
+            // SAFETY: 1 or 2 bytes into a 6-byte stack buffer.
+            let rc = unsafe {
+                bpf_xdp_load_bytes(
+                    ctx.ctx,
+                    seg.payload_off as u32,
+                    b.as_mut_ptr().cast(),
+                    (((n - 1) & 1) + 1) as u32,
+                )
+            };
+            if rc < 0 {
+                return Start::Not(Stat::PassNotTls);
+            }
+            b
+        }
+    };
+    if b[0] & 0x80 != 0 {
+        return Start::Hello; // maybe SSLv2 format: the full parse decides.
+    }
+    if b[0] != CONTENT_HANDSHAKE || b[1] != 3 {
+        return Start::Not(Stat::PassNotTls);
+    }
+    if b[5] != HANDSHAKE_CLIENT_HELLO {
+        return Start::Not(Stat::PassNotClientHello);
+    }
+    Start::Hello
+}
+
+/// The stage for a payload that begins a hello: decided at once when the whole
+/// message is in this segment and record (the common case); `None` when it
+/// must be reassembled.
+#[inline(always)]
+fn begin_hello(ctx: &XdpContext, scratch: &mut Scratch) -> Option<Outcome> {
+    let seg = staged::read(scratch);
+    let payload_off = seg.payload_off();
+    let payload_len = seg.payload_len as usize;
+    let Some(head) = packet::bytes_at::<9>(ctx, payload_off).filter(|_| payload_len >= 9) else {
+        return begin_short(ctx, scratch, &seg);
+    };
+    // SAFETY: bytes_at checked the 9 bytes are inside the frame.
+    let head = unsafe { *head };
+    if head[0] & 0x80 != 0 {
+        return Some(sslv2(ctx, scratch, &seg));
+    }
+    let record_len = u16::from_be_bytes([head[3], head[4]]) as usize;
+    if record_len == 0 || record_len > MAX_RECORD_LEN {
+        return Some(Outcome::Pass(Stat::PassMalformed));
+    }
+    let message = 4 + ((head[6] as usize) << 16 | (head[7] as usize) << 8 | head[8] as usize);
+    let whole =
+        message <= record_len && RECORD_HDR_LEN + message <= payload_len && message <= PAYLOAD_CAP;
+    if !whole {
         return None;
     }
-    // SAFETY: bytes_at checked the 6 bytes are inside the frame.
-    let b = unsafe { *p };
-    if b[0] & 0x80 != 0 {
-        return None; // maybe SSLv2 format: the full parse decides.
+    // SAFETY: `message` ≤ PAYLOAD_CAP bytes into a buffer of PAYLOAD_CAP + slack.
+    let rc = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            (payload_off + RECORD_HDR_LEN) as u32,
+            scratch.payload.as_mut_ptr().cast(),
+            (((message - 1) & (PAYLOAD_CAP - 1)) + 1) as u32,
+        )
+    };
+    if rc < 0 {
+        return Some(Outcome::Pass(Stat::PassMalformed));
     }
-    if b[0] != 22 || b[1] != 3 {
-        return Some(Stat::PassNotTls);
-    }
-    if b[5] != 1 {
-        return Some(Stat::PassNotClientHello);
+    let mut slots = Slots(&mut scratch.slots);
+    slots.set(slot::AVAIL, message);
+    let parsed = hello::parse(&scratch.payload, &mut slots);
+    let verdict = policy::judge(scratch.payload.as_ptr(), scratch, parsed);
+    Some(settle_whole(&seg, verdict))
+}
+
+/// A hello start shorter than its headers: only reassembly can tell.
+#[inline(always)]
+fn begin_short(ctx: &XdpContext, scratch: &mut Scratch, seg: &Staged) -> Option<Outcome> {
+    // SAFETY: one byte into the payload buffer.
+    let rc = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            seg.payload_off,
+            scratch.payload.as_mut_ptr().cast(),
+            1,
+        )
+    };
+    if rc < 0 || scratch.payload[0] & 0x80 != 0 {
+        return Some(Outcome::Pass(Stat::PassNotTls)); // an SSL 2 header needs 11 bytes
     }
     None
 }
 
-/// Parses the hello of the segment in `scratch` and applies the policy.
-///
-/// `Ok(None)`: allowed; `Ok(Some(stat))`: refuse, counted as `stat`; `Err(stat)`: pass.
+/// Records the verdict on a hello decided from one segment in the flow's anchor.
 #[inline(always)]
-fn judge_hello(ctx: &XdpContext, scratch: &mut Scratch) -> Result<Option<Stat>, Stat> {
-    // SAFETY: volatile load from a valid reference.
-    let [_, payload_off, payload_len, _, _] = unsafe { core::ptr::read_volatile(&scratch.segment) };
-    let copied = (payload_len as usize).min(PAYLOAD_CAP);
-    if copied == 0 {
-        return Err(Stat::PassControl);
+fn settle_whole(seg: &Staged, verdict: Verdict) -> Outcome {
+    let from_syn = seg.anchor_flags & ANCHOR_FROM_SYN != 0;
+    match verdict {
+        Verdict::Allow => {
+            if from_syn {
+                stream::set_anchor(seg, FLOW_DECIDED);
+            }
+            Outcome::Allow { split: false }
+        }
+        Verdict::Refuse(stat) => {
+            if from_syn {
+                stream::set_anchor(seg, FLOW_REFUSED);
+            }
+            Outcome::Refuse { stat, split: false }
+        }
+        // The whole message was here: undecidable now means never.
+        Verdict::Wait => Outcome::Pass(Stat::PassUndecidable),
+        Verdict::Pass(stat) => Outcome::Pass(stat),
     }
-    // SAFETY: the buffer holds PAYLOAD_CAP + 8 bytes and copied <= PAYLOAD_CAP.
+}
+
+/// An SSL 2.0-format hello (no record layer), decided from this segment alone.
+#[inline(always)]
+fn sslv2(ctx: &XdpContext, scratch: &mut Scratch, seg: &Staged) -> Outcome {
+    let copied = (seg.payload_len as usize).min(16);
+    // SAFETY: at most 16 bytes into the payload buffer.
     let rc = unsafe {
         bpf_xdp_load_bytes(
             ctx.ctx,
-            payload_off,
+            seg.payload_off,
             scratch.payload.as_mut_ptr().cast(),
             copied as u32,
         )
     };
-    if rc < 0 {
-        return Err(Stat::PassMalformed);
+    if rc < 0 || hello::parse_sslv2(&scratch.payload, copied).is_err() {
+        return Outcome::Pass(Stat::PassNotTls);
     }
-    scratch.summary = HelloSummary::default();
-    let mut slots = Slots(&mut scratch.slots);
-    slots.set(slot::COPIED, copied);
-    hello::parse(&scratch.payload, &mut slots)?;
-
-    // Policy stage: everything comes from the slots, so it is verified once.
-    let max_version = slots.get(slot::MAX_VERSION) as u16;
-    let sni_state = slots.get(slot::SNI_STATE) as u8;
-    count(hello_stat(max_version));
-    let config = CONFIG.get(0).copied().unwrap_or_default();
-    let mut sni_len = 0;
-    let min = match sni_state {
-        SNI_PRESENT => {
-            sni_len = slots.get(slot::SNI_LEN) & 0xff;
-            if sni_len == 0 {
-                return Err(Stat::PassMalformed);
-            }
-            // The name again, straight from the packet into word-aligned memory.
-            // SAFETY: volatile load; the copy is at most 255 of the buffer's 256 bytes.
-            let rc = unsafe {
-                let [_, payload_off, ..] = core::ptr::read_volatile(&scratch.segment);
-                bpf_xdp_load_bytes(
-                    ctx.ctx,
-                    payload_off + slots.get(slot::SNI_OFF) as u32,
-                    scratch.sni.as_mut_ptr().cast(),
-                    sni_len as u32,
-                )
-            };
-            if rc < 0 {
-                return Err(Stat::PassMalformed);
-            }
-            let [key, check] = hello::fingerprint(&scratch.sni, &slots);
-            // SAFETY: the value is copied out at once; userspace replaces entries whole.
-            match unsafe { HOST_POLICY.get(&key) } {
-                Some(host) if host.check == check => host.min_version,
-                _ => config.zone_min,
-            }
-        }
-        SNI_ABSENT => config.no_sni_min,
-        _ => config.floor_min,
+    scratch.summary = gateway_common::HelloSummary {
+        max_version: version::SSL2,
+        sni_state: SNI_ABSENT,
+        sni_len: 0,
     };
-    scratch.summary = HelloSummary {
-        max_version,
-        sni_state,
-        sni_len: sni_len as u8,
-    };
-    if max_version < min {
-        debug!(
-            ctx,
-            "refusing ClientHello: offers {:x}, minimum {:x}", max_version, min
-        );
-        return Ok(Some(drop_stat(max_version)));
+    let min = CONFIG.get(0).map_or(0, |c| c.no_sni_min);
+    if version::SSL2 < min {
+        settle_whole(seg, Verdict::Refuse(Stat::DropSsl2))
+    } else {
+        Outcome::Allow { split: false }
     }
-    if sni_state == SNI_UNKNOWN {
-        // Offers at least the lowest minimum, but we cannot tell whose.
-        return Err(Stat::PassUndecidable);
-    }
-    Ok(None)
 }
 
-/// Refuses the hello: the first time, rewrite it into a RST toward the local stack
-/// (the socket is torn down without waking userspace); a retransmission of the same
-/// segment passes unchanged, so the stack, which no longer knows the flow, answers
-/// the client with a RST and it fails at once instead of retrying.
+/// Refuses the hello: the first time, rewrite the segment that completed the
+/// decision into a RST toward the local stack (the socket is torn down without
+/// waking userspace); a retransmission of it passes unchanged, so the stack,
+/// which no longer knows the flow, answers the client with a RST and it fails
+/// at once instead of retrying.
 #[inline(always)]
 fn refuse(ctx: &XdpContext, scratch: &Scratch, stat: Stat) -> (Stat, u32) {
-    // SAFETY: volatile load from a valid reference.
-    let [tcp_off, _, _, l3_off, ipv6] = unsafe { core::ptr::read_volatile(&scratch.segment) };
-    let (tcp_off, l3_off) = (tcp_off as usize & 0xff, l3_off as usize & 0x3f);
-    let Some(flow) = packet::flow_key(ctx, l3_off, ipv6 != 0, tcp_off) else {
+    let seg = staged::read(scratch);
+    let (tcp_off, l3_off) = (seg.tcp_off(), seg.l3_off());
+    let Some(flow) = packet::flow_key(ctx, l3_off, seg.ipv6(), tcp_off) else {
         return (stat, xdp_action::XDP_DROP);
     };
     // SAFETY: only presence is tested; the value is not read.
@@ -246,30 +420,6 @@ fn refuse(ctx: &XdpContext, scratch: &Scratch, stat: Stat) -> (Stat, u32) {
         (stat, xdp_action::XDP_PASS)
     } else {
         (stat, xdp_action::XDP_DROP)
-    }
-}
-
-#[inline(always)]
-fn hello_stat(v: u16) -> Stat {
-    match v {
-        version::SSL2 => Stat::HelloSsl2,
-        version::SSL3 => Stat::HelloSsl3,
-        version::TLS1_0 => Stat::HelloTls10,
-        version::TLS1_1 => Stat::HelloTls11,
-        version::TLS1_2 => Stat::HelloTls12,
-        v if v < version::TLS1_0 => Stat::HelloSsl3,
-        _ => Stat::HelloTls13,
-    }
-}
-
-#[inline(always)]
-fn drop_stat(v: u16) -> Stat {
-    match v {
-        version::TLS1_0 => Stat::DropTls10,
-        version::TLS1_1 => Stat::DropTls11,
-        version::TLS1_2 => Stat::DropTls12,
-        version::SSL2 => Stat::DropSsl2,
-        _ => Stat::DropSsl3,
     }
 }
 

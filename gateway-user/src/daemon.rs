@@ -114,7 +114,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut banner = Vec::new();
 
     if let Some(interface) = &interface {
-        let mut filter = XdpFilter::load(opts.program_log)?;
+        let mut filter = XdpFilter::load_with(opts.program_log, config.xdp.flow_tables())?;
         let policy = XdpPolicy::from_config(&config);
         filter.apply(&policy)?;
         let attached = filter.attach(interface, opts.mode.unwrap_or(config.xdp.mode))?;

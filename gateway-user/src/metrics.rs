@@ -15,27 +15,33 @@ use prometheus::{
 };
 use tokio::net::TcpListener;
 
+use gateway_common::{Stat, StatKind};
+
 use crate::xdp::StatsMap;
 
 /// Exposes the XDP program's per-CPU counters, summed, at scrape time.
 pub struct XdpCollector {
     stats: Arc<StatsMap>,
+    families: Families,
+}
+
+/// The metric families the XDP counters are exported as.
+struct Families {
     packets: IntCounterVec,
     hellos: IntCounterVec,
+    split: IntCounterVec,
 }
 
 impl XdpCollector {
     /// A collector over the program's `STATS` map.
     pub fn new(stats: Arc<StatsMap>) -> XdpCollector {
-        let (packets, hellos) = Self::families();
         XdpCollector {
             stats,
-            packets,
-            hellos,
+            families: Self::families(),
         }
     }
 
-    fn families() -> (IntCounterVec, IntCounterVec) {
+    fn families() -> Families {
         let packets = IntCounterVec::new(
             Opts::new(
                 "gateway_xdp_packets_total",
@@ -50,18 +56,27 @@ impl XdpCollector {
             ),
             &["max_version"],
         );
+        let split = IntCounterVec::new(
+            Opts::new(
+                "gateway_xdp_split_hellos_total",
+                "ClientHellos the XDP filter decided from several TCP segments or TLS records.",
+            ),
+            &["outcome"],
+        );
         // The names and labels above are valid constants.
-        (
-            packets.expect("valid metric"),
-            hellos.expect("valid metric"),
-        )
+        Families {
+            packets: packets.expect("valid metric"),
+            hellos: hellos.expect("valid metric"),
+            split: split.expect("valid metric"),
+        }
     }
 }
 
 impl Collector for XdpCollector {
     fn desc(&self) -> Vec<&Desc> {
-        let mut d = self.packets.desc();
-        d.extend(self.hellos.desc());
+        let mut d = self.families.packets.desc();
+        d.extend(self.families.hellos.desc());
+        d.extend(self.families.split.desc());
         d
     }
 
@@ -74,18 +89,21 @@ impl Collector for XdpCollector {
             }
         };
         // Fresh vectors per scrape: concurrent scrapes never see each other's values.
-        let (packets, hellos) = Self::families();
-        for stat in gateway_common::Stat::ALL {
+        let f = Self::families();
+        for stat in Stat::ALL {
             let value = counters.get(stat);
-            match stat.verdict() {
-                Some(verdict) => packets
+            match stat.kind() {
+                StatKind::Outcome(verdict) => f
+                    .packets
                     .with_label_values(&[verdict, stat.label()])
                     .inc_by(value),
-                None => hellos.with_label_values(&[stat.label()]).inc_by(value),
+                StatKind::HelloVersion => f.hellos.with_label_values(&[stat.label()]).inc_by(value),
+                StatKind::Split => f.split.with_label_values(&[stat.label()]).inc_by(value),
             }
         }
-        let mut out = packets.collect();
-        out.extend(hellos.collect());
+        let mut out = f.packets.collect();
+        out.extend(f.hellos.collect());
+        out.extend(f.split.collect());
         out
     }
 }

@@ -27,9 +27,17 @@ struct Line<'a> {
 ///
 /// A file that cannot be read is reported on stderr and the others still run;
 /// the result is an error if any file failed.
-pub fn replay(filter: &XdpFilter, files: &[PathBuf], mut out: impl Write) -> anyhow::Result<()> {
+///
+/// Flow state (anchors, hellos being reassembled) carries from packet to packet
+/// within a file, in file order, as on the interface; each file starts afresh.
+pub fn replay(
+    filter: &mut XdpFilter,
+    files: &[PathBuf],
+    mut out: impl Write,
+) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for path in files {
+        filter.forget_flows()?;
         if let Err(e) = replay_file(filter, path, &mut out) {
             eprintln!("gateway xdp replay: {}: {e:#}", path.display());
             failed.push(path.display().to_string());

@@ -214,7 +214,7 @@ pub fn main() -> ExitCode {
             };
             XdpFilter::load(ProgramLog::Off).and_then(|mut filter| {
                 filter.apply(&policy)?;
-                replay::replay(&filter, &files, std::io::stdout().lock())
+                replay::replay(&mut filter, &files, std::io::stdout().lock())
             })
         }
     };

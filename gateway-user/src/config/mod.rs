@@ -85,6 +85,12 @@ pub struct XdpSection {
     /// What happens to a refused ClientHello.
     #[serde(default)]
     pub refuse: RefuseMode,
+    /// Slots of the flow-anchor table (a power of two; 16 bytes each).
+    #[serde(default = "default_flow_anchors")]
+    pub flow_anchors: u32,
+    /// ClientHellos reassembled at once (a power of two; about 13 KiB each).
+    #[serde(default = "default_hello_flows")]
+    pub hello_flows: u32,
 }
 
 impl Default for XdpSection {
@@ -94,8 +100,28 @@ impl Default for XdpSection {
             ports: default_ports(),
             mode: AttachMode::default(),
             refuse: RefuseMode::default(),
+            flow_anchors: default_flow_anchors(),
+            hello_flows: default_hello_flows(),
         }
     }
+}
+
+impl XdpSection {
+    /// The flow-table sizes this section asks for.
+    pub fn flow_tables(&self) -> crate::xdp::FlowTables {
+        crate::xdp::FlowTables {
+            anchors: self.flow_anchors,
+            hello_flows: self.hello_flows,
+        }
+    }
+}
+
+fn default_flow_anchors() -> u32 {
+    gateway_common::DEFAULT_FLOW_ANCHORS
+}
+
+fn default_hello_flows() -> u32 {
+    gateway_common::DEFAULT_HELLO_FLOWS
 }
 
 fn default_ports() -> Vec<u16> {
@@ -289,6 +315,7 @@ impl Config {
         if let Some(p) = self.xdp.ports.iter().find(|p| **p == 0) {
             bail!("[xdp] ports contains {p}: ports are 1..65535");
         }
+        self.xdp.flow_tables().validate()?;
         if self.hostnames.len() > gateway_common::MAX_HOSTS as usize {
             bail!(
                 "{} hostnames: the XDP filter holds at most {}",

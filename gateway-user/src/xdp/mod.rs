@@ -13,9 +13,12 @@ use aya::{
     maps::{MapData, PerCpuArray},
     programs::{Xdp, XdpMode, links::LinkError, xdp::XdpLinkId},
 };
-use gateway_common::{maps, programs};
+use gateway_common::{
+    DEFAULT_FLOW_ANCHORS, DEFAULT_HELLO_FLOWS, FlowAnchor, HelloFlow, maps, programs,
+};
 use log::{info, warn};
 
+pub use gateway_common::Stat;
 pub use policy::XdpPolicy;
 pub use stats::{Counters, StatsMap};
 pub use test_run::{FrameVerdict, HelloSeen, XDP_DROP, XDP_PASS};
@@ -54,18 +57,68 @@ pub enum ProgramLog {
     Debug,
 }
 
+/// Sizes of the filter's per-flow tables, in entries (powers of two). Memory
+/// is entries × entry size, allocated when the program loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTables {
+    /// Flows whose SYN was seen (16 bytes each).
+    pub anchors: u32,
+    /// ClientHellos being reassembled at once (about 13 KiB each).
+    pub hello_flows: u32,
+}
+
+impl Default for FlowTables {
+    fn default() -> Self {
+        FlowTables {
+            anchors: DEFAULT_FLOW_ANCHORS,
+            hello_flows: DEFAULT_HELLO_FLOWS,
+        }
+    }
+}
+
+impl FlowTables {
+    /// Bytes of kernel memory the two tables take.
+    pub fn memory_bytes(&self) -> u64 {
+        u64::from(self.anchors) * std::mem::size_of::<FlowAnchor>() as u64
+            + u64::from(self.hello_flows) * std::mem::size_of::<HelloFlow>() as u64
+    }
+
+    /// Checks that both sizes are powers of two within bounds.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (name, n, max) in [
+            ("flow_anchors", self.anchors, 1 << 24),
+            ("hello_flows", self.hello_flows, 1 << 20),
+        ] {
+            anyhow::ensure!(
+                n.is_power_of_two() && n <= max,
+                "[xdp] {name} = {n}: must be a power of two from 1 to {max}"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// The loaded XDP program with its maps.
 pub struct XdpFilter {
     ebpf: Ebpf,
+    tables: FlowTables,
+    flow_seed: u32,
     stats: Arc<StatsMap>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     link: Option<(String, XdpLinkId, AttachedMode)>,
 }
 
 impl XdpFilter {
-    /// Loads the program into the kernel (no interface yet). Its policy is empty:
-    /// nothing is refused until [`XdpFilter::apply`] writes one.
+    /// Loads the program into the kernel (no interface yet) with the default
+    /// flow tables. Its policy is empty: nothing is refused until
+    /// [`XdpFilter::apply`] writes one.
     pub fn load(log_level: ProgramLog) -> anyhow::Result<XdpFilter> {
+        Self::load_with(log_level, FlowTables::default())
+    }
+
+    /// Loads the program with flow tables of the given sizes.
+    pub fn load_with(log_level: ProgramLog, tables: FlowTables) -> anyhow::Result<XdpFilter> {
+        tables.validate()?;
         raise_memlock_limit();
         let level: u8 = match log_level {
             ProgramLog::Off => 0,
@@ -73,6 +126,8 @@ impl XdpFilter {
         };
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &level, true)
+            .map_max_entries(maps::FLOW_ANCHORS, tables.anchors)
+            .map_max_entries(maps::HELLO_FLOWS, tables.hello_flows)
             .load(OBJECT)
             .context(
                 "loading the XDP object into the kernel (are you root, with bpffs mounted?)",
@@ -104,6 +159,8 @@ impl XdpFilter {
         let stats = Arc::new(StatsMap::new(PerCpuArray::try_from(stats)?));
         Ok(XdpFilter {
             ebpf,
+            tables,
+            flow_seed: random_seed(),
             stats,
             logger,
             link: None,
@@ -234,6 +291,19 @@ fn verifier_error(name: &str) -> impl FnOnce(aya::programs::ProgramError) -> any
         }
         other => anyhow!("loading program {name}: {other}"),
     }
+}
+
+/// A fresh flow-hash seed from BoringSSL's CSPRNG.
+fn random_seed() -> u32 {
+    let mut b = [0u8; 4];
+    if let Err(e) = boring::rand::rand_bytes(&mut b) {
+        warn!("no random flow seed ({e}); using the clock");
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return t.subsec_nanos() ^ t.as_secs() as u32;
+    }
+    u32::from_ne_bytes(b)
 }
 
 /// Older kernels charge BPF memory to RLIMIT_MEMLOCK; lift it (a no-op on 6.x).

@@ -77,7 +77,7 @@ impl XdpPolicy {
             .unwrap_or(self.zone_min)
     }
 
-    fn filter_config(&self) -> FilterConfig {
+    fn filter_config(&self, flows: FlowConfig) -> FilterConfig {
         FilterConfig {
             zone_min: self.zone_min.wire(),
             no_sni_min: self.no_sni_min.wire(),
@@ -86,6 +86,9 @@ impl XdpPolicy {
                 RefuseMode::Reset => REFUSE_RESET,
                 RefuseMode::Drop => REFUSE_DROP,
             },
+            flow_seed: flows.seed,
+            anchor_mask: flows.anchor_mask,
+            hello_mask: flows.hello_mask,
         }
     }
 
@@ -134,8 +137,12 @@ impl XdpFilter {
     /// an unseen SNI above some hostname's minimum), then ports and hostnames
     /// change one entry at a time (each entry is always either its old or its new
     /// value), and last the zone values and the final floor.
+    ///
+    /// Everything that can refuse the policy (names, fingerprint collisions) is
+    /// checked before the first write, so a refused policy changes nothing.
     pub fn apply(&mut self, policy: &XdpPolicy) -> anyhow::Result<()> {
-        let new = policy.filter_config();
+        let new = policy.filter_config(self.flow_config());
+        let entries = policy.host_entries()?;
         {
             let mut config: Array<_, FilterConfig> = Array::try_from(self.map_mut(maps::CONFIG)?)?;
             let mut old = config.get(&0, 0).context("reading CONFIG")?;
@@ -155,7 +162,6 @@ impl XdpFilter {
             }
         }
         {
-            let entries = policy.host_entries()?;
             let mut hosts: HashMap<_, u64, HostPolicy> =
                 HashMap::try_from(self.map_mut(maps::HOST_POLICY)?)?;
             // Stale entries first, so the map never holds old and new names at once.
@@ -177,10 +183,42 @@ impl XdpFilter {
                 }
             }
         }
+        self.write_config(new)
+    }
+
+    /// Forgets every flow's reassembly and anchor state at once, by a new flow-hash
+    /// seed: `gateway xdp replay` does it between files, which are separate captures.
+    pub fn forget_flows(&mut self) -> anyhow::Result<()> {
+        self.flow_seed = self.flow_seed.wrapping_add(0x9e37_79b9);
+        let seed = self.flow_seed;
+        let mut config: Array<_, FilterConfig> = Array::try_from(self.map_mut(maps::CONFIG)?)?;
+        let mut current = config.get(&0, 0).context("reading CONFIG")?;
+        current.flow_seed = seed;
+        config.set(0, current, 0).context("writing CONFIG")?;
+        Ok(())
+    }
+
+    fn flow_config(&self) -> FlowConfig {
+        FlowConfig {
+            seed: self.flow_seed,
+            anchor_mask: self.tables.anchors - 1,
+            hello_mask: self.tables.hello_flows - 1,
+        }
+    }
+
+    fn write_config(&mut self, new: FilterConfig) -> anyhow::Result<()> {
         let mut config: Array<_, FilterConfig> = Array::try_from(self.map_mut(maps::CONFIG)?)?;
         config.set(0, new, 0).context("writing CONFIG")?;
         Ok(())
     }
+}
+
+/// The flow-table fields of the program's configuration.
+#[derive(Clone, Copy)]
+struct FlowConfig {
+    seed: u32,
+    anchor_mask: u32,
+    hello_mask: u32,
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The program's per-CPU counters, summed for reading.
 
-use gateway_common::Stat;
+use gateway_common::{Stat, StatKind};
 
 use super::StatsArray;
 
@@ -46,9 +46,14 @@ impl Counters {
     pub fn hellos(&self) -> u64 {
         Stat::ALL
             .into_iter()
-            .filter(|s| s.verdict().is_none())
+            .filter(|s| s.kind() == StatKind::HelloVersion)
             .map(|s| self.get(s))
             .sum()
+    }
+
+    /// ClientHellos decided from several segments or records.
+    pub fn split_hellos(&self) -> u64 {
+        self.get(Stat::SplitAllowed) + self.get(Stat::SplitRefused)
     }
 }
 

@@ -6,7 +6,7 @@ use aya::{
     maps::PerCpuArray,
     programs::{TestRun, TestRunOptions},
 };
-use gateway_common::{SNI_PRESENT, Scratch, Stat, maps, programs};
+use gateway_common::{SNI_PRESENT, Scratch, Stat, StatKind, maps, programs};
 
 use super::XdpFilter;
 
@@ -79,7 +79,7 @@ impl XdpFilter {
             .ok_or_else(|| anyhow!("the program ran but bumped no outcome counter"))?;
         let hello_cpu = Stat::ALL
             .into_iter()
-            .filter(|s| s.verdict().is_none())
+            .filter(|s| s.kind() == StatKind::HelloVersion)
             .find_map(bumped);
         let hello = match hello_cpu {
             Some(cpu) => Some(self.hello_seen(cpu)?),

@@ -1,0 +1,108 @@
+//! The policy stage: what a parsed ClientHello's version and SNI mean under the
+//! minimums userspace wrote. Shared by single-segment and reassembled hellos.
+
+use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
+use gateway_common::{HelloSummary, SNI_ABSENT, SNI_PRESENT, SNI_UNKNOWN, Scratch, Stat, version};
+
+use crate::{
+    CONFIG, HOST_POLICY,
+    hello::{self, Slots, slot},
+};
+
+/// The answer for one hello, as far as its bytes so far allow.
+pub enum Verdict {
+    /// At or above the minimum for its hostname.
+    Allow,
+    /// Below the minimum: refuse, counted as this drop counter.
+    Refuse(Stat),
+    /// Not decidable from these bytes; more of the stream may decide it.
+    Wait,
+    /// Never decidable (malformed, not a ClientHello): pass, counted as this.
+    Pass(Stat),
+}
+
+/// Applies the policy to the parse of the hello in `buf` (its result is in
+/// `scratch.slots`), leaving what was learned in `scratch.summary`/`scratch.sni`.
+#[inline(always)]
+pub fn judge(buf: *const u8, scratch: &mut Scratch, parsed: Result<(), Stat>) -> Verdict {
+    scratch.summary = HelloSummary::default();
+    match parsed {
+        Ok(()) => {}
+        Err(Stat::PassUndecidable) => return Verdict::Wait,
+        Err(stat) => return Verdict::Pass(stat),
+    }
+    let slots = Slots(&mut scratch.slots);
+    let max_version = slots.get(slot::MAX_VERSION) as u16;
+    let sni_state = slots.get(slot::SNI_STATE) as u8;
+    let config = CONFIG.get(0).copied().unwrap_or_default();
+    let mut sni_len = 0;
+    let min = match sni_state {
+        SNI_PRESENT => {
+            sni_len = slots.get(slot::SNI_LEN) & 0xff;
+            if sni_len == 0 {
+                return Verdict::Pass(Stat::PassMalformed);
+            }
+            let from = slots.get(slot::SNI_OFF) & hello::MASK;
+            // The name into word-aligned memory for hashing.
+            // SAFETY: at most 255 bytes into the 256-byte `sni`; the source is
+            // inside the parse buffer (offset masked, 255 bytes of slack or more).
+            let rc = unsafe {
+                bpf_probe_read_kernel(
+                    scratch.sni.as_mut_ptr().cast(),
+                    sni_len as u32,
+                    buf.add(from).cast(),
+                )
+            };
+            if rc < 0 {
+                return Verdict::Pass(Stat::PassMalformed);
+            }
+            let [key, check] = hello::fingerprint(&scratch.sni, &slots);
+            // SAFETY: the value is copied out at once; userspace replaces entries whole.
+            match unsafe { HOST_POLICY.get(&key) } {
+                Some(host) if host.check == check => host.min_version,
+                _ => config.zone_min,
+            }
+        }
+        SNI_ABSENT => config.no_sni_min,
+        _ => config.floor_min,
+    };
+    scratch.summary = HelloSummary {
+        max_version,
+        sni_state,
+        sni_len: sni_len as u8,
+    };
+    if max_version < min {
+        Verdict::Refuse(drop_stat(max_version))
+    } else if sni_state == SNI_UNKNOWN {
+        // Offers at least the lowest minimum, but we cannot tell whose yet.
+        Verdict::Wait
+    } else {
+        Verdict::Allow
+    }
+}
+
+/// The per-version hello counter.
+#[inline(always)]
+pub fn hello_stat(v: u16) -> Stat {
+    match v {
+        version::SSL2 => Stat::HelloSsl2,
+        version::SSL3 => Stat::HelloSsl3,
+        version::TLS1_0 => Stat::HelloTls10,
+        version::TLS1_1 => Stat::HelloTls11,
+        version::TLS1_2 => Stat::HelloTls12,
+        v if v < version::TLS1_0 => Stat::HelloSsl3,
+        _ => Stat::HelloTls13,
+    }
+}
+
+/// The drop counter for a refused hello.
+#[inline(always)]
+pub fn drop_stat(v: u16) -> Stat {
+    match v {
+        version::TLS1_0 => Stat::DropTls10,
+        version::TLS1_1 => Stat::DropTls11,
+        version::TLS1_2 => Stat::DropTls12,
+        version::SSL2 => Stat::DropSsl2,
+        _ => Stat::DropSsl3,
+    }
+}

@@ -40,8 +40,9 @@ const STREAM_MASK: usize = STREAM_CAP - 1;
 const STREAM_WORDS: usize = (STREAM_CAP + COPY_CHUNK) / 8;
 /// Chunks a segment's bytes are copied or compared in.
 const MAX_CHUNKS: usize = STREAM_CAP / COPY_CHUNK;
-/// Record-layer steps per segment: enough for a full stream of 1-byte records.
-const MAX_RECORD_STEPS: u32 = (STREAM_CAP / (RECORD_HDR_LEN + 1) + 2) as u32;
+/// Record-layer steps per segment (a header or a piece of a body each): enough
+/// for a full stream of 1-byte records.
+const MAX_RECORD_STEPS: u32 = (2 * STREAM_CAP / (RECORD_HDR_LEN + 1) + MAX_CHUNKS + 2) as u32;
 
 /// What reassembly concluded for one segment.
 pub enum Outcome {

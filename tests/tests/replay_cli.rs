@@ -82,6 +82,49 @@ fn replay_prints_one_json_object_per_packet() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A whole connection: SYN, then the stream cut at `cuts`, every frame of one flow.
+fn connection(stream: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let mut syn = segment(Vec::new());
+    syn.flags = gateway::frame::flags::SYN;
+    syn.sport = 40000; // every file reuses the same flow: files must not share state
+    syn.seq = 1000;
+    let mut frames = vec![syn.build()];
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(stream.len());
+    for w in bounds.windows(2) {
+        let mut f = syn.clone();
+        f.flags = gateway::frame::flags::PSH | gateway::frame::flags::ACK;
+        f.seq = 1001 + w[0] as u32;
+        f.payload = stream[w[0]..w[1]].to_vec();
+        frames.push(f.build());
+    }
+    frames
+}
+
+#[test]
+fn replay_reassembles_each_captured_connection() {
+    let dir = tempdir("split");
+    let mut h = ClientHello::legacy(version::TLS1_0, Some("old.example.com"));
+    h.extensions.as_mut().unwrap().push(Ext::padding(2000));
+    let stream = gateway::hello::records(&h.message(), version::TLS1_0, 700);
+    let two = write(&dir, "two.pcap", &connection(&stream, &[1448]));
+    let many = write(&dir, "many.pcap", &connection(&stream, &[1, 2, 3, 5, 9, 44, 1448]));
+    let (ok, lines, stderr) = replay(&[&two, &many]);
+    assert!(ok, "{stderr}");
+    let reasons: Vec<&str> = lines.iter().map(|l| l["reason"].as_str().unwrap()).collect();
+    let mut want = vec!["tcp_control", "hello_partial", "below_min_tls1_0"];
+    want.extend(["tcp_control"].iter().chain(&["hello_partial"; 7]));
+    want.push("below_min_tls1_0");
+    assert_eq!(reasons, want, "{lines:?}");
+    let refused = lines.iter().filter(|l| l["verdict"] == "drop");
+    for l in refused {
+        assert_eq!(l["sni"], "old.example.com");
+        assert_eq!(l["max_version"], "1.0");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn replay_errors_are_clear_and_exit_non_zero() {
     let dir = tempdir("errors");

@@ -317,9 +317,15 @@ fn a_hello_cut_at_any_byte_is_never_refused_wrongly() {
 fn a_hello_spread_over_records_or_followed_by_another_record() {
     let filter = loaded_filter(&policy(Tls12, &[]));
     let message = ClientHello::legacy(version::TLS1_0, Some("f.test")).message();
-    // Fragmented into records of 40 bytes: the first record ends mid-hello.
+    // Fragmented into records of 40 bytes: read through every record header.
+    let before = filter.stats().read().unwrap();
     let v = run(&filter, &segment(records(&message, version::TLS1_0, 40)));
-    assert_eq!(v.stat, Stat::PassUndecidable);
+    assert_eq!(v.stat, Stat::DropTls10);
+    let after = filter.stats().read().unwrap();
+    assert_eq!(
+        after.get(Stat::SplitRefused) - before.get(Stat::SplitRefused),
+        1
+    );
     // The whole hello in its record, then a ChangeCipherSpec record in the same segment.
     let mut two = records(&message, version::TLS1_0, usize::MAX);
     two.extend_from_slice(&[20, 3, 3, 0, 1, 1]);
@@ -338,10 +344,15 @@ fn a_split_post_quantum_hello_passes_even_when_its_first_segment_looks_old() {
     exts.push(Ext::key_share(1250));
     exts.push(Ext::SupportedVersions(vec![version::TLS1_3]));
     let record = h.record();
-    let v = run(&filter, &segment(record[..1400].to_vec()));
-    assert_eq!(v.stat, Stat::PassUndecidable);
-    let v = run(&filter, &segment(record));
+    let mut first = segment(record[..1400].to_vec());
+    let v = run(&filter, &first);
+    assert_eq!(v.stat, Stat::PassHelloPartial);
+    // The rest, in the same flow: decided and allowed.
+    first.seq += 1400;
+    first.payload = record[1400..].to_vec();
+    let v = run(&filter, &first);
     assert_eq!(v.stat, Stat::PassAllowed);
+    assert_eq!(v.hello.map(|h| h.max_version), Some(version::TLS1_3));
 }
 
 #[test]
@@ -363,7 +374,7 @@ fn traffic_that_is_not_a_client_hello_passes() {
             vec![22, 3, 3, 0, 4, 2, 0, 0, 0],
             Stat::PassNotClientHello,
         ),
-        ("one byte", vec![22], Stat::PassUndecidable),
+        ("one byte", vec![22], Stat::PassHelloPartial),
         ("zeros", vec![0; 64], Stat::PassNotTls),
     ];
     for (what, payload, want) in cases {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context;
 use aya::maps::{Array, HashMap};
 use gateway_common::{
-    FilterConfig, HostPolicy, MAX_SNI_LEN, PORT_BITMAP_WORDS, REFUSE_DROP, REFUSE_RESET, maps, sni,
+    FilterConfig, FlowKey, HostPolicy, MAX_SNI_LEN, PORT_BITMAP_WORDS, REFUSE_DROP, REFUSE_RESET, maps, sni,
 };
 
 use super::XdpFilter;
@@ -187,8 +187,18 @@ impl XdpFilter {
     }
 
     /// Forgets every flow's reassembly and anchor state at once, by a new flow-hash
-    /// seed: `gateway xdp replay` does it between files, which are separate captures.
+    /// seed, and the refused flows: `gateway xdp replay` does it between files,
+    /// which are separate captures.
     pub fn forget_flows(&mut self) -> anyhow::Result<()> {
+        {
+            let mut refused: HashMap<_, FlowKey, u32> =
+                HashMap::try_from(self.map_mut(maps::REFUSED_FLOWS)?)?;
+            let keys: Vec<FlowKey> = refused.keys().filter_map(Result::ok).collect();
+            for key in keys {
+                // An entry the LRU evicted meanwhile is gone either way.
+                let _ = refused.remove(&key);
+            }
+        }
         self.flow_seed = self.flow_seed.wrapping_add(0x9e37_79b9);
         let seed = self.flow_seed;
         let mut config: Array<_, FilterConfig> = Array::try_from(self.map_mut(maps::CONFIG)?)?;

@@ -473,3 +473,30 @@ fn policy_changes_apply_to_the_next_packet() {
     );
     assert_eq!(v.stat, Stat::PassOtherPort, "443 is no longer inspected");
 }
+
+#[test]
+fn a_refused_policy_leaves_the_running_one_whole() {
+    // The floor (the lowest minimum) judges a hello whose SNI lies beyond the
+    // extension walk's bound: 1.1 offered, 70 extensions before the SNI.
+    let mut h = ClientHello::legacy(version::TLS1_1, None);
+    let exts = h.extensions.as_mut().unwrap();
+    exts.push(Ext::SupportedVersions(vec![version::TLS1_1]));
+    exts.extend((0..70).map(|i| Ext::Raw(100 + i, vec![1])));
+    exts.push(Ext::sni("far.test"));
+    let hello = || segment(h.record());
+    let mut filter = loaded_filter(&policy(Tls12, &[]));
+    assert_eq!(run(&filter, &hello()).stat, Stat::DropTls11);
+    // A policy that would lower the floor to 1.0 but names an impossible SNI is
+    // refused before anything is written: the floor stays at 1.2.
+    let long = format!("{}.test", "a".repeat(300));
+    let err = filter
+        .apply(&policy(Tls12, &[("old.test", Tls10), (&long, Tls13)]))
+        .expect_err("a 305-byte hostname cannot be an SNI");
+    assert!(format!("{err:#}").contains("cannot be an SNI"), "{err:#}");
+    assert_eq!(run(&filter, &hello()).stat, Stat::DropTls11);
+    // The same policy without the bad name lowers it.
+    filter
+        .apply(&policy(Tls12, &[("old.test", Tls10)]))
+        .unwrap();
+    assert_eq!(run(&filter, &hello()).stat, Stat::PassUndecidable);
+}

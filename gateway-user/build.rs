@@ -2,7 +2,7 @@
 //! object to the crate through `OUT_DIR`.
 //!
 //! The eBPF crate is built with Debian's rustc, which ships a prebuilt `core` for
-//! the BPF target (see shared/TOOLCHAIN.md); `scripts/setup.sh` installs it and
+//! the BPF target; `scripts/setup.sh` installs it and
 //! `bpf-linker`. The build gets its own target directory so it never mixes
 //! artifacts with the host build.
 

@@ -15,6 +15,8 @@ PACKAGES=(
   nginx prometheus
   # The font the flood benchmark's plot is drawn with.
   fonts-dejavu-core
+  # A real browser for the lab: its post-quantum ClientHello spans two segments.
+  chromium
 )
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }

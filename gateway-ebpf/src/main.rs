@@ -273,7 +273,12 @@ fn classify(ctx: &XdpContext, seg: &Segment) -> Start {
         }
     };
     if b[0] & 0x80 != 0 {
-        return Start::Hello; // maybe SSLv2 format: the full parse decides.
+        // Maybe an SSL 2 hello (message type 1, version 0.x or 3.x): the full
+        // parse decides. Other bytes with the high bit set are not a hello.
+        if b[2] == HANDSHAKE_CLIENT_HELLO && (b[3] == 0 || b[3] == 3) {
+            return Start::Hello;
+        }
+        return Start::Not(Stat::PassNotTls);
     }
     if b[0] != CONTENT_HANDSHAKE || b[1] != 3 {
         return Start::Not(Stat::PassNotTls);

@@ -23,6 +23,7 @@ pub mod mtls;
 pub mod nginx;
 pub mod pki;
 pub mod scenario;
+pub mod split;
 
 /// Fails the calling test, loudly, unless it runs as root.
 pub fn require_root(what: &str) {

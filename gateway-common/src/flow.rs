@@ -32,6 +32,14 @@ pub const FLOW_GAVE_UP: u32 = 5;
 /// [`FlowAnchor::flags`]: the anchor was written by the flow's SYN.
 pub const ANCHOR_FROM_SYN: u32 = 1;
 
+/// [`HelloFlow::layout`]: not known yet (fewer than 9 stream bytes).
+pub const LAYOUT_UNKNOWN: u32 = 0;
+/// [`HelloFlow::layout`]: the first record holds the whole message, so the
+/// handshake bytes are read in place, 5 bytes into `stream` (no copy).
+pub const LAYOUT_ONE_RECORD: u32 = 1;
+/// [`HelloFlow::layout`]: the message spans records; their bodies are copied into `hello`.
+pub const LAYOUT_RECORDS: u32 = 2;
+
 /// One slot of [`maps::FLOW_ANCHORS`](crate::maps::FLOW_ANCHORS).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,8 +79,9 @@ pub struct HelloFlow {
     /// Segments appended plus record headers read: more than two means the
     /// hello was split (counted apart when it is decided).
     pub pieces: u32,
-    /// Reserved, zero (keeps `stream` 8-byte aligned).
-    pub reserved: u32,
+    /// How the handshake bytes are read: `LAYOUT_*` (unknown until the first
+    /// record and handshake headers are in).
+    pub layout: u32,
     /// The client's stream from its first byte, record headers included.
     pub stream: [u64; (STREAM_CAP + COPY_CHUNK) / 8],
     /// The handshake bytes, record headers removed: what the parser reads.

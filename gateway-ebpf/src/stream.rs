@@ -23,7 +23,11 @@ use aya_ebpf::{
 };
 use gateway_common::{
     COPY_CHUNK, FlowKey, HelloFlow, PAYLOAD_CAP, STREAM_CAP, Scratch, Stat,
-    flow::{ANCHOR_FROM_SYN, FLOW_DECIDED, FLOW_GAVE_UP, FLOW_HELLO, FLOW_REFUSED, FlowAnchor},
+    HelloBytes,
+    flow::{
+        ANCHOR_FROM_SYN, FLOW_DECIDED, FLOW_GAVE_UP, FLOW_HELLO, FLOW_REFUSED, FlowAnchor,
+        LAYOUT_ONE_RECORD, LAYOUT_RECORDS, LAYOUT_UNKNOWN,
+    },
 };
 
 use crate::{
@@ -89,6 +93,7 @@ pub fn reassemble(ctx: &XdpContext, scratch: &mut Scratch, resume: bool) -> Outc
         flow.record_end = 0;
         flow.hello_len = 0;
         flow.pieces = 0;
+        flow.layout = LAYOUT_UNKNOWN;
         set_anchor(&seg, FLOW_HELLO);
         advance(ctx, scratch, flow, &seg, 0)
     };
@@ -149,31 +154,42 @@ fn advance(
     ) {
         return give_up(flow, seg, Stat::PassMalformed);
     }
-    flow.stream_len = (from + take) as u32;
+    let stream_len = from + take;
+    flow.stream_len = stream_len as u32;
     flow.pieces += 1;
-    let mut step = RecordStep {
-        slot: seg.flow_slot,
-        result: 0,
-    };
-    // SAFETY: the callback is a BPF function taking (index, ctx); `step` lives
-    // on this stack frame for the whole call.
-    unsafe {
-        bpf_loop(
-            MAX_RECORD_STEPS,
-            record_step as *mut c_void,
-            (&raw mut step).cast(),
-            0,
-        );
-    }
-    if step.result != 0 {
+    if flow.layout == LAYOUT_UNKNOWN && !learn_layout(flow) {
         return give_up(flow, seg, Stat::PassMalformed);
     }
-    let hello_len = flow.hello_len as usize;
+    let (buf, avail): (&HelloBytes, usize) = match flow.layout {
+        LAYOUT_ONE_RECORD => {
+            let record_len = (stream_byte(flow, 3) << 8) | stream_byte(flow, 4);
+            let avail = (stream_len - RECORD_HDR_LEN).min(record_len).min(PAYLOAD_CAP);
+            // SAFETY: 5 + size_of::<HelloBytes>() bytes fit in `stream`.
+            let view = unsafe {
+                &*flow
+                    .stream
+                    .as_ptr()
+                    .cast::<u8>()
+                    .add(RECORD_HDR_LEN)
+                    .cast::<HelloBytes>()
+            };
+            (view, avail)
+        }
+        LAYOUT_RECORDS => {
+            if !walk_records(seg.flow_slot) {
+                return give_up(flow, seg, Stat::PassMalformed);
+            }
+            (&flow.hello, flow.hello_len as usize)
+        }
+        _ => return Outcome::Pass(Stat::PassHelloPartial), // fewer than 9 bytes yet
+    };
     let mut slots = Slots(&mut scratch.slots);
-    slots.set(slot::AVAIL, hello_len);
-    let parsed = hello::parse(&flow.hello, &mut slots);
+    slots.set(slot::AVAIL, avail);
+    let parsed = hello::parse(buf, &mut slots);
+    let end = message_end(buf, avail);
+    let hello_len = avail;
     let split = flow.pieces > 2;
-    match policy::judge(flow.hello.as_ptr(), scratch, parsed) {
+    match policy::judge(buf.as_ptr(), scratch, parsed) {
         Verdict::Allow => {
             finish(flow, seg, FLOW_DECIDED);
             Outcome::Allow { split }
@@ -184,7 +200,7 @@ fn advance(
         }
         Verdict::Pass(stat) => give_up(flow, seg, stat),
         Verdict::Wait => {
-            if hello_len >= message_end(flow) {
+            if hello_len >= end {
                 give_up(flow, seg, Stat::PassUndecidable)
             } else if hello_len >= PAYLOAD_CAP || take < want || from + take >= STREAM_CAP {
                 give_up(flow, seg, Stat::PassTooLarge)
@@ -195,14 +211,66 @@ fn advance(
     }
 }
 
-/// Where the ClientHello message ends in `hello` (unknown before its header: never).
+/// Where the ClientHello message ends in handshake bytes `h` of which `avail`
+/// are in (unknown before its header: never).
 #[inline(always)]
-fn message_end(flow: &HelloFlow) -> usize {
-    if (flow.hello_len as usize) < HANDSHAKE_HDR_LEN {
+fn message_end(h: &HelloBytes, avail: usize) -> usize {
+    if avail < HANDSHAKE_HDR_LEN {
         return usize::MAX;
     }
-    let h = &flow.hello;
     HANDSHAKE_HDR_LEN + ((h[1] as usize) << 16 | (h[2] as usize) << 8 | h[3] as usize)
+}
+
+#[inline(always)]
+fn stream_byte(flow: &HelloFlow, i: usize) -> usize {
+    // SAFETY: a small constant offset into `stream`.
+    unsafe { *flow.stream.as_ptr().cast::<u8>().add(i & 15) as usize }
+}
+
+/// Reads the first record header (at 5 stream bytes: malformed → `false`) and,
+/// with the handshake header (9 bytes), whether one record holds the message.
+#[inline(always)]
+fn learn_layout(flow: &mut HelloFlow) -> bool {
+    let len = flow.stream_len as usize;
+    if len < RECORD_HDR_LEN {
+        return true;
+    }
+    let record_len = (stream_byte(flow, 3) << 8) | stream_byte(flow, 4);
+    if stream_byte(flow, 0) != CONTENT_HANDSHAKE as usize
+        || stream_byte(flow, 1) != 3
+        || record_len == 0
+        || record_len > MAX_RECORD_LEN
+    {
+        return false;
+    }
+    if len >= RECORD_HDR_LEN + HANDSHAKE_HDR_LEN {
+        let message = HANDSHAKE_HDR_LEN
+            + (stream_byte(flow, 6) << 16 | stream_byte(flow, 7) << 8 | stream_byte(flow, 8));
+        if record_len >= message {
+            flow.layout = LAYOUT_ONE_RECORD;
+            flow.pieces += 1;
+        } else {
+            flow.layout = LAYOUT_RECORDS;
+        }
+    }
+    true
+}
+
+/// Takes the new stream bytes out of their records into `hello` (false: malformed).
+#[inline(always)]
+fn walk_records(slot: u32) -> bool {
+    let mut step = RecordStep { slot, result: 0 };
+    // SAFETY: the callback is a BPF function taking (index, ctx); `step` lives
+    // on this stack frame for the whole call.
+    unsafe {
+        bpf_loop(
+            MAX_RECORD_STEPS,
+            record_step as *mut c_void,
+            (&raw mut step).cast(),
+            0,
+        );
+    }
+    step.result == 0
 }
 
 /// Copies `n` payload bytes at packet offset `pkt_off` into the stream at `at`.
@@ -379,7 +447,7 @@ extern "C" fn record_step(_index: u64, ctx: *mut c_void) -> i64 {
     let flow = unsafe { &mut *flow };
     let pos = flow.record_pos as usize;
     let len = flow.stream_len as usize;
-    if pos >= len || flow.hello_len as usize >= message_end(flow) {
+    if pos >= len || flow.hello_len as usize >= message_end(&flow.hello, flow.hello_len as usize) {
         return 1;
     }
     let stream = flow.stream.as_ptr().cast::<u8>();

@@ -26,7 +26,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use crate::lab::{IFACE, Lab, run};
+use crate::lab::{IFACE, Lab, metric, run};
 
 /// Turns checksum offload, TSO and GSO on or off on the client's veth. Off, a
 /// write larger than the MSS leaves as several MSS-sized segments and every
@@ -507,4 +507,71 @@ pub fn require_program(program: &str, package: &str) -> PathBuf {
         "this test needs `{program}` (Debian package `{package}`), which is not on PATH; \
          run scripts/setup.sh as root to install it"
     );
+}
+
+/// One scrape of the gateway's counters, for the split-hello lab tests.
+pub struct Counters(String);
+
+impl Counters {
+    /// Scrapes the gateway now.
+    pub fn take(lab: &Lab) -> Counters {
+        Counters(lab.metrics().expect("scrape the gateway"))
+    }
+    /// `gateway_xdp_packets_total{verdict, reason}`.
+    pub fn packets(&self, verdict: &str, reason: &str) -> f64 {
+        metric(
+            &self.0,
+            "gateway_xdp_packets_total",
+            &[("verdict", verdict), ("reason", reason)],
+        )
+    }
+    /// `gateway_xdp_split_hellos_total{outcome}`.
+    pub fn split(&self, outcome: &str) -> f64 {
+        metric(
+            &self.0,
+            "gateway_xdp_split_hellos_total",
+            &[("outcome", outcome)],
+        )
+    }
+    /// Every refused packet.
+    pub fn dropped(&self) -> f64 {
+        metric(&self.0, "gateway_xdp_packets_total", &[("verdict", "drop")])
+    }
+    /// Every counter that moved between `self` and `after`, for the report.
+    pub fn moved(&self, after: &Counters) -> String {
+        let mut out = Vec::new();
+        for line in after.0.lines().filter(|l| l.starts_with("gateway_xdp_")) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let now: f64 = value.parse().unwrap_or(0.0);
+            let before = self
+                .0
+                .lines()
+                .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+                .unwrap_or(0.0);
+            if now != before {
+                out.push(format!(
+                    "{}+{}",
+                    series.trim_start_matches("gateway_xdp_"),
+                    now - before
+                ));
+            }
+        }
+        out.join(" ")
+    }
+}
+
+/// Polls `f` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, f: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -9,26 +9,21 @@
 //!   TCP connection in two segments and in dozens of 1-byte segments: refused
 //!   by the zone minimum or a per-host minimum (the client is reset at once and
 //!   the server socket is gone), allowed for another host.
-//! - Headless Chromium, whose post-quantum (X25519MLKEM768) hello spans two
-//!   segments at MTU 1500, loads a page through the gateway's terminator.
+//!
+//! Headless Chromium's post-quantum hello is in `xdp_chromium_lab.rs`.
 //!
 //! Every figure (timings, counter deltas, segment and record counts) is
 //! printed; run with `--nocapture` to see them.
 
-use std::{
-    net::SocketAddr,
-    path::Path,
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use gateway::hello::{ClientHello, Ext};
 use gateway_common::version;
 use gateway_tests::{
-    lab::{IFACE, Lab, SERVER_V4, SERVER_V6, metric},
+    lab::{IFACE, Lab, SERVER_V4, SERVER_V6},
     split::{
-        Capture, End, X25519_MLKEM768, chunks, client_hellos, client_offload_state,
-        require_program, send_chunks, server_sockets, set_client_segmentation_offload,
+        Capture, Counters, End, chunks, client_hellos, client_offload_state, send_chunks,
+        server_sockets, set_client_segmentation_offload, wait_until,
     },
 };
 
@@ -61,55 +56,6 @@ fn lab_with_gateway() -> Lab {
     lab
 }
 
-/// One scrape of the gateway's counters.
-struct Counters(String);
-
-impl Counters {
-    fn take(lab: &Lab) -> Counters {
-        Counters(lab.metrics().expect("scrape the gateway"))
-    }
-    fn packets(&self, verdict: &str, reason: &str) -> f64 {
-        metric(
-            &self.0,
-            "gateway_xdp_packets_total",
-            &[("verdict", verdict), ("reason", reason)],
-        )
-    }
-    fn split(&self, outcome: &str) -> f64 {
-        metric(
-            &self.0,
-            "gateway_xdp_split_hellos_total",
-            &[("outcome", outcome)],
-        )
-    }
-    fn dropped(&self) -> f64 {
-        metric(&self.0, "gateway_xdp_packets_total", &[("verdict", "drop")])
-    }
-    /// Every counter that moved between `self` and `after`, for the report.
-    fn moved(&self, after: &Counters) -> String {
-        let mut out = Vec::new();
-        for line in after.0.lines().filter(|l| l.starts_with("gateway_xdp_")) {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let now: f64 = value.parse().unwrap_or(0.0);
-            let before = self
-                .0
-                .lines()
-                .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-                .unwrap_or(0.0);
-            if now != before {
-                out.push(format!(
-                    "{}+{}",
-                    series.trim_start_matches("gateway_xdp_"),
-                    now - before
-                ));
-            }
-        }
-        out.join(" ")
-    }
-}
-
 /// The TLS server's events of a kind that name an SNI.
 fn hellos_for(lab: &Lab, sni: &str) -> usize {
     lab.tls_events("client_hello")
@@ -127,19 +73,6 @@ fn resets_seen_by_server(lab: &Lab) -> usize {
                 || e["detail"].as_str().is_some_and(|d| d.contains("reset"))
         })
         .count()
-}
-
-fn wait_until(timeout: Duration, f: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -504,174 +437,4 @@ fn builder_hellos_split_over_segments_are_refused_or_allowed_in_the_kernel() {
     for l in lines {
         println!("  {l}");
     }
-}
-
-// ---------------------------------------------------------------------------
-// 3. Headless Chromium through the gateway's terminator
-// ---------------------------------------------------------------------------
-
-/// Chromium runs at most this many times looking for a hello whose deciding
-/// bytes are in its second segment (its extension order is random).
-const CHROMIUM_RUNS: usize = 6;
-
-#[test]
-fn chromium_post_quantum_hello_in_two_segments_is_allowed_and_the_page_loads() {
-    gateway_tests::require_root("the network-namespace lab and Chromium");
-    let chromium = require_program("chromium", "chromium");
-    let mut lab = Lab::create().expect("create the lab");
-    lab.self_signed(&["browser.lab.test"])
-        .expect("make a certificate");
-    // The echo origin on the server's loopback, behind the gateway's terminator.
-    let origin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab_origin.py");
-    let mut cmd = lab.in_server("python3");
-    cmd.arg(origin).args(["--port", "8080"]);
-    lab.spawn("origin", cmd).expect("start the origin");
-    lab.wait_for("origin", Duration::from_secs(10), |lab| {
-        lab.log("origin").contains("listening")
-    })
-    .expect("origin listening");
-    let config = format!(
-        "[xdp]\ninterface = \"{IFACE}\"\n\n[zone]\nmin_tls_version = \"1.2\"\n\n\
-         [metrics]\nlisten = \"127.0.0.1:9100\"\n\n\
-         [terminator]\nlisten = [\"{SERVER_V4}:443\"]\ncertificate = \"server.crt\"\nkey = \"server.key\"\n\n\
-         [[hostname]]\nname = \"browser.lab.test\"\norigin = \"http://127.0.0.1:8080\"\n"
-    );
-    lab.start_gateway(Path::new(GATEWAY), &config)
-        .expect("start the gateway");
-    set_client_segmentation_offload(&lab, false).expect("offloads off on the client veth");
-    println!("client veth: {}", client_offload_state(&lab));
-
-    // Chromium shuffles its extensions for every connection: when both
-    // server_name and supported_versions land in the first segment the filter
-    // decides from that segment alone, which is not a split hello. Each run's
-    // counters must match what its capture predicts; runs repeat until a hello
-    // that needs both segments has been seen.
-    let mut split_total = 0.0;
-    for attempt in 1..=CHROMIUM_RUNS {
-        let capture = Capture::start(&mut lab, &format!("tcpdump-chromium-{attempt}"))
-            .expect("start tcpdump");
-        let before = Counters::take(&lab);
-        let profile = lab.dir.join(format!("chromium-profile-{attempt}"));
-        std::fs::create_dir_all(&profile).unwrap();
-        let marker = format!("split-hello-page-{attempt}");
-        let url = format!("https://browser.lab.test/{marker}");
-        let start = Instant::now();
-        let out = lab
-            .in_client("timeout")
-            .arg("40")
-            .arg(&chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(format!("--host-resolver-rules=MAP * {SERVER_V4}"))
-            .args(["--ignore-certificate-errors", "--dump-dom", &url])
-            .env("HOME", &lab.dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run chromium");
-        let elapsed = start.elapsed();
-        let after = Counters::take(&lab);
-        let pcap = capture.stop(&mut lab).expect("stop tcpdump");
-        let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr: String = String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter(|l| !l.contains("dbus"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        println!(
-            "chromium run {attempt}: exited {} after {elapsed:.1?}; counters moved: {}",
-            out.status,
-            before.moved(&after)
-        );
-        let hellos = client_hellos(&pcap).expect("read the capture");
-        for h in &hellos {
-            println!(
-                "  hello (port {}, sni {:?}): {} bytes in {} record(s), {} segments {:?}; deciding bytes end at {} ({}); key shares {:04x?}",
-                h.client_port,
-                h.sni.as_deref().unwrap_or("-"),
-                h.message_len,
-                h.records,
-                h.segments,
-                h.segment_sizes,
-                h.decisive_end,
-                if h.decidable_from_first_segment() {
-                    "first segment"
-                } else {
-                    "second segment"
-                },
-                h.key_shares,
-            );
-        }
-        assert!(
-            !hellos.is_empty(),
-            "the capture holds no ClientHello from Chromium (exit {}):\n{stderr}",
-            out.status
-        );
-        let pq: Vec<_> = hellos
-            .iter()
-            .filter(|h| h.key_shares.contains(&X25519_MLKEM768))
-            .collect();
-        assert!(
-            pq.len() == hellos.len(),
-            "CHROMIUM DID NOT OFFER X25519MLKEM768 in every hello (no such key share): {hellos:#?}"
-        );
-        assert!(
-            pq.iter().all(|h| h.segments >= 2),
-            "CHROMIUM'S POST-QUANTUM HELLO FIT ONE SEGMENT, so it tests nothing here: {pq:#?}"
-        );
-        let expect_split = hellos
-            .iter()
-            .filter(|h| !h.decidable_from_first_segment())
-            .count() as f64;
-        let split = after.split("allowed") - before.split("allowed");
-        let allowed = after.packets("pass", "allowed") - before.packets("pass", "allowed");
-        let partial =
-            after.packets("pass", "hello_partial") - before.packets("pass", "hello_partial");
-        println!(
-            "  {} hello(s), {expect_split} needing the second segment: allowed +{allowed}, split allowed +{split}, hello_partial +{partial}",
-            hellos.len()
-        );
-        assert_eq!(after.dropped(), before.dropped(), "nothing dropped");
-        assert_eq!(
-            allowed,
-            hellos.len() as f64,
-            "every hello allowed in the kernel"
-        );
-        assert_eq!(
-            split, expect_split,
-            "split allowed counter against the capture's prediction"
-        );
-        assert_eq!(
-            partial, expect_split,
-            "one partial segment per hello decided from two segments"
-        );
-        assert!(
-            dom.contains(&marker) && dom.contains("HeadlessChrome"),
-            "the page did not load (exit {}); DOM:\n{dom}\nstderr:\n{stderr}\ngateway:\n{}",
-            out.status,
-            lab.log("gateway")
-        );
-        println!(
-            "  DOM ({} bytes) shows the origin's echo of GET /{marker}",
-            dom.len()
-        );
-        split_total += split;
-        if split_total >= 1.0 {
-            break;
-        }
-    }
-    assert!(
-        split_total >= 1.0,
-        "in {CHROMIUM_RUNS} runs no Chromium hello needed its second segment to be decided, \
-         so gateway_xdp_split_hellos_total{{outcome=\"allowed\"}} never moved"
-    );
 }

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context;
 use aya::maps::{Array, HashMap};
 use gateway_common::{
-    FilterConfig, FlowKey, HostPolicy, MAX_SNI_LEN, PORT_BITMAP_WORDS, REFUSE_DROP, REFUSE_RESET, maps, sni,
+    FilterConfig, FlowKey, HostPolicy, MAX_SNI_LEN, PORT_BITMAP_WORDS, REFUSE_DROP, REFUSE_RESET,
+    maps, sni,
 };
 
 use super::XdpFilter;

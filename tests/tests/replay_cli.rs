@@ -109,10 +109,17 @@ fn replay_reassembles_each_captured_connection() {
     h.extensions.as_mut().unwrap().push(Ext::padding(2000));
     let stream = gateway::hello::records(&h.message(), version::TLS1_0, 700);
     let two = write(&dir, "two.pcap", &connection(&stream, &[1448]));
-    let many = write(&dir, "many.pcap", &connection(&stream, &[1, 2, 3, 5, 9, 44, 1448]));
+    let many = write(
+        &dir,
+        "many.pcap",
+        &connection(&stream, &[1, 2, 3, 5, 9, 44, 1448]),
+    );
     let (ok, lines, stderr) = replay(&[&two, &many]);
     assert!(ok, "{stderr}");
-    let reasons: Vec<&str> = lines.iter().map(|l| l["reason"].as_str().unwrap()).collect();
+    let reasons: Vec<&str> = lines
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
     let mut want = vec!["tcp_control", "hello_partial", "below_min_tls1_0"];
     want.extend(["tcp_control"].iter().chain(&["hello_partial"; 7]));
     want.push("below_min_tls1_0");

@@ -100,7 +100,11 @@ fn a_two_segment_hello_is_refused_on_its_completing_segment_which_becomes_a_rese
     let before = filter.stats().read().unwrap();
     let conn = Conn::v4();
     assert_eq!(run(&filter, &conn.syn()).stat, Stat::PassControl);
-    let stream = records(&padded(version::TLS1_0, "zone.test"), version::TLS1_0, 16384);
+    let stream = records(
+        &padded(version::TLS1_0, "zone.test"),
+        version::TLS1_0,
+        16384,
+    );
     assert!(stream.len() > 2000, "{} bytes", stream.len());
     let first = run(&filter, &conn.data(0, &stream[..1448]));
     assert_eq!(first.stat, Stat::PassHelloPartial);
@@ -108,10 +112,16 @@ fn a_two_segment_hello_is_refused_on_its_completing_segment_which_becomes_a_rese
     let second = conn.data(1448, &stream[1448..]);
     let v = run(&filter, &second);
     assert_eq!(v.stat, Stat::DropTls10);
-    assert_eq!(v.action, XDP_PASS, "turned into a reset for the local stack");
+    assert_eq!(
+        v.action, XDP_PASS,
+        "turned into a reset for the local stack"
+    );
     let tcp = tcp_view(&v.output).expect("still a TCP frame");
     assert_eq!(tcp.flags, flags::RST | flags::ACK);
-    assert_eq!(tcp.seq, second.seq, "the reset is where the stack expects data");
+    assert_eq!(
+        tcp.seq, second.seq,
+        "the reset is where the stack expects data"
+    );
     let hello = v.hello.expect("the hello was read");
     assert_eq!(
         (hello.max_version, hello.sni.as_deref()),
@@ -131,7 +141,11 @@ fn a_two_segment_hello_is_refused_on_its_completing_segment_which_becomes_a_rese
 #[test]
 fn ipv6_and_vlan_tagged_flows_are_reassembled_too() {
     let filter = filter();
-    let stream = records(&padded(version::TLS1_2, "strict.test"), version::TLS1_0, 16384);
+    let stream = records(
+        &padded(version::TLS1_2, "strict.test"),
+        version::TLS1_0,
+        16384,
+    );
     let mut conn = Conn::v4();
     conn.src = CLIENT_V6;
     conn.dst = SERVER_V6;
@@ -141,7 +155,11 @@ fn ipv6_and_vlan_tagged_flows_are_reassembled_too() {
     assert_eq!(stats(&v), [Stat::PassHelloPartial, Stat::DropTls12]);
     // The same hello for a hostname on the zone's 1.2 minimum is allowed.
     let conn = Conn::v4();
-    let stream = records(&padded(version::TLS1_2, "other.test"), version::TLS1_0, 16384);
+    let stream = records(
+        &padded(version::TLS1_2, "other.test"),
+        version::TLS1_0,
+        16384,
+    );
     let v = send(&filter, &conn, &stream, &[1200]);
     assert_eq!(stats(&v), [Stat::PassHelloPartial, Stat::PassAllowed]);
 }
@@ -157,8 +175,16 @@ fn every_cut_of_a_hello_and_its_records_is_refused_in_order() {
     let cases: [(&str, &Vec<u8>, Vec<usize>); 6] = [
         ("record header cut after 3 bytes", &one_record, vec![3]),
         ("handshake header cut", &one_record, vec![7]),
-        ("first 50 bytes in 1-byte segments", &one_record, one_byte_start),
-        ("five records, three segments", &five_records, vec![700, 1400]),
+        (
+            "first 50 bytes in 1-byte segments",
+            &one_record,
+            one_byte_start,
+        ),
+        (
+            "five records, three segments",
+            &five_records,
+            vec![700, 1400],
+        ),
         ("7-byte records, two segments", &tiny_records, vec![1448]),
         ("five records in one segment", &five_records, vec![]),
     ];
@@ -182,7 +208,11 @@ fn every_cut_of_a_hello_and_its_records_is_refused_in_order() {
 #[test]
 fn identical_retransmissions_change_nothing_and_different_bytes_give_up() {
     let filter = filter();
-    let stream = records(&padded(version::TLS1_0, "zone.test"), version::TLS1_0, 16384);
+    let stream = records(
+        &padded(version::TLS1_0, "zone.test"),
+        version::TLS1_0,
+        16384,
+    );
     // The first segment twice, then a partial overlap that carries new bytes too.
     let conn = Conn::v4();
     run(&filter, &conn.syn());
@@ -219,7 +249,11 @@ fn identical_retransmissions_change_nothing_and_different_bytes_give_up() {
 #[test]
 fn gaps_and_out_of_order_segments_pass() {
     let filter = filter();
-    let stream = records(&padded(version::TLS1_0, "zone.test"), version::TLS1_0, 16384);
+    let stream = records(
+        &padded(version::TLS1_0, "zone.test"),
+        version::TLS1_0,
+        16384,
+    );
     // A gap before the decision.
     let conn = Conn::v4();
     run(&filter, &conn.syn());
@@ -246,7 +280,10 @@ fn hello_lookalikes_later_in_the_stream_are_never_parsed() {
     let old = ClientHello::legacy(version::TLS1_0, Some("zone.test")).record();
     let conn = Conn::v4();
     run(&filter, &conn.syn());
-    assert_eq!(run(&filter, &conn.data(0, &allowed)).stat, Stat::PassAllowed);
+    assert_eq!(
+        run(&filter, &conn.data(0, &allowed)).stat,
+        Stat::PassAllowed
+    );
     // A plaintext TLS 1.0 ClientHello where application data could be, and a
     // TLS 1.2 renegotiation record (encrypted handshake) further on.
     let at = allowed.len() + 300;
@@ -298,7 +335,11 @@ fn a_flow_whose_slot_another_flow_took_passes() {
         hello_flows: 1,
     };
     let filter = filter_with(&policy(Tls12, &[]), tables);
-    let stream = records(&padded(version::TLS1_0, "zone.test"), version::TLS1_0, 16384);
+    let stream = records(
+        &padded(version::TLS1_0, "zone.test"),
+        version::TLS1_0,
+        16384,
+    );
     let (a, b) = (Conn::v4(), Conn::v4());
     run(&filter, &a.data(0, &stream[..1000]));
     run(&filter, &b.data(0, &stream[..1000]));
@@ -321,7 +362,11 @@ fn a_flow_whose_syn_anchor_was_overwritten_is_still_decided() {
         hello_flows: 64,
     };
     let filter = filter_with(&policy(Tls12, &[]), tables);
-    let stream = records(&padded(version::TLS1_0, "zone.test"), version::TLS1_0, 16384);
+    let stream = records(
+        &padded(version::TLS1_0, "zone.test"),
+        version::TLS1_0,
+        16384,
+    );
     let (a, b) = (Conn::v4(), Conn::v4());
     run(&filter, &a.syn());
     run(&filter, &b.syn());
@@ -337,7 +382,9 @@ fn table_sizes_are_checked() {
             anchors: bad,
             hello_flows: 16,
         };
-        let err = XdpFilter::load_with(ProgramLog::Off, tables).err().expect("refused");
+        let err = XdpFilter::load_with(ProgramLog::Off, tables)
+            .err()
+            .expect("refused");
         assert!(format!("{err:#}").contains("power of two"), "{err:#}");
     }
 }

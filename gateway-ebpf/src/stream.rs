@@ -22,8 +22,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use gateway_common::{
-    COPY_CHUNK, FlowKey, HelloFlow, PAYLOAD_CAP, STREAM_CAP, Scratch, Stat,
-    HelloBytes,
+    COPY_CHUNK, FlowKey, HelloBytes, HelloFlow, PAYLOAD_CAP, STREAM_CAP, Scratch, Stat,
     flow::{
         ANCHOR_FROM_SYN, FLOW_DECIDED, FLOW_GAVE_UP, FLOW_HELLO, FLOW_REFUSED, FlowAnchor,
         LAYOUT_ONE_RECORD, LAYOUT_RECORDS, LAYOUT_UNKNOWN,
@@ -163,7 +162,9 @@ fn advance(
     let (buf, avail): (&HelloBytes, usize) = match flow.layout {
         LAYOUT_ONE_RECORD => {
             let record_len = (stream_byte(flow, 3) << 8) | stream_byte(flow, 4);
-            let avail = (stream_len - RECORD_HDR_LEN).min(record_len).min(PAYLOAD_CAP);
+            let avail = (stream_len - RECORD_HDR_LEN)
+                .min(record_len)
+                .min(PAYLOAD_CAP);
             // SAFETY: 5 + size_of::<HelloBytes>() bytes fit in `stream`.
             let view = unsafe {
                 &*flow

@@ -1,10 +1,18 @@
 //! Differential test: the XDP program (in the kernel) and the userspace reference
-//! model agree on randomly generated and mutated ClientHellos.
+//! model agree on randomly generated and mutated ClientHellos, each the only
+//! segment the program sees of a fresh flow whose SYN it did not see (what
+//! `reference::judge` models): decided at once, or kept for reassembly
+//! (`PassHelloPartial`) when the bytes so far cannot decide it. Whole flows of
+//! several segments are `xdp_stream_differential`'s.
 
 use gateway::{
-    hello::{ClientHello, Ext, records, reference},
+    frame::{flags, tcp_view},
+    hello::{
+        ClientHello, Ext, records,
+        reference::{self, Action},
+    },
     tls_version::TlsVersion,
-    xdp::{XdpFilter, XdpPolicy},
+    xdp::{XDP_PASS, XdpFilter, XdpPolicy},
 };
 use gateway_common::{PAYLOAD_CAP, version};
 use gateway_tests::{loaded_filter, policy, segment};
@@ -83,13 +91,17 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
 
 fn check(filter: &XdpFilter, p: &XdpPolicy, payload: Vec<u8>) -> Result<(), TestCaseError> {
     let model = reference::judge(&payload, p);
-    let got = filter
-        .run_frame(&segment(payload).build())
-        .expect("BPF_PROG_TEST_RUN");
+    let frame = segment(payload).build();
+    let got = filter.run_frame(&frame).expect("BPF_PROG_TEST_RUN");
     prop_assert_eq!(got.stat, model.stat);
     let seen = got.hello.map(|h| (h.max_version, h.sni));
-    let expected = model.max_version.map(|v| (v, model.sni.clone()));
-    prop_assert_eq!(seen, expected);
+    prop_assert_eq!(seen, model.hello());
+    prop_assert_eq!(got.split, model.split);
+    // Reset mode: a refused hello becomes a RST, everything else passes unchanged.
+    prop_assert_eq!(got.action, XDP_PASS);
+    let reset = tcp_view(&got.output).is_some_and(|t| t.flags == flags::RST | flags::ACK);
+    prop_assert_eq!(reset, model.action == Action::Reset);
+    prop_assert_eq!(got.output == frame, model.action == Action::Pass);
     Ok(())
 }
 

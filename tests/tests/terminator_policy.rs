@@ -409,3 +409,55 @@ fn a_crl_replaced_on_disk_applies_without_restart_or_dropped_connections() {
     let dave: Vec<&str> = dave.iter().map(String::as_str).collect();
     assert_eq!(curl("admin.test", s.port, "/", s.ca(), &dave).0, 200);
 }
+
+#[test]
+fn a_keep_alive_connection_follows_an_origin_change_from_its_next_request() {
+    let s = MtlsSetup::start(GATEWAY, "tls-origin-change", "");
+    let go = s.path("go");
+    let mut held = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import http.client,ssl,os,socket,time\n\
+             c=ssl.create_default_context(cafile='{ca}')\n\
+             h=http.client.HTTPSConnection('open.test',{port},context=c)\n\
+             h.sock=c.wrap_socket(socket.create_connection(('127.0.0.1',{port})),server_hostname='open.test')\n\
+             h.request('GET','/');r=h.getresponse();r.read();print(r.status,flush=True)\n\
+             t=time.time()\n\
+             while not os.path.exists('{go}') and time.time()-t<30: time.sleep(0.05)\n\
+             h.request('GET','/');r=h.getresponse();b=r.read();print(r.status,b[:80],flush=True)\n",
+            ca = s.ca().display(),
+            port = s.port,
+            go = go.display()
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(held.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "200", "before the change");
+    // open.test now points at a port where nothing listens.
+    let dead = gateway_tests::local::free_port();
+    let text = gateway_tests::mtls::config(s.ports, &s.carol.serial, "").replace(
+        &format!(
+            "name = \"open.test\"\norigin = \"http://127.0.0.1:{}\"",
+            s.ports.origin
+        ),
+        &format!("name = \"open.test\"\norigin = \"http://127.0.0.1:{dead}\""),
+    );
+    assert!(
+        text.contains(&format!(":{dead}\"")),
+        "the origin line was found"
+    );
+    s.write_config(&text);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl("open.test", s.port, "/", s.ca(), &[]).0 != 502 {
+        assert!(Instant::now() < deadline, "the change never applied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(&go, "").unwrap();
+    let second = lines.next().unwrap().unwrap();
+    held.wait().unwrap();
+    assert!(
+        second.starts_with("502") && second.contains(&dead.to_string()),
+        "the held connection's next request goes to the new origin: {second}"
+    );
+}

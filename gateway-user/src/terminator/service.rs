@@ -131,6 +131,21 @@ impl Terminator {
             auth.verified = false;
             auth.failure = Some("its CA is no longer trusted for this hostname".into());
         }
+        // Where the request goes, and with what, comes from the current snapshot
+        // too: a keep-alive connection follows a change from its next request. A
+        // connection whose SNI now names another entry (the hostname was removed)
+        // was set up under a policy that no longer exists.
+        let host = snapshot.lookup(conn.sni.as_deref()).clone();
+        if host.name != conn.host.name {
+            return local(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "the configuration of {:?} changed since this connection was opened; \
+                     open a new connection",
+                    conn.sni.as_deref().unwrap_or("")
+                ),
+            );
+        }
         // The TLS policy applied is the SNI's: a request may only be for that name.
         if conn.host.name.is_empty() {
             return local(
@@ -166,7 +181,7 @@ impl Terminator {
         if let Some((id, Action::Block)) = verdict.decided_by {
             return blocked(&parts.headers, &snapshot.block_message, id);
         }
-        let Some(origin) = &conn.host.origin else {
+        let Some(origin) = &host.origin else {
             return local(
                 StatusCode::BAD_GATEWAY,
                 format!("{} has no origin configured", conn.host.name),
@@ -201,7 +216,7 @@ impl Terminator {
         parts
             .headers
             .insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        headers::set_client_cert(&mut parts.headers, conn.host.forward, &fields.client_auth);
+        headers::set_client_cert(&mut parts.headers, host.forward, &fields.client_auth);
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
         let request = Request::from_parts(parts, body);

@@ -197,7 +197,18 @@ fn with_scratch(ctx: &XdpContext, staged: &Staged, resume: bool) -> (Stat, u32) 
         true => None,
     };
     let outcome = match outcome {
-        Some(outcome) => outcome,
+        Some(outcome) => {
+            // Decided from this segment alone: the anchor of a flow whose SYN
+            // was seen keeps the verdict (refused, or nothing more to look at).
+            if staged.anchor_flags & ANCHOR_FROM_SYN != 0 {
+                let state = match outcome {
+                    Outcome::Refuse { .. } => FLOW_REFUSED,
+                    _ => FLOW_DECIDED,
+                };
+                stream::set_anchor(staged, state);
+            }
+            outcome
+        }
         // One call site, so the verifier walks reassembly once.
         None => stream::reassemble(ctx, scratch, resume),
     };
@@ -331,7 +342,7 @@ fn begin_hello(ctx: &XdpContext, scratch: &mut Scratch) -> Option<Outcome> {
     slots.set(slot::AVAIL, message);
     let parsed = hello::parse(&scratch.payload, &mut slots);
     let verdict = policy::judge(scratch.payload.as_ptr(), scratch, parsed);
-    Some(settle_whole(&seg, verdict))
+    Some(settle_whole(verdict))
 }
 
 /// A hello start shorter than its headers: only reassembly can tell.
@@ -352,23 +363,12 @@ fn begin_short(ctx: &XdpContext, scratch: &mut Scratch, seg: &Staged) -> Option<
     None
 }
 
-/// Records the verdict on a hello decided from one segment in the flow's anchor.
+/// The outcome of a hello decided from one segment.
 #[inline(always)]
-fn settle_whole(seg: &Staged, verdict: Verdict) -> Outcome {
-    let from_syn = seg.anchor_flags & ANCHOR_FROM_SYN != 0;
+fn settle_whole(verdict: Verdict) -> Outcome {
     match verdict {
-        Verdict::Allow => {
-            if from_syn {
-                stream::set_anchor(seg, FLOW_DECIDED);
-            }
-            Outcome::Allow { split: false }
-        }
-        Verdict::Refuse(stat) => {
-            if from_syn {
-                stream::set_anchor(seg, FLOW_REFUSED);
-            }
-            Outcome::Refuse { stat, split: false }
-        }
+        Verdict::Allow => Outcome::Allow { split: false },
+        Verdict::Refuse(stat) => Outcome::Refuse { stat, split: false },
         // The whole message was here: undecidable now means never.
         Verdict::Wait => Outcome::Pass(Stat::PassUndecidable),
         Verdict::Pass(stat) => Outcome::Pass(stat),
@@ -398,7 +398,7 @@ fn sslv2(ctx: &XdpContext, scratch: &mut Scratch, seg: &Staged) -> Outcome {
     };
     let min = CONFIG.get(0).map_or(0, |c| c.no_sni_min);
     if version::SSL2 < min {
-        settle_whole(seg, Verdict::Refuse(Stat::DropSsl2))
+        settle_whole(Verdict::Refuse(Stat::DropSsl2))
     } else {
         Outcome::Allow { split: false }
     }

@@ -21,7 +21,7 @@ use log::{info, warn};
 pub use gateway_common::Stat;
 pub use policy::XdpPolicy;
 pub use stats::{Counters, StatsMap};
-pub use test_run::{FrameVerdict, HelloSeen, XDP_DROP, XDP_PASS};
+pub use test_run::{FrameRunner, FrameVerdict, HelloSeen, XDP_DROP, XDP_PASS};
 
 use crate::config::AttachMode;
 

@@ -7,6 +7,7 @@
 //! the terminator. The policy comes from the configuration ([`config`]).
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod daemon;

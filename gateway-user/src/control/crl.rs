@@ -8,7 +8,8 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use http::Method;
 
-use super::{model::CrlSource, pki, time};
+use super::{model::CrlSource, pki};
+use crate::clock;
 
 /// How long a download or a file read may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,7 +75,7 @@ pub fn updated(
     fetched: anyhow::Result<Vec<u8>>,
     ca_pem: &str,
 ) -> (CrlSource, Option<String>) {
-    let now = time::now();
+    let now = clock::now();
     let checked = fetched.and_then(|data| {
         let ca = pki::pem_certificates(ca_pem)?;
         crate::tls::revocation::inspect_crl(&ca[0], &data, now)

@@ -3,15 +3,13 @@
 //! each threshold, and every one has a gauge
 //! `gateway_certificate_expiry_timestamp_seconds{kind,id}`.
 
+use crate::clock;
 use std::{collections::HashMap, sync::Mutex};
 
 use prometheus::{GaugeVec, Opts, Registry};
 use serde::Serialize;
 
-use super::{
-    model::{AuthorityKind, CertStatus, State},
-    time,
-};
+use super::model::{AuthorityKind, CertStatus, State};
 
 /// The alert thresholds, in days, widest first.
 pub const THRESHOLDS: [i64; 2] = [30, 14];
@@ -40,7 +38,7 @@ pub fn all(state: &State, now: i64) -> Vec<Expiring> {
         kind,
         id: id.to_string(),
         name: name.to_string(),
-        expires_on: time::rfc3339(at),
+        expires_on: clock::rfc3339(at),
         expires_at: at,
         days_left: (at - now).div_euclid(86_400),
     };
@@ -109,7 +107,7 @@ impl Expiry {
     /// Sets the gauges from `state` and logs each threshold crossed since the
     /// last look.
     pub fn observe(&self, state: &State) {
-        let now = time::now();
+        let now = clock::now();
         let all = all(state, now);
         self.gauge.reset();
         let mut crossed = self.crossed.lock().unwrap_or_else(|e| e.into_inner());

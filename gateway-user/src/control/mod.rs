@@ -23,7 +23,6 @@ pub mod model;
 pub mod pki;
 mod render;
 pub mod store;
-pub mod time;
 
 use self::{
     api::ApiError,
@@ -94,7 +93,7 @@ pub fn open(dir: &Path, default_hostname: &str) -> anyhow::Result<Opened> {
 }
 
 fn first_state(default_hostname: &str) -> anyhow::Result<(State, String)> {
-    let now = time::now();
+    let now = crate::clock::now();
     let token = new_token()?;
     let mut state = State {
         meta: Meta {
@@ -283,7 +282,7 @@ impl ControlPlane {
     /// Renews the server certificates the gateway issued that expire within
     /// 30 days (called at start and every hour).
     pub async fn renew_server_certificates(&self) {
-        let soon = time::now() + 30 * 86_400;
+        let soon = crate::clock::now() + 30 * 86_400;
         let result = self
             .change(|s| {
                 let due: Vec<String> = s
@@ -368,7 +367,7 @@ mod tests {
     #[test]
     fn soon_expiring_certificates_are_listed_soonest_first() {
         let (mut state, _) = first_state("localhost").unwrap();
-        let now = time::now();
+        let now = crate::clock::now();
         let mut host = new_hostname(&state, "soon.example.com", false, now).unwrap();
         host.certificate.expires_on = now + 10 * 86_400;
         state.hostnames.insert(host.id.clone(), host.clone());

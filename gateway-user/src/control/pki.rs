@@ -145,7 +145,7 @@ fn build<T: HasPublic>(
     b.set_issuer_name(issuer_name)?;
     b.set_pubkey(subject_key)?;
     // Backdated an hour, for clocks a little behind.
-    let not_before = Asn1Time::from_unix(crate::tls::revocation::now() - 3600)?;
+    let not_before = Asn1Time::from_unix(crate::clock::now() - 3600)?;
     let not_after = Asn1Time::days_from_now(days)?;
     b.set_not_before(&not_before)?;
     b.set_not_after(&not_after)?;
@@ -363,13 +363,13 @@ pub fn check_uploaded_ca(pem: &str, now: i64) -> anyhow::Result<CertInfo> {
         if info.not_after < now {
             bail!(
                 "{which}: expired on {}",
-                super::time::rfc3339(info.not_after)
+                crate::clock::rfc3339(info.not_after)
             );
         }
         if info.not_before > now + 300 {
             bail!(
                 "{which}: not valid before {}",
-                super::time::rfc3339(info.not_before)
+                crate::clock::rfc3339(info.not_before)
             );
         }
         first.get_or_insert(info);
@@ -399,9 +399,9 @@ mod tests {
         assert_eq!(info.signature, "ECDSA-SHA256");
         assert_eq!(info.serial.len(), 32);
         let ca_pem = cert_pem(&ca.cert).unwrap();
-        assert!(check_uploaded_ca(&ca_pem, crate::tls::revocation::now()).is_ok());
+        assert!(check_uploaded_ca(&ca_pem, crate::clock::now()).is_ok());
         let leaf = cert_pem(&cert).unwrap();
-        let err = check_uploaded_ca(&leaf, crate::tls::revocation::now()).unwrap_err();
+        let err = check_uploaded_ca(&leaf, crate::clock::now()).unwrap_err();
         assert!(err.to_string().contains("CA is not TRUE"), "{err}");
     }
 

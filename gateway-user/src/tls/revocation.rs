@@ -15,7 +15,7 @@ use crate::config::Material;
 use x509_parser::{
     certificate::X509Certificate, extensions::ParsedExtension,
     oid_registry::OID_X509_EXT_DELTA_CRL_INDICATOR, pem::Pem, prelude::FromDer,
-    revocation_list::CertificateRevocationList, time::ASN1Time, x509::ReasonCode,
+    revocation_list::CertificateRevocationList, x509::ReasonCode,
 };
 
 /// Revoked serials per issuing CA.
@@ -110,7 +110,7 @@ impl RevocationSet {
                 log::warn!(
                     "CRL {name} is past its nextUpdate ({}): it stays in force until a fresh one \
                      is fetched",
-                    crate::control::time::rfc3339(next)
+                    crate::clock::rfc3339(next)
                 );
             }
             parsed.push(crl);
@@ -235,11 +235,6 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
-}
-
-/// Seconds since the epoch, now.
-pub fn now() -> i64 {
-    ASN1Time::now().timestamp()
 }
 
 #[cfg(test)]

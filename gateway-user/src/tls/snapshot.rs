@@ -17,7 +17,7 @@ use boring::{
 use foreign_types::ForeignTypeRef;
 use http::Uri;
 
-use super::revocation::{self, RevocationSet};
+use super::revocation::RevocationSet;
 use crate::{
     config::{Config, ForwardMode, HostnameSection, Material},
     rules::RuleSet,
@@ -113,7 +113,7 @@ impl TlsSnapshot {
             _ => None,
         };
         let zone_ciphers = cipher_list(&config.zone.ciphers)?;
-        let now = revocation::now();
+        let now = crate::clock::now();
         let mut cas = HashMap::new();
         for ca in &config.cas {
             let pem = ca

@@ -1,5 +1,6 @@
 //! Bring-your-own CAs (`/accounts/A/mtls_certificates`) and their CRL sources.
 
+use crate::clock;
 use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -8,7 +9,7 @@ use super::{Answer, ApiError, Call, method_not_allowed};
 use crate::control::{
     ControlPlane, crl,
     model::{Authority, AuthorityKind, State},
-    pki, time,
+    pki,
 };
 
 /// Bring-your-own CAs per account at most.
@@ -115,7 +116,7 @@ async fn upload(plane: &ControlPlane, call: &Call) -> Answer {
             "only CA certificates can verify client certificates: set \"ca\": true",
         ));
     }
-    let now = time::now();
+    let now = clock::now();
     let info = pki::check_uploaded_ca(&body.certificates, now)
         .map_err(|e| ApiError::invalid(format!("certificates: {e:#}")))?;
     let crl = match &body.crl_source {
@@ -253,13 +254,13 @@ fn view(s: &State, ca: &Authority) -> Value {
         "serial_number": ca.serial_number,
         "signature": ca.signature,
         "certificates": ca.certificate,
-        "uploaded_on": time::rfc3339(ca.uploaded_on),
-        "expires_on": time::rfc3339(ca.expires_on),
+        "uploaded_on": clock::rfc3339(ca.uploaded_on),
+        "expires_on": clock::rfc3339(ca.expires_on),
         "hostnames": s.associations(&ca.id),
         "crl": ca.crl.as_ref().map(|c| json!({
             "source": c.source,
-            "fetched_on": c.fetched_on.map(time::rfc3339),
-            "next_update": c.next_update.map(time::rfc3339),
+            "fetched_on": c.fetched_on.map(clock::rfc3339),
+            "next_update": c.next_update.map(clock::rfc3339),
             "revoked": c.revoked,
             "last_error": c.last_error,
         })),

@@ -1,6 +1,7 @@
 //! Client certificates issued by the zone's managed CA: issue (from a CSR, or
 //! with a key generated for the caller), list, revoke, reactivate.
 
+use crate::clock;
 use http::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -10,7 +11,6 @@ use crate::control::{
     ControlPlane,
     model::{CertStatus, ClientCert, State},
     pki::{self, MAX_VALIDITY_DAYS, Usage},
-    time,
 };
 
 #[derive(Deserialize)]
@@ -86,7 +86,7 @@ pub async fn managed_ca(plane: &ControlPlane, call: &Call) -> Answer {
                 "name": ca.name,
                 "certificate": ca.certificate,
                 "serial_number": ca.serial_number,
-                "expires_on": time::rfc3339(ca.expires_on),
+                "expires_on": clock::rfc3339(ca.expires_on),
                 "hostnames": s.associations(&ca.id),
             }))
         })
@@ -144,12 +144,12 @@ async fn issue(plane: &ControlPlane, call: &Call) -> Answer {
             let ca = s
                 .managed_ca()
                 .ok_or_else(|| ApiError::internal("the store has no managed CA"))?;
-            let ends = time::now() + i64::from(body.validity_days) * 86_400;
+            let ends = clock::now() + i64::from(body.validity_days) * 86_400;
             if ends > ca.expires_on {
                 return Err(ApiError::invalid(format!(
                     "validity_days {} would outlast the managed CA, which expires on {}",
                     body.validity_days,
-                    time::rfc3339(ca.expires_on)
+                    clock::rfc3339(ca.expires_on)
                 )));
             }
             let signer =
@@ -167,7 +167,7 @@ async fn issue(plane: &ControlPlane, call: &Call) -> Answer {
                 csr: body.csr.clone(),
                 fingerprint_sha256: info.fingerprint_sha256,
                 status: CertStatus::Active,
-                issued_on: time::now(),
+                issued_on: clock::now(),
                 expires_on: info.not_after,
                 revoked_on: None,
             };
@@ -188,7 +188,7 @@ async fn set_status(plane: &ControlPlane, id: &str, status: CertStatus) -> Answe
             let cert = s.certs.get_mut(id).expect("found above");
             if cert.status != status {
                 cert.status = status;
-                cert.revoked_on = (status == CertStatus::Revoked).then(time::now);
+                cert.revoked_on = (status == CertStatus::Revoked).then(clock::now);
             }
             Ok(view(s, &s.certs[id]))
         })
@@ -205,9 +205,9 @@ fn view(s: &State, c: &ClientCert) -> Value {
         "fingerprint_sha256": c.fingerprint_sha256,
         "certificate": c.certificate,
         "csr": c.csr,
-        "issued_on": time::rfc3339(c.issued_on),
-        "expires_on": time::rfc3339(c.expires_on),
-        "revoked_at": c.revoked_on.map(time::rfc3339),
+        "issued_on": clock::rfc3339(c.issued_on),
+        "expires_on": clock::rfc3339(c.expires_on),
+        "revoked_at": c.revoked_on.map(clock::rfc3339),
         "certificate_authority": {"id": c.ca_id, "name": ca_name},
     })
 }

@@ -1,6 +1,7 @@
 //! Custom hostnames and hostname associations (which CAs verify a
 //! hostname's client certificates; a hostname with one has mTLS on).
 
+use crate::clock;
 use http::Method;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
@@ -11,7 +12,7 @@ use crate::{
     control::{
         ControlPlane,
         model::{AuthorityKind, Hostname, ServerCert, State},
-        new_hostname, pki, server_cert, time,
+        new_hostname, pki, server_cert,
     },
     tls_version::TlsVersion,
 };
@@ -91,7 +92,7 @@ pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
                         )));
                     }
                     let wildcard = body.wildcard.unwrap_or(false);
-                    let mut host = new_hostname(s, &name, wildcard, time::now())?;
+                    let mut host = new_hostname(s, &name, wildcard, clock::now())?;
                     edit(s, &mut host, &body)?;
                     let out = view(s, &host);
                     s.hostnames.insert(host.id.clone(), host);
@@ -232,14 +233,17 @@ fn uploaded(name: &str, wildcard: bool, chain: &str, key: &str) -> Result<Server
         ));
     }
     let (info, _) = pki::info(&ders[0]).map_err(|e| bad(format!("{e:#}")))?;
-    let now = time::now();
+    let now = clock::now();
     if info.not_after < now {
-        return Err(bad(format!("expired on {}", time::rfc3339(info.not_after))));
+        return Err(bad(format!(
+            "expired on {}",
+            clock::rfc3339(info.not_after)
+        )));
     }
     if info.not_before > now + 300 {
         return Err(bad(format!(
             "not valid before {}",
-            time::rfc3339(info.not_before)
+            clock::rfc3339(info.not_before)
         )));
     }
     covers(name, wildcard, &ders[0])?;
@@ -286,7 +290,7 @@ fn view(s: &State, h: &Hostname) -> Value {
         "ssl": {
             "status": "active",
             "certificate_authority": if h.certificate.managed { "gateway" } else { "custom" },
-            "expires_on": time::rfc3339(h.certificate.expires_on),
+            "expires_on": clock::rfc3339(h.certificate.expires_on),
             "settings": {
                 "min_tls_version": h.min_tls_version,
                 "effective_min_tls_version": h.min_tls_version.unwrap_or(s.zone.min_tls_version),
@@ -300,7 +304,7 @@ fn view(s: &State, h: &Hostname) -> Value {
             "certificate_authorities": h.cas,
         },
         "default": h.name == s.meta.default_hostname,
-        "created_at": time::rfc3339(h.created_on),
+        "created_at": clock::rfc3339(h.created_on),
     })
 }
 

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 
 use super::{Answer, ApiError, Call, method_not_allowed, to_value};
 use crate::{
-    control::{ControlPlane, expiry, time},
+    clock,
+    control::{ControlPlane, expiry},
     tls_version::TlsVersion,
 };
 
@@ -81,6 +82,6 @@ pub async fn expiring(plane: &ControlPlane, call: &Call) -> Answer {
             .filter(|d| (0..=36_500).contains(d))
             .ok_or_else(|| ApiError::invalid(format!("days={d:?}: give a whole number of days")))?,
     };
-    let list = plane.read(|s| expiry::within(s, time::now(), days)).await;
+    let list = plane.read(|s| expiry::within(s, clock::now(), days)).await;
     to_value(list)
 }

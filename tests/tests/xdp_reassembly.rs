@@ -79,6 +79,15 @@ fn padded(legacy: u16, sni: &str) -> Vec<u8> {
     h.message()
 }
 
+/// A padded TLS 1.0 hello for a zone hostname, in one record.
+fn old_hello_stream() -> Vec<u8> {
+    records(
+        &padded(version::TLS1_0, "zone.test"),
+        version::TLS1_0,
+        16384,
+    )
+}
+
 /// Sends `stream` cut at `cuts`, returning the verdicts.
 fn send(filter: &XdpFilter, conn: &Conn, stream: &[u8], cuts: &[usize]) -> Vec<FrameVerdict> {
     let mut bounds = vec![0];
@@ -100,11 +109,7 @@ fn a_two_segment_hello_is_refused_on_its_completing_segment_which_becomes_a_rese
     let before = filter.stats().read().unwrap();
     let conn = Conn::v4();
     assert_eq!(run(&filter, &conn.syn()).stat, Stat::PassControl);
-    let stream = records(
-        &padded(version::TLS1_0, "zone.test"),
-        version::TLS1_0,
-        16384,
-    );
+    let stream = old_hello_stream();
     assert!(stream.len() > 2000, "{} bytes", stream.len());
     let first = run(&filter, &conn.data(0, &stream[..1448]));
     assert_eq!(first.stat, Stat::PassHelloPartial);
@@ -208,11 +213,7 @@ fn every_cut_of_a_hello_and_its_records_is_refused_in_order() {
 #[test]
 fn identical_retransmissions_change_nothing_and_different_bytes_give_up() {
     let filter = filter();
-    let stream = records(
-        &padded(version::TLS1_0, "zone.test"),
-        version::TLS1_0,
-        16384,
-    );
+    let stream = old_hello_stream();
     // The first segment twice, then a partial overlap that carries new bytes too.
     let conn = Conn::v4();
     run(&filter, &conn.syn());
@@ -249,11 +250,7 @@ fn identical_retransmissions_change_nothing_and_different_bytes_give_up() {
 #[test]
 fn gaps_and_out_of_order_segments_pass() {
     let filter = filter();
-    let stream = records(
-        &padded(version::TLS1_0, "zone.test"),
-        version::TLS1_0,
-        16384,
-    );
+    let stream = old_hello_stream();
     // A gap before the decision.
     let conn = Conn::v4();
     run(&filter, &conn.syn());
@@ -335,11 +332,7 @@ fn a_flow_whose_slot_another_flow_took_passes() {
         hello_flows: 1,
     };
     let filter = filter_with(&policy(Tls12, &[]), tables);
-    let stream = records(
-        &padded(version::TLS1_0, "zone.test"),
-        version::TLS1_0,
-        16384,
-    );
+    let stream = old_hello_stream();
     let (a, b) = (Conn::v4(), Conn::v4());
     run(&filter, &a.data(0, &stream[..1000]));
     run(&filter, &b.data(0, &stream[..1000]));
@@ -362,11 +355,7 @@ fn a_flow_whose_syn_anchor_was_overwritten_is_still_decided() {
         hello_flows: 64,
     };
     let filter = filter_with(&policy(Tls12, &[]), tables);
-    let stream = records(
-        &padded(version::TLS1_0, "zone.test"),
-        version::TLS1_0,
-        16384,
-    );
+    let stream = old_hello_stream();
     let (a, b) = (Conn::v4(), Conn::v4());
     run(&filter, &a.syn());
     run(&filter, &b.syn());

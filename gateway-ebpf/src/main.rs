@@ -114,10 +114,15 @@ fn filter(ctx: &XdpContext) -> (Stat, u32) {
     if !is_tls_port(seg.dport) {
         return (Stat::PassOtherPort, pass);
     }
-    let Some(config) = CONFIG.get(0) else {
+    let control = seg.payload_len == 0 || seg.flags & (TCP_SYN | TCP_RST) != 0;
+    let syn = seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN;
+    if control && !syn {
+        return (Stat::PassControl, pass); // pure ACKs, FINs, RSTs: no flow lookup
+    }
+    let (Some(config), Some(bits)) = (CONFIG.get(0), packet::flow_bits(ctx, &seg)) else {
         return (Stat::PassUndecidable, pass);
     };
-    let hash = flow_hash(seg.addrs, seg.ports, config.flow_seed);
+    let hash = flow_hash(bits.addrs, bits.ports, config.flow_seed);
     let anchor_slot = hash as u32 & config.anchor_mask;
     let Some(anchor) = FLOW_ANCHORS.get_ptr_mut(anchor_slot) else {
         return (Stat::PassUndecidable, pass);
@@ -125,16 +130,14 @@ fn filter(ctx: &XdpContext) -> (Stat, u32) {
     // SAFETY: a valid map value; a racing writer makes it stale, never invalid.
     let anchor = unsafe { &mut *anchor };
     let tag = flow_tag(hash);
-    if seg.payload_len == 0 || seg.flags & (TCP_SYN | TCP_RST) != 0 {
-        if seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN {
-            // The stream's first byte is the one after the SYN's.
-            *anchor = FlowAnchor {
-                tag,
-                start_seq: seg.seq.wrapping_add(1),
-                state: FLOW_AWAIT,
-                flags: ANCHOR_FROM_SYN,
-            };
-        }
+    if control {
+        // A SYN: the stream's first byte is the one after it.
+        *anchor = FlowAnchor {
+            tag,
+            start_seq: bits.seq.wrapping_add(1),
+            state: FLOW_AWAIT,
+            flags: ANCHOR_FROM_SYN,
+        };
         return (Stat::PassControl, pass);
     }
     let state = if anchor.tag == tag { anchor.state } else { 0 };
@@ -147,12 +150,12 @@ fn filter(ctx: &XdpContext) -> (Stat, u32) {
         payload_len: seg.payload_len as u32,
         l3_off: seg.l3_off as u32,
         ipv6: seg.ipv6 as u32,
-        seq: seg.seq,
+        seq: bits.seq,
         anchor_slot,
         flow_slot: (hash >> 16) as u32 & config.hello_mask,
         tag,
         anchor_flags: 0,
-        start_seq: seg.seq,
+        start_seq: bits.seq,
     };
     if state == FLOW_HELLO {
         staged.anchor_flags = anchor.flags;
@@ -162,7 +165,7 @@ fn filter(ctx: &XdpContext) -> (Stat, u32) {
     if let Start::Not(stat) = classify(ctx, &seg) {
         if state == FLOW_AWAIT {
             // The stream began with something else, or its start is missing.
-            if seg.seq == anchor.start_seq {
+            if bits.seq == anchor.start_seq {
                 anchor.state = FLOW_DECIDED;
             } else {
                 anchor.state = gateway_common::flow::FLOW_GAVE_UP;
@@ -172,7 +175,7 @@ fn filter(ctx: &XdpContext) -> (Stat, u32) {
         return (stat, pass);
     }
     if state != 0 {
-        if state != FLOW_AWAIT || seg.seq != anchor.start_seq {
+        if state != FLOW_AWAIT || bits.seq != anchor.start_seq {
             return (Stat::PassMidStream, pass);
         }
         staged.anchor_flags = anchor.flags;

@@ -39,6 +39,11 @@ pub struct Segment {
     pub l3_off: usize,
     /// Whether the IP header is IPv6.
     pub ipv6: bool,
+}
+
+/// What identifies a segment's flow and place in it, read only for segments
+/// to a TLS port that carry data or a SYN.
+pub struct FlowBits {
     /// Sequence number, host byte order.
     pub seq: u32,
     /// Source and destination addresses folded into one word (the flow hash's input).
@@ -97,9 +102,9 @@ fn word(b: &[u8], at: usize) -> u64 {
     u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as u64
 }
 
-/// Parses an IPv4 header; returns the L4 offset, the L4 length and the folded addresses.
+/// Parses an IPv4 header; returns the L4 offset and the L4 length.
 #[inline(always)]
-fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<(usize, usize, u64), Stat> {
+fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<(usize, usize), Stat> {
     let hdr = read::<20>(ctx, off).ok_or(Stat::PassNotTcp)?;
     let ihl = ((hdr[0] & 0x0f) as usize) * 4;
     if hdr[0] >> 4 != 4 || ihl < 20 {
@@ -116,36 +121,26 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<(usize, usize, u64), Stat>
     if total < ihl {
         return Err(Stat::PassMalformed);
     }
-    Ok((
-        off + ihl,
-        total - ihl,
-        word(&hdr, 12) | (word(&hdr, 16) << 32),
-    ))
+    Ok((off + ihl, total - ihl))
 }
 
-/// Parses an IPv6 header (no extension headers); returns the L4 offset, the L4
-/// length and the folded addresses.
+/// Parses an IPv6 header (no extension headers); returns the L4 offset and length.
 #[inline(always)]
-fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<(usize, usize, u64), Stat> {
+fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<(usize, usize), Stat> {
     let p = bytes_at::<IPV6_HDR_LEN>(ctx, off).ok_or(Stat::PassNotTcp)?;
     // SAFETY: bytes_at checked the 40 bytes are inside the frame.
     let hdr = unsafe { &*p };
     if hdr[0] >> 4 != 6 || hdr[6] != IPPROTO_TCP {
         return Err(Stat::PassNotTcp);
     }
-    let mut addrs = 0u64;
-    for i in 0..4 {
-        let (s, d) = (8 + i * 4, 24 + i * 4);
-        addrs = addrs.rotate_left(19) ^ word(hdr, s) ^ (word(hdr, d) << 32);
-    }
-    Ok((off + IPV6_HDR_LEN, be16([hdr[4], hdr[5]]) as usize, addrs))
+    Ok((off + IPV6_HDR_LEN, be16([hdr[4], hdr[5]]) as usize))
 }
 
 /// Locates the TCP segment of the frame, or says why there is none to look at.
 #[inline(always)]
 pub fn parse_segment(ctx: &XdpContext) -> Result<Segment, Stat> {
     let (proto, l3_off) = parse_eth(ctx).ok_or(Stat::PassNotTcp)?;
-    let (tcp_off, l4_len, addrs) = match proto {
+    let (tcp_off, l4_len) = match proto {
         ETH_P_IPV4 => parse_ipv4(ctx, l3_off)?,
         ETH_P_IPV6 => parse_ipv6(ctx, l3_off)?,
         _ => return Err(Stat::PassNotTcp),
@@ -163,6 +158,26 @@ pub fn parse_segment(ctx: &XdpContext) -> Result<Segment, Stat> {
         dport: be16([tcp[2], tcp[3]]),
         l3_off,
         ipv6: proto == ETH_P_IPV6,
+    })
+}
+
+/// The segment's flow: addresses, ports and sequence number, read again.
+#[inline(always)]
+pub fn flow_bits(ctx: &XdpContext, seg: &Segment) -> Option<FlowBits> {
+    let addrs = if seg.ipv6 {
+        let hdr = read::<IPV6_HDR_LEN>(ctx, seg.l3_off)?;
+        let mut addrs = 0u64;
+        for i in 0..4 {
+            let (s, d) = (8 + i * 4, 24 + i * 4);
+            addrs = addrs.rotate_left(19) ^ word(&hdr, s) ^ (word(&hdr, d) << 32);
+        }
+        addrs
+    } else {
+        let a = read::<8>(ctx, seg.l3_off + 12)?;
+        word(&a, 0) | (word(&a, 4) << 32)
+    };
+    let tcp = read::<8>(ctx, seg.tcp_off)?;
+    Some(FlowBits {
         seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
         addrs,
         ports: u32::from_ne_bytes([tcp[0], tcp[1], tcp[2], tcp[3]]),

@@ -163,6 +163,12 @@ fn cases(hellos: &Hellos) -> Vec<Case> {
             Target::Ratio(1.2),
         ),
         case(
+            "pure ACK on 443",
+            frame(443, Vec::new()),
+            Stat::PassControl,
+            Target::Ratio(1.2),
+        ),
+        case(
             "TLS 1.3 hello, typical SNI, passed",
             frame(443, hellos.typical.clone()),
             Stat::PassAllowed,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the gateway needs on a fresh Debian 12 machine, idempotently:
-# system packages, bpf-linker (only when missing), and the bpffs mount.
+# system packages, bpf-linker and cargo-fuzz (only when missing), and the bpffs mount.
 # Run as root. Safe to run again: each step checks before it acts.
 set -euo pipefail
 
@@ -54,6 +54,13 @@ if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/bpf-linke
   LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --no-default-features --features llvm-22
 else
   log "bpf-linker already installed"
+fi
+
+if ! command -v cargo-fuzz >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo-fuzz" ]; then
+  log "installing cargo-fuzz (about 1 minute)"
+  cargo install --locked cargo-fuzz
+else
+  log "cargo-fuzz already installed"
 fi
 
 if ! mountpoint -q /sys/fs/bpf; then

@@ -54,8 +54,9 @@ pub struct Packet {
 const MAGIC_US: u32 = 0xa1b2_c3d4;
 const MAGIC_NS: u32 = 0xa1b2_3c4d;
 const MAGIC_PCAPNG: u32 = 0x0a0d_0d0a;
-/// Upper bound for a record, whatever the header says.
-const MAX_RECORD: u32 = 256 * 1024;
+/// Upper bound for a record, whatever the header says (libpcap's largest
+/// snapshot length): the reader refuses longer ones, the writer writes none.
+pub const MAX_RECORD: u32 = 256 * 1024;
 
 impl<R: Read> PcapReader<R> {
     /// Reads the global header; fails on anything but an Ethernet pcap.
@@ -136,13 +137,27 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Writes an Ethernet pcap (microsecond timestamps, little endian).
+/// Writes an Ethernet pcap (microsecond timestamps, little endian), with a
+/// snapshot length of 65535 or the longest frame's. A frame longer than
+/// [`MAX_RECORD`], which no reader would take back, is refused
+/// (`InvalidInput`) before anything is written.
 pub fn write_pcap(mut out: impl Write, frames: &[Vec<u8>]) -> io::Result<()> {
+    let longest = frames.iter().map(Vec::len).max().unwrap_or(0);
+    let snaplen = u32::try_from(longest)
+        .ok()
+        .filter(|len| *len <= MAX_RECORD)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a frame of {longest} bytes: pcap records hold at most {MAX_RECORD}"),
+            )
+        })?
+        .max(65535);
     out.write_all(&MAGIC_US.to_le_bytes())?;
     out.write_all(&2u16.to_le_bytes())?;
     out.write_all(&4u16.to_le_bytes())?;
     out.write_all(&[0; 8])?;
-    out.write_all(&65535u32.to_le_bytes())?;
+    out.write_all(&snaplen.to_le_bytes())?;
     out.write_all(&LINKTYPE_ETHERNET.to_le_bytes())?;
     for (i, frame) in frames.iter().enumerate() {
         out.write_all(&(i as u32).to_le_bytes())?;
@@ -167,6 +182,29 @@ mod tests {
         assert_eq!(r.next_packet().unwrap().unwrap().data, frames[0]);
         assert_eq!(r.next_packet().unwrap().unwrap().data, frames[1]);
         assert!(r.next_packet().unwrap().is_none());
+    }
+
+    /// Fuzz finding (`pcap` target, input `ff ff 00`): `write_pcap` wrote a
+    /// 512 KiB frame that `PcapReader` then refused as oversized.
+    #[test]
+    fn the_writer_writes_only_what_the_reader_reads_back() {
+        let limit = MAX_RECORD as usize;
+        let frames = vec![vec![7u8; 100_000], vec![8u8; limit]];
+        let mut file = Vec::new();
+        write_pcap(&mut file, &frames).unwrap();
+        assert_eq!(
+            file[16..20],
+            MAX_RECORD.to_le_bytes(),
+            "snaplen covers them"
+        );
+        let mut r = PcapReader::new(&file[..]).unwrap();
+        assert_eq!(r.next_packet().unwrap().unwrap().data, frames[0]);
+        assert_eq!(r.next_packet().unwrap().unwrap().data, frames[1]);
+        assert!(r.next_packet().unwrap().is_none());
+        let mut file = Vec::new();
+        let err = write_pcap(&mut file, &[vec![0; 60], vec![0; 0x7fff * 16]]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(file.is_empty(), "nothing written");
     }
 
     #[test]

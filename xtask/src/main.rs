@@ -11,6 +11,8 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
+
 /// Tasks for the gateway's developers and CI.
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -31,6 +33,14 @@ enum Task {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+    /// Run the coverage-guided fuzz targets (one, or all of them).
+    Fuzz {
+        /// The target (default: every target in gateway-user/fuzz).
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        time: u64,
     },
     /// Run a benchmark.
     Bench {
@@ -109,6 +119,10 @@ fn main() -> anyhow::Result<()> {
                 test.extend(args.iter().map(String::as_str));
             }
             cargo(&root, &test)
+        }
+        Task::Fuzz { target, time } => {
+            setup(&root)?;
+            fuzz::fuzz(&root, target.as_deref(), time)
         }
         Task::Bench { bench } => {
             setup(&root)?;

@@ -23,6 +23,9 @@ use x509_parser::{certificate::X509Certificate, pem::Pem, prelude::FromDer};
 /// Longest validity the managed CA issues (10 years, as the reference service).
 pub const MAX_VALIDITY_DAYS: u32 = 3650;
 
+/// Longest common name, in characters (X.520's ub-common-name).
+const MAX_CN_CHARS: usize = 64;
+
 /// A random id: 32 lowercase hex digits.
 pub fn random_id() -> String {
     let mut bytes = [0u8; 16];
@@ -93,7 +96,8 @@ pub fn new_ca(common_name: &str, days: u32) -> anyhow::Result<Signer> {
     Ok(Signer { cert, key })
 }
 
-/// A certificate for `subject_key`, signed by `signer`.
+/// A certificate for `subject_key`, signed by `signer`, valid `days` but never
+/// past the signer's own notAfter (a certificate does not outlast its issuer).
 pub fn issue<T: HasPublic>(
     signer: &Signer,
     common_name: &str,
@@ -111,11 +115,12 @@ pub fn issue<T: HasPublic>(
     )
 }
 
-/// A subject `CN=common_name`; a name longer than a CN may be (64) is left
-/// out of the subject (a server certificate names its host in subjectAltName).
+/// A subject `CN=common_name`; a name longer than a CN may be (64 characters)
+/// is left out of the subject (a server certificate names its host in
+/// subjectAltName; `read_csr` refuses a longer CN).
 fn name(common_name: &str) -> anyhow::Result<boring::x509::X509Name> {
     let mut b = X509NameBuilder::new()?;
-    if common_name.len() <= 64 {
+    if common_name.chars().count() <= MAX_CN_CHARS {
         b.append_entry_by_nid(Nid::COMMONNAME, common_name)
             .with_context(|| format!("{common_name:?} cannot be a common name"))?;
     }
@@ -148,7 +153,10 @@ fn build<T: HasPublic>(
     let not_before = Asn1Time::from_unix(crate::clock::now() - 3600)?;
     let not_after = Asn1Time::days_from_now(days)?;
     b.set_not_before(&not_before)?;
-    b.set_not_after(&not_after)?;
+    match issuer_cert {
+        Some(issuer) if issuer.not_after() < not_after => b.set_not_after(issuer.not_after())?,
+        _ => b.set_not_after(&not_after)?,
+    }
     match usage {
         Usage::Ca => {
             add(
@@ -226,6 +234,12 @@ pub fn read_csr(pem: &str) -> anyhow::Result<(PKey<boring::pkey::Public>, String
         .and_then(|e| e.data().as_utf8().ok().map(|s| s.to_string()))
         .filter(|cn| !cn.is_empty())
         .context("csr: the subject has no common name (CN)")?;
+    if cn.chars().count() > MAX_CN_CHARS {
+        bail!(
+            "csr: its common name is {} characters long; a CN has at most {MAX_CN_CHARS}",
+            cn.chars().count()
+        );
+    }
     Ok((key, cn))
 }
 
@@ -325,7 +339,9 @@ pub fn pem_certificates(pem: &str) -> anyhow::Result<Vec<Vec<u8>>> {
 }
 
 /// Every certificate of a PEM text, as DER and as BoringSSL reads it; refused
-/// unless both parsers read the same certificates (they differ on malformed PEM).
+/// unless both parsers read the same certificates (they differ on malformed PEM):
+/// as many, and each block exactly the DER of BoringSSL's certificate (not, say,
+/// a certificate followed by bytes BoringSSL ignores).
 pub fn read_chain(pem: &str) -> anyhow::Result<(Vec<Vec<u8>>, Vec<X509>)> {
     let ders = pem_certificates(pem)?;
     let certs = X509::stack_from_pem(pem.as_bytes()).context("unreadable PEM")?;
@@ -335,6 +351,14 @@ pub fn read_chain(pem: &str) -> anyhow::Result<(Vec<Vec<u8>>, Vec<X509>)> {
             ders.len(),
             certs.len()
         );
+    }
+    for (i, (der, cert)) in ders.iter().zip(&certs).enumerate() {
+        if cert.to_der()? != *der {
+            bail!(
+                "malformed PEM: block {} is not exactly one DER certificate",
+                i + 1
+            );
+        }
     }
     Ok((ders, certs))
 }
@@ -416,5 +440,69 @@ mod tests {
         let err = pem_certificates("-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n").unwrap_err();
         assert!(err.to_string().contains("FOO"), "{err}");
         assert!(pem_certificates("").is_err());
+    }
+
+    /// Found by the `pem_chain` fuzz target: BoringSSL ignored bytes after the
+    /// certificate's DER that x509-parser kept (so the fingerprint was not the
+    /// certificate's); the block is now refused.
+    #[test]
+    fn a_pem_block_with_bytes_after_the_certificate_is_refused() {
+        let ca = new_ca("Test CA", 30).unwrap();
+        let mut der = ca.cert.to_der().unwrap();
+        let pem = cert_pem(&ca.cert).unwrap();
+        assert_eq!(read_chain(&pem).unwrap().0, vec![der.clone()]);
+        der.extend_from_slice(b"JUNK");
+        let junk = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            boring::base64::encode_block(&der)
+        );
+        let err = read_chain(&junk).unwrap_err();
+        assert!(err.to_string().contains("not exactly one DER"), "{err}");
+        assert!(check_uploaded_ca(&junk, crate::clock::now()).is_err());
+    }
+
+    /// A CSR for `cn` (UTF8String), signed by a new key.
+    fn csr_for(cn: &str) -> String {
+        let key = new_key().unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_nid_with_type(Nid::COMMONNAME, cn, boring::asn1::Asn1Type::UTF8STRING)
+            .unwrap();
+        let mut req = boring::x509::X509ReqBuilder::new().unwrap();
+        req.set_subject_name(&name.build()).unwrap();
+        req.set_pubkey(&key).unwrap();
+        req.sign(&key, MessageDigest::sha256()).unwrap();
+        String::from_utf8(req.build().to_pem().unwrap()).unwrap()
+    }
+
+    /// Found by the `csr` fuzz target: a CSR with a CN over 64 characters was
+    /// accepted and its certificate issued with no CN at all; and a CN of 64
+    /// characters or fewer but more bytes (not ASCII) was dropped likewise.
+    #[test]
+    fn a_csr_cn_is_at_most_64_characters_and_always_kept() {
+        let err = read_csr(&csr_for(&"y".repeat(80))).unwrap_err();
+        assert!(err.to_string().contains("at most 64"), "{err}");
+        let ca = new_ca("Test CA", 30).unwrap();
+        let wide = "é".repeat(40);
+        let (key, cn) = read_csr(&csr_for(&wide)).unwrap();
+        assert_eq!(cn, wide);
+        let cert = issue(&ca, &cn, &key, Usage::Client, 10).unwrap();
+        let got = cert
+            .subject_name()
+            .entries_by_nid(Nid::COMMONNAME)
+            .next()
+            .unwrap();
+        assert_eq!(got.data().as_utf8().unwrap().to_string(), wide);
+    }
+
+    /// Found by the `csr` fuzz target: `issue` gave a certificate the days
+    /// asked for even past the CA's notAfter; it now ends with the CA.
+    #[test]
+    fn an_issued_certificate_never_outlasts_its_ca() {
+        let ca = new_ca("Test CA", 30).unwrap();
+        let key = new_key().unwrap();
+        let cert = issue(&ca, "alice", &key, Usage::Client, MAX_VALIDITY_DAYS).unwrap();
+        assert!(cert.not_after() == ca.cert.not_after());
+        let short = issue(&ca, "bob", &key, Usage::Client, 10).unwrap();
+        assert!(short.not_after() < ca.cert.not_after());
     }
 }

@@ -18,9 +18,10 @@ pub struct RuleError {
 }
 
 impl RuleError {
-    /// An error at `offset` of `source`.
+    /// An error at `offset` of `source` (clamped to the text, and moved back
+    /// to the start of the character it falls inside).
     pub fn at(source: &str, offset: usize, message: impl Into<String>) -> RuleError {
-        let offset = offset.min(source.len());
+        let offset = source.floor_char_boundary(offset.min(source.len()));
         let before = &source[..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);

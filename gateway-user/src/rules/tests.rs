@@ -430,3 +430,19 @@ fn long_chains_do_not_overflow_the_stack() {
     let err = Expression::compile(&stars).unwrap_err();
     assert!(err.message.contains("nested deeper"), "{err}");
 }
+
+/// Fuzz finding (`rules` target): an expression over the length limit whose
+/// byte at the limit falls inside a character panicked while the error was
+/// positioned (`&source[..offset]` off a char boundary).
+#[test]
+fn length_limit_inside_a_character_is_an_error_not_a_panic() {
+    use super::{error::RuleError, parser::MAX_EXPRESSION_LEN};
+    let src = "€".repeat(MAX_EXPRESSION_LEN / 3 + 1);
+    assert!(!src.is_char_boundary(MAX_EXPRESSION_LEN));
+    let err = Expression::compile(&src).unwrap_err();
+    assert!(err.message.contains("longer than"), "{}", err.message);
+    assert!(err.offset <= MAX_EXPRESSION_LEN && src.is_char_boundary(err.offset));
+    assert_eq!((err.line, err.column), (1, err.offset / 3 + 1));
+    let inside = RuleError::at("aé", 2, "x");
+    assert_eq!((inside.offset, inside.column), (1, 2));
+}

@@ -36,9 +36,16 @@ pub struct RequestFields {
     pub headers: http::HeaderMap,
 }
 
+/// A host lowercased, without port (`name:port`, `[v6]:port`) or trailing dots.
 fn normalise_host(raw: &str) -> String {
+    let raw = raw.trim_end_matches('.');
     let host = match raw.rsplit_once(':') {
-        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        Some((h, port))
+            if port.bytes().all(|b| b.is_ascii_digit())
+                && (!h.contains(':') || (h.starts_with('[') && h.ends_with(']'))) =>
+        {
+            h
+        }
         _ => raw,
     };
     host.trim_end_matches('.').to_ascii_lowercase()
@@ -47,7 +54,8 @@ fn normalise_host(raw: &str) -> String {
 /// The request's host, lowercased and without port: the `:authority` (HTTP/2,
 /// or an absolute-form target) and the `Host` header must agree, and there may
 /// be only one `Host`; anything else is refused, since the origin could read a
-/// different name than the one the TLS policy and the rules checked.
+/// different name than the one the TLS policy and the rules checked. So is user
+/// info (`user@host`), which no host may carry (RFC 9110 §4.2.4).
 pub fn request_host(parts: &Parts) -> Result<String, &'static str> {
     let mut hosts = parts.headers.get_all(http::header::HOST).iter();
     let header = match (hosts.next(), hosts.next()) {
@@ -68,6 +76,8 @@ pub fn request_host(parts: &Parts) -> Result<String, &'static str> {
     };
     if host.is_empty() {
         Err("the request names no host")
+    } else if host.contains('@') {
+        Err("the request's host carries user info")
     } else {
         Ok(host)
     }
@@ -96,6 +106,58 @@ impl RequestFields {
             tls_cipher: conn.tls_cipher.clone(),
             client_auth: conn.auth.clone(),
             headers: parts.headers.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, hosts: &[&str]) -> Parts {
+        let mut req = http::Request::builder().uri(uri);
+        for h in hosts {
+            req = req.header(http::header::HOST, *h);
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn the_host_is_lowercased_without_port_or_trailing_dots() {
+        for (uri, hosts, want) in [
+            ("/", &["Example.COM:443"][..], "example.com"),
+            ("/", &["example.com."], "example.com"),
+            ("https://example.com:8443/", &["EXAMPLE.com"], "example.com"),
+            // Found by the request_checks fuzz target: the port stayed.
+            ("/", &["127.0.0.1:443."], "127.0.0.1"),
+            ("/", &["[::1]:443"], "[::1]"),
+            (
+                "https://[2001:DB8::1]:443/",
+                &["[2001:db8::1]"],
+                "[2001:db8::1]",
+            ),
+            ("/", &["[::1]"], "[::1]"),
+        ] {
+            assert_eq!(
+                request_host(&parts(uri, hosts)).as_deref(),
+                Ok(want),
+                "{uri} {hosts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ambiguous_hosts_and_user_info_are_refused() {
+        for (uri, hosts) in [
+            ("/", &["a.example", "a.example"][..]),
+            ("https://a.example/", &["b.example"]),
+            ("/", &[]),
+            ("/", &[":443"]),
+            // Found by the request_checks fuzz target: user info passed as a host.
+            ("https://user@a.example/", &[]),
+            ("/", &["user@[::1]:443"]),
+        ] {
+            assert!(request_host(&parts(uri, hosts)).is_err(), "{uri} {hosts:?}");
         }
     }
 }

@@ -25,12 +25,13 @@ pub struct RevocationSet {
     by_issuer: HashMap<Vec<u8>, HashSet<Vec<u8>>>,
 }
 
+/// A serial without its leading zeros; zero, however written (`00`, `00 00`, or
+/// the empty INTEGER x509-parser tolerates), is `[0]`.
 fn trim(serial: &[u8]) -> &[u8] {
-    let start = serial
-        .iter()
-        .position(|&b| b != 0)
-        .unwrap_or(serial.len().saturating_sub(1));
-    &serial[start..]
+    match serial.iter().position(|&b| b != 0) {
+        Some(start) => &serial[start..],
+        None => &[0],
+    }
 }
 
 impl RevocationSet {
@@ -209,9 +210,12 @@ fn ca_subject(ca_der: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(ca.subject().as_raw().to_vec())
 }
 
-/// The DER of a PEM (`X509 CRL`) or DER input.
+/// The DER of a PEM (`X509 CRL`) or DER input (a DER CRL may hold the bytes
+/// `-----BEGIN` too, say in a serial: what parses as a CRL is DER).
 fn der_of(data: &[u8]) -> anyhow::Result<Vec<u8>> {
-    if data.windows(10).any(|w| w == b"-----BEGIN") {
+    if data.windows(10).any(|w| w == b"-----BEGIN")
+        && CertificateRevocationList::from_der(data).is_err()
+    {
         let pem = Pem::iter_from_buffer(data)
             .next()
             .context("empty PEM")?
@@ -248,6 +252,63 @@ mod tests {
         assert!(decode_hex("zz").is_none());
         assert_eq!(trim(&[0, 0, 5]), &[5]);
         assert_eq!(trim(&[0]), &[0]);
+    }
+
+    /// Found by the `crl` fuzz target: a CRL entry with an empty serial (which
+    /// x509-parser reads as 0) and one with serial 0 counted as two serials.
+    #[test]
+    fn zero_is_one_serial_however_written() {
+        assert_eq!(trim(&[]), &[0]);
+        assert_eq!(trim(&[0, 0]), &[0]);
+        let crl = Crl {
+            delta: false,
+            next_update: None,
+            revoked: [&[][..], &[0], &[0, 0]].map(|s| trim(s).to_vec()).to_vec(),
+            removed: vec![],
+        };
+        let mut serials = HashSet::new();
+        merge(&mut serials, &[crl]);
+        let set = RevocationSet {
+            by_issuer: HashMap::from([(b"CA".to_vec(), serials)]),
+        };
+        assert_eq!(set.len(), 1);
+        assert!(set.contains(b"CA", &[]) && set.contains(b"CA", &[0]));
+    }
+
+    fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+        assert!(body.len() < 128);
+        [&[tag, body.len() as u8][..], body].concat()
+    }
+
+    /// Found by the `crl` fuzz target: a DER CRL with `-----BEGIN` in a serial
+    /// was taken for PEM and refused.
+    #[test]
+    fn a_der_crl_holding_pem_markers_is_still_der() {
+        let name = tlv(
+            0x30,
+            &tlv(
+                0x31,
+                &tlv(0x30, &[tlv(0x06, &[0x55, 4, 3]), tlv(0x0c, b"CA")].concat()),
+            ),
+        );
+        let alg = tlv(0x30, &tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 4, 3, 2]));
+        let when = tlv(0x17, b"261201000000Z");
+        let entry = tlv(
+            0x30,
+            &[tlv(0x02, b"\x01-----BEGIN X509 CRL-----"), when.clone()].concat(),
+        );
+        let tbs = [tlv(0x02, &[1]), alg.clone(), name, when, tlv(0x30, &entry)].concat();
+        let der = tlv(
+            0x30,
+            &[tlv(0x30, &tbs), alg, tlv(0x03, &[0, 1, 2])].concat(),
+        );
+        assert!(CertificateRevocationList::from_der(&der).is_ok());
+        assert_eq!(der_of(&der).unwrap(), der);
+        let pem = format!(
+            "-----BEGIN X509 CRL-----\n{}\n-----END X509 CRL-----\n",
+            boring::base64::encode_block(&der)
+        );
+        assert_eq!(der_of(pem.as_bytes()).unwrap(), der);
     }
 
     #[test]

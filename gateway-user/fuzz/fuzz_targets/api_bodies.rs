@@ -1,0 +1,268 @@
+//! Every admin API route that takes a body, through the real router: a
+//! store-mode control plane (redb store in a temporary directory, terminator
+//! snapshot in force) serving `control::api::serve` on loopback, driven by an
+//! HTTP/1.1 client (the API has no entry point without a socket).
+//!
+//! Input: up to four requests separated by `0xff`. A request is a route byte
+//! (low five bits: the route and method of `ROUTES`; high three: 0–3 a raw
+//! body, 4–6 a JSON object built from the bytes, 7 a raw body without a valid
+//! token), an id byte (which hostname, certificate, rule or CA the path names,
+//! or a missing one), then the body. `@NAME@` placeholders become fixtures
+//! (`fixtures/api_bodies`: CAs, a server certificate and keys, CSRs, CRL files)
+//! or ids of the baseline. Every input starts from the same baseline state
+//! (hostnames, an uploaded CA with a CRL, a client certificate, two rules),
+//! which is put back after it, so the store stays small. Bodies that would
+//! fetch a CRL from the network or from files outside the temporary directory
+//! are not sent.
+//!
+//! Invariants, for every answer:
+//! - no panic, anywhere (the server's tasks included);
+//! - the answer is JSON with `Content-Type: application/json` in the v4
+//!   envelope: `success` (bool), `errors` and `messages` (arrays), `result`;
+//!   the status is 2xx iff `success`; a failure has at least one error, each
+//!   with a numeric `code` and a `message`, and a null `result`;
+//! - no 5xx, except a 502 from a CRL refresh whose source failed (documented);
+//! - a refused call (4xx) and any GET leave the committed state unchanged;
+//! - a call without the admin token is refused with 401 or 403.
+#![no_main]
+
+#[path = "api_bodies/harness.rs"]
+mod harness;
+
+use std::sync::LazyLock;
+
+use harness::Harness;
+use http::{Method, StatusCode};
+use libfuzzer_sys::fuzz_target;
+use serde_json::{Map, Value};
+
+/// Body fields of the hostname, association, client certificate, rule and CA routes.
+const HOST: &str = "hostname wildcard ssl settings min_tls_version ciphers custom_certificate \
+    custom_key type method custom_origin_server mtls enabled forward_client_cert";
+const ASSOC: &str = "hostnames mtls_certificate_id";
+const CERT: &str = "csr validity_days generate_key common_name";
+const RULE: &str = "expression action description enabled position before after index";
+const UPLOAD: &str = "ca certificates name crl_source";
+
+/// Routes by the route byte's low five bits (`{…}` are ids, see
+/// `Harness::path`), with the fields of their bodies.
+const ROUTES: [(&str, &str); 32] = [
+    ("PATCH zones/{Z}/settings/min_tls_version", "value"),
+    ("PATCH zones/{Z}/settings/ciphers", "value"),
+    ("POST zones/{Z}/custom_hostnames", HOST),
+    ("PATCH zones/{Z}/custom_hostnames/{H}", HOST),
+    (
+        "PUT zones/{Z}/certificate_authorities/hostname_associations",
+        ASSOC,
+    ),
+    ("POST zones/{Z}/client_certificates", CERT),
+    ("PATCH zones/{Z}/client_certificates/{C}", "reactivate"),
+    ("POST zones/{Z}/{E}/rules", RULE),
+    ("PATCH zones/{Z}/{E}/rules/{R}", RULE),
+    ("POST accounts/{A}/mtls_certificates", UPLOAD),
+    ("PUT accounts/{A}/mtls_certificates/{U}/crl", "source"),
+    ("POST zones/{Z}/custom_hostnames", HOST),
+    ("PATCH zones/{Z}/custom_hostnames/{H}", HOST),
+    ("POST zones/{Z}/{E}/rules", RULE),
+    ("POST accounts/{A}/mtls_certificates", UPLOAD),
+    (
+        "PUT zones/{Z}/certificate_authorities/hostname_associations",
+        ASSOC,
+    ),
+    ("DELETE zones/{Z}/custom_hostnames/{H}", ""),
+    ("DELETE zones/{Z}/{E}/rules/{R}", ""),
+    ("DELETE accounts/{A}/mtls_certificates/{U}", ""),
+    ("DELETE zones/{Z}/client_certificates/{C}", ""),
+    ("DELETE accounts/{A}/mtls_certificates/{U}/crl", ""),
+    ("POST accounts/{A}/mtls_certificates/{U}/crl/refresh", ""),
+    ("GET zones/{Z}/custom_hostnames/{H}", ""),
+    (
+        "GET zones/{Z}/certificate_authorities/hostname_associations?mtls_certificate_id={U}",
+        "",
+    ),
+    ("GET accounts/{A}/mtls_certificates", ""),
+    ("GET zones/{Z}/{E}", ""),
+    ("GET zones/{Z}/client_certificates?status=active", ""),
+    ("PUT zones/{Z}/custom_hostnames", ""),
+    ("POST zones/{Z}/settings/min_tls_version", ""),
+    ("PATCH zones/{Z}/settings/{H}", ""),
+    ("GET zones/{Z}/managed_ca", ""),
+    ("GET zones/{Z}/expiring_certificates?days=400", ""),
+];
+
+/// The field names of every body (a route's own, mostly).
+const KEYS: &str = "value hostname wildcard ssl settings min_tls_version ciphers \
+    custom_certificate custom_key type method custom_origin_server mtls enabled \
+    forward_client_cert hostnames mtls_certificate_id csr validity_days generate_key common_name \
+    reactivate expression action description position before after index ca certificates name \
+    crl_source source";
+
+/// Strings the bodies carry (placeholders included), `|`-separated.
+const STRINGS: &str = "1.0|1.1|1.2|1.3|1.4|block|allow|log|none|cloudflare|rfc9440|\
+    fuzz.example.com|api.example.com|localhost|x.fuzz.example.com|*.example.com|b.example.com|\
+    ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-AES256-GCM-SHA384|http://127.0.0.1:9|\
+    http.host eq \"a.test\"|not cf.tls_client_auth.cert_verified|http.host in {\"a\" \"b\"}|\
+    @CA@|@CA2@|@LEAF@|@CERT@|@KEY@|@KEY2@|@CSR@|@WEAKCSR@|@NOCNCSR@|@CRL@|@BADCRL@|@NOFILE@|\
+    @CAID@|@MANAGED@|@SERVERCA@|@RULE@|@RULE2@|";
+
+/// `API_BODIES_TRACE=1`: print each call and its answer's status and errors.
+static TRACE: LazyLock<bool> = LazyLock::new(|| std::env::var_os("API_BODIES_TRACE").is_some());
+
+/// The input's bytes, read one by one (zeros once they run out).
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn next(&mut self) -> u8 {
+        let (first, rest) = self.0.split_first().unwrap_or((&0, &[]));
+        self.0 = rest;
+        *first
+    }
+
+    fn take(&mut self, n: usize) -> &[u8] {
+        let (head, rest) = self.0.split_at(n.min(self.0.len()));
+        self.0 = rest;
+        head
+    }
+}
+
+/// A JSON value built from the bytes: mostly known strings, with objects of
+/// known keys, arrays, numbers, booleans, nulls and raw strings.
+fn value(h: &Harness, b: &mut Cursor, keys: &[&str], depth: u32) -> Value {
+    match b.next() % 8 {
+        0 if depth < 3 => {
+            let fields = b.next() as usize % 6;
+            object(h, b, keys, depth + 1, fields)
+        }
+        1 if depth < 3 => (0..b.next() % 4)
+            .map(|_| value(h, b, keys, depth + 1))
+            .collect(),
+        2 => {
+            let n = b.next() as usize % 32;
+            Value::String(String::from_utf8_lossy(b.take(n)).into_owned())
+        }
+        3 => Value::Bool(b.next() % 2 == 1),
+        4 => {
+            let numbers: Vec<&str> = "0 1 -1 30 3650 3651 4294967296 1.5 1e300"
+                .split(' ')
+                .collect();
+            serde_json::from_str(numbers[b.next() as usize % numbers.len()]).unwrap()
+        }
+        5 => Value::Null,
+        _ => {
+            let strings: Vec<&str> = STRINGS.split('|').collect();
+            let s = strings[b.next() as usize % strings.len()];
+            Value::String(String::from_utf8(h.expand(s.as_bytes(), false)).unwrap())
+        }
+    }
+}
+
+fn object(h: &Harness, b: &mut Cursor, keys: &[&str], depth: u32, fields: usize) -> Value {
+    let all: Vec<&str> = KEYS.split_whitespace().collect();
+    let mut map = Map::new();
+    for _ in 0..fields {
+        let k = b.next() as usize;
+        let key = match keys.get(k % 16) {
+            Some(key) => key,
+            None => all[k % all.len()],
+        };
+        map.insert(key.into(), value(h, b, keys, depth));
+    }
+    Value::Object(map)
+}
+
+/// Whether a body could make the gateway fetch a CRL from the network (but a
+/// closed loopback port) or read a file outside the harness's directory.
+fn reaches_out(h: &Harness, v: &Value) -> bool {
+    let outside = |s: &str| {
+        if s.starts_with("http://") {
+            return s != "http://127.0.0.1:9" && !s.starts_with("http://127.0.0.1:9/");
+        }
+        s.starts_with('/') && std::fs::canonicalize(s).is_ok_and(|p| !p.starts_with(&h.root))
+    };
+    match v {
+        Value::Object(m) => m.iter().any(|(k, v)| {
+            (k == "crl_source" || k == "source") && v.as_str().is_some_and(outside)
+                || reaches_out(h, v)
+        }),
+        Value::Array(a) => a.iter().any(|v| reaches_out(h, v)),
+        _ => false,
+    }
+}
+
+/// Sends one request and checks the answer and the state around it.
+fn one(h: &Harness, chunk: &[u8]) {
+    let [route, pick, rest @ ..] = chunk else {
+        return;
+    };
+    let (route_text, keys) = ROUTES[*route as usize % 32];
+    let (method, template) = route_text.split_once(' ').unwrap();
+    let keys: Vec<&str> = keys.split_whitespace().collect();
+    let method: Method = method.parse().unwrap();
+    let (structured, authed) = (matches!(route >> 5, 4..=6), route >> 5 != 7);
+    let body = if structured {
+        let fields = (rest.len() / 4).clamp(1, 8);
+        serde_json::to_vec(&object(h, &mut Cursor(rest), &keys, 0, fields)).unwrap()
+    } else {
+        h.expand(rest, true)
+    };
+    if serde_json::from_slice(&body).is_ok_and(|v| reaches_out(h, &v)) {
+        return;
+    }
+    let path = h.path(template, *pick);
+    let before = h.state();
+    let (status, answer) = h.call(method.clone(), &path, &body, authed);
+    let after = h.state();
+    let what = || {
+        let body = String::from_utf8_lossy(&body);
+        format!("{method} {path} {body}\n→ {status} {answer:#}")
+    };
+    if *TRACE {
+        eprintln!("{method} {template} → {status} {}", answer["errors"]);
+    }
+    macro_rules! ensure {
+        ($cond:expr, $why:literal) => {
+            assert!($cond, concat!($why, ": {}"), what())
+        };
+    }
+    let success = answer["success"].as_bool();
+    let errors = answer["errors"].as_array();
+    let envelope =
+        errors.is_some() && answer["messages"].is_array() && answer.get("result").is_some();
+    ensure!(success.is_some() && envelope, "not a v4 envelope");
+    let errors = errors.unwrap();
+    if success == Some(true) {
+        ensure!(
+            status.is_success() && errors.is_empty(),
+            "a success with a non-2xx or errors"
+        );
+    } else {
+        ensure!(!status.is_success(), "a failure with a 2xx");
+        let described = errors
+            .iter()
+            .all(|e| e["code"].is_u64() && e["message"].is_string());
+        ensure!(
+            !errors.is_empty() && described,
+            "a failure without described errors"
+        );
+        ensure!(answer["result"].is_null(), "a failure with a result");
+    }
+    let refresh = status == StatusCode::BAD_GATEWAY && template.ends_with("/refresh");
+    ensure!(!status.is_server_error() || refresh, "a server error");
+    if status.is_client_error() || method == Method::GET {
+        ensure!(before == after, "a refused call or a GET changed the state");
+    }
+    if !authed {
+        ensure!(
+            matches!(status.as_u16(), 401 | 403),
+            "a call without the token was not refused"
+        );
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let h = harness::get();
+    for chunk in data.split(|&b| b == 0xff).take(4) {
+        one(h, chunk);
+    }
+    h.reset();
+});

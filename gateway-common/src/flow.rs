@@ -5,7 +5,7 @@
 //! ports (direct-mapped: a new flow takes its slot, and a flow that finds its
 //! slot taken by another has lost its state and passes). Arrays cost no
 //! allocation per flow and their lookups are inlined by the verifier, so the
-//! check every segment pays is one load.
+//! check every data segment to a TLS port pays is one load.
 //!
 //! How the program knows that a segment begins the client's byte stream: the
 //! SYN. Every SYN to a TLS port writes the flow's anchor, `start_seq` = ISN + 1,

@@ -10,7 +10,7 @@
 //! `gateway_common::flow`); a segment of a hello in progress goes to
 //! reassembly (`stream`); a payload that begins the stream with a ClientHello
 //! header is parsed at once when the hello fits it, else reassembly starts;
-//! everything else costs one load of the flow's anchor.
+//! other data costs one load of the flow's anchor; ACKs, FINs and RSTs none.
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]

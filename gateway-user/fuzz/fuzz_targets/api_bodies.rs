@@ -23,6 +23,7 @@
 //!   with a numeric `code` and a `message`, and a null `result`;
 //! - no 5xx, except a 502 from a CRL refresh whose source failed (documented);
 //! - a refused call (4xx) and any GET leave the committed state unchanged;
+//! - the committed state reads back unchanged from the JSON the store keeps;
 //! - a call without the admin token is refused with 401 or 403.
 #![no_main]
 
@@ -31,6 +32,7 @@ mod harness;
 
 use std::sync::LazyLock;
 
+use gateway::control::model::State;
 use harness::Harness;
 use http::{Method, StatusCode};
 use libfuzzer_sys::fuzz_target;
@@ -248,6 +250,11 @@ fn one(h: &Harness, chunk: &[u8]) {
     }
     let refresh = status == StatusCode::BAD_GATEWAY && template.ends_with("/refresh");
     ensure!(!status.is_server_error() || refresh, "a server error");
+    let stored = serde_json::from_value::<State>(serde_json::to_value(&after).unwrap());
+    ensure!(
+        stored.is_ok_and(|s| s == after),
+        "the state does not survive its JSON records"
+    );
     if status.is_client_error() || method == Method::GET {
         ensure!(before == after, "a refused call or a GET changed the state");
     }

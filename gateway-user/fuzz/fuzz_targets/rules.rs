@@ -2,11 +2,11 @@
 //! and compiled closures, then evaluation on a request made from the input.
 //!
 //! Input: `EXPRESSION [0x00 FIELDS]`. The expression is the text (lossy UTF-8);
-//! when it starts with 0xFE the rest is repeated past the length limit. FIELDS
-//! are 0x00-separated: flags (ssl, cert presented/verified/revoked, details
-//! present, IPv6) and the address (text or bytes), then host, method, path,
-//! query, user agent, TLS version, cipher, then `name:value` headers and the
-//! certificate's string fields.
+//! when it is 0xFE and 1 to 4 bytes, those are repeated past the length limit.
+//! FIELDS are 0x00-separated: flags (ssl, cert presented/verified/revoked,
+//! details present, IPv6) and the address (text or bytes), then host, method,
+//! path, query, user agent, TLS version, cipher, then `name:value` headers and
+//! the certificate's string fields.
 //!
 //! Invariants:
 //! - compiling never panics; an error's offset is a char boundary inside the
@@ -153,10 +153,11 @@ fuzz_target!(|data: &[u8]| {
         None => (data, &[][..]),
     };
     if let Some((0xfe, rest)) = expr.split_first()
-        && !rest.is_empty()
+        && (1..=4).contains(&rest.len())
     {
-        // Past the limit: refused, at a position inside the text (checked once:
-        // an error over a megabyte of text costs milliseconds).
+        // Past the limit: refused, at a position inside the text. A unit of one
+        // character or a few bytes is all the limit's check depends on, and an
+        // error over a megabyte of text costs milliseconds: checked once.
         let unit = String::from_utf8_lossy(rest);
         let text = unit.repeat(parser::MAX_EXPRESSION_LEN / unit.len() + 1);
         let e = Expression::compile(&text).expect_err("longer than the limit");

@@ -305,23 +305,32 @@ fn highest_supported_version(buf: &Payload, s: &mut Slots) -> Result<u16, Stat> 
         return Err(Stat::PassMalformed);
     }
     s.set(slot::SV_END, list_len / 2);
-    let mut max = 0u16;
+    // Each version seen is marked with bit 16, so that 0 means "none" and the
+    // version 0x0000 still counts (found by fuzzing). The running maximum lives
+    // in its slot, not in a register: the verifier then sees one unknown value
+    // on every iteration instead of a range per path, and prunes.
+    s.set(slot::MAX_VERSION, 0);
     for i in 0..MAX_VERSIONS {
         // The count comes from memory each time, for the reason given at `copy_sni`.
         if i >= s.get(slot::SV_END) {
             break;
         }
-        let v = u16_at(buf, body + 1 + i * 2) as u16;
-        if !version::is_grease(v) && v > max {
-            max = v;
+        let v = u16_at(buf, body + 1 + i * 2);
+        if !version::is_grease(v as u16) && (v | SEEN) > s.get(slot::MAX_VERSION) {
+            s.set(slot::MAX_VERSION, v | SEEN);
         }
     }
-    if max == 0 {
-        // Only GREASE: no version the server could pick.
+    let max = s.get(slot::MAX_VERSION);
+    if max & SEEN == 0 {
+        // Only GREASE: no version the server could pick. (0x0000 is a version
+        // like any other here: below every minimum, so it is refused.)
         return Err(Stat::PassMalformed);
     }
-    Ok(max)
+    Ok((max & 0xffff) as u16)
 }
+
+/// The mark of a version seen in `highest_supported_version`.
+const SEEN: usize = 1 << 16;
 
 /// Recognises an SSL 2.0 (or SSLv2-compatible) ClientHello at the start of
 /// `copied` raw payload bytes (it has no TLS record layer).

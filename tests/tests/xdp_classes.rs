@@ -56,7 +56,7 @@ fn legacy_hellos_are_judged_by_legacy_version_capped_at_1_2() {
 #[test]
 fn supported_versions_decides_over_legacy_version() {
     let filter = loaded_filter(&policy(Tls12, &[]));
-    let cases: [(&[u16], Stat, u16); 6] = [
+    let cases: [(&[u16], Stat, u16); 7] = [
         (&[version::TLS1_0], Stat::DropTls10, version::TLS1_0),
         (
             &[version::TLS1_1, version::TLS1_0],
@@ -76,6 +76,8 @@ fn supported_versions_decides_over_legacy_version() {
             Stat::DropTls11,
             version::TLS1_1,
         ),
+        // 0x0000 is a version like any other (found by fuzzing: it once meant "none").
+        (&[0x0000, 0x2a2a], Stat::DropSsl3, 0x0000),
     ];
     for (versions, want, max) in cases {
         let v = run(&filter, &segment(hello_with_versions("b.test", versions)));

@@ -28,7 +28,8 @@ const NAMES: [&str; 6] = [
     "unknown.test",
 ];
 
-const VERSIONS: [u16; 9] = [
+const VERSIONS: [u16; 10] = [
+    0x0000, // found by fuzzing: a version of its own, not "none"
     version::SSL3,
     version::TLS1_0,
     version::TLS1_1,

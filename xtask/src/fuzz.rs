@@ -5,10 +5,13 @@
 //! (`gateway-user/fuzz/corpus/TARGET`, read only) and a working corpus under
 //! `target/fuzz/corpus/TARGET` that the run extends; a crash, a hang or a
 //! failed invariant stops the run with the input saved under
-//! `gateway-user/fuzz/artifacts/TARGET/` and a non-zero exit.
+//! `gateway-user/fuzz/artifacts/TARGET/` and a non-zero exit. Once fixed, the
+//! input joins the seed corpus as `crash-WHAT`, so every later run (the short
+//! ones `cargo xtask test` makes included) replays it, and a regression test
+//! beside the code names it.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Instant,
 };
@@ -23,23 +26,32 @@ struct Run {
     seconds: f64,
 }
 
-/// Runs `target` (or every target) for `seconds` each, then prints a table.
-pub fn fuzz(root: &Path, target: Option<&str>, seconds: u64) -> anyhow::Result<()> {
+/// Seconds per target of the short runs `cargo xtask test` makes.
+pub const SMOKE_SECONDS: u64 = 20;
+
+/// Runs `target` (or every target) for `seconds` each, or until `runs`
+/// executions, then prints a table.
+pub fn fuzz(
+    root: &Path,
+    target: Option<&str>,
+    seconds: u64,
+    runs: Option<u64>,
+) -> anyhow::Result<()> {
     let dir = root.join("gateway-user/fuzz");
     let targets = match target {
         Some(t) => vec![t.to_string()],
         None => list(&dir)?,
     };
     build(&dir)?;
-    let mut runs = Vec::new();
+    let mut done = Vec::new();
     for t in &targets {
-        runs.push(run_target(root, &dir, t, seconds)?);
+        done.push(run_target(root, &dir, t, seconds, runs)?);
     }
     println!(
         "\n{:<18} {:>14} {:>10} {:>8} {:>7}",
         "target", "executions", "exec/s", "cov", "s"
     );
-    for r in &runs {
+    for r in &done {
         println!(
             "{:<18} {:>14} {:>10.0} {:>8} {:>7.0}",
             r.target,
@@ -92,22 +104,43 @@ fn build(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_target(root: &Path, dir: &Path, target: &str, seconds: u64) -> anyhow::Result<Run> {
+/// The libFuzzer binary `cargo fuzz build` made for `target`.
+fn binary(dir: &Path, target: &str) -> PathBuf {
+    dir.join("target/x86_64-unknown-linux-gnu/release")
+        .join(target)
+}
+
+fn run_target(
+    root: &Path,
+    dir: &Path,
+    target: &str,
+    seconds: u64,
+    runs: Option<u64>,
+) -> anyhow::Result<Run> {
     let work = root.join("target/fuzz/corpus").join(target);
     let seeds = dir.join("corpus").join(target);
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     std::fs::create_dir_all(&seeds).with_context(|| format!("creating {}", seeds.display()))?;
-    println!("fuzz {target}: {seconds} s");
+    let artifacts = dir.join("artifacts").join(target);
+    std::fs::create_dir_all(&artifacts)
+        .with_context(|| format!("creating {}", artifacts.display()))?;
+    match runs {
+        Some(n) => println!("fuzz {target}: {n} executions or {seconds} s"),
+        None => println!("fuzz {target}: {seconds} s"),
+    }
     let started = Instant::now();
-    let out = cargo_fuzz(dir)
-        .args(["run", "--fuzz-dir"])
-        .arg(dir)
-        .arg(target)
-        .arg(&work)
-        .arg(&seeds)
-        .arg("--")
+    // The binary itself, built once by `build`: `cargo fuzz run` would check
+    // the build again for every target.
+    let mut cmd = Command::new(binary(dir, target));
+    if let Some(n) = runs {
+        cmd.arg(format!("-runs={n}"));
+    }
+    let out = cmd
         .arg(format!("-max_total_time={seconds}"))
         .args(["-timeout=10", "-rss_limit_mb=4096", "-print_final_stats=1"])
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
+        .arg(&work)
+        .arg(&seeds)
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
         .output()

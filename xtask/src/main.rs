@@ -28,7 +28,8 @@ enum Task {
     /// Set up, build, and show the XDP filter refusing old TLS clients in a
     /// network-namespace lab while TLS 1.2 and 1.3 clients get through.
     Demo,
-    /// Set up, then check formatting, run clippy and run every test.
+    /// Set up, then check formatting, run clippy, run every test and run
+    /// every fuzz target briefly (skipped, saying so, when a filter is given).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
@@ -38,9 +39,12 @@ enum Task {
     Fuzz {
         /// The target (default: every target in gateway-user/fuzz).
         target: Option<String>,
-        /// Seconds per target.
+        /// Seconds per target (at most).
         #[arg(long, default_value_t = 30)]
         time: u64,
+        /// Stop a target after this many executions (default: run for the time).
+        #[arg(long)]
+        runs: Option<u64>,
     },
     /// Run a benchmark.
     Bench {
@@ -118,11 +122,17 @@ fn main() -> anyhow::Result<()> {
                 test.push("--");
                 test.extend(args.iter().map(String::as_str));
             }
-            cargo(&root, &test)
+            cargo(&root, &test)?;
+            if args.is_empty() {
+                fuzz::fuzz(&root, None, fuzz::SMOKE_SECONDS, None)
+            } else {
+                println!("fuzz smoke runs skipped: a test filter was given");
+                Ok(())
+            }
         }
-        Task::Fuzz { target, time } => {
+        Task::Fuzz { target, time, runs } => {
             setup(&root)?;
-            fuzz::fuzz(&root, target.as_deref(), time)
+            fuzz::fuzz(&root, target.as_deref(), time, runs)
         }
         Task::Bench { bench } => {
             setup(&root)?;

@@ -346,6 +346,14 @@ fn client_certificates_are_issued_revoked_and_expire() {
     assert!((9..=10).contains(&in_days), "{alice_expiry}");
     assert!(gauge("client_certificate", &bob_id) > alice_expiry);
     gauge("managed_ca", &managed);
+    // 64 characters is the limit, not 64 bytes (as for a CSR's CN).
+    let wide = "é".repeat(64);
+    let accented = gw.ok(
+        "POST",
+        &base,
+        Some(&json!({"generate_key": true, "common_name": wide})),
+    );
+    assert_eq!(accented["common_name"], wide.as_str());
 }
 
 #[test]

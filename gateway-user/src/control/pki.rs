@@ -234,13 +234,19 @@ pub fn read_csr(pem: &str) -> anyhow::Result<(PKey<boring::pkey::Public>, String
         .and_then(|e| e.data().as_utf8().ok().map(|s| s.to_string()))
         .filter(|cn| !cn.is_empty())
         .context("csr: the subject has no common name (CN)")?;
-    if cn.chars().count() > MAX_CN_CHARS {
-        bail!(
-            "csr: its common name is {} characters long; a CN has at most {MAX_CN_CHARS}",
-            cn.chars().count()
-        );
+    if let Err(e) = check_common_name(&cn) {
+        bail!("csr: {e}");
     }
     Ok((key, cn))
+}
+
+/// Refuses a common name longer than a CN may be (64 characters, not bytes).
+pub fn check_common_name(cn: &str) -> anyhow::Result<()> {
+    let chars = cn.chars().count();
+    if chars > MAX_CN_CHARS {
+        bail!("its common name is {chars} characters long; a CN has at most {MAX_CN_CHARS}");
+    }
+    Ok(())
 }
 
 /// What the listing shows of a certificate.

@@ -124,11 +124,8 @@ async fn issue(plane: &ControlPlane, call: &Call) -> Answer {
                 .clone()
                 .filter(|c| !c.is_empty())
                 .ok_or_else(|| ApiError::invalid("generate_key needs a \"common_name\""))?;
-            if cn.len() > 64 {
-                return Err(ApiError::invalid(format!(
-                    "{cn:?} cannot be a common name: at most 64 characters"
-                )));
-            }
+            pki::check_common_name(&cn)
+                .map_err(|e| ApiError::invalid(format!("{cn:?} cannot be a common name: {e}")))?;
             let key = pki::new_key()?;
             let public = public_of(&key)?;
             (Some(pki::key_pem(&key)?), public, cn)

@@ -528,9 +528,7 @@ fn main() -> anyhow::Result<()> {
     // Repeated runs reuse one frame, so a refused hello must stay as it was:
     // the bench uses `refuse = "drop"` (a reset rewrites the frame in place).
     let mut policy = XdpPolicy::uniform(TlsVersion::Tls12);
-    policy
-        .hosts
-        .insert("api.example.com".into(), TlsVersion::Tls13);
+    policy.set_host("api.example.com", Some(TlsVersion::Tls13))?;
     policy.refuse = RefuseMode::Drop;
     let mut filter = XdpFilter::load(ProgramLog::Off)?;
     filter.apply(&policy)?;

@@ -20,13 +20,14 @@ use tokio::{
 };
 
 use crate::{
+    compiled::Compiled,
     config::{AttachMode, Config},
-    control::{self, ControlPlane, expiry::Expiry, model::State},
+    control::{self, ControlPlane, Opened, expiry::Expiry, model::State},
     layers::Layers,
     metrics::{self, XdpCollector},
     terminator::{Terminator, TerminatorMetrics},
     tls::TlsSnapshot,
-    xdp::{ProgramLog, XdpFilter, XdpPolicy},
+    xdp::{ProgramLog, XdpFilter},
 };
 
 /// How often the configuration and its files are checked for changes.
@@ -71,27 +72,47 @@ fn store_base(opts: &RunOptions) -> Config {
     base
 }
 
-/// Runs the gateway until SIGINT or SIGTERM: from a configuration file, or
-/// from the control plane's store (created on the first run) with the admin API.
-pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let mut store = None;
-    let config = match &opts.config {
-        Some(path) => Config::load(path)?,
-        None => {
-            let opened = control::open(&opts.data_dir, &opts.default_hostname)?;
-            if let Some(token) = &opened.new_token {
-                println!(
-                    "admin API token (shown once; keep it, the CLI reads it from GATEWAY_TOKEN): {token}"
-                );
-            }
-            write_public_cas(&opts.data_dir, &opened.state)?;
-            let base = store_base(&opts);
-            let config = opened.state.to_config(&base);
-            config.validate().context("the stored configuration")?;
-            store = Some((opened, base));
-            config
+/// Where the configuration comes from.
+enum Source {
+    /// A configuration file, reloaded when it or a file it names changes.
+    File(PathBuf),
+    /// The control plane's store, changed through the admin API.
+    Store(Box<(Opened, Config)>),
+}
+
+impl Source {
+    /// Opens the source (creating the store on a first run) and reads the
+    /// configuration it gives now.
+    fn open(opts: &RunOptions) -> anyhow::Result<(Source, Config)> {
+        if let Some(path) = &opts.config {
+            return Ok((Source::File(path.clone()), Config::load(path)?));
         }
-    };
+        let opened = control::open(&opts.data_dir, &opts.default_hostname)?;
+        if let Some(token) = &opened.new_token {
+            println!(
+                "admin API token (shown once; keep it, the CLI reads it from GATEWAY_TOKEN): {token}"
+            );
+        }
+        write_public_cas(&opts.data_dir, &opened.state)?;
+        let base = store_base(opts);
+        let config = opened.state.to_config(&base);
+        Ok((Source::Store(Box::new((opened, base))), config))
+    }
+}
+
+/// What runs beside the main loop, stopped at shutdown.
+struct Tasks {
+    stop: watch::Sender<bool>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    maintenance: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Runs the gateway until SIGINT or SIGTERM: from a configuration file, or
+/// from the control plane's store (created on the first run) with the admin
+/// API. The phases: open the source and compile it, start the XDP filter, start
+/// the terminator, start the admin API, serve metrics, run the event loop, shut down.
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let (source, config) = Source::open(&opts)?;
     let interface = opts
         .interface
         .clone()
@@ -102,105 +123,53 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
              interface) and no [terminator] listen address"
         );
     }
+    let compiled =
+        Compiled::build(&config, !config.terminator.listen.is_empty()).context(match source {
+            Source::File(_) => "the configuration",
+            Source::Store(_) => "the stored configuration",
+        })?;
     let registry = Registry::new();
-    let mut layers = Layers {
-        filter: None,
-        tls: None,
-        terminator: config.terminator.clone(),
-    };
-    if store.is_some() && interface.is_none() {
-        log::warn!("no --interface: the XDP filter is not attached (the terminator refuses alone)");
-    }
     let mut banner = Vec::new();
-
-    if let Some(interface) = &interface {
-        let mut filter = XdpFilter::load_with(opts.program_log, config.xdp.flow_tables())?;
-        let policy = XdpPolicy::from_config(&config);
-        filter.apply(&policy)?;
-        let attached = filter.attach(interface, opts.mode.unwrap_or(config.xdp.mode))?;
-        registry.register(Box::new(XdpCollector::new(filter.stats())))?;
-        banner.push(format!(
-            "XDP filter on {interface} ({} mode), zone minimum TLS {}, {} hostname policies",
-            attached.as_str(),
-            policy.zone_min,
-            policy.hosts.len()
-        ));
-        layers.filter = Some(filter);
-    }
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut servers = Vec::new();
-    if !config.terminator.listen.is_empty() {
-        let snapshot = Arc::new(ArcSwap::from_pointee(TlsSnapshot::build(&config)?));
-        let metrics = Arc::new(TerminatorMetrics::new(&registry)?);
-        let terminator = Arc::new(Terminator::new(
-            snapshot.clone(),
-            config.terminator.clone(),
-            metrics,
-        )?);
-        for addr in &config.terminator.listen {
-            let listener = bind(
-                *addr,
-                Duration::from_millis(config.terminator.handshake_timeout_ms),
-            )
-            .with_context(|| format!("cannot listen for TLS on {addr}"))?;
-            banner.push(format!("TLS on {}", listener.local_addr()?));
-            let mut stop = stop_rx.clone();
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            servers.push(tokio::spawn(terminator.clone().serve(
-                listener,
-                shutdown,
-                SHUTDOWN_GRACE,
-            )));
-        }
-        layers.tls = Some(snapshot);
-    }
-
-    let layers = Arc::new(Mutex::new(layers));
-    let mut plane = None;
-    if let Some((opened, base)) = store {
-        let expiry = Expiry::new(&registry)?;
-        let cp = Arc::new(ControlPlane::start(opened, base, layers.clone(), expiry));
-        if !opts.admin.ip().is_loopback() {
+    let (stop, stop_rx) = watch::channel(false);
+    let filter = match &interface {
+        Some(interface) => Some(start_xdp(
+            &opts,
+            &config,
+            interface,
+            &compiled,
+            &registry,
+            &mut banner,
+        )?),
+        None => {
             log::warn!(
-                "the admin API listens on {} in plain HTTP: the token crosses the network \
-                 unencrypted; keep it on loopback (or behind a TLS proxy)",
-                opts.admin
+                "no interface: the XDP filter is not attached (the terminator refuses alone)"
             );
+            None
         }
-        let listener = TcpListener::bind(opts.admin)
-            .await
-            .with_context(|| format!("cannot listen for the admin API on {}", opts.admin))?;
-        banner.push(format!(
-            "admin API on http://{}/client/v4/",
-            listener.local_addr()?
-        ));
-        let mut stop = stop_rx.clone();
-        servers.push(tokio::spawn(control::api::serve(
-            listener,
-            cp.clone(),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        )));
-        plane = Some(cp);
-    }
-    // Renewals, CRL refreshes and expiry checks run beside the main loop (a slow
-    // CRL source must not hold up signals).
-    let maintenance = plane.clone().map(|cp| {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(REFRESH_INTERVAL);
-            loop {
-                tick.tick().await;
-                cp.renew_server_certificates().await;
-                control::api::refresh_crls(&cp).await;
-                cp.read(|s| cp.expiry.observe(s)).await;
-            }
-        })
-    });
-
+    };
+    let (tls, servers) = start_terminator(&config, &compiled, &registry, &stop_rx, &mut banner)?;
+    let layers = Arc::new(Mutex::new(Layers::new(filter, tls, compiled)));
+    let mut tasks = Tasks {
+        stop,
+        servers,
+        maintenance: None,
+    };
+    let path = match source {
+        Source::File(path) => Some(path),
+        Source::Store(store) => {
+            let (opened, base) = *store;
+            let plane = Arc::new(ControlPlane::start(
+                opened,
+                base,
+                layers.clone(),
+                Expiry::new(&registry)?,
+            ));
+            let admin = start_admin(&opts, plane.clone(), &stop_rx, &mut banner).await?;
+            tasks.servers.push(admin);
+            tasks.maintenance = Some(start_maintenance(plane));
+            None
+        }
+    };
     let listen = opts.metrics.unwrap_or(config.metrics.listen);
     let listener = TcpListener::bind(listen)
         .await
@@ -209,30 +178,153 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         "metrics on http://{}/metrics",
         listener.local_addr()?
     ));
-    let mut metrics_task = tokio::spawn(metrics::serve(listener, registry));
+    let metrics_task = tokio::spawn(metrics::serve(listener, registry));
     println!("gateway: {}", banner.join("; "));
+    let watch = path.map(|p| (Watch::new(&p, &config), p));
+    // Compiled and in force: the rendered configuration (a copy of every
+    // certificate in store mode) is not kept.
+    drop(config);
+    let result = event_loop(&layers, watch, metrics_task).await;
+    shutdown(tasks, &layers).await;
+    result
+}
 
+/// Loads the XDP program with the compiled policy and attaches it.
+fn start_xdp(
+    opts: &RunOptions,
+    config: &Config,
+    interface: &str,
+    compiled: &Compiled,
+    registry: &Registry,
+    banner: &mut Vec<String>,
+) -> anyhow::Result<XdpFilter> {
+    let mut filter = XdpFilter::load_with(opts.program_log, config.xdp.flow_tables())?;
+    filter.apply(&compiled.xdp)?;
+    let attached = filter.attach(interface, opts.mode.unwrap_or(config.xdp.mode))?;
+    registry.register(Box::new(XdpCollector::new(filter.stats())))?;
+    banner.push(format!(
+        "XDP filter on {interface} ({} mode), zone minimum TLS {}, {} hostname policies",
+        attached.as_str(),
+        compiled.xdp.zone_min,
+        compiled.xdp.hosts().len()
+    ));
+    Ok(filter)
+}
+
+/// Binds the TLS listeners and serves them from the compiled snapshot.
+#[allow(clippy::type_complexity)]
+fn start_terminator(
+    config: &Config,
+    compiled: &Compiled,
+    registry: &Registry,
+    stop: &watch::Receiver<bool>,
+    banner: &mut Vec<String>,
+) -> anyhow::Result<(
+    Option<Arc<ArcSwap<TlsSnapshot>>>,
+    Vec<tokio::task::JoinHandle<()>>,
+)> {
+    let Some(first) = &compiled.tls else {
+        return Ok((None, Vec::new()));
+    };
+    let snapshot = Arc::new(ArcSwap::new(first.clone()));
+    let metrics = Arc::new(TerminatorMetrics::new(registry)?);
+    let terminator = Arc::new(Terminator::new(
+        snapshot.clone(),
+        config.terminator.clone(),
+        metrics,
+    )?);
+    let mut servers = Vec::new();
+    for addr in &config.terminator.listen {
+        let listener = bind(
+            *addr,
+            Duration::from_millis(config.terminator.handshake_timeout_ms),
+        )
+        .with_context(|| format!("cannot listen for TLS on {addr}"))?;
+        banner.push(format!("TLS on {}", listener.local_addr()?));
+        let mut stop = stop.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        servers.push(tokio::spawn(terminator.clone().serve(
+            listener,
+            shutdown,
+            SHUTDOWN_GRACE,
+        )));
+    }
+    Ok((Some(snapshot), servers))
+}
+
+/// Serves the admin API of the control plane.
+async fn start_admin(
+    opts: &RunOptions,
+    plane: Arc<ControlPlane>,
+    stop: &watch::Receiver<bool>,
+    banner: &mut Vec<String>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    if !opts.admin.ip().is_loopback() {
+        log::warn!(
+            "the admin API listens on {} in plain HTTP: the token crosses the network \
+             unencrypted; keep it on loopback (or behind a TLS proxy)",
+            opts.admin
+        );
+    }
+    let listener = TcpListener::bind(opts.admin)
+        .await
+        .with_context(|| format!("cannot listen for the admin API on {}", opts.admin))?;
+    banner.push(format!(
+        "admin API on http://{}/client/v4/",
+        listener.local_addr()?
+    ));
+    let mut stop = stop.clone();
+    Ok(tokio::spawn(control::api::serve(
+        listener,
+        plane,
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
+    )))
+}
+
+/// Renewals, CRL refreshes and expiry checks, beside the main loop (a slow CRL
+/// source must not hold up signals).
+fn start_maintenance(plane: Arc<ControlPlane>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REFRESH_INTERVAL);
+        loop {
+            tick.tick().await;
+            plane.renew_server_certificates().await;
+            control::crl::refresh_all(&plane).await;
+            plane.read(|s| plane.expiry.observe(s)).await;
+        }
+    })
+}
+
+/// Signals, the XDP program's log, and the configuration file's changes, until
+/// a stop signal or the metrics endpoint ends.
+async fn event_loop(
+    layers: &Mutex<Layers>,
+    mut watch: Option<(Watch, PathBuf)>,
+    mut metrics_task: tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
-    let path = opts.config.as_deref();
-    let mut watch = path.map(|p| Watch::new(p, &config));
     let result = loop {
         tokio::select! {
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
             _ = sighup.recv() => {
-                if let (Some(p), Some(w)) = (path, &mut watch) {
-                    reload(&mut control::lock(&layers), p, w);
+                if let Some((w, p)) = &mut watch {
+                    reload(&mut control::lock(layers), p, w);
                 }
             }
             _ = tick.tick() => {
-                let mut layers = control::lock(&layers);
+                let mut layers = control::lock(layers);
                 if let Some(filter) = &mut layers.filter {
                     filter.flush_log();
                 }
-                if let (Some(p), Some(w)) = (path, &mut watch)
+                if let Some((w, p)) = &mut watch
                     && w.changed()
                 {
                     reload(&mut layers, p, w);
@@ -246,19 +338,24 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         }
     };
-    let _ = stop_tx.send(true);
-    for server in servers {
+    metrics_task.abort();
+    result
+}
+
+/// Stops the listeners (open requests get `SHUTDOWN_GRACE`), the maintenance
+/// task, and detaches the XDP program.
+async fn shutdown(tasks: Tasks, layers: &Mutex<Layers>) {
+    let _ = tasks.stop.send(true);
+    for server in tasks.servers {
         let _ = server.await;
     }
-    metrics_task.abort();
-    if let Some(task) = maintenance {
+    if let Some(task) = tasks.maintenance {
         task.abort();
     }
-    if let Some(filter) = &mut control::lock(&layers).filter {
+    if let Some(filter) = &mut control::lock(layers).filter {
         filter.detach();
     }
     info!("stopped");
-    result
 }
 
 /// A TLS listener; IPv6 ones are IPv6-only, so `0.0.0.0` and `[::]` can both be

@@ -1,7 +1,7 @@
 //! The two running layers that follow the configuration: the XDP filter's
 //! policy maps and the terminator's snapshot. A new configuration is first
-//! built whole ([`Layers::prepare`]: files read, certificates parsed, rules
-//! compiled), then swapped into both ([`Layers::install`]), so a bad one
+//! compiled whole ([`Compiled`]: files read, certificates parsed, rules
+//! compiled), then put in force in both ([`Layers::install`]), so a bad one
 //! changes nothing and open connections carry on.
 
 use std::sync::Arc;
@@ -9,68 +9,71 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::{
+    compiled::Compiled,
     config::{Config, TerminatorSection},
     tls::TlsSnapshot,
-    xdp::{XdpFilter, XdpPolicy},
+    xdp::XdpFilter,
 };
 
-/// The running layers (either may be absent).
+/// The running layers (either may be absent) and the configuration in force.
 pub struct Layers {
     /// The attached XDP filter.
     pub filter: Option<XdpFilter>,
     /// The terminator's current snapshot.
     pub tls: Option<Arc<ArcSwap<TlsSnapshot>>>,
-    /// The `[terminator]` section in force: listeners and limits need a restart.
-    pub terminator: TerminatorSection,
-}
-
-/// A configuration built for both layers, not yet in force.
-pub struct Prepared {
-    snapshot: Option<TlsSnapshot>,
-    policy: XdpPolicy,
-    terminator: TerminatorSection,
-}
-
-impl Prepared {
-    /// Builds what `config` needs (with a terminator snapshot when `terminator`).
-    pub fn build(config: &Config, terminator: bool) -> anyhow::Result<Prepared> {
-        Ok(Prepared {
-            snapshot: terminator.then(|| TlsSnapshot::build(config)).transpose()?,
-            policy: XdpPolicy::from_config(config),
-            terminator: config.terminator.clone(),
-        })
-    }
+    current: Compiled,
+    /// Whether the XDP maps hold `current.xdp` (a failed write leaves them
+    /// unknown, and the next install writes them whole).
+    xdp_in_sync: bool,
 }
 
 impl Layers {
-    /// Builds what `config` needs in each running layer, changing nothing.
-    pub fn prepare(&self, config: &Config) -> anyhow::Result<Prepared> {
-        Prepared::build(config, self.tls.is_some())
+    /// The layers running `current`: its policy is already in the filter's maps
+    /// and its snapshot in `tls`.
+    pub fn new(
+        filter: Option<XdpFilter>,
+        tls: Option<Arc<ArcSwap<TlsSnapshot>>>,
+        current: Compiled,
+    ) -> Layers {
+        Layers {
+            filter,
+            tls,
+            current,
+            xdp_in_sync: true,
+        }
     }
 
-    /// Puts a prepared configuration in force: the snapshot (a pointer swap that
-    /// cannot fail, so the terminator always follows), then the XDP maps.
-    pub fn install(&mut self, prepared: Prepared) -> anyhow::Result<()> {
-        if let (Some(tls), Some(snapshot)) = (&self.tls, prepared.snapshot) {
-            tls.store(Arc::new(snapshot));
+    /// The configuration in force.
+    pub fn current(&self) -> &Compiled {
+        &self.current
+    }
+
+    /// Puts a compiled configuration in force: the snapshot (a pointer swap
+    /// that cannot fail, so the terminator always follows), then the XDP maps,
+    /// where only the entries that differ are written.
+    pub fn install(&mut self, next: Compiled) -> anyhow::Result<()> {
+        if let (Some(tls), Some(snapshot)) = (&self.tls, &next.tls) {
+            tls.store(snapshot.clone());
         }
-        if let Some(filter) = &mut self.filter {
-            filter
-                .apply(&prepared.policy)
-                .map_err(|e| e.context("the XDP policy maps were not updated"))?;
-        }
-        if restart_only(&prepared.terminator) != restart_only(&self.terminator) {
+        let written = match &mut self.filter {
+            Some(filter) if self.xdp_in_sync => filter.apply_change(&self.current.xdp, &next.xdp),
+            Some(filter) => filter.apply(&next.xdp),
+            None => Ok(()),
+        };
+        self.xdp_in_sync = written.is_ok();
+        if restart_only(&next.terminator) != restart_only(&self.current.terminator) {
             log::warn!(
                 "[terminator] listen addresses and limits changed: they apply after a restart"
             );
         }
-        Ok(())
+        self.current = next;
+        written.map_err(|e| e.context("the XDP policy maps were not updated"))
     }
 
-    /// Both steps: what a configuration file's reload does.
+    /// Compiles and installs a whole configuration: a configuration file's reload.
     pub fn apply(&mut self, config: &Config) -> anyhow::Result<()> {
-        let prepared = self.prepare(config)?;
-        self.install(prepared)
+        let next = Compiled::build(config, self.tls.is_some())?;
+        self.install(next)
     }
 }
 

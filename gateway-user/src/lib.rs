@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod compiled;
 pub mod config;
 pub mod control;
 pub mod daemon;

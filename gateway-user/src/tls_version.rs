@@ -23,6 +23,11 @@ impl TlsVersion {
     /// Every configurable version, lowest first.
     pub const ALL: [TlsVersion; 4] = [Self::Tls10, Self::Tls11, Self::Tls12, Self::Tls13];
 
+    /// Its position in [`TlsVersion::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The version's value on the wire (0x0301 … 0x0304).
     pub const fn wire(self) -> u16 {
         match self {

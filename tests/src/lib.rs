@@ -47,7 +47,7 @@ pub fn loaded_filter(policy: &XdpPolicy) -> XdpFilter {
 pub fn policy(zone: TlsVersion, hosts: &[(&str, TlsVersion)]) -> XdpPolicy {
     let mut p = XdpPolicy::uniform(zone);
     for (name, min) in hosts {
-        p.hosts.insert(name.to_string(), *min);
+        p.set_host(name, Some(*min)).expect("a valid test hostname");
     }
     p
 }

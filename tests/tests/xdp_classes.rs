@@ -489,10 +489,11 @@ fn a_refused_policy_leaves_the_running_one_whole() {
     let mut filter = loaded_filter(&policy(Tls12, &[]));
     assert_eq!(run(&filter, &hello()).stat, Stat::DropTls11);
     // A policy that would lower the floor to 1.0 but names an impossible SNI is
-    // refused before anything is written: the floor stays at 1.2.
+    // refused when it is compiled, so nothing reaches the maps: the floor stays at 1.2.
     let long = format!("{}.test", "a".repeat(300));
-    let err = filter
-        .apply(&policy(Tls12, &[("old.test", Tls10), (&long, Tls13)]))
+    let mut refused = policy(Tls12, &[("old.test", Tls10)]);
+    let err = refused
+        .set_host(&long, Some(Tls13))
         .expect_err("a 305-byte hostname cannot be an SNI");
     assert!(format!("{err:#}").contains("cannot be an SNI"), "{err:#}");
     assert_eq!(run(&filter, &hello()).stat, Stat::DropTls11);
@@ -501,4 +502,37 @@ fn a_refused_policy_leaves_the_running_one_whole() {
         .apply(&policy(Tls12, &[("old.test", Tls10)]))
         .unwrap();
     assert_eq!(run(&filter, &hello()).stat, Stat::PassUndecidable);
+}
+
+#[test]
+fn a_change_written_entry_by_entry_ends_where_a_whole_write_does() {
+    let old = policy(Tls12, &[("a.test", Tls13), ("b.test", Tls10)]);
+    let mut new = old.clone();
+    new.set_host("a.test", None).unwrap();
+    new.set_host("b.test", Some(Tls13)).unwrap();
+    new.set_host("c.test", Some(Tls11)).unwrap();
+    new.zone_min = Tls11;
+    let mut changed = loaded_filter(&old);
+    changed.apply_change(&old, &new).unwrap();
+    let whole = loaded_filter(&new);
+    let original = loaded_filter(&old);
+    let mut differs = 0;
+    for sni in ["a.test", "b.test", "c.test", "d.test"] {
+        for v in [
+            version::TLS1_0,
+            version::TLS1_1,
+            version::TLS1_2,
+            version::TLS1_3,
+        ] {
+            let frame = segment(hello_with_versions(sni, &[v]));
+            let (got, want) = (run(&changed, &frame).stat, run(&whole, &frame).stat);
+            assert_eq!(got, want, "{sni} offering {v:x}");
+            let before = run(&original, &frame).stat;
+            differs += usize::from(before != want);
+        }
+    }
+    assert!(
+        differs >= 4,
+        "the change must change verdicts to mean anything"
+    );
 }

@@ -61,6 +61,14 @@ enum Bench {
     Tls,
     /// Firewall rule evaluation time per request.
     Rules,
+    /// What a change costs as the store grows: start-up, RSS per hostname,
+    /// change latency through the admin API and handshake latency, at 1,000,
+    /// 10,000 and 100,000 hostnames (table and JSON).
+    Control {
+        /// Extra arguments for control-bench (e.g. --sizes 1000,10000 --changes 50).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Legitimate mTLS handshakes under a connection flood of old hellos: the
     /// gateway with and without XDP, and nginx, in a lab (table, JSON, PNG).
     Flood {
@@ -140,24 +148,25 @@ fn main() -> anyhow::Result<()> {
                 Bench::Xdp => cargo(&root, &["bench", "-p", "gateway-user", "--bench", "xdp"]),
                 Bench::Tls => cargo(&root, &["bench", "-p", "gateway-tests", "--bench", "tls"]),
                 Bench::Rules => cargo(&root, &["bench", "-p", "gateway-user", "--bench", "rules"]),
+                Bench::Control { args } => {
+                    let started = std::time::Instant::now();
+                    release_bins(&root, &["gateway", "control-bench"])?;
+                    let target = target_dir(&root);
+                    run(Command::new(target.join("release/control-bench"))
+                        .arg("--gateway")
+                        .arg(target.join("release/gateway"))
+                        .arg("--out")
+                        .arg(target.join("bench"))
+                        .args(args))?;
+                    println!(
+                        "bench control: built and ran in {:.0} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                    Ok(())
+                }
                 Bench::Flood { args } => {
                     let started = std::time::Instant::now();
-                    cargo(
-                        &root,
-                        &[
-                            "build",
-                            "--release",
-                            "--quiet",
-                            "-p",
-                            "gateway-user",
-                            "-p",
-                            "gateway-tests",
-                            "--bin",
-                            "gateway",
-                            "--bin",
-                            "flood-bench",
-                        ],
-                    )?;
+                    release_bins(&root, &["gateway", "flood-bench"])?;
                     let target = target_dir(&root);
                     let bin = target.join("release");
                     run(Command::new(bin.join("flood-bench"))
@@ -175,6 +184,23 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Builds release binaries of the gateway and the test crate.
+fn release_bins(root: &Path, bins: &[&str]) -> anyhow::Result<()> {
+    let mut args = vec![
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "gateway-user",
+        "-p",
+        "gateway-tests",
+    ];
+    for bin in bins {
+        args.extend(["--bin", bin]);
+    }
+    cargo(root, &args)
 }
 
 fn setup(root: &Path) -> anyhow::Result<()> {

@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
     }
     assert!(RuleSet::compile(&config.rules).is_ok(), "rules compile");
     let zone = config.zone.min_tls_version;
-    let policy = XdpPolicy::from_config(&config);
+    let policy = XdpPolicy::from_config(&config).expect("a validated configuration compiles");
     assert_eq!(policy.zone_min, zone);
     assert_eq!(
         policy.min_for(None),
@@ -75,5 +75,5 @@ fuzz_target!(|data: &[u8]| {
     );
     assert!(!policy.ports.is_empty() && !policy.ports.contains(&0));
     assert_eq!(policy.refuse, config.xdp.refuse);
-    assert!(policy.hosts.len() <= config.hostnames.len());
+    assert!(policy.hosts().len() <= config.hostnames.len());
 });

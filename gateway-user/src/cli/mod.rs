@@ -206,7 +206,12 @@ pub fn main() -> ExitCode {
         } => {
             let mut policy = XdpPolicy::uniform(zone_min_tls);
             policy.no_sni_min = no_sni_min_tls.unwrap_or(zone_min_tls);
-            policy.hosts = host_min_tls.into_iter().collect();
+            for (name, min) in host_min_tls {
+                if let Err(e) = policy.set_host(&name, Some(min)) {
+                    eprintln!("gateway: --host-min-tls: {e:#}");
+                    return ExitCode::from(2);
+                }
+            }
             policy.ports = if port.is_empty() {
                 DEFAULT_TLS_PORTS.into()
             } else {

@@ -34,6 +34,7 @@ use crate::{
     tls_version::TlsVersion,
 };
 
+pub mod delta;
 mod material;
 mod terminator;
 
@@ -329,51 +330,71 @@ impl Config {
             bail!("two [[ca]] entries have the same name");
         }
         for host in &self.hostnames {
-            validate_hostname(&host.name)?;
             if !seen.insert(host.name.as_str()) {
                 bail!("hostname {:?} is listed twice", host.name);
             }
-            if host.certificate.is_some() != host.key.is_some() {
-                bail!(
-                    "hostname {:?}: set both `certificate` and `key`, or neither",
-                    host.name
-                );
-            }
-            if let Some(ca) = host.cas.iter().find(|c| !cas.contains(c.as_str())) {
-                bail!("hostname {:?}: no [[ca]] named {ca:?}", host.name);
-            }
-            if host.mtls && host.cas.is_empty() {
-                bail!(
-                    "hostname {:?}: mtls = true needs at least one CA in `cas`",
-                    host.name
-                );
-            }
-            if let Some(origin) = &host.origin {
-                let uri: http::Uri = origin.parse().with_context(|| {
-                    format!("hostname {:?}: origin {origin:?} is not a URL", host.name)
-                })?;
-                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                    bail!(
-                        "hostname {:?}: origin {origin:?} must look like http://host:port",
-                        host.name
-                    );
-                }
-            }
+            host.validate(|ca| cas.contains(ca))?;
         }
-        let mut ids = BTreeSet::new();
-        for rule in &self.rules {
-            if !ids.insert(rule.id.as_str()) {
-                bail!("rule id {:?} is used twice", rule.id);
-            }
-        }
-        if let Err((id, e)) = RuleSet::compile(&self.rules) {
-            bail!("rule {id:?}: {e}");
-        }
+        validate_rules(&self.rules)?;
         if self.terminator.certificate.is_some() != self.terminator.key.is_some() {
             bail!("[terminator]: set both `certificate` and `key`, or neither");
         }
         Ok(())
     }
+}
+
+impl HostnameSection {
+    /// Checks the hostname on its own; `has_ca` tells which CA names exist.
+    pub fn validate(&self, has_ca: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+        validate_hostname(&self.name)?;
+        if self.certificate.is_some() != self.key.is_some() {
+            bail!(
+                "hostname {:?}: set both `certificate` and `key`, or neither",
+                self.name
+            );
+        }
+        if let Some(ca) = self.cas.iter().find(|c| !has_ca(c)) {
+            bail!("hostname {:?}: no [[ca]] named {ca:?}", self.name);
+        }
+        if self.mtls && self.cas.is_empty() {
+            bail!(
+                "hostname {:?}: mtls = true needs at least one CA in `cas`",
+                self.name
+            );
+        }
+        if let Some(origin) = &self.origin {
+            let uri: http::Uri = origin.parse().with_context(|| {
+                format!("hostname {:?}: origin {origin:?} is not a URL", self.name)
+            })?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                bail!(
+                    "hostname {:?}: origin {origin:?} must look like http://host:port",
+                    self.name
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks that each rule id is used once.
+pub fn validate_rule_ids(rules: &[RuleSpec]) -> anyhow::Result<()> {
+    let mut ids = BTreeSet::new();
+    for rule in rules {
+        if !ids.insert(rule.id.as_str()) {
+            bail!("rule id {:?} is used twice", rule.id);
+        }
+    }
+    Ok(())
+}
+
+/// Checks a rule list: ids used once, every expression compiles.
+pub fn validate_rules(rules: &[RuleSpec]) -> anyhow::Result<()> {
+    validate_rule_ids(rules)?;
+    if let Err((id, e)) = RuleSet::compile(rules) {
+        bail!("rule {id:?}: {e}");
+    }
+    Ok(())
 }
 
 /// Checks that a configured hostname is a plain lowercase DNS name.

@@ -8,7 +8,11 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use http::Method;
 
-use super::{model::CrlSource, pki};
+use super::{
+    ControlPlane,
+    model::{AuthorityKind, CrlSource},
+    pki,
+};
 use crate::clock;
 
 /// How long a download or a file read may take.
@@ -108,5 +112,52 @@ pub fn updated(
             kept.last_error = Some(error.clone());
             (kept, Some(error))
         }
+    }
+}
+
+/// Refreshes every CRL source (the daemon calls it hourly) as one change: all
+/// sources are fetched first, then every result is put in force at once.
+/// Failures keep the previous CRL and are logged.
+pub async fn refresh_all(plane: &ControlPlane) {
+    let sources: Vec<(String, String)> = plane
+        .read(|s| {
+            s.cas
+                .values()
+                .filter(|c| c.kind == AuthorityKind::Uploaded)
+                .filter_map(|c| Some((c.id.clone(), c.crl.as_ref()?.source.clone())))
+                .collect()
+        })
+        .await;
+    if sources.is_empty() {
+        return;
+    }
+    let mut fetched = Vec::new();
+    for (id, source) in sources {
+        let data = fetch(&source).await;
+        fetched.push((id, source, data));
+    }
+    let result = plane
+        .change(|s| {
+            for (id, source, data) in fetched {
+                let Some(ca) = s.cas.get(&id) else { continue };
+                if ca.crl.as_ref().map(|c| c.source.as_str()) != Some(source.as_str()) {
+                    // Replaced or removed while this refresh fetched the old one.
+                    continue;
+                }
+                let (next, error) = updated(ca.crl.as_ref(), &source, data, &ca.certificate);
+                if let Some(e) = error {
+                    log::warn!(
+                        "CRL of CA {id} from {source}: {e}; the previous CRL stays in force"
+                    );
+                }
+                if let Some(ca) = s.cas.get_mut(&id) {
+                    ca.crl = Some(next);
+                }
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = result {
+        log::error!("putting the refreshed CRLs in force: {}", e.message);
     }
 }

@@ -9,7 +9,9 @@ use std::{collections::HashMap, sync::Mutex};
 use prometheus::{GaugeVec, Opts, Registry};
 use serde::Serialize;
 
-use super::model::{AuthorityKind, CertStatus, State};
+use imbl::ordmap::DiffItem;
+
+use super::model::{Authority, AuthorityKind, CertStatus, ClientCert, Hostname, State, Table};
 
 /// The alert thresholds, in days, widest first.
 pub const THRESHOLDS: [i64; 2] = [30, 14];
@@ -32,44 +34,89 @@ pub struct Expiring {
     pub days_left: i64,
 }
 
-/// Every certificate in the state that is in use, soonest first.
-pub fn all(state: &State, now: i64) -> Vec<Expiring> {
-    let entry = |kind, id: &str, name: &str, at: i64| Expiring {
+fn entry(kind: &'static str, id: &str, name: &str, at: i64, now: i64) -> Expiring {
+    Expiring {
         kind,
         id: id.to_string(),
         name: name.to_string(),
         expires_on: clock::rfc3339(at),
         expires_at: at,
         days_left: (at - now).div_euclid(86_400),
+    }
+}
+
+fn of_ca(ca: &Authority, now: i64) -> Expiring {
+    let kind = match ca.kind {
+        AuthorityKind::Managed => "managed_ca",
+        AuthorityKind::Uploaded => "ca",
+        AuthorityKind::Server => "server_ca",
     };
+    entry(kind, &ca.id, &ca.name, ca.expires_on, now)
+}
+
+/// An issued certificate, while it is in use (active).
+fn of_cert(c: &ClientCert, now: i64) -> Option<Expiring> {
+    (c.status == CertStatus::Active).then(|| {
+        entry(
+            "client_certificate",
+            &c.id,
+            &c.common_name,
+            c.expires_on,
+            now,
+        )
+    })
+}
+
+fn of_hostname(h: &Hostname, now: i64) -> Expiring {
+    let at = h.certificate.expires_on;
+    entry("server_certificate", &h.id, &h.name, at, now)
+}
+
+/// Every certificate in the state that is in use, soonest first.
+pub fn all(state: &State, now: i64) -> Vec<Expiring> {
     let mut out: Vec<Expiring> = state
         .cas
         .values()
-        .map(|ca| {
-            let kind = match ca.kind {
-                AuthorityKind::Managed => "managed_ca",
-                AuthorityKind::Uploaded => "ca",
-                AuthorityKind::Server => "server_ca",
-            };
-            entry(kind, &ca.id, &ca.name, ca.expires_on)
-        })
-        .chain(
-            state
-                .certs
-                .values()
-                .filter(|c| c.status == CertStatus::Active)
-                .map(|c| entry("client_certificate", &c.id, &c.common_name, c.expires_on)),
-        )
-        .chain(state.hostnames.values().map(|h| {
-            entry(
-                "server_certificate",
-                &h.id,
-                &h.name,
-                h.certificate.expires_on,
-            )
-        }))
+        .map(|ca| of_ca(ca, now))
+        .chain(state.certs.values().filter_map(|c| of_cert(c, now)))
+        .chain(state.hostnames.values().map(|h| of_hostname(h, now)))
         .collect();
     out.sort_by_key(|e| e.expires_at);
+    out
+}
+
+/// What a change did to the certificates in use: those that left, and those
+/// that came or changed.
+fn changed(old: &State, new: &State, now: i64) -> (Vec<Expiring>, Vec<Expiring>) {
+    fn walk<T: Clone + PartialEq>(
+        old: &Table<T>,
+        new: &Table<T>,
+        view: impl Fn(&T) -> Option<Expiring>,
+        (gone, came): &mut (Vec<Expiring>, Vec<Expiring>),
+    ) {
+        for item in old.diff(new) {
+            match item {
+                DiffItem::Remove(_, v) => gone.extend(view(v)),
+                DiffItem::Add(_, v) => came.extend(view(v)),
+                DiffItem::Update {
+                    old: (_, a),
+                    new: (_, b),
+                } => {
+                    gone.extend(view(a));
+                    came.extend(view(b));
+                }
+            }
+        }
+    }
+    let mut out = (Vec::new(), Vec::new());
+    walk(&old.cas, &new.cas, |c| Some(of_ca(c, now)), &mut out);
+    walk(&old.certs, &new.certs, |c| of_cert(c, now), &mut out);
+    walk(
+        &old.hostnames,
+        &new.hostnames,
+        |h| Some(of_hostname(h, now)),
+        &mut out,
+    );
     out
 }
 
@@ -105,7 +152,7 @@ impl Expiry {
     }
 
     /// Sets the gauges from `state` and logs each threshold crossed since the
-    /// last look.
+    /// last look (at start and hourly: thresholds are crossed as time passes).
     pub fn observe(&self, state: &State) {
         let now = clock::now();
         let all = all(state, now);
@@ -113,28 +160,53 @@ impl Expiry {
         let mut crossed = self.crossed.lock().unwrap_or_else(|e| e.into_inner());
         let mut seen = HashMap::new();
         for e in &all {
-            self.gauge
-                .with_label_values(&[e.kind, &e.id])
-                .set(e.expires_at as f64);
-            let level = THRESHOLDS
-                .iter()
-                .filter(|days| e.expires_at - now <= *days * 86_400)
-                .count();
-            let before = crossed.get(&e.id).copied().unwrap_or(0);
-            if level > before {
-                let days = THRESHOLDS[level - 1];
-                log::warn!(
-                    "certificate expiry: {} {} ({}) expires on {}, within {days} days",
-                    e.kind,
-                    e.id,
-                    e.name,
-                    e.expires_on
-                );
-            }
-            // A level that went down (a renewed certificate, a later expiry)
-            // is kept as it is, so that the alerts fire again for the new one.
+            let level = self.look(e, crossed.get(&e.id).copied().unwrap_or(0), now);
             seen.insert(e.id.clone(), level);
         }
         *crossed = seen;
+    }
+
+    /// Follows a change: only the certificates it touched are looked at.
+    pub fn observe_change(&self, old: &State, new: &State) {
+        let now = clock::now();
+        let (gone, came) = changed(old, new, now);
+        let mut crossed = self.crossed.lock().unwrap_or_else(|e| e.into_inner());
+        // A record that changed keeps the thresholds it had crossed.
+        let before: HashMap<String, usize> = came
+            .iter()
+            .filter_map(|e| Some((e.id.clone(), *crossed.get(&e.id)?)))
+            .collect();
+        for e in &gone {
+            let _ = self.gauge.remove_label_values(&[e.kind, &e.id]);
+            crossed.remove(&e.id);
+        }
+        for e in &came {
+            let level = self.look(e, before.get(&e.id).copied().unwrap_or(0), now);
+            crossed.insert(e.id.clone(), level);
+        }
+    }
+
+    /// Sets one gauge and logs a threshold crossed above `before`; returns the
+    /// thresholds crossed. A level that went down (a renewed certificate, a
+    /// later expiry) is kept as it is, so the alerts fire again for the new one.
+    fn look(&self, e: &Expiring, before: usize, now: i64) -> usize {
+        self.gauge
+            .with_label_values(&[e.kind, &e.id])
+            .set(e.expires_at as f64);
+        let level = THRESHOLDS
+            .iter()
+            .filter(|days| e.expires_at - now <= *days * 86_400)
+            .count();
+        if level > before {
+            let days = THRESHOLDS[level - 1];
+            log::warn!(
+                "certificate expiry: {} {} ({}) expires on {}, within {days} days",
+                e.kind,
+                e.id,
+                e.name,
+                e.expires_on
+            );
+        }
+        level
     }
 }

@@ -2,10 +2,12 @@
 //! and rules; the admin API and its client; and the path from a committed
 //! change to both running layers.
 //!
-//! A change edits a copy of the [`State`], which is rendered as a
-//! [`Config`] and built for both layers (so an invalid change is refused
-//! before anything is written), committed to the store in one transaction,
-//! and only then swapped into the XDP maps and the terminator.
+//! A change edits a copy of the [`State`] (a copy costs nothing: its tables are
+//! persistent maps). What it touched is rendered as a configuration
+//! [`Delta`](crate::config::delta::Delta) and compiled on top of the
+//! configuration in force (so an invalid change is refused before anything is
+//! written), committed to the store in one transaction (only the changed
+//! records), and only then put in force in the XDP maps and the terminator.
 
 use std::{
     path::Path,
@@ -31,11 +33,7 @@ use self::{
     pki::Usage,
     store::Store,
 };
-use crate::{
-    config::Config,
-    layers::{Layers, Prepared},
-    tls_version::TlsVersion,
-};
+use crate::{config::Config, layers::Layers, tls_version::TlsVersion};
 
 /// Validity of the CAs made at the first run: 20 years, so certificates of
 /// the longest validity (10 years) can be issued for the first ten.
@@ -252,20 +250,16 @@ impl ControlPlane {
         if next == *state {
             return Ok(out);
         }
-        let config = next.to_config(&self.base);
-        // Building the snapshot and the durable commit block for milliseconds:
-        // off the runtime's async path, and without holding the layers' lock.
-        let terminator = lock(&self.layers).tls.is_some();
-        let prepared = blocking(|| {
-            config
-                .validate()
-                .and_then(|()| Prepared::build(&config, terminator))
-        })
-        .map_err(|e| ApiError::invalid(format!("the change was refused: {e:#}")))?;
+        let delta = next.delta_from(&state, &self.base);
+        // Compiling and the durable commit block for milliseconds: off the
+        // runtime's async path, and without holding the layers' lock.
+        let current = lock(&self.layers).current().clone();
+        let compiled = blocking(|| current.update(&delta))
+            .map_err(|e| ApiError::invalid(format!("the change was refused: {e:#}")))?;
         blocking(|| self.store.commit(Some(&state), &next))
             .map_err(|e| ApiError::internal(format!("the store did not commit: {e:#}")))?;
-        let installed = lock(&self.layers).install(prepared);
-        self.expiry.observe(&next);
+        let installed = lock(&self.layers).install(compiled);
+        self.expiry.observe_change(&state, &next);
         *state = next;
         match installed {
             Ok(()) => Ok(out),

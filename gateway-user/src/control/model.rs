@@ -1,11 +1,14 @@
 //! The control plane's records: what the store keeps and the admin API shows.
-//! One [`State`] holds them all; a change edits a copy and is committed whole.
-
-use std::collections::BTreeMap;
+//! One [`State`] holds them all. Its tables are persistent maps: a copy costs
+//! nothing and shares every record it does not change, so a change edits a
+//! copy, and what it changed is found without reading the rest ([`Table::diff`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::{config::ForwardMode, rules::RuleSpec, tls_version::TlsVersion};
+
+/// Records by id, in id order.
+pub type Table<T> = imbl::OrdMap<String, T>;
 
 /// Everything the control plane knows, as of the last commit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,11 +18,11 @@ pub struct State {
     /// Zone-wide TLS settings.
     pub zone: ZoneSettings,
     /// Custom hostnames by id.
-    pub hostnames: BTreeMap<String, Hostname>,
+    pub hostnames: Table<Hostname>,
     /// CAs by id: the managed CA, the server CA and bring-your-own CAs.
-    pub cas: BTreeMap<String, Authority>,
+    pub cas: Table<Authority>,
     /// Client certificates issued by the managed CA, by id.
-    pub certs: BTreeMap<String, ClientCert>,
+    pub certs: Table<ClientCert>,
     /// The zone's firewall rules, in evaluation order.
     pub rules: Vec<RuleSpec>,
 }

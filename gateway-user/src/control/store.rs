@@ -10,18 +10,18 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use imbl::ordmap::DiffItem;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::model::State;
+use super::model::{State, Table};
 
 /// Singletons: meta, zone settings, the ordered rule list.
 const SETTINGS: &str = "settings";
 const HOSTNAMES: &str = "hostnames";
 const CAS: &str = "cas";
 const CERTS: &str = "client_certificates";
-const TABLES: [&str; 4] = [SETTINGS, HOSTNAMES, CAS, CERTS];
 
 /// Every table maps a key to a JSON record.
 fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
@@ -30,9 +30,6 @@ fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
 
 /// The store file's name in the data directory.
 pub const STORE_FILE: &str = "gateway.redb";
-
-/// A row: (table, key) → JSON.
-type Rows = BTreeMap<(&'static str, String), Vec<u8>>;
 
 /// The store.
 pub struct Store {
@@ -92,100 +89,136 @@ impl Store {
 
     fn load(&self) -> anyhow::Result<Option<State>> {
         let txn = self.db.begin_read()?;
-        let mut rows = Rows::new();
-        for name in TABLES {
-            let t = match txn.open_table(table(name)) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for entry in t.iter()? {
-                let (k, v) = entry?;
-                rows.insert((name, k.value().to_string()), v.value().to_vec());
-            }
-        }
-        if rows.is_empty() {
+        let unreadable = || format!("the store {} is unreadable", self.path.display());
+        let settings = read_table(&txn, SETTINGS).with_context(unreadable)?;
+        if settings.is_empty() {
             return Ok(None);
         }
-        from_rows(&rows)
-            .map(Some)
-            .with_context(|| format!("the store {} is unreadable", self.path.display()))
+        let one = |key: &str| -> anyhow::Result<&[u8]> {
+            settings
+                .get(key)
+                .map(Vec::as_slice)
+                .with_context(|| format!("the {key:?} record is missing"))
+        };
+        let state = (|| {
+            anyhow::Ok(State {
+                meta: decode(SETTINGS, "meta", one("meta")?)?,
+                zone: decode(SETTINGS, "zone", one("zone")?)?,
+                rules: decode(SETTINGS, "rules", one("rules")?)?,
+                hostnames: records(&txn, HOSTNAMES)?,
+                cas: records(&txn, CAS)?,
+                certs: records(&txn, CERTS)?,
+            })
+        })()
+        .with_context(unreadable)?;
+        Ok(Some(state))
     }
 
-    /// Writes what differs between `old` and `new` in one durable transaction.
+    /// Writes what differs between `old` (none: an empty store) and `new` in
+    /// one durable transaction. Only the records that differ are encoded: the
+    /// tables' [`Table::diff`] skips what the two states share.
     pub fn commit(&self, old: Option<&State>, new: &State) -> anyhow::Result<()> {
-        let before = match old {
-            Some(s) => rows(s)?,
-            None => Rows::new(),
-        };
-        let after = rows(new)?;
         let txn = self.db.begin_write()?;
-        for name in TABLES {
-            let mut t = txn.open_table(table(name))?;
-            for ((_, key), value) in after.iter().filter(|((n, _), _)| *n == name) {
-                if before.get(&(name, key.clone())) != Some(value) {
-                    t.insert(key.as_str(), value.as_slice())?;
-                }
-            }
-            for (_, key) in before.keys().filter(|(n, _)| *n == name) {
-                if !after.contains_key(&(name, key.clone())) {
-                    t.remove(key.as_str())?;
+        {
+            let mut t = txn.open_table(table(SETTINGS))?;
+            let changed = |f: Encode| -> anyhow::Result<_> {
+                let value = f(new)?;
+                Ok((old.map(f).transpose()? != Some(value.clone())).then_some(value))
+            };
+            for (key, f) in SETTINGS_ROWS {
+                if let Some(value) = changed(f)? {
+                    t.insert(key, value.as_slice())?;
                 }
             }
         }
+        let none = (Table::new(), Table::new(), Table::new());
+        let (hostnames, cas, certs) = old.map_or((&none.0, &none.1, &none.2), |o| {
+            (&o.hostnames, &o.cas, &o.certs)
+        });
+        write_diff(&txn, HOSTNAMES, hostnames, &new.hostnames)?;
+        write_diff(&txn, CAS, cas, &new.cas)?;
+        write_diff(&txn, CERTS, certs, &new.certs)?;
         txn.commit().context("the store did not commit")?;
         Ok(())
     }
 }
 
+/// Encodes one settings row from the state.
+type Encode = fn(&State) -> anyhow::Result<Vec<u8>>;
+
+/// The rows of the settings table, each encoded from the state.
+const SETTINGS_ROWS: [(&str, Encode); 3] = [
+    ("meta", |s| json(&s.meta)),
+    ("zone", |s| json(&s.zone)),
+    ("rules", |s| json(&s.rules)),
+];
+
 fn json<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
     Ok(serde_json::to_vec(value)?)
 }
 
-fn rows(s: &State) -> anyhow::Result<Rows> {
-    let mut rows = Rows::new();
-    let settings = SETTINGS;
-    rows.insert((settings, "meta".into()), json(&s.meta)?);
-    rows.insert((settings, "zone".into()), json(&s.zone)?);
-    rows.insert((settings, "rules".into()), json(&s.rules)?);
-    for (id, h) in &s.hostnames {
-        rows.insert((HOSTNAMES, id.clone()), json(h)?);
-    }
-    for (id, c) in &s.cas {
-        rows.insert((CAS, id.clone()), json(c)?);
-    }
-    for (id, c) in &s.certs {
-        rows.insert((CERTS, id.clone()), json(c)?);
+fn decode<T: DeserializeOwned>(table: &str, key: &str, bytes: &[u8]) -> anyhow::Result<T> {
+    serde_json::from_slice(bytes).with_context(|| format!("record {key:?} of table {table:?}"))
+}
+
+/// Every row of a table (none if it does not exist yet).
+fn read_table(
+    txn: &redb::ReadTransaction,
+    name: &str,
+) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let t = match txn.open_table(table(name)) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut rows = BTreeMap::new();
+    for entry in t.iter()? {
+        let (k, v) = entry?;
+        rows.insert(k.value().to_string(), v.value().to_vec());
     }
     Ok(rows)
 }
 
-fn from_rows(rows: &Rows) -> anyhow::Result<State> {
-    fn one<T: DeserializeOwned>(rows: &Rows, key: &str) -> anyhow::Result<T> {
-        let Some(bytes) = rows.get(&(SETTINGS, key.to_string())) else {
-            bail!("the {key:?} record is missing");
-        };
-        serde_json::from_slice(bytes).with_context(|| format!("the {key:?} record"))
+/// A table's records, decoded.
+fn records<T: DeserializeOwned + Clone>(
+    txn: &redb::ReadTransaction,
+    name: &str,
+) -> anyhow::Result<Table<T>> {
+    let t = match txn.open_table(table(name)) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Table::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut records = Table::new();
+    for entry in t.iter()? {
+        let (k, v) = entry?;
+        let key = k.value().to_string();
+        let value = decode(name, &key, v.value())?;
+        records.insert(key, value);
     }
-    fn records<T: DeserializeOwned>(
-        rows: &Rows,
-        table: &'static str,
-    ) -> anyhow::Result<BTreeMap<String, T>> {
-        rows.iter()
-            .filter(|((t, _), _)| *t == table)
-            .map(|((_, k), v)| {
-                let value = serde_json::from_slice(v)
-                    .with_context(|| format!("record {k:?} of table {table:?}"))?;
-                Ok((k.clone(), value))
-            })
-            .collect()
+    Ok(records)
+}
+
+/// Writes the records that differ between two versions of a table.
+fn write_diff<T: Serialize + PartialEq>(
+    txn: &redb::WriteTransaction,
+    name: &str,
+    old: &Table<T>,
+    new: &Table<T>,
+) -> anyhow::Result<()> {
+    let mut t = txn.open_table(table(name))?;
+    for item in old.diff(new) {
+        match item {
+            DiffItem::Add(key, value)
+            | DiffItem::Update {
+                new: (key, value), ..
+            } => {
+                t.insert(key.as_str(), json(value)?.as_slice())?;
+            }
+            DiffItem::Remove(key, _) => {
+                t.remove(key.as_str())?;
+            }
+        }
     }
-    Ok(State {
-        meta: one(rows, "meta")?,
-        zone: one(rows, "zone")?,
-        rules: one(rows, "rules")?,
-        hostnames: records(rows, HOSTNAMES)?,
-        cas: records(rows, CAS)?,
-        certs: records(rows, CERTS)?,
-    })
+    Ok(())
 }

@@ -19,7 +19,8 @@ use x509_parser::{certificate::X509Certificate, prelude::FromDer};
 
 use super::{
     client_auth::{CertDetails, ClientAuth},
-    snapshot::{HostTls, MtlsPolicy, TlsSnapshot, ssl_version},
+    context::ssl_version,
+    snapshot::{HostTls, MtlsPolicy, TlsSnapshot},
 };
 
 /// Per-connection data: the hostname policy chosen for the connection.
@@ -42,7 +43,7 @@ pub fn acceptor(snapshot: Arc<ArcSwap<TlsSnapshot>>) -> anyhow::Result<SslAccept
     // bound to the hostname (session id context) and never issued on mTLS
     // hostnames, so a client-auth result is never resumed.
     b.set_session_cache_mode(SslSessionCacheMode::OFF);
-    b.set_select_certificate_callback(move |mut hello| select(&snapshot.load(), &mut hello));
+    b.set_select_certificate_callback(move |mut hello| select(snapshot.load_full(), &mut hello));
     Ok(b.build())
 }
 
@@ -53,7 +54,7 @@ pub fn connection_policy(ssl: &SslRef) -> Option<(Arc<HostTls>, ClientAuth)> {
     Some((host, auth))
 }
 
-fn select(snapshot: &TlsSnapshot, hello: &mut ClientHello<'_>) -> Result<(), SelectCertError> {
+fn select(snapshot: Arc<TlsSnapshot>, hello: &mut ClientHello<'_>) -> Result<(), SelectCertError> {
     let sni = hello
         .servername(NameType::HOST_NAME)
         .map(str::to_ascii_lowercase);
@@ -66,23 +67,22 @@ fn select(snapshot: &TlsSnapshot, hello: &mut ClientHello<'_>) -> Result<(), Sel
     // The context first: it replaces certificate, ALPN and session id context.
     ssl.set_ssl_context(&host.ctx)
         .map_err(|e| fail("switching context", &e))?;
-    ssl.set_min_proto_version(Some(ssl_version(host.min_version)))
+    ssl.set_min_proto_version(Some(ssl_version(snapshot.min_version(&host))))
         .map_err(|e| fail("minimum version", &e))?;
-    if let Some(ciphers) = &host.ciphers {
+    if let Some(ciphers) = snapshot.ciphers(&host) {
         // SAFETY: a live SSL handle and a NUL-terminated list checked when the snapshot was built.
         let ok = unsafe { boring_sys::SSL_set_strict_cipher_list(ssl.as_ptr(), ciphers.as_ptr()) };
         if ok != 1 {
             return Err(fail("cipher list", &"rejected"));
         }
     }
-    match &host.mtls {
+    match snapshot.mtls(&host).cloned() {
         Some(policy) => {
             ssl.set_options(SslOptions::NO_TICKET);
-            let policy = policy.clone();
             // Asked, not required: the handshake completes without a certificate
             // and whatever the verdict; the outcome goes to the request's fields.
             ssl.set_custom_verify_callback(SslVerifyMode::PEER, move |ssl| {
-                let auth = verify(&policy, ssl);
+                let auth = verify(&snapshot, &policy, ssl);
                 ssl.set_ex_data(*AUTH_INDEX, auth);
                 Ok(())
             });
@@ -94,8 +94,8 @@ fn select(snapshot: &TlsSnapshot, hello: &mut ClientHello<'_>) -> Result<(), Sel
 }
 
 /// Verifies the client's chain against the hostname's CAs only, and looks the
-/// leaf up in the revocation set.
-fn verify(policy: &MtlsPolicy, ssl: &SslRef) -> ClientAuth {
+/// leaf up in what they revoke.
+fn verify(snapshot: &TlsSnapshot, policy: &MtlsPolicy, ssl: &SslRef) -> ClientAuth {
     let Some(leaf) = ssl.peer_certificate() else {
         return ClientAuth::default();
     };
@@ -142,7 +142,7 @@ fn verify(policy: &MtlsPolicy, ssl: &SslRef) -> ClientAuth {
     let revoked = verified
         && parsed
             .as_ref()
-            .is_some_and(|c| policy.revocations.is_revoked(c));
+            .is_some_and(|c| snapshot.is_revoked_leaf(policy, c));
     let cert = CertDetails::from_der(&leaf_der, &chain_der, issuer.as_deref()).ok();
     ClientAuth {
         presented: true,

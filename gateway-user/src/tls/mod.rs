@@ -3,6 +3,7 @@
 
 pub mod acceptor;
 pub mod client_auth;
+pub mod context;
 pub mod revocation;
 pub mod snapshot;
 

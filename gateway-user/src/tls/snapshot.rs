@@ -1,73 +1,118 @@
-//! The terminator's compiled configuration: one immutable snapshot, built from
-//! the configuration (files read, certificates and CRLs parsed, SSL contexts
-//! made) and swapped in whole. Nothing on the handshake path parses text.
+//! The terminator's compiled configuration: one immutable snapshot (files read,
+//! certificates and CRLs parsed, SSL contexts made), swapped in whole. Nothing
+//! on the handshake path parses text.
+//!
+//! A snapshot is made of persistent maps, so [`TlsSnapshot::update`] makes the
+//! next one from a [`Delta`] at the cost of what the delta touches: one
+//! hostname's context, one CA's revocations, or the rules. What hostnames
+//! inherit from the zone (minimum version, ciphers) and what a CA revokes are
+//! looked up in the snapshot when used, so changing them rebuilds no hostname.
 
-use std::{collections::HashMap, ffi::CString, sync::Arc};
+use std::{
+    collections::HashSet,
+    ffi::{CStr, CString},
+    sync::Arc,
+};
 
 use anyhow::{Context, bail};
 use boring::{
-    pkey::PKey,
-    ssl::{AlpnError, SslContext, SslContextBuilder, SslMethod, SslVersion, select_next_proto},
-    x509::{
-        X509,
-        store::{X509Store, X509StoreBuilder},
-        verify::X509VerifyFlags,
-    },
+    ssl::SslContext,
+    x509::{X509, store::X509Store},
 };
-use foreign_types::ForeignTypeRef;
 use http::Uri;
+use x509_parser::certificate::X509Certificate;
 
-use super::revocation::RevocationSet;
+use super::{
+    context::{self, Identity},
+    revocation::RevocationSet,
+};
 use crate::{
-    config::{Config, ForwardMode, HostnameSection, Material},
+    config::{
+        CaSection, Config, ForwardMode, HostnameSection, Material, ZoneSection, delta::Delta,
+    },
     rules::RuleSet,
     tls_version::TlsVersion,
 };
 
-/// ALPN protocols offered, in preference order (wire format).
-const ALPN: &[u8] = b"\x02h2\x08http/1.1";
+/// Names → entries, shared between snapshots.
+type Map<V> = imbl::HashMap<String, V>;
 
-/// What a client certificate on an mTLS hostname is checked against.
+/// What a client certificate on an mTLS hostname is verified against: exactly
+/// the CAs associated with the hostname. Hostnames with the same CAs share one.
 pub struct MtlsPolicy {
-    /// Trust anchors: only the CAs associated with the hostname.
+    /// Trust anchors: only those CAs.
     pub store: X509Store,
-    /// Revoked certificates of those CAs.
-    pub revocations: RevocationSet,
+    /// Their names; what they revoke is in the snapshot ([`TlsSnapshot::is_revoked_leaf`]).
+    pub cas: Vec<String>,
     /// SHA-256 of each trusted CA certificate.
-    pub anchors: std::collections::HashSet<Vec<u8>>,
+    pub anchors: HashSet<Vec<u8>>,
+}
+
+/// Which minimum version applies to an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Minimum {
+    /// Its own.
+    Own(TlsVersion),
+    /// The zone's.
+    Zone,
+    /// The zone's for clients without SNI.
+    NoSni,
 }
 
 /// Everything the terminator applies to one hostname (or to clients without SNI).
 pub struct HostTls {
-    /// The hostname (empty for the default policy).
+    /// The hostname (empty for the zone's defaults).
     pub name: String,
     /// Certificate, key, ALPN and session id context.
     pub ctx: SslContext,
-    /// Lowest TLS version accepted.
-    pub min_version: TlsVersion,
-    /// Cipher list for TLS 1.2 and below, if restricted.
-    pub ciphers: Option<CString>,
-    /// mTLS: request and verify client certificates.
-    pub mtls: Option<Arc<MtlsPolicy>>,
     /// Where requests go.
     pub origin: Option<Uri>,
     /// How the client certificate reaches the origin.
     pub forward: ForwardMode,
+    /// mTLS: the associated CAs (sorted names), whose policy the snapshot holds.
+    pub mtls: Option<Arc<[String]>>,
+    minimum: Minimum,
+    /// Its own cipher list (none: the zone's).
+    ciphers: Option<CString>,
+    /// The session id context's view: `exact` or `wildcard`.
+    view: &'static str,
+    /// Its context holds the default certificate (it has none of its own).
+    default_identity: bool,
+}
+
+/// A CA as the snapshot holds it.
+struct CaTls {
+    cert: X509,
+    revoked: RevocationSet,
+}
+
+/// The zone's settings, compiled.
+#[derive(Clone)]
+struct ZoneTls {
+    min: TlsVersion,
+    no_sni_min: TlsVersion,
+    ciphers: Option<CString>,
 }
 
 /// The compiled configuration.
+#[derive(Clone)]
 pub struct TlsSnapshot {
-    hosts: HashMap<String, Arc<HostTls>>,
+    hosts: Map<Arc<HostTls>>,
     /// Parent name → the wildcard entry's view for its subdomains (zone minimum).
-    wildcards: HashMap<String, Arc<HostTls>>,
+    wildcards: Map<Arc<HostTls>>,
     /// For an SNI that names no hostname: the zone's minimum.
     unknown: Arc<HostTls>,
     /// For a ClientHello without SNI: the zone's no-SNI minimum.
     no_sni: Arc<HostTls>,
+    zone: ZoneTls,
+    default_identity: Option<Arc<Identity>>,
+    cas: Map<Arc<CaTls>>,
+    /// Trust policies by CA set (sorted names).
+    trust: imbl::HashMap<Arc<[String]>, Arc<MtlsPolicy>>,
     /// The zone's firewall rules.
-    pub rules: RuleSet,
+    pub rules: Arc<RuleSet>,
     /// The body of a blocked request.
-    pub block_message: String,
+    pub block_message: Arc<str>,
 }
 
 impl TlsSnapshot {
@@ -84,22 +129,50 @@ impl TlsSnapshot {
             .unwrap_or(&self.unknown)
     }
 
+    /// The lowest TLS version accepted for an entry.
+    pub fn min_version(&self, host: &HostTls) -> TlsVersion {
+        match host.minimum {
+            Minimum::Own(v) => v,
+            Minimum::Zone => self.zone.min,
+            Minimum::NoSni => self.zone.no_sni_min,
+        }
+    }
+
+    /// The cipher list for TLS 1.2 and below of an entry, if restricted.
+    pub fn ciphers<'a>(&'a self, host: &'a HostTls) -> Option<&'a CStr> {
+        host.ciphers.as_deref().or(self.zone.ciphers.as_deref())
+    }
+
+    /// The client-certificate policy of an mTLS entry.
+    pub fn mtls(&self, host: &HostTls) -> Option<&Arc<MtlsPolicy>> {
+        self.trust.get(host.mtls.as_ref()?)
+    }
+
+    /// Whether a verified leaf is revoked by one of the policy's CAs.
+    pub fn is_revoked_leaf(&self, policy: &MtlsPolicy, leaf: &X509Certificate<'_>) -> bool {
+        self.revoked_by(&policy.cas, leaf.issuer().as_raw(), leaf.raw_serial())
+    }
+
+    fn revoked_by(&self, cas: &[String], issuer: &[u8], serial: &[u8]) -> bool {
+        cas.iter()
+            .filter_map(|name| self.cas.get(name))
+            .any(|ca| ca.revoked.contains(issuer, serial))
+    }
+
     /// Whether a client certificate accepted on hostname `host` is revoked now.
     pub fn is_revoked(&self, host: &str, auth: &super::ClientAuth) -> bool {
-        let (Some(host), Some((issuer, serial))) = (self.hosts.get(host), &auth.revocation_key)
-        else {
-            return false;
-        };
-        host.mtls
-            .as_ref()
-            .is_some_and(|m| m.revocations.contains(issuer, serial))
+        let cas = self.hosts.get(host).and_then(|h| h.mtls.as_ref());
+        match (cas, &auth.revocation_key) {
+            (Some(cas), Some((issuer, serial))) => self.revoked_by(cas, issuer, serial),
+            _ => false,
+        }
     }
 
     /// Whether the CA a client certificate on hostname `host` was verified to
     /// is still trusted there (its association may have been removed since).
     pub fn still_trusted(&self, host: &str, auth: &super::ClientAuth) -> bool {
-        let mtls = self.hosts.get(host).and_then(|h| h.mtls.as_ref());
-        match (mtls, &auth.anchor) {
+        let policy = self.hosts.get(host).and_then(|h| self.mtls(h));
+        match (policy, &auth.anchor) {
             (Some(m), Some(anchor)) => m.anchors.contains(anchor),
             _ => false,
         }
@@ -107,197 +180,255 @@ impl TlsSnapshot {
 
     /// Builds the snapshot: reads every certificate, key and CRL the configuration names.
     pub fn build(config: &Config) -> anyhow::Result<TlsSnapshot> {
-        let t = &config.terminator;
-        let default_cert = match (&t.certificate, &t.key) {
-            (Some(c), Some(k)) => Some(load_identity(c, k)?),
-            _ => None,
-        };
-        let zone_ciphers = cipher_list(&config.zone.ciphers)?;
-        let now = crate::clock::now();
-        let mut cas = HashMap::new();
-        for ca in &config.cas {
-            let pem = ca
-                .certificate
-                .read()
-                .with_context(|| format!("CA {:?}", ca.name))?;
-            let cert = X509::from_pem(&pem)
-                .with_context(|| format!("CA {:?}: not a PEM certificate", ca.name))?;
-            let der = cert.to_der()?;
-            let mut revoked = RevocationSet::default();
-            revoked
-                .add_serials(&der, ca.revoked_serials.iter().map(String::as_str))
-                .with_context(|| format!("CA {:?}", ca.name))?;
-            revoked
-                .add_crls(&der, &ca.crl, now, ca.stale_crl_ok)
-                .with_context(|| format!("CA {:?}", ca.name))?;
-            cas.insert(ca.name.clone(), (cert, revoked));
-        }
+        TlsSnapshot::empty()?.update(&Delta::everything(config))
+    }
 
-        let zone_default = |min: TlsVersion, view: &str| -> anyhow::Result<Arc<HostTls>> {
-            Ok(Arc::new(HostTls {
-                name: String::new(),
-                ctx: context(default_cert.as_ref(), "", view)?,
-                min_version: min,
-                ciphers: zone_ciphers.clone(),
-                mtls: None,
-                origin: None,
-                forward: ForwardMode::None,
-            }))
+    /// A snapshot of no hostnames, the default zone and no default certificate.
+    fn empty() -> anyhow::Result<TlsSnapshot> {
+        let zone = ZoneTls {
+            min: TlsVersion::Tls12,
+            no_sni_min: TlsVersion::Tls12,
+            ciphers: None,
         };
-        let unknown = zone_default(config.zone.min_tls_version, "*unknown*")?;
-        let no_sni = zone_default(
-            config
-                .zone
-                .no_sni_min_tls_version
-                .unwrap_or(config.zone.min_tls_version),
-            "*no-sni*",
-        )?;
-        let mut hosts = HashMap::new();
-        let mut wildcards = HashMap::new();
-        for h in &config.hostnames {
-            let identity = match (&h.certificate, &h.key) {
-                (Some(c), Some(k)) => {
-                    Some(load_identity(c, k).with_context(|| format!("hostname {:?}", h.name))?)
-                }
-                _ => default_cert.clone(),
-            };
-            let Some(identity) = identity else {
-                bail!(
-                    "hostname {:?} has no certificate: set its `certificate` and `key`, \
-                     or a default in [terminator]",
-                    h.name
-                );
-            };
-            let host = |min: TlsVersion, view: &str| -> anyhow::Result<HostTls> {
-                Ok(HostTls {
-                    name: h.name.clone(),
-                    ctx: context(Some(&identity), &h.name, view)?,
-                    min_version: min,
-                    ciphers: if h.ciphers.is_empty() {
-                        zone_ciphers.clone()
-                    } else {
-                        cipher_list(&h.ciphers)?
-                    },
-                    mtls: mtls_policy(h, &cas)?,
-                    origin: h.origin.as_deref().map(str::parse).transpose()?,
-                    forward: h.forward_client_cert,
-                })
-            };
-            let exact = host(
-                h.min_tls_version.unwrap_or(config.zone.min_tls_version),
-                "exact",
-            )?;
-            hosts.insert(h.name.clone(), Arc::new(exact));
-            if h.wildcard {
-                wildcards.insert(
-                    h.name.clone(),
-                    Arc::new(host(config.zone.min_tls_version, "wildcard")?),
-                );
-            }
-        }
         Ok(TlsSnapshot {
-            hosts,
-            wildcards,
-            unknown,
-            no_sni,
-            rules: RuleSet::compile(&config.rules)
-                .map_err(|(id, e)| anyhow::anyhow!("rule {id:?}: {e}"))?,
-            block_message: config.zone.block_message.clone(),
+            hosts: Map::new(),
+            wildcards: Map::new(),
+            unknown: Arc::new(zone_entry(None, Minimum::Zone, "*unknown*")?),
+            no_sni: Arc::new(zone_entry(None, Minimum::NoSni, "*no-sni*")?),
+            zone,
+            default_identity: None,
+            cas: Map::new(),
+            trust: imbl::HashMap::new(),
+            rules: Arc::new(RuleSet::default()),
+            block_message: Arc::from(""),
         })
     }
-}
 
-type Identity = (Vec<X509>, PKey<boring::pkey::Private>);
-
-fn load_identity(cert: &Material, key: &Material) -> anyhow::Result<Identity> {
-    let chain = X509::stack_from_pem(&cert.read()?)
-        .with_context(|| format!("{cert}: not a PEM certificate chain"))?;
-    if chain.is_empty() {
-        bail!("{cert}: no certificate in it");
-    }
-    let key = PKey::private_key_from_pem(&key.read()?)
-        .with_context(|| format!("{key}: not a PEM private key"))?;
-    Ok((chain, key))
-}
-
-/// An SSL context holding what `SSL_set_SSL_CTX` swaps in: certificate, key,
-/// ALPN, and a session id context unique to the hostname and view, so a session
-/// never resumes on another hostname.
-fn context(identity: Option<&Identity>, name: &str, view: &str) -> anyhow::Result<SslContext> {
-    let mut b = SslContextBuilder::new(SslMethod::tls())?;
-    if let Some((chain, key)) = identity {
-        b.set_certificate(&chain[0])?;
-        for extra in &chain[1..] {
-            b.add_extra_chain_cert(extra.clone())?;
+    /// The next snapshot: this one with `delta` applied. Only what the delta
+    /// touches is compiled; an error leaves this snapshot as it was.
+    pub fn update(&self, delta: &Delta) -> anyhow::Result<TlsSnapshot> {
+        let mut next = self.clone();
+        if let Some(zone) = &delta.zone {
+            next.set_zone(zone)?;
         }
-        b.set_private_key(key)?;
-        b.check_private_key()
-            .context("the private key does not match the certificate")?;
+        if let Some(identity) = &delta.default_identity {
+            next.set_default_identity(identity.as_ref())?;
+        }
+        let now = crate::clock::now();
+        for ca in &delta.cas {
+            next.set_ca(ca, now)
+                .with_context(|| format!("CA {:?}", ca.name))?;
+        }
+        for name in &delta.removed_hostnames {
+            next.hosts.remove(name);
+            next.wildcards.remove(name);
+        }
+        for h in &delta.hostnames {
+            next.set_host(h)
+                .with_context(|| format!("hostname {:?}", h.name))?;
+        }
+        for name in &delta.removed_cas {
+            next.remove_ca(name)?;
+        }
+        if let Some(rules) = &delta.rules {
+            let compiled =
+                RuleSet::compile(rules).map_err(|(id, e)| anyhow::anyhow!("rule {id:?}: {e}"))?;
+            next.rules = Arc::new(compiled);
+        }
+        Ok(next)
     }
-    b.set_alpn_select_callback(|_, client| select_next_proto(ALPN, client).ok_or(AlpnError::NOACK));
-    let sid = boring::hash::hash(
-        boring::hash::MessageDigest::sha256(),
-        format!("{view}\0{name}").as_bytes(),
-    )?;
-    b.set_session_id_context(&sid[..32])?;
-    Ok(b.build())
+
+    fn set_zone(&mut self, zone: &ZoneSection) -> anyhow::Result<()> {
+        self.zone = ZoneTls {
+            min: zone.min_tls_version,
+            no_sni_min: zone.no_sni_min_tls_version.unwrap_or(zone.min_tls_version),
+            ciphers: context::cipher_list(&zone.ciphers)?,
+        };
+        self.block_message = Arc::from(zone.block_message.as_str());
+        Ok(())
+    }
+
+    /// A new default certificate: the zone's entries and every hostname
+    /// without a certificate of its own take it.
+    fn set_default_identity(&mut self, pair: Option<&(Material, Material)>) -> anyhow::Result<()> {
+        let identity = pair
+            .map(|(c, k)| context::load_identity(c, k))
+            .transpose()
+            .context("[terminator] certificate")?
+            .map(Arc::new);
+        self.unknown = Arc::new(zone_entry(identity.as_deref(), Minimum::Zone, "*unknown*")?);
+        self.no_sni = Arc::new(zone_entry(identity.as_deref(), Minimum::NoSni, "*no-sni*")?);
+        for map in [&mut self.hosts, &mut self.wildcards] {
+            let using: Vec<Arc<HostTls>> = map
+                .values()
+                .filter(|h| h.default_identity)
+                .cloned()
+                .collect();
+            for host in using {
+                let Some(id) = identity.as_deref() else {
+                    bail!(
+                        "hostname {:?} has no certificate: set its `certificate` and `key`, \
+                         or a default in [terminator]",
+                        host.name
+                    );
+                };
+                let ctx = context::context(Some(id), &host.name, host.view)?;
+                map.insert(host.name.clone(), Arc::new(host.with_context(ctx)));
+            }
+        }
+        self.default_identity = identity;
+        Ok(())
+    }
+
+    /// Adds or replaces a CA. A new certificate for a known name rebuilds the
+    /// trust policies that include it.
+    fn set_ca(&mut self, ca: &CaSection, now: i64) -> anyhow::Result<()> {
+        let pem = ca.certificate.read()?;
+        let cert = X509::from_pem(&pem).context("not a PEM certificate")?;
+        let der = cert.to_der()?;
+        let mut revoked = RevocationSet::default();
+        revoked.add_serials(&der, ca.revoked_serials.iter().map(String::as_str))?;
+        revoked.add_crls(&der, &ca.crl, now, ca.stale_crl_ok)?;
+        let changed_cert = self
+            .cas
+            .get(&ca.name)
+            .is_some_and(|old| old.cert.to_der().ok().as_deref() != Some(&der[..]));
+        self.cas
+            .insert(ca.name.clone(), Arc::new(CaTls { cert, revoked }));
+        if changed_cert {
+            let sets: Vec<Arc<[String]>> = self
+                .trust
+                .keys()
+                .filter(|set| set.contains(&ca.name))
+                .cloned()
+                .collect();
+            for set in sets {
+                let policy = self.policy_for(&set)?;
+                self.trust.insert(set, policy);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a CA no hostname is associated with any more.
+    fn remove_ca(&mut self, name: &str) -> anyhow::Result<()> {
+        if let Some(host) = self.hosts.values().find(|h| {
+            h.mtls
+                .as_ref()
+                .is_some_and(|cas| cas.iter().any(|c| c == name))
+        }) {
+            bail!(
+                "CA {name:?} cannot be removed: hostname {:?} is associated with it",
+                host.name
+            );
+        }
+        self.cas.remove(name);
+        self.trust.retain(|set, _| !set.iter().any(|c| c == name));
+        Ok(())
+    }
+
+    fn policy_for(&self, cas: &[String]) -> anyhow::Result<Arc<MtlsPolicy>> {
+        let mut certs = Vec::new();
+        for name in cas {
+            let ca = self
+                .cas
+                .get(name)
+                .with_context(|| format!("no CA named {name:?}"))?;
+            certs.push(&ca.cert);
+        }
+        let (store, anchors) = context::trust_store(certs)?;
+        Ok(Arc::new(MtlsPolicy {
+            store,
+            cas: cas.to_vec(),
+            anchors,
+        }))
+    }
+
+    /// Compiles one hostname (and its wildcard view) into the snapshot.
+    fn set_host(&mut self, h: &HostnameSection) -> anyhow::Result<()> {
+        let own = match (&h.certificate, &h.key) {
+            (Some(c), Some(k)) => Some(context::load_identity(c, k)?),
+            _ => None,
+        };
+        let identity = match (&own, &self.default_identity) {
+            (Some(own), _) => own,
+            (None, Some(default)) => &**default,
+            (None, None) => bail!(
+                "it has no certificate: set its `certificate` and `key`, or a default in \
+                 [terminator]"
+            ),
+        };
+        let mtls = if h.mtls {
+            let mut cas = h.cas.clone();
+            cas.sort();
+            cas.dedup();
+            let cas: Arc<[String]> = cas.into();
+            if !self.trust.contains_key(&cas) {
+                let policy = self.policy_for(&cas)?;
+                self.trust.insert(cas.clone(), policy);
+            }
+            Some(cas)
+        } else {
+            None
+        };
+        let entry = |minimum: Minimum, view: &'static str| -> anyhow::Result<HostTls> {
+            Ok(HostTls {
+                name: h.name.clone(),
+                ctx: context::context(Some(identity), &h.name, view)?,
+                origin: h.origin.as_deref().map(str::parse).transpose()?,
+                forward: h.forward_client_cert,
+                mtls: mtls.clone(),
+                minimum,
+                ciphers: context::cipher_list(&h.ciphers)?,
+                view,
+                default_identity: own.is_none(),
+            })
+        };
+        let minimum = h.min_tls_version.map_or(Minimum::Zone, Minimum::Own);
+        self.hosts
+            .insert(h.name.clone(), Arc::new(entry(minimum, "exact")?));
+        if h.wildcard {
+            self.wildcards
+                .insert(h.name.clone(), Arc::new(entry(Minimum::Zone, "wildcard")?));
+        } else {
+            self.wildcards.remove(&h.name);
+        }
+        Ok(())
+    }
 }
 
-fn cipher_list(names: &[String]) -> anyhow::Result<Option<CString>> {
-    if names.is_empty() {
-        return Ok(None);
+impl HostTls {
+    /// The same entry with another SSL context.
+    fn with_context(&self, ctx: SslContext) -> HostTls {
+        HostTls {
+            name: self.name.clone(),
+            ctx,
+            origin: self.origin.clone(),
+            forward: self.forward,
+            mtls: self.mtls.clone(),
+            minimum: self.minimum,
+            ciphers: self.ciphers.clone(),
+            view: self.view,
+            default_identity: self.default_identity,
+        }
     }
-    let list = names.join(":");
-    // Check it now, so a typo is refused with the configuration, not per handshake.
-    let mut probe = SslContextBuilder::new(SslMethod::tls())?;
-    probe
-        .set_strict_cipher_list(&list)
-        .with_context(|| format!("cipher list {list:?} names a cipher BoringSSL does not know"))?;
-    Ok(Some(CString::new(list)?))
 }
 
-fn mtls_policy(
-    h: &HostnameSection,
-    cas: &HashMap<String, (X509, RevocationSet)>,
-) -> anyhow::Result<Option<Arc<MtlsPolicy>>> {
-    if !h.mtls {
-        return Ok(None);
-    }
-    let mut store = X509StoreBuilder::new()?;
-    // A CA may be an intermediate: it is a trust anchor all the same.
-    store.set_flags(X509VerifyFlags::PARTIAL_CHAIN);
-    // Only certificates fit for client authentication (extended key usage).
-    // SAFETY: a live parameter object owned by the builder; the constant is BoringSSL's.
-    let ok = unsafe {
-        boring_sys::X509_VERIFY_PARAM_set_purpose(
-            store.verify_param_mut().as_ptr(),
-            boring_sys::X509_PURPOSE_SSL_CLIENT,
-        )
-    };
-    if ok != 1 {
-        bail!("cannot restrict verification to client certificates");
-    }
-    let mut revocations = RevocationSet::default();
-    let mut anchors = std::collections::HashSet::new();
-    for name in &h.cas {
-        let (cert, revoked) = &cas[name];
-        store.add_cert(cert.clone())?;
-        revocations.extend(revoked);
-        anchors.insert(cert.digest(boring::hash::MessageDigest::sha256())?.to_vec());
-    }
-    Ok(Some(Arc::new(MtlsPolicy {
-        store: store.build(),
-        revocations,
-        anchors,
-    })))
-}
-
-/// BoringSSL's name for a TLS version.
-pub fn ssl_version(v: TlsVersion) -> SslVersion {
-    match v {
-        TlsVersion::Tls10 => SslVersion::TLS1,
-        TlsVersion::Tls11 => SslVersion::TLS1_1,
-        TlsVersion::Tls12 => SslVersion::TLS1_2,
-        TlsVersion::Tls13 => SslVersion::TLS1_3,
-    }
+/// The entry for clients without SNI or with an unknown one.
+fn zone_entry(
+    identity: Option<&Identity>,
+    minimum: Minimum,
+    view: &'static str,
+) -> anyhow::Result<HostTls> {
+    Ok(HostTls {
+        name: String::new(),
+        ctx: context::context(identity, "", view)?,
+        origin: None,
+        forward: ForwardMode::None,
+        mtls: None,
+        minimum,
+        ciphers: None,
+        view,
+        default_identity: true,
+    })
 }

@@ -1,7 +1,7 @@
 //! The XDP filter's policy: minimum versions per hostname and for the zone, and
 //! the ports that carry TLS; and how it is written into the program's maps.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use anyhow::Context;
 use aya::maps::{Array, HashMap};
@@ -10,13 +10,16 @@ use gateway_common::{
     maps, sni,
 };
 
+use imbl::ordmap::DiffItem;
+
 use super::XdpFilter;
 use crate::{
-    config::{Config, RefuseMode},
+    config::{Config, RefuseMode, delta::Delta},
     tls_version::TlsVersion,
 };
 
-/// What the XDP filter enforces.
+/// What the XDP filter enforces. Its hostname table is a persistent map, so
+/// [`XdpPolicy::update`] and [`XdpFilter::apply_change`] cost what a change touches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct XdpPolicy {
     /// Minimum for an SNI without its own entry (and every subdomain of a wildcard).
@@ -24,7 +27,11 @@ pub struct XdpPolicy {
     /// Minimum for a ClientHello without SNI.
     pub no_sni_min: TlsVersion,
     /// Exact hostnames (lowercase) with their own minimum.
-    pub hosts: BTreeMap<String, TlsVersion>,
+    hosts: imbl::OrdMap<String, TlsVersion>,
+    /// Map key (SNI fingerprint) → the hostname that has it.
+    keys: imbl::HashMap<u64, String>,
+    /// How many hostnames have each minimum (by `TlsVersion::ALL` index): the floor in O(1).
+    minimums: [usize; 4],
     /// TCP ports whose segments are inspected.
     pub ports: BTreeSet<u16>,
     /// What happens to a refused hello.
@@ -37,7 +44,9 @@ impl XdpPolicy {
         XdpPolicy {
             zone_min: min,
             no_sni_min: min,
-            hosts: BTreeMap::new(),
+            hosts: imbl::OrdMap::new(),
+            keys: imbl::HashMap::new(),
+            minimums: [0; 4],
             ports: crate::config::DEFAULT_TLS_PORTS.into_iter().collect(),
             refuse: RefuseMode::default(),
         }
@@ -45,19 +54,62 @@ impl XdpPolicy {
 
     /// The policy a configuration describes. A hostname without its own minimum
     /// needs no entry: the zone's applies to it, as to any unknown SNI.
-    pub fn from_config(config: &Config) -> XdpPolicy {
-        let zone_min = config.zone.min_tls_version;
-        XdpPolicy {
-            zone_min,
-            no_sni_min: config.zone.no_sni_min_tls_version.unwrap_or(zone_min),
-            hosts: config
-                .hostnames
-                .iter()
-                .filter_map(|h| Some((h.name.to_ascii_lowercase(), h.min_tls_version?)))
-                .collect(),
-            ports: config.xdp.ports.iter().copied().collect(),
-            refuse: config.xdp.refuse,
+    pub fn from_config(config: &Config) -> anyhow::Result<XdpPolicy> {
+        let mut p = XdpPolicy::uniform(config.zone.min_tls_version);
+        p.ports = config.xdp.ports.iter().copied().collect();
+        p.refuse = config.xdp.refuse;
+        p.update(&Delta::everything(config))
+    }
+
+    /// The next policy: this one with `delta` applied (only the hostnames it
+    /// names are looked at).
+    pub fn update(&self, delta: &Delta) -> anyhow::Result<XdpPolicy> {
+        let mut next = self.clone();
+        if let Some(zone) = &delta.zone {
+            next.zone_min = zone.min_tls_version;
+            next.no_sni_min = zone.no_sni_min_tls_version.unwrap_or(zone.min_tls_version);
         }
+        for name in &delta.removed_hostnames {
+            next.set_host(name, None)?;
+        }
+        for h in &delta.hostnames {
+            next.set_host(&h.name.to_ascii_lowercase(), h.min_tls_version)?;
+        }
+        Ok(next)
+    }
+
+    /// Gives `name` its own minimum, or none (the zone's). Refuses a name that
+    /// cannot be an SNI, and two names whose map keys collide (a 1 in 2^64
+    /// event) rather than confusing them.
+    pub fn set_host(&mut self, name: &str, min: Option<TlsVersion>) -> anyhow::Result<()> {
+        let Some(min) = min else {
+            if let Some(old) = self.hosts.remove(name) {
+                self.minimums[old.index()] -= 1;
+                self.keys.remove(&sni::fingerprint(name.as_bytes())[0]);
+            }
+            return Ok(());
+        };
+        anyhow::ensure!(
+            !name.is_empty() && name.len() <= MAX_SNI_LEN,
+            "hostname {name:?} cannot be an SNI (1 to {MAX_SNI_LEN} bytes)"
+        );
+        let [key, _] = sni::fingerprint(name.as_bytes());
+        if let Some(other) = self.keys.get(&key).filter(|other| *other != name) {
+            anyhow::bail!(
+                "hostnames {other:?} and {name:?} have the same SNI fingerprint; rename one"
+            );
+        }
+        self.keys.insert(key, name.to_string());
+        if let Some(old) = self.hosts.insert(name.to_string(), min) {
+            self.minimums[old.index()] -= 1;
+        }
+        self.minimums[min.index()] += 1;
+        Ok(())
+    }
+
+    /// The hostnames with their own minimum.
+    pub fn hosts(&self) -> &imbl::OrdMap<String, TlsVersion> {
+        &self.hosts
     }
 
     /// The minimum that applies to a ClientHello with this SNI (`None`: no SNI).
@@ -70,12 +122,25 @@ impl XdpPolicy {
 
     /// The lowest minimum of all: a hello whose SNI is not visible is refused only below it.
     pub fn floor(&self) -> TlsVersion {
-        self.hosts
-            .values()
-            .copied()
+        let hosts = TlsVersion::ALL
+            .into_iter()
+            .find(|v| self.minimums[v.index()] > 0);
+        hosts
+            .into_iter()
             .chain([self.zone_min, self.no_sni_min])
             .min()
             .unwrap_or(self.zone_min)
+    }
+
+    /// The `HOST_POLICY` entry of a hostname.
+    fn entry(name: &str, min: TlsVersion) -> (u64, HostPolicy) {
+        let [key, check] = sni::fingerprint(name.as_bytes());
+        let value = HostPolicy {
+            check,
+            min_version: min.wire(),
+            reserved: [0; 3],
+        };
+        (key, value)
     }
 
     fn filter_config(&self, flows: FlowConfig) -> FilterConfig {
@@ -93,34 +158,6 @@ impl XdpPolicy {
         }
     }
 
-    /// The `HOST_POLICY` entries: SNI fingerprint → policy. Two names whose map
-    /// keys collide (a 1 in 2^64 event) are refused rather than confused.
-    fn host_entries(&self) -> anyhow::Result<BTreeMap<u64, HostPolicy>> {
-        let mut entries = BTreeMap::new();
-        let mut owners: BTreeMap<u64, &str> = BTreeMap::new();
-        for (name, min) in &self.hosts {
-            anyhow::ensure!(
-                !name.is_empty() && name.len() <= MAX_SNI_LEN,
-                "hostname {name:?} cannot be an SNI (1 to {MAX_SNI_LEN} bytes)"
-            );
-            let [key, check] = sni::fingerprint(name.as_bytes());
-            if let Some(other) = owners.insert(key, name) {
-                anyhow::bail!(
-                    "hostnames {other:?} and {name:?} have the same SNI fingerprint; rename one"
-                );
-            }
-            entries.insert(
-                key,
-                HostPolicy {
-                    check,
-                    min_version: min.wire(),
-                    reserved: [0; 3],
-                },
-            );
-        }
-        Ok(entries)
-    }
-
     fn port_bitmap(&self) -> Vec<u64> {
         let mut words = vec![0u64; PORT_BITMAP_WORDS as usize];
         for port in &self.ports {
@@ -131,60 +168,97 @@ impl XdpPolicy {
 }
 
 impl XdpFilter {
-    /// Writes `policy` into the program's maps while it keeps running.
+    /// Writes `policy` into the program's maps while it keeps running, whatever
+    /// they held (at attach, and after a failed write): every hostname entry is
+    /// compared with the map.
     ///
     /// The maps cannot change all at once, so the order keeps every intermediate
     /// state safe: first the floor drops to the lower of old and new (never refuse
     /// an unseen SNI above some hostname's minimum), then ports and hostnames
     /// change one entry at a time (each entry is always either its old or its new
     /// value), and last the zone values and the final floor.
-    ///
-    /// Everything that can refuse the policy (names, fingerprint collisions) is
-    /// checked before the first write, so a refused policy changes nothing.
     pub fn apply(&mut self, policy: &XdpPolicy) -> anyhow::Result<()> {
         let new = policy.filter_config(self.flow_config());
-        let entries = policy.host_entries()?;
-        {
-            let mut config: Array<_, FilterConfig> = Array::try_from(self.map_mut(maps::CONFIG)?)?;
-            let mut old = config.get(&0, 0).context("reading CONFIG")?;
-            if old != FilterConfig::default() {
-                old.floor_min = old.floor_min.min(new.floor_min);
-            } else {
-                old.floor_min = new.floor_min;
-            }
-            config.set(0, old, 0).context("writing CONFIG")?;
+        self.lower_floor(new.floor_min)?;
+        self.write_ports(policy)?;
+        let mut hosts: HashMap<_, u64, HostPolicy> =
+            HashMap::try_from(self.map_mut(maps::HOST_POLICY)?)?;
+        // Stale entries first, so the map never holds old and new names at once.
+        let stale: Vec<u64> = hosts
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !policy.keys.contains_key(k))
+            .collect();
+        for key in stale {
+            hosts
+                .remove(&key)
+                .context("removing a stale hostname policy")?;
         }
-        {
-            let mut ports: Array<_, u64> = Array::try_from(self.map_mut(maps::TLS_PORTS)?)?;
-            for (i, word) in policy.port_bitmap().into_iter().enumerate() {
-                if ports.get(&(i as u32), 0)? != word {
-                    ports.set(i as u32, word, 0).context("writing TLS_PORTS")?;
-                }
-            }
-        }
-        {
-            let mut hosts: HashMap<_, u64, HostPolicy> =
-                HashMap::try_from(self.map_mut(maps::HOST_POLICY)?)?;
-            // Stale entries first, so the map never holds old and new names at once.
-            let stale: Vec<u64> = hosts
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| !entries.contains_key(k))
-                .collect();
-            for key in stale {
+        for (name, min) in &policy.hosts {
+            let (key, value) = XdpPolicy::entry(name, *min);
+            if hosts.get(&key, 0).ok().as_ref() != Some(&value) {
                 hosts
-                    .remove(&key)
-                    .context("removing a stale hostname policy")?;
-            }
-            for (key, value) in &entries {
-                if hosts.get(key, 0).ok().as_ref() != Some(value) {
-                    hosts
-                        .insert(key, value, 0)
-                        .context("writing a hostname policy")?;
-                }
+                    .insert(key, value, 0)
+                    .context("writing a hostname policy")?;
             }
         }
         self.write_config(new)
+    }
+
+    /// Moves the maps from `old` (what they hold) to `new`, writing only the
+    /// hostname entries that differ, in the order [`XdpFilter::apply`] gives.
+    pub fn apply_change(&mut self, old: &XdpPolicy, new: &XdpPolicy) -> anyhow::Result<()> {
+        let config = new.filter_config(self.flow_config());
+        self.lower_floor(config.floor_min)?;
+        if old.ports != new.ports {
+            self.write_ports(new)?;
+        }
+        let mut hosts: HashMap<_, u64, HostPolicy> =
+            HashMap::try_from(self.map_mut(maps::HOST_POLICY)?)?;
+        let changes: Vec<_> = old.hosts.diff(&new.hosts).collect();
+        for change in &changes {
+            if let DiffItem::Remove(name, _) = change {
+                let (key, _) = XdpPolicy::entry(name, TlsVersion::Tls12);
+                // An entry already gone (a failed earlier write) is gone either way.
+                let _ = hosts.remove(&key);
+            }
+        }
+        for change in &changes {
+            if let DiffItem::Add(name, min)
+            | DiffItem::Update {
+                new: (name, min), ..
+            } = change
+            {
+                let (key, value) = XdpPolicy::entry(name, **min);
+                hosts
+                    .insert(key, value, 0)
+                    .context("writing a hostname policy")?;
+            }
+        }
+        self.write_config(config)
+    }
+
+    /// Lowers the floor in force to `floor` if it is above it (first write).
+    fn lower_floor(&mut self, floor: u16) -> anyhow::Result<()> {
+        let mut config: Array<_, FilterConfig> = Array::try_from(self.map_mut(maps::CONFIG)?)?;
+        let mut old = config.get(&0, 0).context("reading CONFIG")?;
+        if old != FilterConfig::default() {
+            old.floor_min = old.floor_min.min(floor);
+        } else {
+            old.floor_min = floor;
+        }
+        config.set(0, old, 0).context("writing CONFIG")?;
+        Ok(())
+    }
+
+    fn write_ports(&mut self, policy: &XdpPolicy) -> anyhow::Result<()> {
+        let mut ports: Array<_, u64> = Array::try_from(self.map_mut(maps::TLS_PORTS)?)?;
+        for (i, word) in policy.port_bitmap().into_iter().enumerate() {
+            if ports.get(&(i as u32), 0)? != word {
+                ports.set(i as u32, word, 0).context("writing TLS_PORTS")?;
+            }
+        }
+        Ok(())
     }
 
     /// Forgets every flow's reassembly and anchor state at once, by a new flow-hash
@@ -240,12 +314,24 @@ mod tests {
     fn floor_is_the_lowest_minimum() {
         let mut p = XdpPolicy::uniform(TlsVersion::Tls12);
         assert_eq!(p.floor(), TlsVersion::Tls12);
-        p.hosts.insert("old.example.com".into(), TlsVersion::Tls10);
-        p.hosts.insert("new.example.com".into(), TlsVersion::Tls13);
+        p.set_host("old.example.com", Some(TlsVersion::Tls10))
+            .unwrap();
+        p.set_host("new.example.com", Some(TlsVersion::Tls13))
+            .unwrap();
         assert_eq!(p.floor(), TlsVersion::Tls10);
         assert_eq!(p.min_for(Some("new.example.com")), TlsVersion::Tls13);
         assert_eq!(p.min_for(Some("other.example.com")), TlsVersion::Tls12);
         assert_eq!(p.min_for(None), TlsVersion::Tls12);
+        // The floor follows removals and changes, without a scan.
+        p.set_host("old.example.com", None).unwrap();
+        assert_eq!(p.floor(), TlsVersion::Tls12);
+        p.set_host("new.example.com", Some(TlsVersion::Tls11))
+            .unwrap();
+        assert_eq!(p.floor(), TlsVersion::Tls11);
+        p.set_host("new.example.com", Some(TlsVersion::Tls13))
+            .unwrap();
+        assert_eq!(p.floor(), TlsVersion::Tls12);
+        assert!(p.set_host("", Some(TlsVersion::Tls13)).is_err());
     }
 
     #[test]
@@ -255,12 +341,12 @@ mod tests {
              min_tls_version = \"1.3\"\nwildcard = true\n[[hostname]]\nname = \"plain.test\"\n",
         )
         .unwrap();
-        let p = XdpPolicy::from_config(&config);
+        let p = XdpPolicy::from_config(&config).unwrap();
         assert_eq!(p.min_for(Some("saas.test")), TlsVersion::Tls13);
         assert_eq!(p.min_for(Some("sub1.saas.test")), TlsVersion::Tls11);
         assert_eq!(p.min_for(Some("plain.test")), TlsVersion::Tls11);
         assert!(
-            !p.hosts.contains_key("plain.test"),
+            !p.hosts().contains_key("plain.test"),
             "no entry needed for zone values"
         );
     }

@@ -19,7 +19,7 @@ use gateway::{
         model::{AuthorityKind, State},
     },
     layers::Layers,
-    tls::TlsSnapshot,
+    compiled::Compiled,
 };
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -102,12 +102,9 @@ fn setup() -> Harness {
     base.terminator.listen = vec!["127.0.0.1:8443".parse().unwrap()];
     base.xdp.ports = vec![8443];
     let config = opened.state.to_config(&base);
-    let snapshot = TlsSnapshot::build(&config).expect("the first state builds");
-    let layers = Layers {
-        filter: None,
-        tls: Some(Arc::new(ArcSwap::from_pointee(snapshot))),
-        terminator: config.terminator.clone(),
-    };
+    let compiled = Compiled::build(&config, true).expect("the first state builds");
+    let snapshot = compiled.tls.clone().expect("with a terminator");
+    let layers = Layers::new(None, Some(Arc::new(ArcSwap::new(snapshot))), compiled);
     let expiry = Expiry::new(&prometheus::Registry::new()).unwrap();
     let layers = Arc::new(Mutex::new(layers));
     let plane = Arc::new(ControlPlane::start(opened, base, layers, expiry));

@@ -352,7 +352,7 @@ pub fn zone_policy() -> XdpPolicy {
         ("old.test", TlsVersion::Tls10),
         ("x.y.z.test", TlsVersion::Tls11),
     ] {
-        p.hosts.insert(name.to_string(), min);
+        p.set_host(name, Some(min)).expect("a valid hostname");
     }
     p
 }

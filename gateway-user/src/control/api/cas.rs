@@ -219,32 +219,6 @@ async fn set_crl(plane: &ControlPlane, id: &str, source: &str, new: bool) -> Ans
     }
 }
 
-/// Refreshes every CRL source (the daemon calls it periodically); failures are logged.
-pub async fn refresh_all(plane: &ControlPlane) {
-    let ids: Vec<String> = plane
-        .read(|s| {
-            uploaded(s)
-                .filter_map(|c| c.crl.as_ref().map(|_| c.id.clone()))
-                .collect()
-        })
-        .await;
-    for id in ids {
-        let source = plane
-            .read(|s| {
-                s.cas
-                    .get(&id)
-                    .and_then(|c| c.crl.as_ref())
-                    .map(|c| c.source.clone())
-            })
-            .await;
-        if let Some(source) = source
-            && let Err(e) = set_crl(plane, &id, &source, false).await
-        {
-            log::warn!("CRL of CA {id} from {source}: {}", e.message);
-        }
-    }
-}
-
 fn view(s: &State, ca: &Authority) -> Value {
     json!({
         "id": ca.id,

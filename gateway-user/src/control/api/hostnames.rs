@@ -343,22 +343,36 @@ pub async fn associations(plane: &ControlPlane, call: &Call) -> Answer {
             plane
                 .change(|s| {
                     let id = ca_of(s, body.mtls_certificate_id.as_ref())?;
-                    if let Some(missing) = body
+                    let wanted: std::collections::HashSet<&str> =
+                        body.hostnames.iter().map(String::as_str).collect();
+                    let mut found = 0;
+                    // Only the hostnames whose association changes are written.
+                    let changing: Vec<String> = s
                         .hostnames
-                        .iter()
-                        .find(|n| s.hostname_by_name(n).is_none())
-                    {
+                        .values()
+                        .filter(|h| {
+                            let want = wanted.contains(h.name.as_str());
+                            found += usize::from(want);
+                            want != h.cas.contains(&id)
+                        })
+                        .map(|h| h.id.clone())
+                        .collect();
+                    if found < wanted.len() {
+                        let missing = body
+                            .hostnames
+                            .iter()
+                            .find(|n| s.hostname_by_name(n).is_none())
+                            .expect("a name that matched no hostname");
                         return Err(ApiError::invalid(format!(
                             "hostname {missing:?} does not exist: create it first \
                              (POST custom_hostnames)"
                         )));
                     }
-                    for h in s.hostnames.values_mut() {
-                        let wanted = body.hostnames.contains(&h.name);
-                        let has = h.cas.contains(&id);
-                        if wanted && !has {
+                    for host_id in changing {
+                        let h = s.hostnames.get_mut(&host_id).expect("listed above");
+                        if wanted.contains(h.name.as_str()) {
                             h.cas.push(id.clone());
-                        } else if !wanted && has {
+                        } else {
                             h.cas.retain(|c| *c != id);
                         }
                     }

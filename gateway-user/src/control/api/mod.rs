@@ -32,8 +32,6 @@ use tokio::net::TcpListener;
 
 use super::ControlPlane;
 
-pub use cas::refresh_all as refresh_crls;
-
 mod cas;
 mod certs;
 mod hostnames;

@@ -57,7 +57,7 @@ pub(super) fn judge_handshake(hs: &[u8], policy: &XdpPolicy) -> (Verdict, Option
 pub(super) fn apply(offer: Offer, policy: &XdpPolicy) -> (Verdict, Option<Seen>) {
     let min = match &offer.sni {
         Sni::Present(name) => policy
-            .hosts
+            .hosts()
             .get(name.as_str())
             .copied()
             .unwrap_or(policy.zone_min),

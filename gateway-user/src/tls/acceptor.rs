@@ -19,7 +19,7 @@ use x509_parser::{certificate::X509Certificate, prelude::FromDer};
 
 use super::{
     client_auth::{CertDetails, ClientAuth},
-    context::ssl_version,
+    context::{self, ssl_version},
     snapshot::{HostTls, MtlsPolicy, TlsSnapshot},
 };
 
@@ -43,6 +43,7 @@ pub fn acceptor(snapshot: Arc<ArcSwap<TlsSnapshot>>) -> anyhow::Result<SslAccept
     // bound to the hostname (session id context) and never issued on mTLS
     // hostnames, so a client-auth result is never resumed.
     b.set_session_cache_mode(SslSessionCacheMode::OFF);
+    context::set_alpn(&mut b);
     b.set_select_certificate_callback(move |mut hello| select(snapshot.load_full(), &mut hello));
     Ok(b.build())
 }
@@ -64,9 +65,8 @@ fn select(snapshot: Arc<TlsSnapshot>, hello: &mut ClientHello<'_>) -> Result<(),
         warn!("handshake for {sni:?}: {what}: {e}");
         SelectCertError::ERROR
     };
-    // The context first: it replaces certificate, ALPN and session id context.
-    ssl.set_ssl_context(&host.ctx)
-        .map_err(|e| fail("switching context", &e))?;
+    host.install(ssl)
+        .map_err(|e| fail("certificate and session context", &e))?;
     ssl.set_min_proto_version(Some(ssl_version(snapshot.min_version(&host))))
         .map_err(|e| fail("minimum version", &e))?;
     if let Some(ciphers) = snapshot.ciphers(&host) {

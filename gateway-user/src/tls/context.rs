@@ -1,13 +1,16 @@
 //! The BoringSSL pieces a hostname's policy is compiled into: its identity
-//! (certificate chain and key), its SSL context, its cipher list and the trust
-//! store its client certificates are verified against.
+//! (certificate chain and key) and session id context, set on each connection
+//! by the select-certificate callback (one shared SSL context serves every
+//! hostname, so a hostname costs its certificate and key, not a context); its
+//! cipher list; and the trust store its client certificates are verified against.
 
 use std::{collections::HashSet, ffi::CString};
 
 use anyhow::{Context, bail};
 use boring::{
+    error::ErrorStack,
     pkey::{PKey, Private},
-    ssl::{AlpnError, SslContext, SslContextBuilder, SslMethod, SslVersion, select_next_proto},
+    ssl::{AlpnError, SslContextBuilder, SslMethod, SslRef, SslVersion, select_next_proto},
     x509::{
         X509,
         store::{X509Store, X509StoreBuilder},
@@ -21,42 +24,64 @@ use crate::{config::Material, tls_version::TlsVersion};
 /// ALPN protocols offered, in preference order (wire format).
 const ALPN: &[u8] = b"\x02h2\x08http/1.1";
 
-/// A certificate chain (leaf first) and its private key.
-pub type Identity = (Vec<X509>, PKey<Private>);
+/// A certificate chain (leaf first) and its private key, checked to match.
+pub struct Identity {
+    chain: Vec<X509>,
+    key: PKey<Private>,
+}
 
 /// Reads and parses a certificate chain and key.
 pub fn load_identity(cert: &Material, key: &Material) -> anyhow::Result<Identity> {
     let chain = X509::stack_from_pem(&cert.read()?)
         .with_context(|| format!("{cert}: not a PEM certificate chain"))?;
-    if chain.is_empty() {
+    let Some(leaf) = chain.first() else {
         bail!("{cert}: no certificate in it");
-    }
+    };
     let key = PKey::private_key_from_pem(&key.read()?)
         .with_context(|| format!("{key}: not a PEM private key"))?;
-    Ok((chain, key))
+    if !leaf.public_key()?.public_eq(&key) {
+        bail!("the private key does not match the certificate");
+    }
+    Ok(Identity { chain, key })
 }
 
-/// An SSL context holding what `SSL_set_SSL_CTX` swaps in: certificate, key,
-/// ALPN, and a session id context unique to the hostname and view, so a session
-/// never resumes on another hostname.
-pub fn context(identity: Option<&Identity>, name: &str, view: &str) -> anyhow::Result<SslContext> {
-    let mut b = SslContextBuilder::new(SslMethod::tls())?;
-    if let Some((chain, key)) = identity {
-        b.set_certificate(&chain[0])?;
-        for extra in &chain[1..] {
-            b.add_extra_chain_cert(extra.clone())?;
-        }
-        b.set_private_key(key)?;
-        b.check_private_key()
-            .context("the private key does not match the certificate")?;
-    }
-    b.set_alpn_select_callback(|_, client| select_next_proto(ALPN, client).ok_or(AlpnError::NOACK));
-    let sid = boring::hash::hash(
+/// A session id context unique to the hostname and view (`exact`, `wildcard`,
+/// or a zone entry's), so a session never resumes on another hostname.
+pub fn session_id_context(name: &str, view: &str) -> [u8; 32] {
+    let digest = boring::hash::hash(
         boring::hash::MessageDigest::sha256(),
         format!("{view}\0{name}").as_bytes(),
-    )?;
-    b.set_session_id_context(&sid[..32])?;
-    Ok(b.build())
+    )
+    .expect("SHA-256 of a few bytes");
+    let mut sid = [0; 32];
+    sid.copy_from_slice(&digest[..32]);
+    sid
+}
+
+/// Puts an identity (if any) and a session id context on one connection.
+pub fn install(
+    ssl: &mut SslRef,
+    identity: Option<&Identity>,
+    sid: &[u8; 32],
+) -> Result<(), ErrorStack> {
+    if let Some(id) = identity {
+        ssl.set_certificate(&id.chain[0])?;
+        for extra in &id.chain[1..] {
+            ssl.add_chain_cert(extra)?;
+        }
+        ssl.set_private_key(&id.key)?;
+    }
+    // SAFETY: a live SSL handle, and 32 bytes (the maximum a context may have).
+    let ok = unsafe { boring_sys::SSL_set_session_id_context(ssl.as_ptr(), sid.as_ptr(), 32) };
+    if ok != 1 {
+        return Err(ErrorStack::get());
+    }
+    Ok(())
+}
+
+/// Answers ALPN with the first protocol of ours the client offers.
+pub fn set_alpn(b: &mut SslContextBuilder) {
+    b.set_alpn_select_callback(|_, client| select_next_proto(ALPN, client).ok_or(AlpnError::NOACK));
 }
 
 /// A cipher list BoringSSL accepts (checked now, so a typo is refused with the

@@ -16,7 +16,8 @@ use std::{
 
 use anyhow::{Context, bail};
 use boring::{
-    ssl::SslContext,
+    error::ErrorStack,
+    ssl::SslRef,
     x509::{X509, store::X509Store},
 };
 use http::Uri;
@@ -63,8 +64,10 @@ enum Minimum {
 pub struct HostTls {
     /// The hostname (empty for the zone's defaults).
     pub name: String,
-    /// Certificate, key, ALPN and session id context.
-    pub ctx: SslContext,
+    /// Its certificate and key (shared by every entry that uses the default).
+    identity: Option<Arc<Identity>>,
+    /// Its session id context.
+    sid: [u8; 32],
     /// Where requests go.
     pub origin: Option<Uri>,
     /// How the client certificate reaches the origin.
@@ -74,9 +77,7 @@ pub struct HostTls {
     minimum: Minimum,
     /// Its own cipher list (none: the zone's).
     ciphers: Option<CString>,
-    /// The session id context's view: `exact` or `wildcard`.
-    view: &'static str,
-    /// Its context holds the default certificate (it has none of its own).
+    /// It has no certificate of its own: it uses the default.
     default_identity: bool,
 }
 
@@ -185,6 +186,7 @@ impl TlsSnapshot {
 
     /// A snapshot of no hostnames, the default zone and no default certificate.
     fn empty() -> anyhow::Result<TlsSnapshot> {
+        // (Fallible in the type only, for symmetry with `update`.)
         let zone = ZoneTls {
             min: TlsVersion::Tls12,
             no_sni_min: TlsVersion::Tls12,
@@ -193,8 +195,8 @@ impl TlsSnapshot {
         Ok(TlsSnapshot {
             hosts: Map::new(),
             wildcards: Map::new(),
-            unknown: Arc::new(zone_entry(None, Minimum::Zone, "*unknown*")?),
-            no_sni: Arc::new(zone_entry(None, Minimum::NoSni, "*no-sni*")?),
+            unknown: Arc::new(zone_entry(None, Minimum::Zone, "*unknown*")),
+            no_sni: Arc::new(zone_entry(None, Minimum::NoSni, "*no-sni*")),
             zone,
             default_identity: None,
             cas: Map::new(),
@@ -256,8 +258,8 @@ impl TlsSnapshot {
             .transpose()
             .context("[terminator] certificate")?
             .map(Arc::new);
-        self.unknown = Arc::new(zone_entry(identity.as_deref(), Minimum::Zone, "*unknown*")?);
-        self.no_sni = Arc::new(zone_entry(identity.as_deref(), Minimum::NoSni, "*no-sni*")?);
+        self.unknown = Arc::new(zone_entry(identity.clone(), Minimum::Zone, "*unknown*"));
+        self.no_sni = Arc::new(zone_entry(identity.clone(), Minimum::NoSni, "*no-sni*"));
         for map in [&mut self.hosts, &mut self.wildcards] {
             let using: Vec<Arc<HostTls>> = map
                 .values()
@@ -265,15 +267,15 @@ impl TlsSnapshot {
                 .cloned()
                 .collect();
             for host in using {
-                let Some(id) = identity.as_deref() else {
+                if identity.is_none() {
                     bail!(
                         "hostname {:?} has no certificate: set its `certificate` and `key`, \
                          or a default in [terminator]",
                         host.name
                     );
-                };
-                let ctx = context::context(Some(id), &host.name, host.view)?;
-                map.insert(host.name.clone(), Arc::new(host.with_context(ctx)));
+                }
+                let next = host.with_identity(identity.clone());
+                map.insert(host.name.clone(), Arc::new(next));
             }
         }
         self.default_identity = identity;
@@ -347,12 +349,13 @@ impl TlsSnapshot {
     /// Compiles one hostname (and its wildcard view) into the snapshot.
     fn set_host(&mut self, h: &HostnameSection) -> anyhow::Result<()> {
         let own = match (&h.certificate, &h.key) {
-            (Some(c), Some(k)) => Some(context::load_identity(c, k)?),
+            (Some(c), Some(k)) => Some(Arc::new(context::load_identity(c, k)?)),
             _ => None,
         };
-        let identity = match (&own, &self.default_identity) {
+        let default_identity = own.is_none();
+        let identity = match (own, &self.default_identity) {
             (Some(own), _) => own,
-            (None, Some(default)) => &**default,
+            (None, Some(default)) => default.clone(),
             (None, None) => bail!(
                 "it has no certificate: set its `certificate` and `key`, or a default in \
                  [terminator]"
@@ -374,14 +377,14 @@ impl TlsSnapshot {
         let entry = |minimum: Minimum, view: &'static str| -> anyhow::Result<HostTls> {
             Ok(HostTls {
                 name: h.name.clone(),
-                ctx: context::context(Some(identity), &h.name, view)?,
+                identity: Some(identity.clone()),
+                sid: context::session_id_context(&h.name, view),
                 origin: h.origin.as_deref().map(str::parse).transpose()?,
                 forward: h.forward_client_cert,
                 mtls: mtls.clone(),
                 minimum,
                 ciphers: context::cipher_list(&h.ciphers)?,
-                view,
-                default_identity: own.is_none(),
+                default_identity,
             })
         };
         let minimum = h.min_tls_version.map_or(Minimum::Zone, Minimum::Own);
@@ -398,37 +401,38 @@ impl TlsSnapshot {
 }
 
 impl HostTls {
-    /// The same entry with another SSL context.
-    fn with_context(&self, ctx: SslContext) -> HostTls {
+    /// Puts the entry's certificate, key and session id context on a connection.
+    pub fn install(&self, ssl: &mut SslRef) -> Result<(), ErrorStack> {
+        context::install(ssl, self.identity.as_deref(), &self.sid)
+    }
+
+    /// The same entry with another certificate and key.
+    fn with_identity(&self, identity: Option<Arc<Identity>>) -> HostTls {
         HostTls {
             name: self.name.clone(),
-            ctx,
+            identity,
+            sid: self.sid,
             origin: self.origin.clone(),
             forward: self.forward,
             mtls: self.mtls.clone(),
             minimum: self.minimum,
             ciphers: self.ciphers.clone(),
-            view: self.view,
             default_identity: self.default_identity,
         }
     }
 }
 
 /// The entry for clients without SNI or with an unknown one.
-fn zone_entry(
-    identity: Option<&Identity>,
-    minimum: Minimum,
-    view: &'static str,
-) -> anyhow::Result<HostTls> {
-    Ok(HostTls {
+fn zone_entry(identity: Option<Arc<Identity>>, minimum: Minimum, view: &'static str) -> HostTls {
+    HostTls {
         name: String::new(),
-        ctx: context::context(identity, "", view)?,
+        identity,
+        sid: context::session_id_context("", view),
         origin: None,
         forward: ForwardMode::None,
         mtls: None,
         minimum,
         ciphers: None,
-        view,
         default_identity: true,
-    })
+    }
 }

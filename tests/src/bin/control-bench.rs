@@ -347,11 +347,21 @@ fn timed(
     count: usize,
     mut change: impl FnMut(usize) -> anyhow::Result<()>,
 ) -> anyhow::Result<(f64, f64)> {
-    let mut ms = Vec::with_capacity(count);
-    for i in 0..count {
+    timed_part(count, |i| {
         let t = Instant::now();
         change(i)?;
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        Ok(t.elapsed())
+    })
+}
+
+/// As [`timed`], for a closure that times its own part.
+fn timed_part(
+    count: usize,
+    mut change: impl FnMut(usize) -> anyhow::Result<Duration>,
+) -> anyhow::Result<(f64, f64)> {
+    let mut ms = Vec::with_capacity(count);
+    for i in 0..count {
+        ms.push(change(i)?.as_secs_f64() * 1e3);
     }
     ms.sort_by(f64::total_cmp);
     let at = |q: f64| ms[((ms.len() as f64 * q) as usize).min(ms.len() - 1)];
@@ -404,9 +414,14 @@ fn changes(
         api.call("POST", &rules, Some(&body)).map(drop)
     })?;
     out.push(("rule add", p50, p99));
+    // Two CRLs that differ (one revokes a certificate), alternated, so that
+    // every refresh changes what is revoked.
     let ca = TestCa::new(dir, "bench-ca");
-    let crl = dir.join("bench.crl");
-    ca.crl(&crl, false);
+    let (crl, before, after) = (dir.join("bench.crl"), dir.join("a.crl"), dir.join("b.crl"));
+    ca.crl(&before, false);
+    ca.revoke(&ca.client("revoked", None));
+    ca.crl(&after, false);
+    std::fs::copy(&before, &crl)?;
     let pem = std::fs::read_to_string(&ca.cert)?;
     let cas = format!("accounts/{account}/mtls_certificates");
     let uploaded = api.call(
@@ -420,9 +435,16 @@ fn changes(
         &format!("{cas}/{ca_id}/crl"),
         Some(&json!({"source": crl.display().to_string()})),
     )?;
-    let (p50, p99) = timed(count, |_| {
-        api.call("POST", &format!("{cas}/{ca_id}/crl/refresh"), None)
-            .map(drop)
+    let (p50, p99) = timed_part(count, |i| {
+        std::fs::copy([&after, &before][i % 2], &crl)?;
+        let t = Instant::now();
+        let refreshed = api.call("POST", &format!("{cas}/{ca_id}/crl/refresh"), None)?;
+        let took = t.elapsed();
+        anyhow::ensure!(
+            refreshed["crl"]["revoked"] == [1, 0][i % 2],
+            "the refresh put the new CRL in force: {refreshed}"
+        );
+        Ok(took)
     })?;
     out.push(("crl refresh", p50, p99));
     Ok(out)

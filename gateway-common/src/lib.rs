@@ -41,8 +41,17 @@ pub const DEFAULT_HELLO_FLOWS: u32 = 4096;
 /// Number of 64-bit words in the TLS port bitmap (one bit per TCP port).
 pub const PORT_BITMAP_WORDS: u32 = 65536 / 64;
 
-/// Maximum number of hostnames with their own minimum TLS version.
+/// Entries of the hostname policy map the object declares; userspace sets
+/// the size at load (`[xdp] hostnames`, default [`DEFAULT_HOSTS`]).
 pub const MAX_HOSTS: u32 = 65536;
+
+/// Default size of the hostname policy map: room for a SaaS platform's
+/// 1,000,000 hostnames. The map is not preallocated, so an entry costs kernel
+/// memory only once it is written.
+pub const DEFAULT_HOSTS: u32 = 1_000_000;
+
+/// `BPF_F_NO_PREALLOC`: a hash map that allocates its entries as they are written.
+pub const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// Entries of the table that remembers recently refused flows.
 pub const MAX_REFUSED_FLOWS: u32 = 65536;

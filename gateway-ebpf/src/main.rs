@@ -32,7 +32,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use gateway_common::{
     DEFAULT_FLOW_ANCHORS, DEFAULT_HELLO_FLOWS, FilterConfig, FlowAnchor, FlowKey, HelloFlow,
-    HostPolicy, MAX_HOSTS, MAX_REFUSED_FLOWS, PAYLOAD_CAP, PORT_BITMAP_WORDS, REFUSE_DROP,
+    BPF_F_NO_PREALLOC, HostPolicy, MAX_HOSTS, MAX_REFUSED_FLOWS, PAYLOAD_CAP, PORT_BITMAP_WORDS, REFUSE_DROP,
     REFUSE_RESET, SNI_ABSENT, Scratch, Stat,
     flow::{
         ANCHOR_FROM_SYN, FLOW_AWAIT, FLOW_DECIDED, FLOW_HELLO, FLOW_REFUSED, flow_hash, flow_tag,
@@ -48,7 +48,8 @@ use staged::Staged;
 use stream::Outcome;
 
 #[map]
-static HOST_POLICY: HashMap<u64, HostPolicy> = HashMap::with_max_entries(MAX_HOSTS, 0);
+static HOST_POLICY: HashMap<u64, HostPolicy> =
+    HashMap::with_max_entries(MAX_HOSTS, BPF_F_NO_PREALLOC);
 
 #[map]
 static CONFIG: Array<FilterConfig> = Array::with_max_entries(1, 0);

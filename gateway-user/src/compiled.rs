@@ -26,6 +26,8 @@ pub struct Compiled {
     /// Every hostname's name, and every CA's: what a change is checked against.
     hostnames: imbl::OrdSet<String>,
     cas: imbl::OrdSet<String>,
+    /// The size of the XDP filter's hostname table.
+    max_hostnames: usize,
 }
 
 impl Compiled {
@@ -41,6 +43,7 @@ impl Compiled {
             terminator: config.terminator.clone(),
             hostnames: config.hostnames.iter().map(|h| h.name.clone()).collect(),
             cas: config.cas.iter().map(|c| c.name.clone()).collect(),
+            max_hostnames: config.xdp.hostnames as usize,
         })
     }
 
@@ -63,11 +66,11 @@ impl Compiled {
             h.validate(|ca| cas.contains(ca))?;
             hostnames.insert(h.name.clone());
         }
-        if hostnames.len() > gateway_common::MAX_HOSTS as usize {
+        if hostnames.len() > self.max_hostnames {
             bail!(
-                "{} hostnames: the XDP filter holds at most {}",
+                "{} hostnames: the XDP filter holds at most {} ([xdp] hostnames)",
                 hostnames.len(),
-                gateway_common::MAX_HOSTS
+                self.max_hostnames
             );
         }
         // The snapshot compiles the rules; without one, they are compiled to check them.
@@ -85,6 +88,7 @@ impl Compiled {
             terminator: self.terminator.clone(),
             hostnames,
             cas,
+            max_hostnames: self.max_hostnames,
         })
     }
 

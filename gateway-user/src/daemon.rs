@@ -182,8 +182,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     println!("gateway: {}", banner.join("; "));
     let watch = path.map(|p| (Watch::new(&p, &config), p));
     // Compiled and in force: the rendered configuration (a copy of every
-    // certificate in store mode) is not kept.
+    // certificate in store mode) is not kept, and what compiling it took goes
+    // back to the system.
     drop(config);
+    // SAFETY: malloc_trim only releases free heap pages.
+    unsafe { libc::malloc_trim(0) };
     let result = event_loop(&layers, watch, metrics_task).await;
     shutdown(tasks, &layers).await;
     result
@@ -198,7 +201,7 @@ fn start_xdp(
     registry: &Registry,
     banner: &mut Vec<String>,
 ) -> anyhow::Result<XdpFilter> {
-    let mut filter = XdpFilter::load_with(opts.program_log, config.xdp.flow_tables())?;
+    let mut filter = XdpFilter::load_with(opts.program_log, config.xdp.map_sizes())?;
     filter.apply(&compiled.xdp)?;
     let attached = filter.attach(interface, opts.mode.unwrap_or(config.xdp.mode))?;
     registry.register(Box::new(XdpCollector::new(filter.stats())))?;

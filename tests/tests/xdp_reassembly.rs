@@ -8,7 +8,7 @@ use gateway::{
     frame::{TPID_8021Q, TcpFrame, flags, tcp_view},
     hello::{ClientHello, Ext, records},
     tls_version::TlsVersion::{Tls12, Tls13},
-    xdp::{FlowTables, FrameVerdict, ProgramLog, XDP_PASS, XdpFilter, XdpPolicy},
+    xdp::{FrameVerdict, MapSizes, ProgramLog, XDP_PASS, XdpFilter, XdpPolicy},
 };
 use gateway_common::{Stat, version};
 use gateway_tests::{CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6, fresh_port, policy, require_root};
@@ -54,7 +54,7 @@ impl Conn {
     }
 }
 
-fn filter_with(policy: &XdpPolicy, tables: FlowTables) -> XdpFilter {
+fn filter_with(policy: &XdpPolicy, tables: MapSizes) -> XdpFilter {
     require_root("loading the XDP program (BPF_PROG_LOAD, BPF_PROG_TEST_RUN)");
     let mut filter = XdpFilter::load_with(ProgramLog::Off, tables).expect("load the XDP program");
     filter.apply(policy).expect("apply the policy");
@@ -64,7 +64,7 @@ fn filter_with(policy: &XdpPolicy, tables: FlowTables) -> XdpFilter {
 fn filter() -> XdpFilter {
     filter_with(
         &policy(Tls12, &[("strict.test", Tls13)]),
-        FlowTables::default(),
+        MapSizes::default(),
     )
 }
 
@@ -327,9 +327,10 @@ fn a_hello_larger_than_the_buffers_passes() {
 #[test]
 fn a_flow_whose_slot_another_flow_took_passes() {
     // One reassembly slot: every two hellos in progress collide.
-    let tables = FlowTables {
+    let tables = MapSizes {
         anchors: 1 << 16,
         hello_flows: 1,
+        ..MapSizes::default()
     };
     let filter = filter_with(&policy(Tls12, &[]), tables);
     let stream = old_hello_stream();
@@ -350,9 +351,10 @@ fn a_flow_whose_slot_another_flow_took_passes() {
 fn a_flow_whose_syn_anchor_was_overwritten_is_still_decided() {
     // One anchor slot: the second SYN takes it, and the first flow's hello is
     // judged as a flow whose SYN was not seen (a hello header begins the stream).
-    let tables = FlowTables {
+    let tables = MapSizes {
         anchors: 1,
         hello_flows: 64,
+        ..MapSizes::default()
     };
     let filter = filter_with(&policy(Tls12, &[]), tables);
     let stream = old_hello_stream();
@@ -367,13 +369,45 @@ fn a_flow_whose_syn_anchor_was_overwritten_is_still_decided() {
 fn table_sizes_are_checked() {
     require_root("loading the XDP program");
     for bad in [0, 3, 1 << 25] {
-        let tables = FlowTables {
+        let tables = MapSizes {
             anchors: bad,
             hello_flows: 16,
+            ..MapSizes::default()
         };
         let err = XdpFilter::load_with(ProgramLog::Off, tables)
             .err()
             .expect("refused");
         assert!(format!("{err:#}").contains("power of two"), "{err:#}");
     }
+    for bad in [0, 1 << 25] {
+        let tables = MapSizes {
+            hostnames: bad,
+            ..MapSizes::default()
+        };
+        let err = XdpFilter::load_with(ProgramLog::Off, tables)
+            .err()
+            .expect("refused");
+        assert!(format!("{err:#}").contains("hostnames"), "{err:#}");
+    }
+}
+
+#[test]
+fn the_hostname_table_is_sized_at_load_and_holds_more_than_the_object_declares() {
+    // The object declares 65,536 entries; a table of a million (the default)
+    // takes them, and a small one refuses the entry past its size.
+    let mut big = XdpFilter::load_with(ProgramLog::Off, MapSizes::default()).unwrap();
+    let mut p = policy(Tls12, &[]);
+    for i in 0..70_000 {
+        p.set_host(&format!("h{i}.test"), Some(Tls13)).unwrap();
+    }
+    big.apply(&p).unwrap();
+    let small = MapSizes {
+        hostnames: 1000,
+        ..MapSizes::default()
+    };
+    let mut filter = XdpFilter::load_with(ProgramLog::Off, small).unwrap();
+    let err = filter
+        .apply(&p)
+        .expect_err("more hostnames than the table holds");
+    assert!(format!("{err:#}").contains("hostname policy"), "{err:#}");
 }

@@ -92,6 +92,10 @@ pub struct XdpSection {
     /// ClientHellos reassembled at once (a power of two; about 13 KiB each).
     #[serde(default = "default_hello_flows")]
     pub hello_flows: u32,
+    /// Size of the hostname policy table: how many hostnames the gateway can
+    /// hold (each costs kernel memory only once written).
+    #[serde(default = "default_hostnames")]
+    pub hostnames: u32,
 }
 
 impl Default for XdpSection {
@@ -103,22 +107,28 @@ impl Default for XdpSection {
             refuse: RefuseMode::default(),
             flow_anchors: default_flow_anchors(),
             hello_flows: default_hello_flows(),
+            hostnames: default_hostnames(),
         }
     }
 }
 
 impl XdpSection {
-    /// The flow-table sizes this section asks for.
-    pub fn flow_tables(&self) -> crate::xdp::FlowTables {
-        crate::xdp::FlowTables {
+    /// The table sizes this section asks for.
+    pub fn map_sizes(&self) -> crate::xdp::MapSizes {
+        crate::xdp::MapSizes {
             anchors: self.flow_anchors,
             hello_flows: self.hello_flows,
+            hostnames: self.hostnames,
         }
     }
 }
 
 fn default_flow_anchors() -> u32 {
     gateway_common::DEFAULT_FLOW_ANCHORS
+}
+
+fn default_hostnames() -> u32 {
+    gateway_common::DEFAULT_HOSTS
 }
 
 fn default_hello_flows() -> u32 {
@@ -316,12 +326,12 @@ impl Config {
         if let Some(p) = self.xdp.ports.iter().find(|p| **p == 0) {
             bail!("[xdp] ports contains {p}: ports are 1..65535");
         }
-        self.xdp.flow_tables().validate()?;
-        if self.hostnames.len() > gateway_common::MAX_HOSTS as usize {
+        self.xdp.map_sizes().validate()?;
+        if self.hostnames.len() > self.xdp.hostnames as usize {
             bail!(
-                "{} hostnames: the XDP filter holds at most {}",
+                "{} hostnames: the XDP filter holds at most {} ([xdp] hostnames)",
                 self.hostnames.len(),
-                gateway_common::MAX_HOSTS
+                self.xdp.hostnames
             );
         }
         let mut seen = BTreeSet::new();

@@ -28,6 +28,9 @@ fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
     TableDefinition::new(name)
 }
 
+/// The store's page cache: enough for a change's pages, not a copy of the state.
+const STORE_CACHE_BYTES: usize = 8 << 20;
+
 /// The store file's name in the data directory.
 pub const STORE_FILE: &str = "gateway.redb";
 
@@ -74,7 +77,10 @@ impl Store {
             );
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         }
+        // The state is read once at start and kept in memory: redb's page cache
+        // (1 GiB by default) would only hold a second copy of it.
         let db = Database::builder()
+            .set_cache_size(STORE_CACHE_BYTES)
             .create_with_backend(redb::backends::FileBackend::new(file)?)
             .with_context(|| format!("cannot open the store {}", path.display()))?;
         let store = Store { db, path };

@@ -57,34 +57,46 @@ pub enum ProgramLog {
     Debug,
 }
 
-/// Sizes of the filter's per-flow tables, in entries (powers of two). Memory
-/// is entries × entry size, allocated when the program loads.
+/// Sizes of the filter's tables set at load, in entries. The per-flow tables
+/// (powers of two) take entries × entry size when the program loads; the
+/// hostname table is allocated entry by entry as hostnames are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlowTables {
+pub struct MapSizes {
     /// Flows whose SYN was seen (16 bytes each).
     pub anchors: u32,
     /// ClientHellos being reassembled at once (about 13 KiB each).
     pub hello_flows: u32,
+    /// Hostnames with a minimum of their own.
+    pub hostnames: u32,
 }
 
-impl Default for FlowTables {
+impl Default for MapSizes {
     fn default() -> Self {
-        FlowTables {
+        MapSizes {
             anchors: DEFAULT_FLOW_ANCHORS,
             hello_flows: DEFAULT_HELLO_FLOWS,
+            hostnames: gateway_common::DEFAULT_HOSTS,
         }
     }
 }
 
-impl FlowTables {
-    /// Bytes of kernel memory the two tables take.
+impl MapSizes {
+    /// Bytes of kernel memory the two flow tables take (the hostname table
+    /// grows with its entries, about 100 bytes each).
     pub fn memory_bytes(&self) -> u64 {
         u64::from(self.anchors) * std::mem::size_of::<FlowAnchor>() as u64
             + u64::from(self.hello_flows) * std::mem::size_of::<HelloFlow>() as u64
     }
 
-    /// Checks that both sizes are powers of two within bounds.
+    /// Checks that the flow tables' sizes are powers of two within bounds, and
+    /// the hostname table's within bounds.
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=1 << 24).contains(&self.hostnames),
+            "[xdp] hostnames = {}: must be from 1 to {}",
+            self.hostnames,
+            1 << 24
+        );
         for (name, n, max) in [
             ("flow_anchors", self.anchors, 1 << 24),
             ("hello_flows", self.hello_flows, 1 << 20),
@@ -101,7 +113,7 @@ impl FlowTables {
 /// The loaded XDP program with its maps.
 pub struct XdpFilter {
     ebpf: Ebpf,
-    tables: FlowTables,
+    tables: MapSizes,
     flow_seed: u32,
     stats: Arc<StatsMap>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -113,11 +125,11 @@ impl XdpFilter {
     /// flow tables. Its policy is empty: nothing is refused until
     /// [`XdpFilter::apply`] writes one.
     pub fn load(log_level: ProgramLog) -> anyhow::Result<XdpFilter> {
-        Self::load_with(log_level, FlowTables::default())
+        Self::load_with(log_level, MapSizes::default())
     }
 
     /// Loads the program with flow tables of the given sizes.
-    pub fn load_with(log_level: ProgramLog, tables: FlowTables) -> anyhow::Result<XdpFilter> {
+    pub fn load_with(log_level: ProgramLog, tables: MapSizes) -> anyhow::Result<XdpFilter> {
         tables.validate()?;
         raise_memlock_limit();
         let level: u8 = match log_level {
@@ -128,6 +140,7 @@ impl XdpFilter {
             .override_global(aya_log::LEVEL, &level, true)
             .map_max_entries(maps::FLOW_ANCHORS, tables.anchors)
             .map_max_entries(maps::HELLO_FLOWS, tables.hello_flows)
+            .map_max_entries(maps::HOST_POLICY, tables.hostnames)
             .load(OBJECT)
             .context(
                 "loading the XDP object into the kernel (are you root, with bpffs mounted?)",

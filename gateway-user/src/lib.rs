@@ -1,10 +1,29 @@
 //! The gateway: an XDP ClientHello filter in the kernel and, in userspace, the
-//! loader, policy, metrics and operator tools around it.
+//! TLS terminator, the control plane and the operator tools around them.
 //!
-//! One connection, top to bottom: a frame reaches the XDP filter ([`xdp`]),
-//! which refuses ClientHellos below the hostname's minimum TLS version and
-//! counts everything; what survives goes to the kernel's TCP stack and on to
-//! the terminator. The policy comes from the configuration ([`config`]).
+//! **The data path**, one connection top to bottom:
+//! 1. A frame reaches the XDP program ([`xdp`] loads it and writes its maps).
+//!    It reads the ClientHello (across segments and records) far enough to
+//!    learn the SNI and the highest version offered, and refuses hellos below
+//!    the hostname's minimum; what it cannot decide passes.
+//! 2. What survives goes through the kernel's TCP stack to the terminator
+//!    ([`terminator`]): the BoringSSL acceptor ([`tls`]) picks the hostname's
+//!    certificate, minimum, ciphers and client-certificate policy from the
+//!    current snapshot, and verifies the client's certificate and revocation.
+//! 3. Each request is checked (Host against SNI, spoofed certificate headers
+//!    stripped), evaluated by the zone's rules ([`rules`]), and proxied to the
+//!    hostname's origin with the client certificate's details.
+//!
+//! **The control path**, one change to both layers:
+//! 1. The configuration comes from a file ([`config`]) or from the control
+//!    plane's store through the admin API ([`control`]).
+//! 2. It is compiled ([`compiled`]): whole at start and on a file's reload, or
+//!    from the delta a store change makes, at the cost of what it touches.
+//! 3. [`layers`] puts it in force: the terminator's snapshot is swapped
+//!    atomically, and the XDP maps get only the entries that differ, in an
+//!    order that never leaves a weaker policy in between.
+//!
+//! [`daemon`] runs it all; [`metrics`] serves both layers' counters.
 
 pub mod cli;
 pub mod clock;

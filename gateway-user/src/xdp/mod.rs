@@ -1,6 +1,7 @@
 //! The XDP layer from userspace: load the program, attach it, keep its policy
 //! maps in sync, read its counters, and run frames through it without an interface.
 
+pub mod change;
 mod policy;
 mod stats;
 mod test_run;

@@ -10,9 +10,10 @@ use gateway_common::{
     maps, sni,
 };
 
-use imbl::ordmap::DiffItem;
-
-use super::XdpFilter;
+use super::{
+    XdpFilter,
+    change::{self, Step},
+};
 use crate::{
     config::{Config, RefuseMode, delta::Delta},
     tls_version::TlsVersion,
@@ -148,10 +149,7 @@ impl XdpPolicy {
             zone_min: self.zone_min.wire(),
             no_sni_min: self.no_sni_min.wire(),
             floor_min: self.floor().wire(),
-            refuse_mode: match self.refuse {
-                RefuseMode::Reset => REFUSE_RESET,
-                RefuseMode::Drop => REFUSE_DROP,
-            },
+            refuse_mode: refuse_mode(self.refuse),
             flow_seed: flows.seed,
             anchor_mask: flows.anchor_mask,
             hello_mask: flows.hello_mask,
@@ -206,36 +204,43 @@ impl XdpFilter {
     }
 
     /// Moves the maps from `old` (what they hold) to `new`, writing only the
-    /// hostname entries that differ, in the order [`XdpFilter::apply`] gives.
+    /// entries that differ, in the order of [`change::plan`]: no state in
+    /// between is weaker than both policies.
     pub fn apply_change(&mut self, old: &XdpPolicy, new: &XdpPolicy) -> anyhow::Result<()> {
-        let config = new.filter_config(self.flow_config());
-        self.lower_floor(config.floor_min)?;
-        if old.ports != new.ports {
-            self.write_ports(new)?;
-        }
-        let mut hosts: HashMap<_, u64, HostPolicy> =
-            HashMap::try_from(self.map_mut(maps::HOST_POLICY)?)?;
-        let changes: Vec<_> = old.hosts.diff(&new.hosts).collect();
-        for change in &changes {
-            if let DiffItem::Remove(name, _) = change {
-                let (key, _) = XdpPolicy::entry(name, TlsVersion::Tls12);
-                // An entry already gone (a failed earlier write) is gone either way.
-                let _ = hosts.remove(&key);
+        for step in change::plan(old, new) {
+            match step {
+                Step::Config {
+                    zone,
+                    no_sni,
+                    floor,
+                    refuse,
+                } => {
+                    let mut config = new.filter_config(self.flow_config());
+                    config.zone_min = zone.wire();
+                    config.no_sni_min = no_sni.wire();
+                    config.floor_min = floor.wire();
+                    config.refuse_mode = refuse_mode(refuse);
+                    self.write_config(config)?;
+                }
+                Step::Ports => self.write_ports(new)?,
+                Step::Put(name, min) => {
+                    let (key, value) = XdpPolicy::entry(&name, min);
+                    self.host_map()?
+                        .insert(key, value, 0)
+                        .context("writing a hostname policy")?;
+                }
+                Step::Delete(name) => {
+                    let (key, _) = XdpPolicy::entry(&name, TlsVersion::Tls12);
+                    // An entry already gone (a failed earlier write) is gone either way.
+                    let _ = self.host_map()?.remove(&key);
+                }
             }
         }
-        for change in &changes {
-            if let DiffItem::Add(name, min)
-            | DiffItem::Update {
-                new: (name, min), ..
-            } = change
-            {
-                let (key, value) = XdpPolicy::entry(name, **min);
-                hosts
-                    .insert(key, value, 0)
-                    .context("writing a hostname policy")?;
-            }
-        }
-        self.write_config(config)
+        Ok(())
+    }
+
+    fn host_map(&mut self) -> anyhow::Result<HashMap<&mut aya::maps::MapData, u64, HostPolicy>> {
+        Ok(HashMap::try_from(self.map_mut(maps::HOST_POLICY)?)?)
     }
 
     /// Lowers the floor in force to `floor` if it is above it (first write).
@@ -295,6 +300,14 @@ impl XdpFilter {
         let mut config: Array<_, FilterConfig> = Array::try_from(self.map_mut(maps::CONFIG)?)?;
         config.set(0, new, 0).context("writing CONFIG")?;
         Ok(())
+    }
+}
+
+/// The program's value for a refuse mode.
+fn refuse_mode(mode: RefuseMode) -> u16 {
+    match mode {
+        RefuseMode::Reset => REFUSE_RESET,
+        RefuseMode::Drop => REFUSE_DROP,
     }
 }
 

@@ -112,8 +112,8 @@ fn changed(old: &State, new: &State, now: i64) -> (Vec<Expiring>, Vec<Expiring>)
     walk(&old.cas, &new.cas, |c| Some(of_ca(c, now)), &mut out);
     walk(&old.certs, &new.certs, |c| of_cert(c, now), &mut out);
     walk(
-        &old.hostnames,
-        &new.hostnames,
+        old.hostnames.table(),
+        new.hostnames.table(),
         |h| Some(of_hostname(h, now)),
         &mut out,
     );

@@ -17,14 +17,113 @@ pub struct State {
     pub meta: Meta,
     /// Zone-wide TLS settings.
     pub zone: ZoneSettings,
-    /// Custom hostnames by id.
-    pub hostnames: Table<Hostname>,
+    /// Custom hostnames by id (and by name).
+    pub hostnames: Hostnames,
     /// CAs by id: the managed CA, the server CA and bring-your-own CAs.
     pub cas: Table<Authority>,
     /// Client certificates issued by the managed CA, by id.
     pub certs: Table<ClientCert>,
     /// The zone's firewall rules, in evaluation order.
     pub rules: Vec<RuleSpec>,
+}
+
+/// The hostnames table, indexed by name too. A hostname's name never changes
+/// once it is created (a new name is a new hostname), so the index follows
+/// inserts and removals only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hostnames {
+    by_id: Table<Hostname>,
+    by_name: imbl::OrdMap<String, String>,
+}
+
+impl Hostnames {
+    /// The records by id.
+    pub fn table(&self) -> &Table<Hostname> {
+        &self.by_id
+    }
+
+    /// The hostname with this id.
+    pub fn get(&self, id: &str) -> Option<&Hostname> {
+        self.by_id.get(id)
+    }
+
+    /// The hostname with this id, to edit (not its name).
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Hostname> {
+        self.by_id.get_mut(id)
+    }
+
+    /// The hostname called `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Hostname> {
+        self.by_id.get(self.by_name.get(name)?)
+    }
+
+    /// Adds or replaces a hostname.
+    pub fn insert(&mut self, id: String, host: Hostname) -> Option<Hostname> {
+        let old = self.by_id.insert(id.clone(), host);
+        if let Some(old) = &old {
+            self.by_name.remove(&old.name);
+        }
+        let name = self.by_id[&id].name.clone();
+        self.by_name.insert(name, id);
+        old
+    }
+
+    /// Removes a hostname.
+    pub fn remove(&mut self, id: &str) -> Option<Hostname> {
+        let old = self.by_id.remove(id)?;
+        self.by_name.remove(&old.name);
+        Some(old)
+    }
+
+    /// Whether a hostname has this id.
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// The hostnames, in id order.
+    pub fn values(&self) -> impl Iterator<Item = &Hostname> {
+        self.by_id.values()
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+impl From<Table<Hostname>> for Hostnames {
+    fn from(by_id: Table<Hostname>) -> Hostnames {
+        let by_name = by_id
+            .iter()
+            .map(|(id, h)| (h.name.clone(), id.clone()))
+            .collect();
+        Hostnames { by_id, by_name }
+    }
+}
+
+impl std::ops::Index<&String> for Hostnames {
+    type Output = Hostname;
+
+    fn index(&self, id: &String) -> &Hostname {
+        &self.by_id[id]
+    }
+}
+
+impl Serialize for Hostnames {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.by_id.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hostnames {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Hostnames, D::Error> {
+        Table::deserialize(d).map(Hostnames::from)
+    }
 }
 
 /// Identifiers fixed at the first run.
@@ -199,7 +298,7 @@ impl State {
 
     /// The hostname called `name`.
     pub fn hostname_by_name(&self, name: &str) -> Option<&Hostname> {
-        self.hostnames.values().find(|h| h.name == name)
+        self.hostnames.by_name(name)
     }
 
     /// Names of the hostnames associated with CA `id`, sorted.
@@ -212,5 +311,47 @@ impl State {
             .collect();
         names.sort();
         names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(id: &str, name: &str) -> Hostname {
+        Hostname {
+            id: id.into(),
+            name: name.into(),
+            wildcard: false,
+            min_tls_version: None,
+            ciphers: Vec::new(),
+            origin: None,
+            forward_client_cert: Default::default(),
+            certificate: ServerCert {
+                chain: String::new(),
+                key: String::new(),
+                managed: true,
+                expires_on: 0,
+            },
+            cas: Vec::new(),
+            created_on: 0,
+        }
+    }
+
+    #[test]
+    fn the_name_index_follows_inserts_replacements_and_removals() {
+        let mut t = Hostnames::default();
+        t.insert("1".into(), host("1", "a.test"));
+        t.insert("2".into(), host("2", "b.test"));
+        assert_eq!(t.by_name("a.test").map(|h| h.id.as_str()), Some("1"));
+        // The same id under another name (never done by the API) moves the index.
+        t.insert("1".into(), host("1", "c.test"));
+        assert!(t.by_name("a.test").is_none());
+        assert_eq!(t.by_name("c.test").map(|h| h.id.as_str()), Some("1"));
+        assert!(t.remove("2").is_some());
+        assert!(t.by_name("b.test").is_none() && t.remove("2").is_none());
+        let back: Hostnames = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.by_name("c.test").map(|h| h.id.as_str()), Some("1"));
     }
 }

@@ -78,7 +78,7 @@ impl State {
             .filter(|ca| ca.kind != AuthorityKind::Server)
             .map(|ca| self.ca_section(ca))
             .collect();
-        for item in old.hostnames.diff(&self.hostnames) {
+        for item in old.hostnames.table().diff(self.hostnames.table()) {
             let default = &self.meta.default_hostname;
             default_touched |= match &item {
                 DiffItem::Add(_, h) | DiffItem::Remove(_, h) => h.name == *default,

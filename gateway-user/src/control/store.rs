@@ -111,7 +111,7 @@ impl Store {
                 meta: decode(SETTINGS, "meta", one("meta")?)?,
                 zone: decode(SETTINGS, "zone", one("zone")?)?,
                 rules: decode(SETTINGS, "rules", one("rules")?)?,
-                hostnames: records(&txn, HOSTNAMES)?,
+                hostnames: records(&txn, HOSTNAMES)?.into(),
                 cas: records(&txn, CAS)?,
                 certs: records(&txn, CERTS)?,
             })
@@ -139,9 +139,9 @@ impl Store {
         }
         let none = (Table::new(), Table::new(), Table::new());
         let (hostnames, cas, certs) = old.map_or((&none.0, &none.1, &none.2), |o| {
-            (&o.hostnames, &o.cas, &o.certs)
+            (o.hostnames.table(), &o.cas, &o.certs)
         });
-        write_diff(&txn, HOSTNAMES, hostnames, &new.hostnames)?;
+        write_diff(&txn, HOSTNAMES, hostnames, new.hostnames.table())?;
         write_diff(&txn, CAS, cas, &new.cas)?;
         write_diff(&txn, CERTS, certs, &new.certs)?;
         txn.commit().context("the store did not commit")?;

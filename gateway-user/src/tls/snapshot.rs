@@ -225,8 +225,9 @@ impl TlsSnapshot {
             next.hosts.remove(name);
             next.wildcards.remove(name);
         }
-        for h in &delta.hostnames {
-            next.set_host(h)
+        for (h, own) in delta.hostnames.iter().zip(own_identities(&delta.hostnames)) {
+            let own = own.with_context(|| format!("hostname {:?}", h.name))?;
+            next.set_host(h, own)
                 .with_context(|| format!("hostname {:?}", h.name))?;
         }
         for name in &delta.removed_cas {
@@ -347,11 +348,7 @@ impl TlsSnapshot {
     }
 
     /// Compiles one hostname (and its wildcard view) into the snapshot.
-    fn set_host(&mut self, h: &HostnameSection) -> anyhow::Result<()> {
-        let own = match (&h.certificate, &h.key) {
-            (Some(c), Some(k)) => Some(Arc::new(context::load_identity(c, k)?)),
-            _ => None,
-        };
+    fn set_host(&mut self, h: &HostnameSection, own: Option<Arc<Identity>>) -> anyhow::Result<()> {
         let default_identity = own.is_none();
         let identity = match (own, &self.default_identity) {
             (Some(own), _) => own,
@@ -420,6 +417,29 @@ impl HostTls {
             default_identity: self.default_identity,
         }
     }
+}
+
+/// Each hostname's own certificate and key, parsed (the costly part of
+/// compiling a hostname): on every core when there are many, as at start.
+fn own_identities(hosts: &[HostnameSection]) -> Vec<anyhow::Result<Option<Arc<Identity>>>> {
+    let parse = |h: &HostnameSection| match (&h.certificate, &h.key) {
+        (Some(c), Some(k)) => context::load_identity(c, k).map(|id| Some(Arc::new(id))),
+        _ => Ok(None),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if hosts.len() < 1000 || cores == 1 {
+        return hosts.iter().map(parse).collect();
+    }
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = hosts
+            .chunks(hosts.len().div_ceil(cores))
+            .map(|part| scope.spawn(move || part.iter().map(parse).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("a parsing thread"))
+            .collect()
+    })
 }
 
 /// The entry for clients without SNI or with an unknown one.

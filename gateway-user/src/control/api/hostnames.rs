@@ -106,7 +106,7 @@ pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
                 .read(|s| {
                     let h = s
                         .hostnames
-                        .get(*id)
+                        .get(id)
                         .ok_or_else(|| ApiError::not_found("custom hostname", id))?;
                     Ok(view(s, h))
                 })
@@ -118,7 +118,7 @@ pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
                 .change(|s| {
                     let mut host = s
                         .hostnames
-                        .get(*id)
+                        .get(id)
                         .cloned()
                         .ok_or_else(|| ApiError::not_found("custom hostname", id))?;
                     if body.hostname.as_ref().is_some_and(|n| *n != host.name) {
@@ -138,7 +138,7 @@ pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
                 .change(|s| {
                     let host = s
                         .hostnames
-                        .get(*id)
+                        .get(id)
                         .ok_or_else(|| ApiError::not_found("custom hostname", id))?;
                     if host.name == s.meta.default_hostname {
                         return Err(ApiError::conflict(format!(
@@ -147,7 +147,7 @@ pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
                             host.name
                         )));
                     }
-                    s.hostnames.remove(*id);
+                    s.hostnames.remove(id);
                     Ok(json!({"id": id}))
                 })
                 .await

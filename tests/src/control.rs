@@ -62,7 +62,8 @@ impl StoreGateway {
             .args(extra)
             .env("RUST_LOG", "info");
         let log = data.with_extension(format!("log-{tls_port}"));
-        let process = Background::start(cmd, log, "gateway: ");
+        // The banner's admin line, not just "gateway: " (an error line starts so too).
+        let process = Background::start(cmd, log, "admin API on http://");
         let printed = process.log().lines().find_map(|l| {
             l.split_once("GATEWAY_TOKEN): ")
                 .map(|(_, t)| t.trim().to_string())

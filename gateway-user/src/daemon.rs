@@ -297,7 +297,7 @@ fn start_maintenance(plane: Arc<ControlPlane>) -> tokio::task::JoinHandle<()> {
             tick.tick().await;
             plane.renew_server_certificates().await;
             control::crl::refresh_all(&plane).await;
-            plane.read(|s| plane.expiry.observe(s)).await;
+            plane.observe_expiry().await;
         }
     })
 }

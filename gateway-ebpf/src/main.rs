@@ -31,9 +31,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use gateway_common::{
-    DEFAULT_FLOW_ANCHORS, DEFAULT_HELLO_FLOWS, FilterConfig, FlowAnchor, FlowKey, HelloFlow,
-    BPF_F_NO_PREALLOC, HostPolicy, MAX_HOSTS, MAX_REFUSED_FLOWS, PAYLOAD_CAP, PORT_BITMAP_WORDS, REFUSE_DROP,
-    REFUSE_RESET, SNI_ABSENT, Scratch, Stat,
+    BPF_F_NO_PREALLOC, DEFAULT_FLOW_ANCHORS, DEFAULT_HELLO_FLOWS, FilterConfig, FlowAnchor,
+    FlowKey, HelloFlow, HostPolicy, MAX_HOSTS, MAX_REFUSED_FLOWS, PAYLOAD_CAP, PORT_BITMAP_WORDS,
+    REFUSE_DROP, REFUSE_RESET, SNI_ABSENT, Scratch, Stat,
     flow::{
         ANCHOR_FROM_SYN, FLOW_AWAIT, FLOW_DECIDED, FLOW_HELLO, FLOW_REFUSED, flow_hash, flow_tag,
     },

@@ -12,6 +12,7 @@ use std::{
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use gateway::{
+    compiled::Compiled,
     config::Config,
     control::{
         self, ControlPlane,
@@ -19,7 +20,6 @@ use gateway::{
         model::{AuthorityKind, State},
     },
     layers::Layers,
-    compiled::Compiled,
 };
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};

@@ -157,20 +157,22 @@ impl Expiry {
         let now = clock::now();
         let all = all(state, now);
         self.gauge.reset();
-        let mut crossed = self.crossed.lock().unwrap_or_else(|e| e.into_inner());
-        let mut seen = HashMap::new();
+        // The lock is held to copy and to swap, not for the whole look, so a
+        // change's `observe_change` waits milliseconds, not the look's second.
+        let before = self.crossed().clone();
+        let mut seen = HashMap::with_capacity(all.len());
         for e in &all {
-            let level = self.look(e, crossed.get(&e.id).copied().unwrap_or(0), now);
+            let level = self.look(e, before.get(&e.id).copied().unwrap_or(0), now);
             seen.insert(e.id.clone(), level);
         }
-        *crossed = seen;
+        *self.crossed() = seen;
     }
 
     /// Follows a change: only the certificates it touched are looked at.
     pub fn observe_change(&self, old: &State, new: &State) {
         let now = clock::now();
         let (gone, came) = changed(old, new, now);
-        let mut crossed = self.crossed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut crossed = self.crossed();
         // A record that changed keeps the thresholds it had crossed.
         let before: HashMap<String, usize> = came
             .iter()
@@ -184,6 +186,11 @@ impl Expiry {
             let level = self.look(e, before.get(&e.id).copied().unwrap_or(0), now);
             crossed.insert(e.id.clone(), level);
         }
+    }
+
+    /// The thresholds crossed so far, by id (a panic elsewhere does not poison them).
+    fn crossed(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.crossed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sets one gauge and logs a threshold crossed above `before`; returns the

@@ -148,42 +148,31 @@ fn main() -> anyhow::Result<()> {
                 Bench::Xdp => cargo(&root, &["bench", "-p", "gateway-user", "--bench", "xdp"]),
                 Bench::Tls => cargo(&root, &["bench", "-p", "gateway-tests", "--bench", "tls"]),
                 Bench::Rules => cargo(&root, &["bench", "-p", "gateway-user", "--bench", "rules"]),
-                Bench::Control { args } => {
-                    let started = std::time::Instant::now();
-                    release_bins(&root, &["gateway", "control-bench"])?;
-                    let target = target_dir(&root);
-                    run(Command::new(target.join("release/control-bench"))
-                        .arg("--gateway")
-                        .arg(target.join("release/gateway"))
-                        .arg("--out")
-                        .arg(target.join("bench"))
-                        .args(args))?;
-                    println!(
-                        "bench control: built and ran in {:.0} s",
-                        started.elapsed().as_secs_f64()
-                    );
-                    Ok(())
-                }
-                Bench::Flood { args } => {
-                    let started = std::time::Instant::now();
-                    release_bins(&root, &["gateway", "flood-bench"])?;
-                    let target = target_dir(&root);
-                    let bin = target.join("release");
-                    run(Command::new(bin.join("flood-bench"))
-                        .arg("--gateway")
-                        .arg(bin.join("gateway"))
-                        .arg("--out")
-                        .arg(target.join("bench"))
-                        .args(args))?;
-                    println!(
-                        "bench flood: built and ran in {:.0} s",
-                        started.elapsed().as_secs_f64()
-                    );
-                    Ok(())
-                }
+                Bench::Control { args } => bench_bin(&root, "control", &args),
+                Bench::Flood { args } => bench_bin(&root, "flood", &args),
             }
         }
     }
+}
+
+/// Builds and runs `NAME-bench` (release) against the release gateway, with
+/// its results under `target/bench`.
+fn bench_bin(root: &Path, name: &str, args: &[String]) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let bench = format!("{name}-bench");
+    release_bins(root, &["gateway", &bench])?;
+    let target = target_dir(root);
+    run(Command::new(target.join("release").join(&bench))
+        .arg("--gateway")
+        .arg(target.join("release/gateway"))
+        .arg("--out")
+        .arg(target.join("bench"))
+        .args(args))?;
+    println!(
+        "bench {name}: built and ran in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Builds release binaries of the gateway and the test crate.

@@ -238,13 +238,7 @@ fn check(u: &mut Unstructured) -> Result<()> {
     let before = parts.headers;
     let mut h = before.clone();
     headers::strip_incoming(&mut h);
-    let named: Vec<HeaderName> = before
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
+    let named = headers::connection_named(&before);
     for n in before.keys() {
         let gone = headers::is_reserved(n) || headers::is_hop_by_hop(n) || named.contains(n);
         let s = n.as_str();

@@ -30,15 +30,20 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// Removes reserved and hop-by-hop headers (and those the `Connection` header names).
-pub fn strip_incoming(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// The headers the `Connection` header names (hop-by-hop for this request).
+pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
+        .collect()
+}
+
+/// Removes reserved and hop-by-hop headers (and those the `Connection` header names).
+pub fn strip_incoming(headers: &mut HeaderMap) {
+    let named = connection_named(headers);
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|n| is_reserved(n) || is_hop_by_hop(n) || named.contains(n))

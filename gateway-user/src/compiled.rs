@@ -24,7 +24,7 @@ pub struct Compiled {
     /// The `[terminator]` section (listeners and limits apply at start).
     pub terminator: TerminatorSection,
     /// Every hostname's name, and every CA's: what a change is checked against.
-    hostnames: imbl::OrdSet<String>,
+    hostnames: imbl::OrdSet<Arc<str>>,
     cas: imbl::OrdSet<String>,
     /// The size of the XDP filter's hostname table.
     max_hostnames: usize,
@@ -60,7 +60,7 @@ impl Compiled {
         }
         let mut hostnames = self.hostnames.clone();
         for name in &delta.removed_hostnames {
-            hostnames.remove(name);
+            hostnames.remove(name.as_str());
         }
         for h in &delta.hostnames {
             h.validate(|ca| cas.contains(ca))?;

@@ -179,14 +179,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         listener.local_addr()?
     ));
     let metrics_task = tokio::spawn(metrics::serve(listener, registry));
-    println!("gateway: {}", banner.join("; "));
     let watch = path.map(|p| (Watch::new(&p, &config), p));
-    // Compiled and in force: the rendered configuration (a copy of every
-    // certificate in store mode) is not kept, and what compiling it took goes
-    // back to the system.
+    // Compiled and in force: the rendered configuration is not kept, and what
+    // compiling it took goes back to the system, before the gateway says it is ready.
     drop(config);
     // SAFETY: malloc_trim only releases free heap pages.
     unsafe { libc::malloc_trim(0) };
+    println!("gateway: {}", banner.join("; "));
     let result = event_loop(&layers, watch, metrics_task).await;
     shutdown(tasks, &layers).await;
     result

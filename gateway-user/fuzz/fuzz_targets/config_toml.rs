@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
         // A wildcard's subdomains have no entry of their own: the zone's applies.
         if host.wildcard {
             let sub = format!("x.{}", host.name);
-            if !config.hostnames.iter().any(|h| h.name == sub) {
+            if !config.hostnames.iter().any(|h| *h.name == *sub) {
                 assert_eq!(policy.min_for(Some(&sub)), zone, "subdomain {sub}");
             }
         }

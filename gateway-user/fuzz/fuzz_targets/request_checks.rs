@@ -24,8 +24,8 @@
 
 use gateway::{
     config::ForwardMode,
+    rules::fields::{CertDetails, ClientAuth},
     terminator::{fields::request_host, headers},
-    tls::{CertDetails, ClientAuth},
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, request::Parts};
 use libfuzzer_sys::{

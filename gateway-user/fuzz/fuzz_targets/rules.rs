@@ -24,10 +24,10 @@
 
 use std::{net::IpAddr, sync::Arc};
 
-use gateway::{
-    rules::{Action, Expression, RuleError, RuleSet, RuleSpec, parser, sample},
-    terminator::fields::RequestFields,
-    tls::{CertDetails, ClientAuth},
+use gateway::rules::{
+    Action, Expression, RequestFields, RuleError, RuleSet, RuleSpec,
+    fields::{CertDetails, ClientAuth},
+    parser, sample,
 };
 use libfuzzer_sys::fuzz_target;
 

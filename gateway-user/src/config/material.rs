@@ -50,6 +50,14 @@ impl Material {
         }
     }
 
+    /// Inline DER (not PEM), shared rather than copied.
+    pub fn shared_der(&self) -> Option<Arc<[u8]>> {
+        match self {
+            Material::Inline { data, .. } if data.first() == Some(&0x30) => Some(data.clone()),
+            _ => None,
+        }
+    }
+
     /// The file, if it is one.
     pub fn path(&self) -> Option<&Path> {
         match self {

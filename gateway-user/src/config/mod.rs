@@ -24,6 +24,7 @@ use std::{
     collections::BTreeSet,
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use anyhow::{Context, bail};
@@ -35,9 +36,11 @@ use crate::{
 };
 
 pub mod delta;
+mod der;
 mod material;
 mod terminator;
 
+pub use der::{CertChain, KeyDer};
 pub use material::Material;
 pub use terminator::{CaSection, ForwardMode, TerminatorSection};
 
@@ -207,7 +210,7 @@ fn default_min() -> TlsVersion {
 #[serde(deny_unknown_fields)]
 pub struct HostnameSection {
     /// The exact hostname (lowercase ASCII, no trailing dot).
-    pub name: String,
+    pub name: Arc<str>,
     /// Its own minimum; omitted, the zone's applies.
     pub min_tls_version: Option<TlsVersion>,
     /// Whether subdomains are served too; they use the zone's minimum, not this entry's.
@@ -340,7 +343,7 @@ impl Config {
             bail!("two [[ca]] entries have the same name");
         }
         for host in &self.hostnames {
-            if !seen.insert(host.name.as_str()) {
+            if !seen.insert(&*host.name) {
                 bail!("hostname {:?} is listed twice", host.name);
             }
             host.validate(|ca| cas.contains(ca))?;

@@ -1,7 +1,10 @@
 //! Expiry alerts: CAs, issued client certificates and server certificates
 //! that expire within 30 and within 14 days get a log line when they cross
-//! each threshold, and every one has a gauge
-//! `gateway_certificate_expiry_timestamp_seconds{kind,id}`.
+//! each threshold, and every one the operator renews has a gauge
+//! `gateway_certificate_expiry_timestamp_seconds{kind,id}`. Server
+//! certificates the gateway issued have none: it renews them itself 30 days
+//! ahead, and a gauge per hostname would cost more than the hostname (an
+//! alert still fires if one is not renewed).
 
 use crate::clock;
 use std::{collections::HashMap, sync::Mutex};
@@ -34,65 +37,84 @@ pub struct Expiring {
     pub days_left: i64,
 }
 
-fn entry(kind: &'static str, id: &str, name: &str, at: i64, now: i64) -> Expiring {
-    Expiring {
-        kind,
-        id: id.to_string(),
-        name: name.to_string(),
-        expires_on: clock::rfc3339(at),
-        expires_at: at,
-        days_left: (at - now).div_euclid(86_400),
+/// A certificate in use, as the state holds it (nothing copied).
+#[derive(Clone, Copy)]
+struct Cert<'a> {
+    kind: &'static str,
+    id: &'a str,
+    name: &'a str,
+    expires_at: i64,
+    /// Whether it has a gauge (not a server certificate the gateway renews).
+    gauged: bool,
+}
+
+impl Cert<'_> {
+    fn listed(&self, now: i64) -> Expiring {
+        Expiring {
+            kind: self.kind,
+            id: self.id.to_string(),
+            name: self.name.to_string(),
+            expires_on: clock::rfc3339(self.expires_at),
+            expires_at: self.expires_at,
+            days_left: (self.expires_at - now).div_euclid(86_400),
+        }
     }
 }
 
-fn of_ca(ca: &Authority, now: i64) -> Expiring {
+fn of_ca(ca: &Authority) -> Cert<'_> {
     let kind = match ca.kind {
         AuthorityKind::Managed => "managed_ca",
         AuthorityKind::Uploaded => "ca",
         AuthorityKind::Server => "server_ca",
     };
-    entry(kind, &ca.id, &ca.name, ca.expires_on, now)
+    Cert {
+        kind,
+        id: &ca.id,
+        name: &ca.name,
+        expires_at: ca.expires_on,
+        gauged: true,
+    }
 }
 
 /// An issued certificate, while it is in use (active).
-fn of_cert(c: &ClientCert, now: i64) -> Option<Expiring> {
-    (c.status == CertStatus::Active).then(|| {
-        entry(
-            "client_certificate",
-            &c.id,
-            &c.common_name,
-            c.expires_on,
-            now,
-        )
+fn of_cert(c: &ClientCert) -> Option<Cert<'_>> {
+    (c.status == CertStatus::Active).then_some(Cert {
+        kind: "client_certificate",
+        id: &c.id,
+        name: &c.common_name,
+        expires_at: c.expires_on,
+        gauged: true,
     })
 }
 
-fn of_hostname(h: &Hostname, now: i64) -> Expiring {
-    let at = h.certificate.expires_on;
-    entry("server_certificate", &h.id, &h.name, at, now)
+fn of_hostname(h: &Hostname) -> Cert<'_> {
+    Cert {
+        kind: "server_certificate",
+        id: &h.id,
+        name: &h.name,
+        expires_at: h.certificate.expires_on,
+        gauged: !h.certificate.managed,
+    }
 }
 
-/// Every certificate in the state that is in use, soonest first.
-pub fn all(state: &State, now: i64) -> Vec<Expiring> {
-    let mut out: Vec<Expiring> = state
+/// Every certificate in the state that is in use.
+fn in_use(state: &State) -> impl Iterator<Item = Cert<'_>> {
+    state
         .cas
         .values()
-        .map(|ca| of_ca(ca, now))
-        .chain(state.certs.values().filter_map(|c| of_cert(c, now)))
-        .chain(state.hostnames.values().map(|h| of_hostname(h, now)))
-        .collect();
-    out.sort_by_key(|e| e.expires_at);
-    out
+        .map(of_ca)
+        .chain(state.certs.values().filter_map(of_cert))
+        .chain(state.hostnames.values().map(of_hostname))
 }
 
 /// What a change did to the certificates in use: those that left, and those
 /// that came or changed.
-fn changed(old: &State, new: &State, now: i64) -> (Vec<Expiring>, Vec<Expiring>) {
-    fn walk<T: Clone + PartialEq>(
-        old: &Table<T>,
-        new: &Table<T>,
-        view: impl Fn(&T) -> Option<Expiring>,
-        (gone, came): &mut (Vec<Expiring>, Vec<Expiring>),
+fn changed<'a>(old: &'a State, new: &'a State) -> (Vec<Cert<'a>>, Vec<Cert<'a>>) {
+    fn walk<'a, T: Clone + PartialEq>(
+        old: &'a Table<T>,
+        new: &'a Table<T>,
+        view: impl Fn(&'a T) -> Option<Cert<'a>>,
+        (gone, came): &mut (Vec<Cert<'a>>, Vec<Cert<'a>>),
     ) {
         for item in old.diff(new) {
             match item {
@@ -109,22 +131,25 @@ fn changed(old: &State, new: &State, now: i64) -> (Vec<Expiring>, Vec<Expiring>)
         }
     }
     let mut out = (Vec::new(), Vec::new());
-    walk(&old.cas, &new.cas, |c| Some(of_ca(c, now)), &mut out);
-    walk(&old.certs, &new.certs, |c| of_cert(c, now), &mut out);
+    walk(&old.cas, &new.cas, |c| Some(of_ca(c)), &mut out);
+    walk(&old.certs, &new.certs, of_cert, &mut out);
     walk(
         old.hostnames.table(),
         new.hostnames.table(),
-        |h| Some(of_hostname(h, now)),
+        |h| Some(of_hostname(h)),
         &mut out,
     );
     out
 }
 
-/// Those that expire within `days`.
+/// Those in use that expire within `days`, soonest first.
 pub fn within(state: &State, now: i64, days: i64) -> Vec<Expiring> {
-    let mut all = all(state, now);
-    all.retain(|e| e.expires_at - now <= days * 86_400);
-    all
+    let mut out: Vec<Expiring> = in_use(state)
+        .filter(|c| c.expires_at - now <= days * 86_400)
+        .map(|c| c.listed(now))
+        .collect();
+    out.sort_by_key(|e| e.expires_at);
+    out
 }
 
 /// The gauge and which thresholds each certificate has crossed already.
@@ -155,15 +180,16 @@ impl Expiry {
     /// last look (at start and hourly: thresholds are crossed as time passes).
     pub fn observe(&self, state: &State) {
         let now = clock::now();
-        let all = all(state, now);
         self.gauge.reset();
         // The lock is held to copy and to swap, not for the whole look, so a
         // change's `observe_change` waits milliseconds, not the look's second.
         let before = self.crossed().clone();
-        let mut seen = HashMap::with_capacity(all.len());
-        for e in &all {
-            let level = self.look(e, before.get(&e.id).copied().unwrap_or(0), now);
-            seen.insert(e.id.clone(), level);
+        let mut seen = HashMap::new();
+        for c in in_use(state) {
+            let level = self.look(&c, before.get(c.id).copied().unwrap_or(0), now);
+            if level > 0 {
+                seen.insert(c.id.to_string(), level);
+            }
         }
         *self.crossed() = seen;
     }
@@ -171,24 +197,29 @@ impl Expiry {
     /// Follows a change: only the certificates it touched are looked at.
     pub fn observe_change(&self, old: &State, new: &State) {
         let now = clock::now();
-        let (gone, came) = changed(old, new, now);
+        let (gone, came) = changed(old, new);
         let mut crossed = self.crossed();
         // A record that changed keeps the thresholds it had crossed.
-        let before: HashMap<String, usize> = came
+        let before: HashMap<&str, usize> = came
             .iter()
-            .filter_map(|e| Some((e.id.clone(), *crossed.get(&e.id)?)))
+            .filter_map(|c| Some((c.id, *crossed.get(c.id)?)))
             .collect();
-        for e in &gone {
-            let _ = self.gauge.remove_label_values(&[e.kind, &e.id]);
-            crossed.remove(&e.id);
+        for c in &gone {
+            if c.gauged {
+                let _ = self.gauge.remove_label_values(&[c.kind, c.id]);
+            }
+            crossed.remove(c.id);
         }
-        for e in &came {
-            let level = self.look(e, before.get(&e.id).copied().unwrap_or(0), now);
-            crossed.insert(e.id.clone(), level);
+        for c in &came {
+            let level = self.look(c, before.get(c.id).copied().unwrap_or(0), now);
+            if level > 0 {
+                crossed.insert(c.id.to_string(), level);
+            }
         }
     }
 
-    /// The thresholds crossed so far, by id (a panic elsewhere does not poison them).
+    /// The thresholds crossed so far, by id, of those that crossed one (a
+    /// panic elsewhere does not poison them).
     fn crossed(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         self.crossed.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -196,22 +227,24 @@ impl Expiry {
     /// Sets one gauge and logs a threshold crossed above `before`; returns the
     /// thresholds crossed. A level that went down (a renewed certificate, a
     /// later expiry) is kept as it is, so the alerts fire again for the new one.
-    fn look(&self, e: &Expiring, before: usize, now: i64) -> usize {
-        self.gauge
-            .with_label_values(&[e.kind, &e.id])
-            .set(e.expires_at as f64);
+    fn look(&self, c: &Cert<'_>, before: usize, now: i64) -> usize {
+        if c.gauged {
+            self.gauge
+                .with_label_values(&[c.kind, c.id])
+                .set(c.expires_at as f64);
+        }
         let level = THRESHOLDS
             .iter()
-            .filter(|days| e.expires_at - now <= *days * 86_400)
+            .filter(|days| c.expires_at - now <= *days * 86_400)
             .count();
         if level > before {
             let days = THRESHOLDS[level - 1];
             log::warn!(
                 "certificate expiry: {} {} ({}) expires on {}, within {days} days",
-                e.kind,
-                e.id,
-                e.name,
-                e.expires_on
+                c.kind,
+                c.id,
+                c.name,
+                clock::rfc3339(c.expires_at)
             );
         }
         level

@@ -33,7 +33,11 @@ use self::{
     pki::Usage,
     store::Store,
 };
-use crate::{config::Config, layers::Layers, tls_version::TlsVersion};
+use crate::{
+    config::{CertChain, Config, KeyDer},
+    layers::Layers,
+    tls_version::TlsVersion,
+};
 
 /// Validity of the CAs made at the first run: 20 years, so certificates of
 /// the longest validity (10 years) can be issued for the first ten.
@@ -206,10 +210,11 @@ pub fn server_cert(state: &State, name: &str, wildcard: bool) -> anyhow::Result<
         names.push(format!("*.{name}"));
     }
     let cert = pki::issue(&signer, name, &key, Usage::Server(&names), SERVER_CERT_DAYS)?;
-    let (info, _) = pki::info(&cert.to_der()?)?;
+    let der = cert.to_der()?;
+    let (info, _) = pki::info(&der)?;
     Ok(ServerCert {
-        chain: pki::cert_pem(&cert)?,
-        key: pki::key_pem(&key)?,
+        chain: CertChain::from_ders(&[der])?,
+        key: KeyDer::from_key(&key)?,
         managed: true,
         expires_on: info.not_after,
     })
@@ -398,6 +403,15 @@ mod tests {
         alerts.observe(&state);
         let families = registry.gather();
         let series = families[0].get_metric().len();
-        assert_eq!(series, 4, "two CAs and two server certificates");
+        // The gateway renews its own server certificates: they have no gauge.
+        assert_eq!(series, 2, "the managed and the server CA only");
+        host.certificate.managed = false;
+        state.hostnames.insert(host.id.clone(), host);
+        alerts.observe(&state);
+        assert_eq!(
+            registry.gather()[0].get_metric().len(),
+            3,
+            "and an uploaded one"
+        );
     }
 }

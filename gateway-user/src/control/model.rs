@@ -3,9 +3,15 @@
 //! nothing and shares every record it does not change, so a change edits a
 //! copy, and what it changed is found without reading the rest ([`Table::diff`]).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
-use crate::{config::ForwardMode, rules::RuleSpec, tls_version::TlsVersion};
+use crate::{
+    config::{CertChain, ForwardMode, KeyDer},
+    rules::RuleSpec,
+    tls_version::TlsVersion,
+};
 
 /// Records by id, in id order.
 pub type Table<T> = imbl::OrdMap<String, T>;
@@ -33,7 +39,7 @@ pub struct State {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Hostnames {
     by_id: Table<Hostname>,
-    by_name: imbl::OrdMap<String, String>,
+    by_name: imbl::OrdMap<Arc<str>, String>,
 }
 
 impl Hostnames {
@@ -156,7 +162,7 @@ pub struct Hostname {
     /// Its id.
     pub id: String,
     /// The name (lowercase, no trailing dot).
-    pub name: String,
+    pub name: Arc<str>,
     /// Subdomains are served too, with the zone's settings.
     pub wildcard: bool,
     /// Its own minimum TLS version; none: the zone's.
@@ -175,13 +181,13 @@ pub struct Hostname {
     pub created_on: i64,
 }
 
-/// A hostname's certificate chain and key (PEM).
+/// A hostname's certificate chain and key (DER in memory, PEM in the store).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerCert {
     /// Certificate chain, leaf first.
-    pub chain: String,
+    pub chain: CertChain,
     /// Private key.
-    pub key: String,
+    pub key: KeyDer,
     /// Issued by the gateway's server CA (else uploaded).
     pub managed: bool,
     /// Expiry (Unix seconds).
@@ -307,7 +313,7 @@ impl State {
             .hostnames
             .values()
             .filter(|h| h.cas.iter().any(|c| c == id))
-            .map(|h| h.name.clone())
+            .map(|h| h.name.to_string())
             .collect();
         names.sort();
         names
@@ -319,6 +325,7 @@ mod tests {
     use super::*;
 
     fn host(id: &str, name: &str) -> Hostname {
+        let ca = crate::control::pki::new_ca(name, 1).unwrap();
         Hostname {
             id: id.into(),
             name: name.into(),
@@ -328,8 +335,8 @@ mod tests {
             origin: None,
             forward_client_cert: Default::default(),
             certificate: ServerCert {
-                chain: String::new(),
-                key: String::new(),
+                chain: CertChain::from_ders(&[ca.cert.to_der().unwrap()]).unwrap(),
+                key: KeyDer::from_key(&ca.key).unwrap(),
                 managed: true,
                 expires_on: 0,
             },

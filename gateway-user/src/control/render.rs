@@ -81,11 +81,11 @@ impl State {
         for item in old.hostnames.table().diff(self.hostnames.table()) {
             let default = &self.meta.default_hostname;
             default_touched |= match &item {
-                DiffItem::Add(_, h) | DiffItem::Remove(_, h) => h.name == *default,
+                DiffItem::Add(_, h) | DiffItem::Remove(_, h) => *h.name == **default,
                 DiffItem::Update {
                     old: (_, a),
                     new: (_, b),
-                } => a.name == *default || b.name == *default,
+                } => *a.name == **default || *b.name == **default,
             };
             match item {
                 DiffItem::Add(_, h) => delta.hostnames.push(host_section(h)),
@@ -94,11 +94,11 @@ impl State {
                     new: (_, b),
                 } => {
                     if a.name != b.name {
-                        delta.removed_hostnames.push(a.name.clone());
+                        delta.removed_hostnames.push(a.name.to_string());
                     }
                     delta.hostnames.push(host_section(b));
                 }
-                DiffItem::Remove(_, h) => delta.removed_hostnames.push(h.name.clone()),
+                DiffItem::Remove(_, h) => delta.removed_hostnames.push(h.name.to_string()),
             }
         }
         if default_touched && self.default_identity() != old.default_identity() {
@@ -123,11 +123,11 @@ impl State {
         Some((
             Material::inline(
                 "the default hostname's certificate",
-                default.certificate.chain.as_bytes(),
+                default.certificate.chain.bytes(),
             ),
             Material::inline(
                 "the default hostname's key",
-                default.certificate.key.as_bytes(),
+                default.certificate.key.bytes(),
             ),
         ))
     }
@@ -167,9 +167,9 @@ fn host_section(h: &Hostname) -> HostnameSection {
         ciphers: h.ciphers.clone(),
         certificate: Some(Material::inline(
             label("certificate"),
-            h.certificate.chain.as_bytes(),
+            h.certificate.chain.bytes(),
         )),
-        key: Some(Material::inline(label("key"), h.certificate.key.as_bytes())),
+        key: Some(Material::inline(label("key"), h.certificate.key.bytes())),
         origin: h.origin.clone(),
         mtls: !h.cas.is_empty(),
         cas: h.cas.clone(),

@@ -29,7 +29,7 @@ fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
 }
 
 /// The store's page cache: enough for a change's pages, not a copy of the state.
-const STORE_CACHE_BYTES: usize = 8 << 20;
+const STORE_CACHE_BYTES: usize = 2 << 20;
 
 /// The store file's name in the data directory.
 pub const STORE_FILE: &str = "gateway.redb";

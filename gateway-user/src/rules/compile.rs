@@ -13,7 +13,7 @@ use super::{
     scheme::{Field, Type},
     text,
 };
-use crate::terminator::fields::RequestFields;
+use crate::rules::RequestFields;
 
 type BoolFn = Box<dyn Fn(&RequestFields) -> bool + Send + Sync>;
 type StrFn = Box<dyn for<'a> Fn(&'a RequestFields) -> Option<Cow<'a, str>> + Send + Sync>;

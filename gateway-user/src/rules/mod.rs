@@ -7,6 +7,7 @@
 
 pub mod compile;
 pub mod error;
+pub mod fields;
 pub mod ipset;
 pub mod lexer;
 pub mod parser;
@@ -25,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::RuleError;
 
-use crate::terminator::fields::RequestFields;
+pub use fields::RequestFields;
 
 /// A compiled Boolean expression.
 pub struct Expression {

@@ -11,8 +11,8 @@ use http::{HeaderName, HeaderValue};
 
 use super::scheme::{CertField, Field};
 use crate::{
-    terminator::fields::RequestFields,
-    tls::{CertDetails, ClientAuth},
+    rules::RequestFields,
+    rules::fields::{CertDetails, ClientAuth},
 };
 
 /// A request with every field empty or false, from 192.0.2.1 over TLS 1.3.

@@ -3,7 +3,7 @@
 
 use std::{borrow::Cow, fmt, net::IpAddr};
 
-use crate::terminator::fields::RequestFields;
+use crate::rules::RequestFields;
 
 /// A value type of the language.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,7 +205,7 @@ impl Field {
     /// Reads a string field.
     pub fn bytes<'a>(self, r: &'a RequestFields) -> Cow<'a, str> {
         let cert = r.client_auth.cert.as_ref();
-        let c = |f: fn(&crate::tls::CertDetails) -> &String| {
+        let c = |f: fn(&crate::rules::fields::CertDetails) -> &String| {
             Cow::Borrowed(cert.map_or("", |c| f(c).as_str()))
         };
         match self {

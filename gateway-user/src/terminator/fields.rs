@@ -1,40 +1,10 @@
-//! The values a request exposes to the rules engine (`http.*`, `ip.src`,
-//! `ssl`, `cf.tls_*`): built once per request from the request and its
-//! connection.
-
-use std::{net::IpAddr, sync::Arc};
+//! A request's host, checked, and the rules' fields of a request
+//! ([`RequestFields`]), built once per request from the request and its connection.
 
 use http::request::Parts;
 
 use super::ConnInfo;
-use crate::tls::ClientAuth;
-
-/// The fields of one request.
-#[derive(Clone, Debug)]
-pub struct RequestFields {
-    /// `http.host`: the Host (or :authority), lowercased, without port.
-    pub host: String,
-    /// `http.request.method`.
-    pub method: String,
-    /// `http.request.uri.path`.
-    pub path: String,
-    /// `http.request.uri.query` (without `?`).
-    pub query: String,
-    /// `http.user_agent`.
-    pub user_agent: String,
-    /// `ip.src`.
-    pub src: IpAddr,
-    /// `ssl`: always true here.
-    pub ssl: bool,
-    /// `cf.tls_version`, e.g. `TLSv1.3`.
-    pub tls_version: String,
-    /// `cf.tls_cipher`, e.g. `AEAD-AES128-GCM-SHA256`.
-    pub tls_cipher: String,
-    /// `cf.tls_client_auth.*` (shared with the connection; copied only if changed).
-    pub client_auth: Arc<ClientAuth>,
-    /// `http.request.headers`: names are lower case.
-    pub headers: http::HeaderMap,
-}
+use crate::rules::fields::RequestFields;
 
 /// A host lowercased, without port (`name:port`, `[v6]:port`) or trailing dots.
 fn normalise_host(raw: &str) -> String {
@@ -83,30 +53,28 @@ pub fn request_host(parts: &Parts) -> Result<String, &'static str> {
     }
 }
 
-impl RequestFields {
-    /// The fields of a request on a connection, its host already checked.
-    pub fn new(parts: &Parts, conn: &ConnInfo, host: String) -> RequestFields {
-        let header = |name| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string()
-        };
-        RequestFields {
-            host,
-            method: parts.method.as_str().to_string(),
-            path: parts.uri.path().to_string(),
-            query: parts.uri.query().unwrap_or_default().to_string(),
-            user_agent: header(http::header::USER_AGENT),
-            src: conn.peer.ip(),
-            ssl: true,
-            tls_version: conn.tls_version.to_string(),
-            tls_cipher: conn.tls_cipher.clone(),
-            client_auth: conn.auth.clone(),
-            headers: parts.headers.clone(),
-        }
+/// The fields of a request on a connection, its host already checked.
+pub fn request_fields(parts: &Parts, conn: &ConnInfo, host: String) -> RequestFields {
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    RequestFields {
+        host,
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        user_agent: header(http::header::USER_AGENT),
+        src: conn.peer.ip(),
+        ssl: true,
+        tls_version: conn.tls_version.to_string(),
+        tls_cipher: conn.tls_cipher.clone(),
+        client_auth: conn.auth.clone(),
+        headers: parts.headers.clone(),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::{config::ForwardMode, tls::ClientAuth};
+use crate::{config::ForwardMode, rules::fields::ClientAuth};
 
 /// Headers that only the gateway may set; a client's copies are removed.
 pub fn is_reserved(name: &HeaderName) -> bool {

@@ -30,7 +30,8 @@ pub use metrics::TerminatorMetrics;
 
 use crate::{
     config::TerminatorSection,
-    tls::{ClientAuth, HostTls, TlsSnapshot, acceptor},
+    rules::fields::ClientAuth,
+    tls::{HostTls, TlsSnapshot, acceptor},
 };
 
 /// What a request knows about its connection.

@@ -12,7 +12,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 
-use super::{ConnInfo, Terminator, fields::RequestFields, headers};
+use super::{ConnInfo, Terminator, headers};
 use crate::rules::Action;
 
 /// Response body: streamed from the origin or made here.
@@ -97,7 +97,7 @@ impl Terminator {
         let host = if conn.host.name.is_empty() {
             "(none)"
         } else {
-            conn.host.name.as_str()
+            &*conn.host.name
         };
         self.metrics
             .requests
@@ -115,7 +115,7 @@ impl Terminator {
             Ok(host) => host,
             Err(why) => return local(StatusCode::BAD_REQUEST, why),
         };
-        let mut fields = RequestFields::new(&parts, conn, host);
+        let mut fields = super::fields::request_fields(&parts, conn, host);
         // Revocation is looked up again in the current snapshot, so a certificate
         // revoked after the handshake is refused on a connection that stays open.
         let snapshot = self.snapshot.load();

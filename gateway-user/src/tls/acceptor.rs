@@ -18,10 +18,10 @@ use log::warn;
 use x509_parser::{certificate::X509Certificate, prelude::FromDer};
 
 use super::{
-    client_auth::{CertDetails, ClientAuth},
     context::{self, ssl_version},
     snapshot::{HostTls, MtlsPolicy, TlsSnapshot},
 };
+use crate::rules::fields::{CertDetails, ClientAuth};
 
 /// Per-connection data: the hostname policy chosen for the connection.
 static HOST_INDEX: LazyLock<boring::ex_data::Index<Ssl, Arc<HostTls>>> =

@@ -8,6 +8,8 @@
 //! sequences.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
+
+use crate::rules::fields::CertDetails;
 use boring::hash::{MessageDigest, hash};
 use x509_parser::{
     certificate::X509Certificate,
@@ -20,69 +22,6 @@ use x509_parser::{
 
 /// Largest RFC 9440 value forwarded; larger ones are flagged `*_too_large` and left empty.
 pub const RFC9440_MAX: usize = 10 * 1024;
-
-/// What the handshake established about the client certificate.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ClientAuth {
-    /// The client sent a certificate.
-    pub presented: bool,
-    /// It chains to a CA associated with the hostname (true also when revoked).
-    pub verified: bool,
-    /// It is revoked (managed CA revocation or a CRL of its issuer).
-    pub revoked: bool,
-    /// Why verification failed, when it did (for logs; not a rules field).
-    pub failure: Option<String>,
-    /// The certificate's details, when one was presented and could be parsed.
-    pub cert: Option<CertDetails>,
-    /// Issuer name (raw DER) and serial (raw): how revocation is looked up.
-    pub revocation_key: Option<(Vec<u8>, Vec<u8>)>,
-    /// SHA-256 of the trust anchor the chain was verified to: whether that CA
-    /// is still trusted for the hostname is looked up again per request.
-    pub anchor: Option<Vec<u8>>,
-}
-
-/// The presented certificate, formatted for rules and headers.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CertDetails {
-    /// Subject DN, RFC 2253 order, unescaped.
-    pub subject_dn: String,
-    /// Subject DN per RFC 2253.
-    pub subject_dn_rfc2253: String,
-    /// Subject DN, OpenSSL legacy one-line form.
-    pub subject_dn_legacy: String,
-    /// Issuer DN, RFC 2253 order, unescaped.
-    pub issuer_dn: String,
-    /// Issuer DN per RFC 2253.
-    pub issuer_dn_rfc2253: String,
-    /// Issuer DN, OpenSSL legacy one-line form.
-    pub issuer_dn_legacy: String,
-    /// Serial number, upper-case hex.
-    pub serial: String,
-    /// Serial number of the issuing CA certificate, upper-case hex (empty if unknown).
-    pub issuer_serial: String,
-    /// SHA-256 of the DER, lower-case hex.
-    pub fingerprint_sha256: String,
-    /// SHA-1 of the DER, lower-case hex.
-    pub fingerprint_sha1: String,
-    /// Start of validity.
-    pub not_before: String,
-    /// End of validity.
-    pub not_after: String,
-    /// Subject key identifier, upper-case hex (empty if absent).
-    pub ski: String,
-    /// The issuer's key identifier (authority key identifier), upper-case hex.
-    pub issuer_ski: String,
-    /// The DER, base64.
-    pub der_base64: String,
-    /// The leaf as an RFC 9440 byte sequence (empty when too large).
-    pub rfc9440: String,
-    /// Whether `rfc9440` was too large to forward.
-    pub rfc9440_too_large: bool,
-    /// The chain sent by the client (without the leaf) as an RFC 9440 list.
-    pub chain_rfc9440: String,
-    /// Whether `chain_rfc9440` was too large to forward.
-    pub chain_rfc9440_too_large: bool,
-}
 
 impl CertDetails {
     /// Formats a certificate given as DER, with the chain the client sent (DER,

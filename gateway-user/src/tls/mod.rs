@@ -7,5 +7,4 @@ pub mod context;
 pub mod revocation;
 pub mod snapshot;
 
-pub use client_auth::{CertDetails, ClientAuth};
 pub use snapshot::{HostTls, TlsSnapshot};

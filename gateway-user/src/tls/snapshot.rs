@@ -31,12 +31,15 @@ use crate::{
     config::{
         CaSection, Config, ForwardMode, HostnameSection, Material, ZoneSection, delta::Delta,
     },
-    rules::RuleSet,
+    rules::{RuleSet, fields::ClientAuth},
     tls_version::TlsVersion,
 };
 
 /// Names → entries, shared between snapshots.
 type Map<V> = imbl::HashMap<String, V>;
+
+/// Hostnames → entries; the name is the configuration's, not a copy.
+type Hosts = imbl::HashMap<Arc<str>, Arc<HostTls>>;
 
 /// What a client certificate on an mTLS hostname is verified against: exactly
 /// the CAs associated with the hostname. Hostnames with the same CAs share one.
@@ -63,13 +66,13 @@ enum Minimum {
 /// Everything the terminator applies to one hostname (or to clients without SNI).
 pub struct HostTls {
     /// The hostname (empty for the zone's defaults).
-    pub name: String,
+    pub name: Arc<str>,
     /// Its certificate and key (shared by every entry that uses the default).
     identity: Option<Arc<Identity>>,
     /// Its session id context.
     sid: [u8; 32],
-    /// Where requests go.
-    pub origin: Option<Uri>,
+    /// Where requests go (boxed: most hostnames have none, and a `Uri` is 88 bytes).
+    pub origin: Option<Box<Uri>>,
     /// How the client certificate reaches the origin.
     pub forward: ForwardMode,
     /// mTLS: the associated CAs (sorted names), whose policy the snapshot holds.
@@ -98,9 +101,9 @@ struct ZoneTls {
 /// The compiled configuration.
 #[derive(Clone)]
 pub struct TlsSnapshot {
-    hosts: Map<Arc<HostTls>>,
+    hosts: Hosts,
     /// Parent name → the wildcard entry's view for its subdomains (zone minimum).
-    wildcards: Map<Arc<HostTls>>,
+    wildcards: Hosts,
     /// For an SNI that names no hostname: the zone's minimum.
     unknown: Arc<HostTls>,
     /// For a ClientHello without SNI: the zone's no-SNI minimum.
@@ -161,7 +164,7 @@ impl TlsSnapshot {
     }
 
     /// Whether a client certificate accepted on hostname `host` is revoked now.
-    pub fn is_revoked(&self, host: &str, auth: &super::ClientAuth) -> bool {
+    pub fn is_revoked(&self, host: &str, auth: &ClientAuth) -> bool {
         let cas = self.hosts.get(host).and_then(|h| h.mtls.as_ref());
         match (cas, &auth.revocation_key) {
             (Some(cas), Some((issuer, serial))) => self.revoked_by(cas, issuer, serial),
@@ -171,7 +174,7 @@ impl TlsSnapshot {
 
     /// Whether the CA a client certificate on hostname `host` was verified to
     /// is still trusted there (its association may have been removed since).
-    pub fn still_trusted(&self, host: &str, auth: &super::ClientAuth) -> bool {
+    pub fn still_trusted(&self, host: &str, auth: &ClientAuth) -> bool {
         let policy = self.hosts.get(host).and_then(|h| self.mtls(h));
         match (policy, &auth.anchor) {
             (Some(m), Some(anchor)) => m.anchors.contains(anchor),
@@ -193,8 +196,8 @@ impl TlsSnapshot {
             ciphers: None,
         };
         Ok(TlsSnapshot {
-            hosts: Map::new(),
-            wildcards: Map::new(),
+            hosts: Hosts::new(),
+            wildcards: Hosts::new(),
             unknown: Arc::new(zone_entry(None, Minimum::Zone, "*unknown*")),
             no_sni: Arc::new(zone_entry(None, Minimum::NoSni, "*no-sni*")),
             zone,
@@ -222,8 +225,8 @@ impl TlsSnapshot {
                 .with_context(|| format!("CA {:?}", ca.name))?;
         }
         for name in &delta.removed_hostnames {
-            next.hosts.remove(name);
-            next.wildcards.remove(name);
+            next.hosts.remove(name.as_str());
+            next.wildcards.remove(name.as_str());
         }
         for (h, own) in delta.hostnames.iter().zip(own_identities(&delta.hostnames)) {
             let own = own.with_context(|| format!("hostname {:?}", h.name))?;
@@ -376,7 +379,12 @@ impl TlsSnapshot {
                 name: h.name.clone(),
                 identity: Some(identity.clone()),
                 sid: context::session_id_context(&h.name, view),
-                origin: h.origin.as_deref().map(str::parse).transpose()?,
+                origin: h
+                    .origin
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()?
+                    .map(Box::new),
                 forward: h.forward_client_cert,
                 mtls: mtls.clone(),
                 minimum,
@@ -391,7 +399,7 @@ impl TlsSnapshot {
             self.wildcards
                 .insert(h.name.clone(), Arc::new(entry(Minimum::Zone, "wildcard")?));
         } else {
-            self.wildcards.remove(&h.name);
+            self.wildcards.remove(&*h.name);
         }
         Ok(())
     }
@@ -445,7 +453,7 @@ fn own_identities(hosts: &[HostnameSection]) -> Vec<anyhow::Result<Option<Arc<Id
 /// The entry for clients without SNI or with an unknown one.
 fn zone_entry(identity: Option<Arc<Identity>>, minimum: Minimum, view: &'static str) -> HostTls {
     HostTls {
-        name: String::new(),
+        name: Arc::from(""),
         identity,
         sid: context::session_id_context("", view),
         origin: None,

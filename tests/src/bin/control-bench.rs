@@ -16,8 +16,9 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use gateway::control::{self, new_hostname};
+use gateway::control;
 use gateway_tests::{
+    control::bulk_load,
     local::{TempDir, free_port},
     pki::TestCa,
 };
@@ -170,33 +171,6 @@ fn name(i: usize) -> String {
     format!("h{i}.bench.test")
 }
 
-/// Writes `n` hostnames into a new store in `dir`, in one transaction.
-fn bulk_load(dir: &Path, n: usize) -> anyhow::Result<()> {
-    let opened = control::open(dir, "localhost")?;
-    let now = gateway::clock::now();
-    let state = &opened.state;
-    // Issuing a certificate is the slow part: both cores.
-    let hosts: Vec<_> = std::thread::scope(|scope| {
-        let half = n / 2;
-        let part = |range: std::ops::Range<usize>| {
-            scope.spawn(move || {
-                range
-                    .map(|i| new_hostname(state, &name(i), false, now))
-                    .collect::<anyhow::Result<Vec<_>>>()
-            })
-        };
-        let (a, b) = (part(0..half), part(half..n));
-        let mut all = a.join().expect("a loader thread")?;
-        all.extend(b.join().expect("a loader thread")?);
-        anyhow::Ok(all)
-    })?;
-    let mut next = opened.state.clone();
-    for h in hosts {
-        next.hostnames.insert(h.id.clone(), h);
-    }
-    opened.store.commit(Some(&opened.state), &next)
-}
-
 /// A running store-mode gateway.
 struct Running {
     child: Child,
@@ -216,7 +190,7 @@ fn measure(args: &Args, n: usize) -> anyhow::Result<Row> {
     let tmp = TempDir::new(&format!("control-bench-{n}"));
     let data = tmp.0.join("data");
     let loading = Instant::now();
-    bulk_load(&data, n)?;
+    bulk_load(&data, n, name)?;
     let bulk_load_s = loading.elapsed().as_secs_f64();
     let token = control::rotate_token(&data)?;
     let (tls_port, admin, metrics) = (free_port(), free_port(), free_port());

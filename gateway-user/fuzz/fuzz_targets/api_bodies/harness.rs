@@ -194,16 +194,16 @@ impl Harness {
         let mut path = template.replace("{Z}", &s.meta.zone_id);
         path = path.replace("{A}", &s.meta.account_id);
         path = path.replace("{E}", ENTRY);
-        let ids = |token: &str| -> Vec<(&String, &String)> {
+        let ids = |token: &str| -> Vec<(&str, &String)> {
             match token {
-                "{H}" => s.hostnames.values().map(|h| (&h.name, &h.id)).collect(),
-                "{C}" => s.certs.values().map(|c| (&c.common_name, &c.id)).collect(),
-                "{R}" => s.rules.iter().map(|r| (&r.id, &r.id)).collect(),
+                "{H}" => s.hostnames.values().map(|h| (&*h.name, &h.id)).collect(),
+                "{C}" => s.certs.values().map(|c| (&*c.common_name, &c.id)).collect(),
+                "{R}" => s.rules.iter().map(|r| (&*r.id, &r.id)).collect(),
                 _ => s
                     .cas
                     .values()
                     .filter(|c| c.kind == AuthorityKind::Uploaded)
-                    .map(|c| (&c.name, &c.id))
+                    .map(|c| (&*c.name, &c.id))
                     .collect(),
             }
         };

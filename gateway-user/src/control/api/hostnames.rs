@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{Answer, ApiError, Call, method_not_allowed};
 use crate::{
-    config::{ForwardMode, validate_hostname},
+    config::{CertChain, ForwardMode, KeyDer, validate_hostname},
     control::{
         ControlPlane,
         model::{AuthorityKind, Hostname, ServerCert, State},
@@ -121,7 +121,7 @@ pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
                         .get(id)
                         .cloned()
                         .ok_or_else(|| ApiError::not_found("custom hostname", id))?;
-                    if body.hostname.as_ref().is_some_and(|n| *n != host.name) {
+                    if body.hostname.as_ref().is_some_and(|n| **n != *host.name) {
                         return Err(ApiError::invalid(
                             "a hostname cannot be renamed: create the new one and delete this one",
                         ));
@@ -140,7 +140,7 @@ pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
                         .hostnames
                         .get(id)
                         .ok_or_else(|| ApiError::not_found("custom hostname", id))?;
-                    if host.name == s.meta.default_hostname {
+                    if *host.name == s.meta.default_hostname {
                         return Err(ApiError::conflict(format!(
                             "{:?} is the default hostname (its certificate answers clients \
                              without SNI) and cannot be deleted",
@@ -194,8 +194,7 @@ fn edit(s: &State, host: &mut Hostname, body: &Body) -> Result<(), ApiError> {
         host.certificate = server_cert(s, &host.name, host.wildcard)?;
     } else if wildcard_changed && host.wildcard {
         // An uploaded certificate must cover the subdomains it will now serve.
-        let ders = pki::pem_certificates(&host.certificate.chain)?;
-        covers(&host.name, true, &ders[0])?;
+        covers(&host.name, true, host.certificate.chain.leaf())?;
     }
     if let Some(mtls) = &body.mtls {
         if let Some(f) = mtls.forward_client_cert {
@@ -247,9 +246,10 @@ fn uploaded(name: &str, wildcard: bool, chain: &str, key: &str) -> Result<Server
         )));
     }
     covers(name, wildcard, &ders[0])?;
+    let internal = |e: anyhow::Error| ApiError::internal(format!("{e:#}"));
     Ok(ServerCert {
-        chain: chain.to_string(),
-        key: key.to_string(),
+        chain: CertChain::from_ders(&ders).map_err(internal)?,
+        key: KeyDer::from_key(&pkey).map_err(internal)?,
         managed: false,
         expires_on: info.not_after,
     })
@@ -303,7 +303,7 @@ fn view(s: &State, h: &Hostname) -> Value {
             "forward_client_cert": h.forward_client_cert,
             "certificate_authorities": h.cas,
         },
-        "default": h.name == s.meta.default_hostname,
+        "default": *h.name == s.meta.default_hostname,
         "created_at": clock::rfc3339(h.created_on),
     })
 }
@@ -351,7 +351,7 @@ pub async fn associations(plane: &ControlPlane, call: &Call) -> Answer {
                         .hostnames
                         .values()
                         .filter(|h| {
-                            let want = wanted.contains(h.name.as_str());
+                            let want = wanted.contains(&*h.name);
                             found += usize::from(want);
                             want != h.cas.contains(&id)
                         })
@@ -370,7 +370,7 @@ pub async fn associations(plane: &ControlPlane, call: &Call) -> Answer {
                     }
                     for host_id in changing {
                         let h = s.hostnames.get_mut(&host_id).expect("listed above");
-                        if wanted.contains(h.name.as_str()) {
+                        if wanted.contains(&*h.name) {
                             h.cas.push(id.clone());
                         } else {
                             h.cas.retain(|c| *c != id);

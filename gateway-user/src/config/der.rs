@@ -19,6 +19,51 @@ pub struct CertChain(Arc<[u8]>);
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyDer(Arc<[u8]>);
 
+/// A CRL's DER, as fetched and verified (base64 in the store).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CrlDer(Arc<[u8]>);
+
+impl CrlDer {
+    /// The DER of a CRL that was checked.
+    pub fn new(der: Vec<u8>) -> CrlDer {
+        CrlDer(der.into())
+    }
+
+    /// The DER.
+    pub fn der(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The shared bytes.
+    pub fn bytes(&self) -> Arc<[u8]> {
+        self.0.clone()
+    }
+}
+
+impl fmt::Debug for CrlDer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CrlDer({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for CrlDer {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+/// A stored CRL that is not base64 is an unreadable record, reported with
+/// the record's name by the store: never dropped.
+impl<'de> Deserialize<'de> for CrlDer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(CrlDer::new)
+            .map_err(|e| D::Error::custom(format!("the stored CRL is not base64: {e}")))
+    }
+}
+
 impl CertChain {
     /// The chain of these certificates (DER each, checked to be one DER element).
     pub fn from_ders<D: AsRef<[u8]>>(ders: &[D]) -> anyhow::Result<CertChain> {
@@ -281,5 +326,14 @@ mod tests {
             "{err:#}"
         );
         assert!(KeyDer::from_bytes(Arc::from(&b"junk"[..])).is_err());
+    }
+
+    #[test]
+    fn a_stored_crl_round_trips_and_one_that_is_not_base64_is_an_error() {
+        let crl = CrlDer::new(vec![0x30, 0x03, 1, 2, 3]);
+        let json = serde_json::to_string(&crl).unwrap();
+        assert_eq!(serde_json::from_str::<CrlDer>(&json).unwrap(), crl);
+        let err = serde_json::from_str::<CrlDer>("\"not base64!\"").unwrap_err();
+        assert!(err.to_string().contains("not base64"), "{err}");
     }
 }

@@ -40,7 +40,7 @@ mod der;
 mod material;
 mod terminator;
 
-pub use der::{CertChain, KeyDer};
+pub use der::{CertChain, CrlDer, KeyDer};
 pub use material::Material;
 pub use terminator::{CaSection, ForwardMode, TerminatorSection};
 

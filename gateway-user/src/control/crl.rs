@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::config::CrlDer;
 use anyhow::{Context, bail};
-use base64::Engine;
 use http::Method;
 
 use super::{
@@ -88,7 +88,7 @@ pub fn updated(
         Ok((der, next_update, revoked)) => (
             CrlSource {
                 source: source.to_string(),
-                der: Some(base64::engine::general_purpose::STANDARD.encode(der)),
+                der: Some(CrlDer::new(der)),
                 fetched_on: Some(now),
                 next_update,
                 revoked,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::{CertChain, ForwardMode, KeyDer},
+    config::{CertChain, CrlDer, ForwardMode, KeyDer},
     rules::RuleSpec,
     tls_version::TlsVersion,
 };
@@ -238,8 +238,8 @@ pub struct Authority {
 pub struct CrlSource {
     /// A file path or an `http://` URL.
     pub source: String,
-    /// The last good CRL (DER, base64), verified against the CA.
-    pub der: Option<String>,
+    /// The last good CRL, verified against the CA when it was fetched.
+    pub der: Option<CrlDer>,
     /// When it was fetched (Unix seconds).
     pub fetched_on: Option<i64>,
     /// Its nextUpdate (Unix seconds).

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 
-use base64::Engine;
 use imbl::ordmap::DiffItem;
 
 use super::model::{Authority, AuthorityKind, CertStatus, Hostname, State};
@@ -142,9 +141,8 @@ impl State {
             crl: ca
                 .crl
                 .iter()
-                .filter_map(|crl| crl.der.as_deref())
-                .filter_map(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
-                .map(|der| Material::inline(format!("CRL of CA {}", ca.id), der))
+                .filter_map(|crl| crl.der.as_ref())
+                .map(|der| Material::inline(format!("CRL of CA {}", ca.id), der.bytes()))
                 .collect(),
             revoked_serials: self
                 .certs

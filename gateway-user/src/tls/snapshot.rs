@@ -87,7 +87,18 @@ pub struct HostTls {
 /// A CA as the snapshot holds it.
 struct CaTls {
     cert: X509,
-    revoked: RevocationSet,
+    /// The CRLs it came with, and what they revoke: verified once, and kept
+    /// while the CA changes in other ways (a certificate revoked, a rename).
+    crls: Vec<Material>,
+    crl_revoked: Arc<RevocationSet>,
+    /// Its issued certificates that are revoked.
+    revoked_serials: RevocationSet,
+}
+
+impl CaTls {
+    fn revokes(&self, issuer: &[u8], serial: &[u8]) -> bool {
+        self.crl_revoked.contains(issuer, serial) || self.revoked_serials.contains(issuer, serial)
+    }
 }
 
 /// The zone's settings, compiled.
@@ -160,7 +171,7 @@ impl TlsSnapshot {
     fn revoked_by(&self, cas: &[String], issuer: &[u8], serial: &[u8]) -> bool {
         cas.iter()
             .filter_map(|name| self.cas.get(name))
-            .any(|ca| ca.revoked.contains(issuer, serial))
+            .any(|ca| ca.revokes(issuer, serial))
     }
 
     /// Whether a client certificate accepted on hostname `host` is revoked now.
@@ -292,15 +303,33 @@ impl TlsSnapshot {
         let pem = ca.certificate.read()?;
         let cert = X509::from_pem(&pem).context("not a PEM certificate")?;
         let der = cert.to_der()?;
-        let mut revoked = RevocationSet::default();
-        revoked.add_serials(&der, ca.revoked_serials.iter().map(String::as_str))?;
-        revoked.add_crls(&der, &ca.crl, now, ca.stale_crl_ok)?;
-        let changed_cert = self
-            .cas
-            .get(&ca.name)
-            .is_some_and(|old| old.cert.to_der().ok().as_deref() != Some(&der[..]));
-        self.cas
-            .insert(ca.name.clone(), Arc::new(CaTls { cert, revoked }));
+        let old = self.cas.get(&ca.name);
+        let changed_cert =
+            old.is_some_and(|old| old.cert.to_der().ok().as_deref() != Some(&der[..]));
+        let mut revoked_serials = RevocationSet::default();
+        revoked_serials.add_serials(&der, ca.revoked_serials.iter().map(String::as_str))?;
+        // The same CRLs (held in memory: a file may have changed) for the same
+        // certificate: what they revoke is known already.
+        let known = old.filter(|old| {
+            !changed_cert && old.crls == ca.crl && ca.crl.iter().all(|c| c.path().is_none())
+        });
+        let crl_revoked = match known {
+            Some(old) => old.crl_revoked.clone(),
+            None => {
+                let mut set = RevocationSet::default();
+                set.add_crls(&der, &ca.crl, now, ca.stale_crl_ok)?;
+                Arc::new(set)
+            }
+        };
+        self.cas.insert(
+            ca.name.clone(),
+            Arc::new(CaTls {
+                cert,
+                crls: ca.crl.clone(),
+                crl_revoked,
+                revoked_serials,
+            }),
+        );
         if changed_cert {
             let sets: Vec<Arc<[String]>> = self
                 .trust

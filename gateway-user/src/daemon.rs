@@ -59,6 +59,8 @@ pub struct RunOptions {
     pub metrics: Option<SocketAddr>,
     /// The XDP program's own log level.
     pub program_log: ProgramLog,
+    /// The size of the XDP filter's hostname table (without `config`).
+    pub xdp_hostnames: Option<u32>,
 }
 
 /// The runtime sections of the configuration when the store holds the policy.
@@ -69,6 +71,9 @@ fn store_base(opts: &RunOptions) -> Config {
     ports.sort_unstable();
     ports.dedup();
     base.xdp.ports = ports;
+    if let Some(n) = opts.xdp_hostnames {
+        base.xdp.hostnames = n;
+    }
     base
 }
 

@@ -8,11 +8,14 @@
 //!    the hostname's minimum; what it cannot decide passes.
 //! 2. What survives goes through the kernel's TCP stack to the terminator
 //!    ([`terminator`]): the BoringSSL acceptor ([`tls`]) picks the hostname's
-//!    certificate, minimum, ciphers and client-certificate policy from the
-//!    current snapshot, and verifies the client's certificate and revocation.
+//!    certificate (DER, handed over per connection), minimum, ciphers and
+//!    client-certificate policy from the current snapshot, and verifies the
+//!    client's certificate and revocation.
 //! 3. Each request is checked (Host against SNI, spoofed certificate headers
-//!    stripped), evaluated by the zone's rules ([`rules`]), and proxied to the
-//!    hostname's origin with the client certificate's details.
+//!    stripped), its fields filled in ([`rules::fields`]: the rules' execution
+//!    context), evaluated by the zone's rules ([`rules`]), and proxied to the
+//!    origin, trust and forwarding mode the current snapshot gives its hostname,
+//!    with the client certificate's details.
 //!
 //! **The control path**, one change to both layers:
 //! 1. The configuration comes from a file ([`config`]) or from the control

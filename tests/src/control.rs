@@ -125,6 +125,7 @@ impl StoreGateway {
     }
 
     /// Calls the API and fails unless it succeeds; returns `result`.
+    #[track_caller]
     pub fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         let (status, answer) = self.call(method, path, body);
         assert!(

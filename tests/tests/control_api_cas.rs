@@ -6,13 +6,12 @@ mod api_common;
 use api_common::*;
 
 #[test]
-fn mtls_certificates_associations_and_crl_sources() {
-    let s = Setup::start("api-cas");
+/// What an upload must be, and the five-CA limit.
+fn uploads_are_checked_and_at_most_five() {
+    let s = Setup::start("api-cas-uploads");
     let gw = &s.gw;
     let base = s.cas_path("");
-    let managed = s.managed_ca();
     let hosts = s.zone_path("custom_hostnames");
-    let assoc = s.zone_path("certificate_authorities/hostname_associations");
     gw.ok(
         "POST",
         &hosts,
@@ -147,6 +146,59 @@ fn mtls_certificates_associations_and_crl_sources() {
         "refused uploads add nothing"
     );
 
+    // Five at most; the sixth is refused and says so.
+    for i in 2..=5 {
+        gw.ok(
+            "POST",
+            &base,
+            Some(
+                &json!({"ca": true, "certificates": dated_ca(&format!("ca{i}"), now() - 60, now() + 86_400)}),
+            ),
+        );
+    }
+    assert_eq!(gw.ok("GET", &base, None).as_array().unwrap().len(), 5);
+    refused(
+        gw,
+        "POST",
+        &base,
+        Some(&json!({"ca": true, "certificates": dated_ca("ca6", now() - 60, now() + 86_400)})),
+        400,
+        &["the limit is 5", "delete one first"],
+    );
+    assert_eq!(gw.ok("GET", &base, None).as_array().unwrap().len(), 5);
+}
+
+#[test]
+/// CRL sources: verified against the CA, refreshed, kept on failure, removed.
+fn crl_sources_are_verified_refreshed_and_kept_when_a_refresh_fails() {
+    let s = Setup::start("api-cas-crl");
+    let gw = &s.gw;
+    let base = s.cas_path("");
+    let hosts = s.zone_path("custom_hostnames");
+    gw.ok(
+        "POST",
+        &hosts,
+        Some(&json!({"hostname": "api.example.com"})),
+    );
+    gw.ok("POST", &hosts, Some(&json!({"hostname": "b.example.com"})));
+
+    // Upload one.
+    let corp = TestCa::new(&s.dir.0, "corp");
+    let up = gw.ok(
+        "POST",
+        &base,
+        Some(&json!({"ca": true, "certificates": pem(&corp.cert), "name": "corp"})),
+    );
+    let corp_id = text(&up["id"]);
+    assert_eq!(up["name"], "corp");
+    assert_eq!(up["ca"], true);
+    assert_eq!(up["signature"], "ECDSA-SHA256");
+    assert!(text(&up["issuer"]).contains("corp"), "{up:#}");
+    assert_eq!(up["hostnames"], json!([]));
+    assert_eq!(up["crl"], Value::Null);
+    assert_eq!(gw.ok("GET", &s.cas_path(&corp_id), None), up);
+    assert_eq!(gw.ok("GET", &base, None), json!([up.clone()]));
+
     // CRL sources: a file, verified against the CA; refresh; removal.
     let bob = corp.client("bob", None);
     corp.revoke(&bob);
@@ -247,27 +299,40 @@ fn mtls_certificates_associations_and_crl_sources() {
         400,
         &["crl_source", "not by the CA"],
     );
+}
 
-    // Five at most; the sixth is refused and says so.
-    for i in 3..=5 {
-        gw.ok(
-            "POST",
-            &base,
-            Some(
-                &json!({"ca": true, "certificates": dated_ca(&format!("ca{i}"), now() - 60, now() + 86_400)}),
-            ),
-        );
-    }
-    assert_eq!(gw.ok("GET", &base, None).as_array().unwrap().len(), 5);
-    refused(
-        gw,
+#[test]
+/// Hostname associations, and deletion blocked while they exist.
+fn associations_choose_which_cas_verify_a_hostname_and_block_deletion() {
+    let s = Setup::start("api-cas-assoc");
+    let gw = &s.gw;
+    let base = s.cas_path("");
+    let managed = s.managed_ca();
+    let hosts = s.zone_path("custom_hostnames");
+    let assoc = s.zone_path("certificate_authorities/hostname_associations");
+    gw.ok(
+        "POST",
+        &hosts,
+        Some(&json!({"hostname": "api.example.com"})),
+    );
+    gw.ok("POST", &hosts, Some(&json!({"hostname": "b.example.com"})));
+
+    // Upload one.
+    let corp = TestCa::new(&s.dir.0, "corp");
+    let up = gw.ok(
         "POST",
         &base,
-        Some(&json!({"ca": true, "certificates": dated_ca("ca6", now() - 60, now() + 86_400)})),
-        400,
-        &["the limit is 5", "delete one first"],
+        Some(&json!({"ca": true, "certificates": pem(&corp.cert), "name": "corp"})),
     );
-    assert_eq!(gw.ok("GET", &base, None).as_array().unwrap().len(), 5);
+    let corp_id = text(&up["id"]);
+    assert_eq!(up["name"], "corp");
+    assert_eq!(up["ca"], true);
+    assert_eq!(up["signature"], "ECDSA-SHA256");
+    assert!(text(&up["issuer"]).contains("corp"), "{up:#}");
+    assert_eq!(up["hostnames"], json!([]));
+    assert_eq!(up["crl"], Value::Null);
+    assert_eq!(gw.ok("GET", &s.cas_path(&corp_id), None), up);
+    assert_eq!(gw.ok("GET", &base, None), json!([up.clone()]));
 
     // Associations: PUT replaces the hostnames of one CA (the managed one when unnamed).
     let a = gw.ok(
@@ -422,7 +487,7 @@ fn mtls_certificates_associations_and_crl_sources() {
         404,
         &["not found"],
     );
-    assert_eq!(gw.ok("GET", &base, None).as_array().unwrap().len(), 4);
+    assert_eq!(gw.ok("GET", &base, None), json!([]), "deleted");
     // The managed and server CAs are not deletable through this route.
     for id in [&managed, &server_ca] {
         refused(gw, "DELETE", &s.cas_path(id), None, 404, &["not found"]);

@@ -27,6 +27,7 @@ const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
 const ADMIN: &str = "127.0.0.1:9101";
 
 /// Calls the admin API inside the server namespace; fails unless it succeeds.
+#[track_caller]
 fn api(lab: &Lab, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {
     let mut cmd = lab.in_server("curl");
     cmd.args(["-s", "--max-time", "10", "-X", method])

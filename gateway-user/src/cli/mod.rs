@@ -58,6 +58,10 @@ enum Command {
         /// Log level of the XDP program itself.
         #[arg(long, value_enum, default_value_t = ProgramLog::Off)]
         xdp_log: ProgramLog,
+        /// Hostnames the XDP filter's table holds, with the store (a
+        /// configuration file sets [xdp] hostnames); default 1,000,000.
+        #[arg(long)]
+        xdp_hostnames: Option<u32>,
     },
     /// Replace the admin API token of a stopped gateway's store and print the new one.
     RotateToken {
@@ -152,6 +156,7 @@ pub fn main() -> ExitCode {
             mode,
             metrics,
             xdp_log,
+            xdp_hostnames,
         } => tokio::runtime::Runtime::new()
             .context("starting the runtime")
             .and_then(|rt| {
@@ -172,6 +177,7 @@ pub fn main() -> ExitCode {
                     mode,
                     metrics,
                     program_log: xdp_log,
+                    xdp_hostnames,
                 }))
             }),
         Command::Rules {

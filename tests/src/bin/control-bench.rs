@@ -1,6 +1,7 @@
 //! `cargo xtask bench control`: what a change costs as the store grows. For
-//! each size, the store is bulk-loaded directly (hostnames with certificates
-//! from the server CA, as the API makes them), a store-mode gateway is started
+//! each size, the store is bulk-loaded directly (the default hostname and
+//! `size - 1` more, with certificates from the server CA, as the API makes
+//! them), a store-mode gateway is started
 //! on loopback, and the bench measures its start-up, its RSS, the latency of
 //! changes made through the admin API (hostname add, hostname edit, rule add,
 //! CRL refresh) and full TLS handshakes to hostnames picked at random.
@@ -190,7 +191,8 @@ fn measure(args: &Args, n: usize) -> anyhow::Result<Row> {
     let tmp = TempDir::new(&format!("control-bench-{n}"));
     let data = tmp.0.join("data");
     let loading = Instant::now();
-    bulk_load(&data, n, name)?;
+    // The default hostname is one of the `n`.
+    bulk_load(&data, n.saturating_sub(1), name)?;
     let bulk_load_s = loading.elapsed().as_secs_f64();
     let token = control::rotate_token(&data)?;
     let (tls_port, admin, metrics) = (free_port(), free_port(), free_port());
@@ -203,6 +205,11 @@ fn measure(args: &Args, n: usize) -> anyhow::Result<Row> {
         .args(["--listen", &format!("127.0.0.1:{tls_port}")])
         .args(["--admin", &format!("127.0.0.1:{admin}")])
         .args(["--metrics", &format!("127.0.0.1:{metrics}")])
+        // Room for the hostnames the changes add.
+        .args([
+            "--xdp-hostnames",
+            &(n + 2 * args.changes + 1000).max(1_000_000).to_string(),
+        ])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -219,7 +226,7 @@ fn measure(args: &Args, n: usize) -> anyhow::Result<Row> {
     let startup_s = started.elapsed().as_secs_f64();
     let rss_kib = rss_kib(gw.child.id())?;
     let changes = changes(&gw, &tmp.0, n.max(1), args.changes)?;
-    let handshake_p50_ms = handshakes(&gw, n, args.handshakes)?;
+    let handshake_p50_ms = handshakes(&gw, n.saturating_sub(1), args.handshakes)?;
     Ok(Row {
         hostnames: n,
         bulk_load_s,

@@ -80,6 +80,7 @@ impl Setup {
     }
 }
 
+#[track_caller]
 pub fn text(v: &Value) -> String {
     v.as_str()
         .unwrap_or_else(|| panic!("not a string: {v}"))
@@ -95,6 +96,7 @@ pub fn message(answer: &Value) -> String {
 }
 
 /// Asserts that a call fails with `status` and a message containing each of `says`.
+#[track_caller]
 pub fn refused(
     gw: &StoreGateway,
     method: &str,
@@ -109,6 +111,7 @@ pub fn refused(
 }
 
 /// As [`refused`], with a raw body and any token.
+#[track_caller]
 pub fn refused_raw(
     gw: &StoreGateway,
     token: Option<&str>,
@@ -123,6 +126,8 @@ pub fn refused_raw(
     answer
 }
 
+/// Asserts an API refusal: the status, the envelope and the message's words.
+#[track_caller]
 pub fn check_refusal(
     method: &str,
     path: &str,
@@ -143,6 +148,7 @@ pub fn check_refusal(
     }
 }
 
+#[track_caller]
 pub fn pem(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -5,7 +5,7 @@ mod api_common;
 use api_common::*;
 
 #[test]
-fn custom_hostnames_are_created_edited_and_deleted() {
+fn custom_hostnames_are_created_listed_patched_and_refused() {
     let s = Setup::start("api-hostnames");
     let gw = &s.gw;
     let base = s.zone_path("custom_hostnames");
@@ -234,6 +234,20 @@ fn custom_hostnames_are_created_edited_and_deleted() {
         409,
         &["\"localhost\" is the default hostname", "cannot be deleted"],
     );
+    gw.ok("DELETE", &one, None);
+    let list = gw.ok("GET", &base, None);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list:#}");
+    assert_eq!(list[0]["hostname"], "localhost");
+}
+
+#[test]
+fn uploaded_certificates_must_match_cover_the_hostname_and_be_valid() {
+    let s = Setup::start("api-hostname-certs");
+    let gw = &s.gw;
+    let base = s.zone_path("custom_hostnames");
+    // A hostname with a certificate from the gateway, to patch.
+    let created = gw.ok("POST", &base, Some(&json!({"hostname": "api.example.com"})));
+    let one = format!("{base}/{}", text(&created["id"]));
 
     // Uploaded certificates: the key must match, the names must cover the hostname.
     let shop = server_cert(&s.dir.0, "shop", &["shop.example.com"]);

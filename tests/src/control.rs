@@ -124,6 +124,29 @@ impl StoreGateway {
         (status, value)
     }
 
+    /// Every item of a list, page after page as a client walks it (until an
+    /// empty page), checking each page's `result_info`.
+    #[track_caller]
+    pub fn list_all(&self, path: &str) -> Vec<Value> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut all = Vec::new();
+        for page in 1.. {
+            let (status, answer) =
+                self.call("GET", &format!("{path}{sep}page={page}&per_page=50"), None);
+            assert_eq!(status, 200, "GET {path} page {page}: {answer:#}");
+            let items = answer["result"].as_array().cloned().unwrap_or_default();
+            let info = &answer["result_info"];
+            assert_eq!(info["page"], page, "{info:#}");
+            assert_eq!(info["count"], items.len(), "{info:#}");
+            if items.is_empty() {
+                assert_eq!(info["total_count"], all.len(), "{info:#}");
+                return all;
+            }
+            all.extend(items);
+        }
+        unreachable!()
+    }
+
     /// Calls the API and fails unless it succeeds; returns `result`.
     #[track_caller]
     pub fn ok(&self, method: &str, path: &str, body: Option<&Value>) -> Value {

@@ -236,10 +236,8 @@ fn kill_9_during_writes_loses_nothing_acknowledged() {
         let zone = gw.zone();
 
         // Everything acknowledged before is there, exactly once.
-        let list = gw.ok("GET", &format!("zones/{zone}/custom_hostnames"), None);
+        let list = gw.list_all(&format!("zones/{zone}/custom_hostnames"));
         let names: Vec<String> = list
-            .as_array()
-            .unwrap()
             .iter()
             .map(|h| h["hostname"].as_str().unwrap().to_string())
             .collect();
@@ -302,8 +300,7 @@ fn kill_9_during_writes_loses_nothing_acknowledged() {
     }
     let gw = StoreGateway::start(GATEWAY.as_ref(), &data, token.as_deref(), &[]);
     let zone = gw.zone();
-    let list = gw.ok("GET", &format!("zones/{zone}/custom_hostnames"), None);
-    let count = list.as_array().unwrap().len();
+    let count = gw.list_all(&format!("zones/{zone}/custom_hostnames")).len();
     // The default hostname, every acknowledged one, and at most one per round
     // that committed but whose answer the kill cut off.
     assert!(

@@ -66,6 +66,24 @@ impl Api<'_> {
         bail!("{message} (HTTP {})", status.as_u16())
     }
 
+    /// Every item of a list, page after page.
+    fn list(&self, path: &str) -> anyhow::Result<Value> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut all = Vec::new();
+        for page in 1.. {
+            let page = self.call(
+                Method::GET,
+                &format!("{path}{sep}page={page}&per_page=50"),
+                None,
+            )?;
+            match page.as_array() {
+                Some(items) if !items.is_empty() => all.extend(items.iter().cloned()),
+                _ => break,
+            }
+        }
+        Ok(Value::Array(all))
+    }
+
     fn zone(&self) -> anyhow::Result<Value> {
         let zones = self.call(Method::GET, "zones", None)?;
         zones.get(0).cloned().context("the gateway has no zone")
@@ -83,11 +101,20 @@ impl Api<'_> {
 
     /// A hostname's id from its name or id.
     fn hostname_id(&self, name_or_id: &str) -> anyhow::Result<String> {
-        let list = self.call(Method::GET, &self.zone_path("custom_hostnames")?, None)?;
-        list.as_array()
-            .into_iter()
-            .flatten()
-            .find(|h| h["hostname"] == name_or_id || h["id"] == name_or_id)
+        let base = self.zone_path("custom_hostnames")?;
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("hostname", name_or_id)
+            .finish();
+        let by_name = self.call(Method::GET, &format!("{base}?{query}"), None)?;
+        if let Some(h) = by_name.get(0) {
+            return Ok(text(&h["id"]));
+        }
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("id", name_or_id)
+            .finish();
+        let by_id = self.call(Method::GET, &format!("{base}?{query}"), None)?;
+        by_id
+            .get(0)
             .map(|h| text(&h["id"]))
             .with_context(|| format!("no hostname {name_or_id:?} (see `gateway hostname list`)"))
     }
@@ -119,11 +146,7 @@ pub fn run(args: &ApiArgs, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Ca { command } => ca(&api, command)?,
         AdminCommand::Cert { command } => cert(&api, command)?,
         AdminCommand::Expiring { days } => (
-            api.call(
-                Method::GET,
-                &api.zone_path(&format!("expiring_certificates?days={days}"))?,
-                None,
-            )?,
+            api.list(&api.zone_path(&format!("expiring_certificates?days={days}"))?)?,
             Shape::Table(&["kind", "id", "name", "expires_on", "days_left"]),
         ),
     };
@@ -369,7 +392,7 @@ fn hostname(api: &Api, command: HostnameCommand) -> anyhow::Result<(Value, Shape
     let one = Shape::Object;
     Ok(match command {
         HostnameCommand::List => {
-            let mut list = api.call(Method::GET, &base, None)?;
+            let mut list = api.list(&base)?;
             // The table's columns; --json prints the API's result untouched.
             if !api.args.json {
                 for h in list.as_array_mut().into_iter().flatten() {
@@ -424,7 +447,7 @@ fn ca(api: &Api, command: CaCommand) -> anyhow::Result<(Value, Shape)> {
             (api.call(Method::POST, &base, Some(body))?, one)
         }
         CaCommand::List => (
-            api.call(Method::GET, &base, None)?,
+            api.list(&base)?,
             Shape::Table(&["id", "name", "signature", "expires_on", "hostnames"]),
         ),
         CaCommand::Show { id } => (api.call(Method::GET, &format!("{base}/{id}"), None)?, one),
@@ -510,7 +533,7 @@ fn cert(api: &Api, command: CertCommand) -> anyhow::Result<(Value, Shape)> {
                 None => base,
             };
             (
-                api.call(Method::GET, &path, None)?,
+                api.list(&path)?,
                 Shape::Table(&["id", "common_name", "status", "serial_number", "expires_on"]),
             )
         }

@@ -91,6 +91,17 @@ impl Hostnames {
         self.by_id.values()
     }
 
+    /// The hostnames in name order (how the API lists them), either way.
+    pub fn in_name_order(&self, descending: bool) -> Box<dyn Iterator<Item = &Hostname> + '_> {
+        let ids = self.by_name.values();
+        let host = |id: &String| self.by_id.get(id);
+        if descending {
+            Box::new(ids.rev().filter_map(host))
+        } else {
+            Box::new(ids.filter_map(host))
+        }
+    }
+
     /// How many there are.
     pub fn len(&self) -> usize {
         self.by_id.len()

@@ -5,7 +5,10 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Answer, ApiError, Call, method_not_allowed};
+use super::{
+    Answer, ApiError, Call, Listing, method_not_allowed,
+    page::{self, Paging},
+};
 use crate::control::{
     ControlPlane, crl,
     model::{Authority, AuthorityKind, State},
@@ -31,18 +34,42 @@ struct CrlBody {
     source: String,
 }
 
-/// `/accounts/A/mtls_certificates[/ID[/crl[/refresh]]]`.
+/// `GET /accounts/A/mtls_certificates`: the uploaded CAs, oldest first (five at most).
+pub async fn list(plane: &ControlPlane, call: &Call) -> Listing {
+    let paging = Paging::of(call, page::WHOLE)?;
+    plane
+        .read(|s| {
+            let mut cas: Vec<&Authority> = uploaded(s).collect();
+            cas.sort_by(|a, b| (a.uploaded_on, &a.id).cmp(&(b.uploaded_on, &b.id)));
+            let total = cas.len();
+            let page = paging.take(cas.into_iter());
+            Ok(paging.reply(page.into_iter().map(|ca| view(s, ca)).collect(), total))
+        })
+        .await
+}
+
+/// `GET /accounts/A/mtls_certificates/ID/associations`: the services using
+/// the CA, one per associated hostname (by name).
+pub async fn associations(plane: &ControlPlane, call: &Call, id: &str) -> Listing {
+    let paging = Paging::of(call, page::WHOLE)?;
+    plane
+        .read(|s| {
+            find(s, id)?;
+            let names = s.associations(id);
+            let total = names.len();
+            let page = paging.take(names.into_iter());
+            let result = page
+                .into_iter()
+                .map(|name| json!({"service": name, "status": "active"}))
+                .collect();
+            Ok(paging.reply(result, total))
+        })
+        .await
+}
+
+/// `/accounts/A/mtls_certificates[/ID[/crl[/refresh]]]` but the listings.
 pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
     match (rest, &call.method) {
-        ([], &Method::GET) => {
-            plane
-                .read(|s| {
-                    Ok(Value::Array(
-                        uploaded(s).map(|ca| view(s, ca)).collect::<Vec<_>>(),
-                    ))
-                })
-                .await
-        }
         ([], &Method::POST) => upload(plane, call).await,
         ([], _) => Err(method_not_allowed("GET or POST")),
         ([id], &Method::GET) => plane.read(|s| Ok(view(s, find(s, id)?))).await,

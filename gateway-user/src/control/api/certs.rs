@@ -6,7 +6,10 @@ use http::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Answer, ApiError, Call, method_not_allowed};
+use super::{
+    Answer, ApiError, Call, Listing, method_not_allowed,
+    page::{self, Paging},
+};
 use crate::control::{
     ControlPlane,
     model::{CertStatus, ClientCert, State},
@@ -36,23 +39,41 @@ struct Edit {
     reactivate: bool,
 }
 
-/// `/zones/Z/client_certificates[/ID]`.
+/// `GET /zones/Z/client_certificates`: oldest first, a page at a time,
+/// `status` `all` (the default), `active` or `revoked` (nothing is ever
+/// pending here: a revocation is in force at once).
+pub async fn list(plane: &ControlPlane, call: &Call) -> Listing {
+    let paging = Paging::of(call, page::STANDARD)?;
+    let status = match call.query.get("status").map(String::as_str) {
+        None | Some("all") => None,
+        Some(st @ ("active" | "revoked" | "pending_reactivation" | "pending_revocation")) => {
+            Some(st.to_string())
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "status={other:?}: give all, active, revoked, pending_reactivation or \
+                 pending_revocation"
+            )));
+        }
+    };
+    plane
+        .read(|s| {
+            let mut list: Vec<&ClientCert> = s
+                .certs
+                .values()
+                .filter(|c| status.as_deref().is_none_or(|st| status_name(c) == st))
+                .collect();
+            list.sort_by(|a, b| (a.issued_on, &a.id).cmp(&(b.issued_on, &b.id)));
+            let total = list.len();
+            let page = paging.take(list.into_iter());
+            Ok(paging.reply(page.into_iter().map(|c| view(s, c)).collect(), total))
+        })
+        .await
+}
+
+/// `/zones/Z/client_certificates[/ID]` but the listing.
 pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
     match (rest, &call.method) {
-        ([], &Method::GET) => {
-            let status = call.query.get("status").cloned();
-            plane
-                .read(|s| {
-                    let mut list: Vec<&ClientCert> = s
-                        .certs
-                        .values()
-                        .filter(|c| status.as_deref().is_none_or(|st| status_name(c) == st))
-                        .collect();
-                    list.sort_by_key(|c| c.issued_on);
-                    Ok(Value::Array(list.into_iter().map(|c| view(s, c)).collect()))
-                })
-                .await
-        }
         ([], &Method::POST) => issue(plane, call).await,
         ([], _) => Err(method_not_allowed("GET or POST")),
         ([id], &Method::GET) => plane.read(|s| Ok(view(s, find(s, id)?))).await,

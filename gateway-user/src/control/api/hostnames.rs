@@ -6,7 +6,10 @@ use http::Method;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
-use super::{Answer, ApiError, Call, method_not_allowed};
+use super::{
+    Answer, ApiError, Call, Listing, method_not_allowed,
+    page::{self, Paging},
+};
 use crate::{
     config::{CertChain, ForwardMode, KeyDer, validate_hostname},
     control::{
@@ -65,18 +68,135 @@ struct Mtls {
     forward_client_cert: Option<ForwardMode>,
 }
 
-/// `/zones/Z/custom_hostnames[/ID]`.
+/// Which hostnames a listing shows: the reference's filters.
+struct Filter {
+    id: Option<String>,
+    name: Option<(NameMatch, String)>,
+    wildcard: Option<bool>,
+    origin: Option<String>,
+    /// `ssl=0`, `hostname_status` or `ssl_status` other than `active`: every
+    /// hostname here is active with a certificate, so none matches.
+    none: bool,
+}
+
+#[derive(Clone, Copy)]
+enum NameMatch {
+    Exact,
+    Contains,
+    StartsWith,
+}
+
+impl Filter {
+    fn of(call: &Call) -> Result<Filter, ApiError> {
+        let q = |k: &str| call.query.get(k).cloned();
+        let mut names = [
+            ("hostname", NameMatch::Exact),
+            ("hostname.exact", NameMatch::Exact),
+            ("hostname.contain", NameMatch::Contains),
+            ("hostname.startsWith", NameMatch::StartsWith),
+        ]
+        .into_iter()
+        .filter_map(|(k, how)| Some((k, how, q(k)?.to_ascii_lowercase())));
+        let name = names.next();
+        if let Some((second, ..)) = names.next() {
+            return Err(ApiError::invalid(format!(
+                "{second} cannot be used with {}: give one hostname filter",
+                name.map_or("", |n| n.0)
+            )));
+        }
+        if let (Some(_), Some((k, ..))) = (q("id"), &name) {
+            return Err(ApiError::invalid(format!("id cannot be used with {k}")));
+        }
+        let wildcard = match q("wildcard").as_deref() {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "wildcard={other:?}: give true or false"
+                )));
+            }
+        };
+        let inactive = |k: &str| q(k).is_some_and(|v| v != "active");
+        Ok(Filter {
+            id: q("id"),
+            name: name.map(|(_, how, text)| (how, text)),
+            wildcard,
+            origin: q("custom_origin_server"),
+            none: q("ssl").is_some_and(|v| v == "0")
+                || inactive("hostname_status")
+                || inactive("ssl_status"),
+        })
+    }
+
+    fn matches(&self, h: &Hostname) -> bool {
+        let name = match &self.name {
+            None => true,
+            Some((NameMatch::Exact, n)) => *h.name == **n,
+            Some((NameMatch::Contains, n)) => h.name.contains(n.as_str()),
+            Some((NameMatch::StartsWith, n)) => h.name.starts_with(n.as_str()),
+        };
+        !self.none
+            && name
+            && self.id.as_ref().is_none_or(|id| *id == h.id)
+            && self.wildcard.is_none_or(|w| w == h.wildcard)
+            && self
+                .origin
+                .as_ref()
+                .is_none_or(|o| h.origin.as_ref() == Some(o))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.id.is_none()
+            && self.name.is_none()
+            && self.wildcard.is_none()
+            && self.origin.is_none()
+            && !self.none
+    }
+}
+
+/// `GET /zones/Z/custom_hostnames`: by name, a page at a time, filtered.
+pub async fn list(plane: &ControlPlane, call: &Call) -> Listing {
+    let paging = Paging::of(call, page::STANDARD)?;
+    let filter = Filter::of(call)?;
+    let descending = match call.query.get("direction").map(String::as_str) {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "direction={other:?}: give asc or desc"
+            )));
+        }
+    };
+    plane
+        .read(|s| {
+            if let Some(id) = &filter.id {
+                // One lookup, not a walk.
+                let found: Vec<Value> = s
+                    .hostnames
+                    .get(id)
+                    .filter(|h| filter.matches(h))
+                    .map(|h| view(s, h))
+                    .into_iter()
+                    .collect();
+                let total = found.len();
+                return Ok(paging.reply(paging.take(found.into_iter()), total));
+            }
+            let hosts = || s.hostnames.in_name_order(descending);
+            let total = if filter.is_empty() {
+                s.hostnames.len()
+            } else {
+                hosts().filter(|h| filter.matches(h)).count()
+            };
+            let page = paging.take(hosts().filter(|h| filter.matches(h)));
+            Ok(paging.reply(page.into_iter().map(|h| view(s, h)).collect(), total))
+        })
+        .await
+}
+
+/// `/zones/Z/custom_hostnames[/ID]` but the listing.
 pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
     match (rest, &call.method) {
-        ([], &Method::GET) => {
-            plane
-                .read(|s| {
-                    let mut list: Vec<&Hostname> = s.hostnames.values().collect();
-                    list.sort_by(|a, b| a.name.cmp(&b.name));
-                    Ok(Value::Array(list.into_iter().map(|h| view(s, h)).collect()))
-                })
-                .await
-        }
         ([], &Method::POST) => {
             let body: Body = call.json()?;
             let name = body

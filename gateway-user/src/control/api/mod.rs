@@ -35,6 +35,7 @@ use super::ControlPlane;
 mod cas;
 mod certs;
 mod hostnames;
+pub mod page;
 mod rules;
 mod zone;
 
@@ -100,8 +101,29 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
-/// What a handler answers: a result (with the listing's size for lists).
+/// What a handler answers: the `result`, and a list's `result_info` (its page).
+#[derive(Debug)]
+pub struct Reply {
+    /// The `result`.
+    pub result: Value,
+    /// For a list, the page it is.
+    pub result_info: Option<Value>,
+}
+
+impl From<Value> for Reply {
+    fn from(result: Value) -> Reply {
+        Reply {
+            result,
+            result_info: None,
+        }
+    }
+}
+
+/// What a handler of one object answers: its `result`.
 pub type Answer = Result<Value, ApiError>;
+
+/// What a list's handler answers: one page of it.
+pub type Listing = Result<Reply, ApiError>;
 
 /// One API call, parsed.
 pub struct Call {
@@ -129,7 +151,7 @@ impl Call {
 }
 
 /// Serializes a record for an answer.
-pub fn to_value(value: impl Serialize) -> Answer {
+pub fn to_value(value: impl Serialize) -> Result<Value, ApiError> {
     serde_json::to_value(value).map_err(|e| ApiError::internal(e.to_string()))
 }
 
@@ -227,13 +249,9 @@ async fn read(req: Request<Incoming>) -> Result<Call, ApiError> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
-    let query = parts
-        .uri
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+    // Percent-decoded; a repeated parameter keeps its last value.
+    let query = form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+        .into_owned()
         .collect();
     let body = Limited::new(body, MAX_BODY)
         .collect()
@@ -275,36 +293,42 @@ pub fn method_not_allowed(allowed: &str) -> ApiError {
     )
 }
 
-async fn route(plane: &ControlPlane, call: &Call) -> Answer {
+/// Lists answer a page ([`Listing`]); everything else one object.
+async fn route(plane: &ControlPlane, call: &Call) -> Listing {
     let path: Vec<&str> = call.path.iter().map(String::as_str).collect();
     let (zone_id, account_id) = plane
         .read(|s| (s.meta.zone_id.clone(), s.meta.account_id.clone()))
         .await;
+    let get = call.method == Method::GET;
+    let one = |answer: Answer| answer.map(Reply::from);
     match path.as_slice() {
-        ["zones"] if call.method == Method::GET => zone::list(plane).await,
+        ["zones"] if get => zone::list(plane, call).await,
         ["zones"] => Err(method_not_allowed("GET")),
         ["zones", z, rest @ ..] => {
             if *z != zone_id {
                 return Err(ApiError::not_found("zone", z));
             }
             match rest {
-                [] if call.method == Method::GET => Ok(zone::list(plane).await?[0].clone()),
+                [] if get => one(plane.read(|s| Ok(zone::view(s))).await),
                 [] => Err(method_not_allowed("GET")),
-                ["settings", ..] => zone::settings(plane, call, &rest[1..]).await,
-                ["custom_hostnames", ..] => hostnames::route(plane, call, &rest[1..]).await,
+                ["settings", ..] => one(zone::settings(plane, call, &rest[1..]).await),
+                ["custom_hostnames"] if get => hostnames::list(plane, call).await,
+                ["custom_hostnames", ..] => one(hostnames::route(plane, call, &rest[1..]).await),
                 ["certificate_authorities", "hostname_associations"] => {
-                    hostnames::associations(plane, call).await
+                    one(hostnames::associations(plane, call).await)
                 }
-                ["client_certificates", ..] => certs::route(plane, call, &rest[1..]).await,
-                ["managed_ca"] => certs::managed_ca(plane, call).await,
+                ["client_certificates"] if get => certs::list(plane, call).await,
+                ["client_certificates", ..] => one(certs::route(plane, call, &rest[1..]).await),
+                ["managed_ca"] => one(certs::managed_ca(plane, call).await),
                 [
                     "rulesets",
                     "phases",
                     "http_request_firewall_custom",
                     "entrypoint",
                     ..,
-                ] => rules::route(plane, call, &rest[4..]).await,
-                ["expiring_certificates"] => zone::expiring(plane, call).await,
+                ] => one(rules::route(plane, call, &rest[4..]).await),
+                ["expiring_certificates"] if get => zone::expiring(plane, call).await,
+                ["expiring_certificates"] => Err(method_not_allowed("GET")),
                 _ => Err(no_route()),
             }
         }
@@ -312,20 +336,24 @@ async fn route(plane: &ControlPlane, call: &Call) -> Answer {
             if *a != account_id {
                 return Err(ApiError::not_found("account", a));
             }
-            cas::route(plane, call, rest).await
+            match rest {
+                [] if get => cas::list(plane, call).await,
+                [id, "associations"] if get => cas::associations(plane, call, id).await,
+                [_, "associations"] => Err(method_not_allowed("GET")),
+                _ => one(cas::route(plane, call, rest).await),
+            }
         }
         _ => Err(no_route()),
     }
 }
 
-fn envelope(answer: Answer) -> Response<Full<Bytes>> {
+fn envelope(answer: Listing) -> Response<Full<Bytes>> {
     let (status, body) = match answer {
-        Ok(result) => {
-            let mut body = json!({"success": true, "errors": [], "messages": [], "result": result});
-            if let Some(list) = body["result"].as_array() {
-                let n = list.len();
-                body["result_info"] =
-                    json!({"page": 1, "per_page": n, "count": n, "total_count": n});
+        Ok(reply) => {
+            let mut body =
+                json!({"success": true, "errors": [], "messages": [], "result": reply.result});
+            if let Some(info) = reply.result_info {
+                body["result_info"] = info;
             }
             (StatusCode::OK, body)
         }

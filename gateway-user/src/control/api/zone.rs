@@ -4,24 +4,40 @@ use http::Method;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Answer, ApiError, Call, method_not_allowed, to_value};
+use super::{
+    Answer, ApiError, Call, Listing, method_not_allowed,
+    page::{self, Paging},
+    to_value,
+};
 use crate::{
     clock,
-    control::{ControlPlane, expiry},
+    control::{ControlPlane, expiry, model::State},
     tls_version::TlsVersion,
 };
 
-/// `GET /zones`.
-pub async fn list(plane: &ControlPlane) -> Answer {
+/// The zone as the API shows it.
+pub fn view(s: &State) -> Value {
+    json!({
+        "id": s.meta.zone_id,
+        "name": s.meta.zone_name,
+        "status": "active",
+        "account": {"id": s.meta.account_id},
+        "default_hostname": s.meta.default_hostname,
+    })
+}
+
+/// `GET /zones`: the one zone, filtered by `name` if given.
+pub async fn list(plane: &ControlPlane, call: &Call) -> Listing {
+    let paging = Paging::of(call, page::STANDARD)?;
+    let name = call.query.get("name").map(|n| n.to_ascii_lowercase());
     plane
         .read(|s| {
-            Ok(json!([{
-                "id": s.meta.zone_id,
-                "name": s.meta.zone_name,
-                "status": "active",
-                "account": {"id": s.meta.account_id},
-                "default_hostname": s.meta.default_hostname,
-            }]))
+            let zones: Vec<Value> = Some(view(s))
+                .filter(|_| name.as_ref().is_none_or(|n| *n == s.meta.zone_name))
+                .into_iter()
+                .collect();
+            let total = zones.len();
+            Ok(paging.reply(paging.take(zones.into_iter()), total))
         })
         .await
 }
@@ -70,7 +86,7 @@ pub async fn settings(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answe
 }
 
 /// `GET /zones/Z/expiring_certificates?days=30`: what expires within that many days.
-pub async fn expiring(plane: &ControlPlane, call: &Call) -> Answer {
+pub async fn expiring(plane: &ControlPlane, call: &Call) -> Listing {
     if call.method != Method::GET {
         return Err(method_not_allowed("GET"));
     }
@@ -82,6 +98,13 @@ pub async fn expiring(plane: &ControlPlane, call: &Call) -> Answer {
             .filter(|d| (0..=36_500).contains(d))
             .ok_or_else(|| ApiError::invalid(format!("days={d:?}: give a whole number of days")))?,
     };
+    let paging = Paging::of(call, page::STANDARD)?;
     let list = plane.read(|s| expiry::within(s, clock::now(), days)).await;
-    to_value(list)
+    let total = list.len();
+    let page = paging
+        .take(list.into_iter())
+        .into_iter()
+        .map(to_value)
+        .collect::<Result<_, _>>()?;
+    Ok(paging.reply(page, total))
 }

@@ -5,9 +5,10 @@ mod api_common;
 
 use api_common::*;
 
+/// Issuing from a CSR or a key made for the caller; bad requests issue nothing.
 #[test]
-fn client_certificates_are_issued_revoked_and_expire() {
-    let s = Setup::start("api-certs");
+fn client_certificates_are_issued_from_a_csr_or_a_new_key_and_bad_requests_are_refused() {
+    let s = Setup::start("api-certs-issue");
     let gw = &s.gw;
     let base = s.zone_path("client_certificates");
     let managed = s.managed_ca();
@@ -167,6 +168,53 @@ fn client_certificates_are_issued_revoked_and_expire() {
         json!([])
     );
 
+    // 64 characters is the limit, not 64 bytes (as for a CSR's CN).
+    let wide = "é".repeat(64);
+    let accented = gw.ok(
+        "POST",
+        &base,
+        Some(&json!({"generate_key": true, "common_name": wide})),
+    );
+    assert_eq!(accented["common_name"], wide.as_str());
+}
+
+/// Revocation and reactivation: listed by status, and in force at once for a rule.
+#[test]
+fn a_revoked_certificate_is_listed_refused_at_once_and_served_again_once_reactivated() {
+    let s = Setup::start("api-certs-revoke");
+    let gw = &s.gw;
+    let base = s.zone_path("client_certificates");
+    let issue = |cn: &str| {
+        let c = gw.ok(
+            "POST",
+            &base,
+            Some(&json!({"generate_key": true, "common_name": cn, "validity_days": 100})),
+        );
+        let (cert_file, key_file) = (s.file(&format!("{cn}.pem")), s.file(&format!("{cn}.key")));
+        fs::write(&cert_file, text(&c["certificate"])).unwrap();
+        fs::write(&key_file, text(&c["private_key"])).unwrap();
+        (text(&c["id"]), cert_file, key_file)
+    };
+    let (alice_id, _, _) = issue("alice");
+    let (bob_id, cert_file, key_file) = issue("bob");
+
+    // Listing: both active, none revoked.
+    let list = gw.ok("GET", &base, None);
+    let ids: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| text(&c["id"]))
+        .collect();
+    assert_eq!(ids.len(), 2, "{list:#}");
+    for id in [&alice_id, &bob_id] {
+        assert!(ids.contains(id), "{id} missing from {ids:?}");
+    }
+    assert_eq!(
+        gw.ok("GET", &format!("{base}?status=revoked"), None),
+        json!([])
+    );
+
     // Revoke (DELETE) and reactivate (PATCH).
     let one = format!("{base}/{alice_id}");
     let revoked = gw.ok("DELETE", &one, None);
@@ -186,7 +234,8 @@ fn client_certificates_are_issued_revoked_and_expire() {
             .as_array()
             .unwrap()
             .len(),
-        3
+        1,
+        "bob only"
     );
     refused(
         gw,
@@ -230,6 +279,66 @@ fn client_certificates_are_issued_revoked_and_expire() {
     );
     refused(gw, "PUT", &one, None, 405, &["GET, PATCH or DELETE"]);
     refused(gw, "DELETE", &base, None, 405, &["GET or POST"]);
+
+    // A revocation is in force at once: with the managed CA verifying
+    // `localhost` and a rule blocking revoked certificates, bob is refused
+    // while revoked and let through again once reactivated.
+    gw.ok(
+        "PUT",
+        &s.zone_path("certificate_authorities/hostname_associations"),
+        Some(&json!({"hostnames": ["localhost"]})),
+    );
+    gw.ok(
+        "POST",
+        &s.zone_path("rulesets/phases/http_request_firewall_custom/entrypoint/rules"),
+        Some(&json!({"expression": "cf.tls_client_auth.cert_revoked", "action": "block"})),
+    );
+    let bob_url = |what: &str| {
+        let (code, body) = curl(
+            "localhost",
+            gw.tls_port,
+            "/",
+            &gw.server_ca(),
+            &[
+                "--cert",
+                &cert_file.display().to_string(),
+                "--key",
+                &key_file.display().to_string(),
+            ],
+        );
+        assert_ne!(code, 0, "{what}: no HTTP answer: {body}");
+        code
+    };
+    assert_ne!(bob_url("active"), 403);
+    gw.ok("DELETE", &format!("{base}/{bob_id}"), None);
+    assert_eq!(bob_url("revoked"), 403);
+    gw.ok(
+        "PATCH",
+        &format!("{base}/{bob_id}"),
+        Some(&json!({"reactivate": true})),
+    );
+    assert_ne!(bob_url("reactivated"), 403);
+}
+
+/// What expires within so many days (revoked certificates aside), and the expiry gauges.
+#[test]
+fn expiring_certificates_are_listed_and_every_certificate_has_an_expiry_gauge() {
+    let s = Setup::start("api-certs-expiry");
+    let gw = &s.gw;
+    let base = s.zone_path("client_certificates");
+    let managed = s.managed_ca();
+    let issue = |cn: &str, days: u32| {
+        text(
+            &gw.ok(
+                "POST",
+                &base,
+                Some(&json!({"generate_key": true, "common_name": cn, "validity_days": days})),
+            )["id"],
+        )
+    };
+    let alice_id = issue("alice", 10);
+    let bob_id = issue("bob", 100);
+    let one = format!("{base}/{alice_id}");
 
     // What expires within 30 days: alice (10 days), not bob (100).
     let expiring = |q: &str| {
@@ -288,45 +397,6 @@ fn client_certificates_are_issued_revoked_and_expire() {
     assert_eq!(expiring("?days=30"), json!([]));
     gw.ok("PATCH", &one, Some(&json!({"reactivate": true})));
 
-    // A revocation is in force at once: with the managed CA verifying
-    // `localhost` and a rule blocking revoked certificates, bob is refused
-    // while revoked and let through again once reactivated.
-    gw.ok(
-        "PUT",
-        &s.zone_path("certificate_authorities/hostname_associations"),
-        Some(&json!({"hostnames": ["localhost"]})),
-    );
-    gw.ok(
-        "POST",
-        &s.zone_path("rulesets/phases/http_request_firewall_custom/entrypoint/rules"),
-        Some(&json!({"expression": "cf.tls_client_auth.cert_revoked", "action": "block"})),
-    );
-    let bob_url = |what: &str| {
-        let (code, body) = curl(
-            "localhost",
-            gw.tls_port,
-            "/",
-            &gw.server_ca(),
-            &[
-                "--cert",
-                &cert_file.display().to_string(),
-                "--key",
-                &key_file.display().to_string(),
-            ],
-        );
-        assert_ne!(code, 0, "{what}: no HTTP answer: {body}");
-        code
-    };
-    assert_ne!(bob_url("active"), 403);
-    gw.ok("DELETE", &format!("{base}/{bob_id}"), None);
-    assert_eq!(bob_url("revoked"), 403);
-    gw.ok(
-        "PATCH",
-        &format!("{base}/{bob_id}"),
-        Some(&json!({"reactivate": true})),
-    );
-    assert_ne!(bob_url("reactivated"), 403);
-
     // Every certificate has an expiry gauge.
     let metrics = gw.metrics();
     let gauge = |kind: &str, id: &str| {
@@ -346,14 +416,6 @@ fn client_certificates_are_issued_revoked_and_expire() {
     assert!((9..=10).contains(&in_days), "{alice_expiry}");
     assert!(gauge("client_certificate", &bob_id) > alice_expiry);
     gauge("managed_ca", &managed);
-    // 64 characters is the limit, not 64 bytes (as for a CSR's CN).
-    let wide = "é".repeat(64);
-    let accented = gw.ok(
-        "POST",
-        &base,
-        Some(&json!({"generate_key": true, "common_name": wide})),
-    );
-    assert_eq!(accented["common_name"], wide.as_str());
 }
 
 #[test]

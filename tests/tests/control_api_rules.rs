@@ -4,36 +4,48 @@ mod api_common;
 
 use api_common::*;
 
-#[test]
-fn rules_are_added_changed_moved_and_deleted_in_order() {
-    let dir = TempDir::new("api-rules");
-    let data = dir.0.join("data");
-    let gw = StoreGateway::start(Path::new(GATEWAY), &data, None, &[]);
-    let zone = gw.zone();
-    let entry = format!("zones/{zone}/rulesets/phases/http_request_firewall_custom/entrypoint");
+/// The custom firewall phase's entrypoint, and the path of its rules.
+fn paths(s: &Setup) -> (String, String) {
+    let entry = s.zone_path("rulesets/phases/http_request_firewall_custom/entrypoint");
     let rules = format!("{entry}/rules");
-    let order = |set: &Value| -> Vec<String> {
-        set["rules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| text(&r["id"]))
-            .collect()
-    };
+    (entry, rules)
+}
 
-    let ids = |list: &[&String]| -> Vec<String> { list.iter().map(|s| s.to_string()).collect() };
+/// The ids of a ruleset's rules, in order.
+fn order(set: &Value) -> Vec<String> {
+    set["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| text(&r["id"]))
+        .collect()
+}
+
+fn ids(list: &[&String]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Adds a rule; its id is the one that was not there before.
+#[track_caller]
+fn add_rule(gw: &StoreGateway, entry: &str, rules: &str, body: Value) -> String {
+    let before = order(&gw.ok("GET", entry, None));
+    let after = order(&gw.ok("POST", rules, Some(&body)));
+    assert_eq!(after.len(), before.len() + 1, "{after:?}");
+    after.into_iter().find(|id| !before.contains(id)).unwrap()
+}
+
+/// Rules are added at the end or at a position, and moved to an index or next to another.
+#[test]
+fn rules_are_added_and_moved_to_an_index_or_before_or_after_another() {
+    let s = Setup::start("api-rules-order");
+    let gw = &s.gw;
+    let (entry, rules) = paths(&s);
+    let add = |body: Value| add_rule(gw, &entry, &rules, body);
 
     let empty = gw.ok("GET", &entry, None);
     assert_eq!(empty["phase"], "http_request_firewall_custom");
     assert_eq!(empty["rules"], json!([]));
 
-    // Adds a rule; its id is the one that was not there before.
-    let add = |body: Value| -> String {
-        let before = order(&gw.ok("GET", &entry, None));
-        let after = order(&gw.ok("POST", &rules, Some(&body)));
-        assert_eq!(after.len(), before.len() + 1, "{after:?}");
-        after.into_iter().find(|id| !before.contains(id)).unwrap()
-    };
     let r1 = add(
         json!({"expression": "http.host eq \"a.test\"", "action": "block", "description": "one"}),
     );
@@ -99,7 +111,7 @@ fn rules_are_added_changed_moved_and_deleted_in_order() {
         (json!({"first": true}), 400, "unknown field `first`"),
     ] {
         refused(
-            &gw,
+            gw,
             "PATCH",
             &r1_path,
             Some(&json!({"position": position})),
@@ -108,7 +120,7 @@ fn rules_are_added_changed_moved_and_deleted_in_order() {
         );
     }
     refused(
-        &gw,
+        gw,
         "POST",
         &rules,
         Some(
@@ -118,6 +130,23 @@ fn rules_are_added_changed_moved_and_deleted_in_order() {
         &["out of range: 1 to 6"],
     );
     assert_eq!(order(&gw.ok("GET", &entry, None)), expected);
+}
+
+/// An edit keeps the rule's place; a bad expression is refused with its position.
+#[test]
+fn rule_edits_keep_the_place_and_bad_expressions_are_refused_with_their_position() {
+    let s = Setup::start("api-rules-edit");
+    let gw = &s.gw;
+    let (entry, rules) = paths(&s);
+    let add = |body: Value| add_rule(gw, &entry, &rules, body);
+    let r0 = add(json!({"expression": "http.host eq \"z.test\"", "action": "block"}));
+    let r1 = add(
+        json!({"expression": "http.host eq \"a.test\"", "action": "block", "description": "one"}),
+    );
+    let r2 = add(json!({"expression": "http.request.uri.path eq \"/admin\"", "action": "log"}));
+    let expected = ids(&[&r0, &r1, &r2]);
+    assert_eq!(order(&gw.ok("GET", &entry, None)), expected);
+    let r1_path = format!("{rules}/{r1}");
 
     // Edits.
     let edited = gw.ok(
@@ -135,7 +164,7 @@ fn rules_are_added_changed_moved_and_deleted_in_order() {
     // Expressions that do not compile are refused with their position.
     let bad = "http.host eq \"a.test\"\n  and nope.field eq 1";
     let answer = refused(
-        &gw,
+        gw,
         "POST",
         &rules,
         Some(&json!({"expression": bad, "action": "block"})),
@@ -148,7 +177,7 @@ fn rules_are_added_changed_moved_and_deleted_in_order() {
     assert_eq!(error["source"]["column"], 7, "{answer:#}");
     assert_eq!(error["source"]["pointer"], "/expression");
     let answer = refused(
-        &gw,
+        gw,
         "PATCH",
         &r1_path,
         Some(&json!({"expression": "http.host eq"})),
@@ -163,7 +192,7 @@ fn rules_are_added_changed_moved_and_deleted_in_order() {
         "a refused edit leaves the rule as it was"
     );
     refused(
-        &gw,
+        gw,
         "POST",
         &rules,
         Some(&json!({"expression": "http.host eq \"a\""})),
@@ -171,7 +200,7 @@ fn rules_are_added_changed_moved_and_deleted_in_order() {
         &["\"expression\" and \"action\""],
     );
     refused(
-        &gw,
+        gw,
         "POST",
         &rules,
         Some(&json!({"expression": "http.host eq \"a\"", "action": "explode"})),
@@ -179,34 +208,75 @@ fn rules_are_added_changed_moved_and_deleted_in_order() {
         &["invalid JSON body", "explode"],
     );
     refused(
-        &gw,
+        gw,
         "POST",
         &rules,
         Some(&json!({"expression": "http.host eq \"a\"", "action": "block", "ref": "x"})),
         400,
         &["unknown field `ref`"],
     );
+}
+
+/// A deleted rule is gone, the others keep their order; unknown ids and methods are refused.
+#[test]
+fn rules_are_deleted_and_unknown_ids_and_methods_are_refused() {
+    let s = Setup::start("api-rules-delete");
+    let gw = &s.gw;
+    let (entry, rules) = paths(&s);
+    let add = |body: Value| add_rule(gw, &entry, &rules, body);
+    let r0 = add(json!({"expression": "http.host eq \"z.test\"", "action": "block"}));
+    let r1 = add(json!({"expression": "http.host eq \"a.test\"", "action": "block"}));
+    let r2 = add(json!({"expression": "http.host eq \"b.test\"", "action": "log"}));
+    let r3 = add(json!({"expression": "http.host eq \"c.test\"", "action": "allow"}));
+    let r1_path = format!("{rules}/{r1}");
 
     // Unknown ids, methods.
     let nobody = format!("{rules}/ffffffffffffffffffffffffffffffff");
     refused(
-        &gw,
+        gw,
         "PATCH",
         &nobody,
         Some(&json!({"enabled": true})),
         404,
         &["rule", "not found"],
     );
-    refused(&gw, "DELETE", &nobody, None, 404, &["rule", "not found"]);
-    refused(&gw, "GET", &r1_path, None, 405, &["PATCH or DELETE"]);
-    refused(&gw, "GET", &rules, None, 405, &["POST"]);
-    refused(&gw, "POST", &entry, None, 405, &["GET"]);
+    refused(gw, "DELETE", &nobody, None, 404, &["rule", "not found"]);
+    refused(gw, "GET", &r1_path, None, 405, &["PATCH or DELETE"]);
+    refused(gw, "GET", &rules, None, 405, &["POST"]);
+    refused(gw, "POST", &entry, None, 405, &["GET"]);
 
     // Delete.
     let left = order(&gw.ok("DELETE", &r1_path, None));
-    assert_eq!(left, ids(&[&r4, &r5, &r3, &r2]));
-    refused(&gw, "DELETE", &r1_path, None, 404, &["rule"]);
+    assert_eq!(left, ids(&[&r0, &r2, &r3]));
+    refused(gw, "DELETE", &r1_path, None, 404, &["rule"]);
     assert_eq!(order(&gw.ok("GET", &entry, None)), left);
+}
+
+/// The rules in their order, and everything else in the store, survive a restart.
+#[test]
+fn rules_in_their_order_and_everything_else_survive_a_restart() {
+    let s = Setup::start("api-rules-restart");
+    let (entry, rules) = paths(&s);
+    // The gateway is stopped and started again on the same data; the
+    // directory stays until the end.
+    let Setup {
+        gw,
+        zone,
+        dir: _dir,
+        ..
+    } = s;
+    let data = gw.data.clone();
+    let add = |body: Value| add_rule(&gw, &entry, &rules, body);
+    let a = add(
+        json!({"expression": "http.host eq \"a.test\"", "action": "block", "description": "one"}),
+    );
+    let b = add(
+        json!({"expression": "http.host eq \"b.test\"", "action": "log", "position": {"before": a}}),
+    );
+    let c = add(
+        json!({"expression": "not cf.tls_client_auth.cert_verified", "action": "allow", "enabled": false, "position": {"index": 2}}),
+    );
+    assert_eq!(order(&gw.ok("GET", &entry, None)), ids(&[&b, &c, &a]));
 
     // The rules and their order, and everything else, survive a restart.
     gw.ok(

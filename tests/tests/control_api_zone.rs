@@ -5,9 +5,10 @@ mod api_common;
 
 use api_common::*;
 
+/// The store is owner only, and GET /zones lists the one zone with its account.
 #[test]
-fn zone_settings_authentication_and_malformed_requests() {
-    let s = Setup::start("api-zone");
+fn the_store_is_owner_only_and_the_one_zone_is_listed_with_its_account() {
+    let s = Setup::start("api-zone-list");
     let gw = &s.gw;
 
     // The data directory holds the CAs' keys: owner only.
@@ -31,6 +32,13 @@ fn zone_settings_authentication_and_malformed_requests() {
     assert_eq!(zone["default_hostname"], "localhost");
     assert_eq!(zone["account"]["id"], s.account.as_str());
     assert_eq!(s.zone.len(), 32, "ids are 32 hex digits: {}", s.zone);
+}
+
+/// min_tls_version and ciphers are read and set; a refused PATCH changes nothing.
+#[test]
+fn min_tls_version_and_ciphers_are_set_and_a_refused_patch_changes_nothing() {
+    let s = Setup::start("api-zone-settings");
+    let gw = &s.gw;
 
     // min_tls_version: GET, PATCH, and a bad version refused with nothing changed.
     let min = s.zone_path("settings/min_tls_version");
@@ -122,6 +130,13 @@ fn zone_settings_authentication_and_malformed_requests() {
         404,
         &["zone setting", "http3"],
     );
+}
+
+/// No token is 401, a wrong one 403, checked before the route; the scheme is any case.
+#[test]
+fn a_missing_or_wrong_token_is_refused_before_the_route_and_the_scheme_is_any_case() {
+    let s = Setup::start("api-zone-auth");
+    let gw = &s.gw;
 
     // Authentication: no token is 401, a wrong one 403; both say what to do.
     refused_raw(
@@ -165,6 +180,20 @@ fn zone_settings_authentication_and_malformed_requests() {
         &["token"],
     );
     refused_raw(gw, None, "GET", "no/such/route", None, 401, &["Bearer"]);
+}
+
+/// Malformed or oversized bodies, unknown routes, methods and ids are refused.
+#[test]
+fn malformed_bodies_unknown_routes_and_oversized_bodies_are_refused_and_change_nothing() {
+    let s = Setup::start("api-zone-malformed");
+    let gw = &s.gw;
+
+    // A zone minimum set first, so that a refused PATCH that would change it shows.
+    let min = s.zone_path("settings/min_tls_version");
+    assert_eq!(
+        gw.ok("PATCH", &min, Some(&json!({"value": "1.3"})))["value"],
+        "1.3"
+    );
 
     // Bodies: not JSON, empty, unknown fields.
     let token = Some(gw.token.as_str());

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the gateway needs on a fresh Debian 12 machine, idempotently:
-# system packages, bpf-linker and cargo-fuzz (only when missing), and the bpffs mount.
+# system packages, bpf-linker and cargo-fuzz (only when missing), the Python
+# environment with Cloudflare's official SDK the API tests drive, and the bpffs mount.
 # Run as root. Safe to run again: each step checks before it acts.
 set -euo pipefail
 
@@ -10,7 +11,7 @@ PACKAGES=(
   # boring-sys builds BoringSSL from source.
   cmake libclang-dev git
   # Lab, tests and debugging.
-  iproute2 openssl curl python3 bpftool tcpdump ethtool procps
+  iproute2 openssl curl python3 python3-venv bpftool tcpdump ethtool procps
   # The peer the TLS benchmark compares against; Prometheus and promtool.
   nginx prometheus
   # The font the flood benchmark's plot is drawn with.
@@ -61,6 +62,17 @@ if ! command -v cargo-fuzz >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo-fuz
   cargo install --locked cargo-fuzz
 else
   log "cargo-fuzz already installed"
+fi
+
+# Cloudflare's official Python SDK, pinned, for the admin API's SDK tests.
+SDK_VERSION=5.9.0
+SDK_VENV="$(cd "$(dirname "$0")/.." && pwd)/target/python/cloudflare-$SDK_VERSION"
+if ! "$SDK_VENV/bin/python" -c "import cloudflare, sys; sys.exit(cloudflare.__version__ != '$SDK_VERSION')" 2>/dev/null; then
+  log "installing the cloudflare $SDK_VERSION Python SDK into $SDK_VENV"
+  python3 -m venv "$SDK_VENV"
+  "$SDK_VENV/bin/pip" install -q --disable-pip-version-check "cloudflare==$SDK_VERSION"
+else
+  log "cloudflare $SDK_VERSION Python SDK already installed"
 fi
 
 if ! mountpoint -q /sys/fs/bpf; then

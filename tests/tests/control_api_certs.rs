@@ -249,14 +249,24 @@ fn a_revoked_certificate_is_listed_refused_at_once_and_served_again_once_reactiv
         gw,
         "PATCH",
         &one,
-        Some(&json!({})),
+        Some(&json!({"reactivate": "yes"})),
         400,
-        &["missing field `reactivate`"],
+        &["invalid JSON body"],
     );
     assert_eq!(gw.ok("GET", &one, None)["status"], "revoked");
     let back = gw.ok("PATCH", &one, Some(&json!({"reactivate": true})));
     assert_eq!(back["status"], "active");
     assert_eq!(back["revoked_at"], Value::Null);
+    // As the reference's edit sends it (`{}`, or no body): a reactivation.
+    gw.ok("DELETE", &one, None);
+    assert_eq!(gw.ok("PATCH", &one, Some(&json!({})))["status"], "active");
+    gw.ok("DELETE", &one, None);
+    let (code, answer) = gw.call_as(Some(&gw.token), "PATCH", &one, None);
+    assert_eq!(
+        (code, &answer["result"]["status"]),
+        (200, &json!("active")),
+        "{answer:#}"
+    );
 
     // Unknown ids and methods.
     let nobody = format!("{base}/ffffffffffffffffffffffffffffffff");

@@ -17,7 +17,7 @@ fn custom_hostnames_are_created_listed_patched_and_refused() {
     let localhost = &list[0];
     assert_eq!(localhost["hostname"], "localhost");
     assert_eq!(localhost["default"], true);
-    assert_eq!(localhost["ssl"]["certificate_authority"], "gateway");
+    assert_eq!(localhost["ssl"]["issued_by"], "gateway");
     assert_eq!(localhost["mtls"]["enabled"], false);
     let localhost_id = text(&localhost["id"]);
 
@@ -41,7 +41,7 @@ fn custom_hostnames_are_created_listed_patched_and_refused() {
         created["ssl"]["settings"]["effective_min_tls_version"],
         "1.3"
     );
-    assert_eq!(created["ssl"]["certificate_authority"], "gateway");
+    assert_eq!(created["ssl"]["issued_by"], "gateway");
     assert_eq!(created["custom_origin_server"], "http://127.0.0.1:9");
     assert_eq!(created["mtls"]["enabled"], true);
     assert_eq!(created["mtls"]["forward_client_cert"], "rfc9440");
@@ -310,10 +310,7 @@ fn uploaded_certificates_must_match_cover_the_hostname_and_be_valid() {
         400,
         &["does not cover \"api.example.com\""],
     );
-    assert_eq!(
-        gw.ok("GET", &one, None)["ssl"]["certificate_authority"],
-        "gateway"
-    );
+    assert_eq!(gw.ok("GET", &one, None)["ssl"]["issued_by"], "gateway");
     assert!(
         gw.ok("GET", &base, None)
             .as_array()
@@ -324,7 +321,7 @@ fn uploaded_certificates_must_match_cover_the_hostname_and_be_valid() {
     );
     // A wildcard certificate covers a name one level below it.
     let uploaded = gw.ok("POST", &base, Some(&upload(&wild.cert, &wild.key)));
-    assert_eq!(uploaded["ssl"]["certificate_authority"], "custom");
+    assert_eq!(uploaded["ssl"]["issued_by"], "custom");
     let shop_id = text(&uploaded["id"]);
     // It is in force: the terminator presents it (curl trusts it as its own CA).
     let (code, body) = curl("shop.example.com", gw.tls_port, "/", &wild.cert, &[]);
@@ -336,7 +333,7 @@ fn uploaded_certificates_must_match_cover_the_hostname_and_be_valid() {
             &json!({"ssl": {"custom_certificate": pem(&shop.cert), "custom_key": pem(&shop.key)}}),
         ),
     );
-    assert_eq!(exact["ssl"]["certificate_authority"], "custom");
+    assert_eq!(exact["ssl"]["issued_by"], "custom");
     let (code, body) = curl("shop.example.com", gw.tls_port, "/", &shop.cert, &[]);
     assert_ne!(code, 0, "TLS with the replaced certificate failed: {body}");
     // `null` goes back to a certificate from the gateway's server CA.
@@ -345,7 +342,7 @@ fn uploaded_certificates_must_match_cover_the_hostname_and_be_valid() {
         &format!("{base}/{shop_id}"),
         Some(&json!({"ssl": {"custom_certificate": null}})),
     );
-    assert_eq!(back["ssl"]["certificate_authority"], "gateway");
+    assert_eq!(back["ssl"]["issued_by"], "gateway");
     let (code, body) = curl("shop.example.com", gw.tls_port, "/", &gw.server_ca(), &[]);
     assert_ne!(code, 0, "TLS with the reissued certificate failed: {body}");
     gw.ok(

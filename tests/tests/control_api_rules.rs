@@ -211,9 +211,9 @@ fn rule_edits_keep_the_place_and_bad_expressions_are_refused_with_their_position
         gw,
         "POST",
         &rules,
-        Some(&json!({"expression": "http.host eq \"a\"", "action": "block", "ref": "x"})),
+        Some(&json!({"expression": "http.host eq \"a\"", "action": "block", "colour": "x"})),
         400,
-        &["unknown field `ref`"],
+        &["unknown field `colour`"],
     );
 }
 
@@ -318,4 +318,131 @@ fn rules_in_their_order_and_everything_else_survive_a_restart() {
     for (b, a) in before.iter().zip(&after) {
         assert_eq!(a, b, "changed by a restart");
     }
+}
+
+/// The ruleset by its id: listed, replaced whole (PUT), versioned with every
+/// change, its earlier versions readable, and emptied by DELETE.
+#[test]
+fn the_ruleset_is_replaced_whole_versioned_and_its_versions_read_back() {
+    let s = Setup::start("api-rulesets");
+    let gw = &s.gw;
+    let (entry, _) = paths(&s);
+    let listed = gw.ok("GET", &s.zone_path("rulesets"), None);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
+    let id = text(&listed[0]["id"]);
+    let by_id = s.zone_path(&format!("rulesets/{id}"));
+    let first = gw.ok("GET", &by_id, None);
+    assert_eq!(first, gw.ok("GET", &entry, None), "one ruleset, two routes");
+    let v1 = text(&first["version"]);
+
+    // POST /rulesets makes the entry point while it has no rules, and not after.
+    let made = gw.ok(
+        "POST",
+        &s.zone_path("rulesets"),
+        Some(
+            &json!({"name": "mtls", "kind": "zone", "phase": "http_request_firewall_custom",
+            "rules": [{"expression": "not cf.tls_client_auth.cert_verified", "action": "block"}]}),
+        ),
+    );
+    assert_eq!(made["name"], "mtls");
+    let kept = text(&made["rules"][0]["id"]);
+    refused(
+        gw,
+        "POST",
+        &s.zone_path("rulesets"),
+        Some(&json!({"name": "again", "kind": "zone", "phase": "http_request_firewall_custom"})),
+        409,
+        &["entry point ruleset already", "PUT"],
+    );
+
+    // PUT replaces the list: a kept id keeps its rule (changed: version 2), no id adds one.
+    let put = gw.ok(
+        "PUT",
+        &by_id,
+        Some(&json!({"rules": [
+            {"expression": "http.request.uri.path eq \"/x\"", "action": "log"},
+            {"id": kept, "expression": "not cf.tls_client_auth.cert_verified", "action": "block",
+             "description": "mTLS"},
+        ]})),
+    );
+    assert_eq!(order(&put)[1], kept);
+    assert_eq!(put["rules"][1]["version"], "2");
+    assert_eq!(put["rules"][0]["version"], "1");
+    let versions = gw.ok("GET", &format!("{by_id}/versions"), None);
+    let numbers: Vec<String> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| text(&v["version"]))
+        .collect();
+    assert_eq!(
+        numbers.first(),
+        Some(&text(&put["version"])),
+        "newest first: {numbers:?}"
+    );
+    assert!(numbers.contains(&v1), "{numbers:?}");
+    let old = gw.ok(
+        "GET",
+        &format!("{by_id}/versions/{}", text(&made["version"])),
+        None,
+    );
+    assert_eq!(
+        order(&old),
+        std::slice::from_ref(&kept),
+        "a version reads back as it was"
+    );
+    refused(
+        gw,
+        "GET",
+        &format!("{by_id}/versions/999"),
+        None,
+        404,
+        &["ruleset version"],
+    );
+
+    // Refused: an unknown rule id, a bad expression (with its place), another phase.
+    refused(
+        gw,
+        "PUT",
+        &by_id,
+        Some(&json!({"rules": [{"id": "nope", "expression": "ssl", "action": "log"}]})),
+        400,
+        &["\"nope\" is not a rule of the ruleset"],
+    );
+    let bad = refused(
+        gw,
+        "PUT",
+        &by_id,
+        Some(
+            &json!({"rules": [{"expression": "ssl", "action": "log"}, {"expression": "ssl and", "action": "log"}]}),
+        ),
+        400,
+        &["line 1, column"],
+    );
+    assert_eq!(bad["errors"][0]["source"]["pointer"], "/rules/1/expression");
+    refused(
+        gw,
+        "POST",
+        &s.zone_path("rulesets"),
+        Some(&json!({"kind": "zone", "phase": "http_request_firewall_managed"})),
+        400,
+        &["only \"http_request_firewall_custom\""],
+    );
+    refused(
+        gw,
+        "GET",
+        &s.zone_path("rulesets/ffff"),
+        None,
+        404,
+        &["ruleset"],
+    );
+    assert_eq!(
+        order(&gw.ok("GET", &by_id, None)).len(),
+        2,
+        "refusals change nothing"
+    );
+
+    // DELETE empties it.
+    gw.ok("DELETE", &by_id, None);
+    assert_eq!(gw.ok("GET", &entry, None)["rules"], json!([]));
 }

@@ -266,7 +266,7 @@ fn zone_and_hostnames_through_the_cli() {
         "--key",
         &key,
     ]);
-    assert_eq!(custom["ssl"]["certificate_authority"], "custom");
+    assert_eq!(custom["ssl"]["issued_by"], "custom");
     s.fails(
         &[
             "hostname",

@@ -24,6 +24,7 @@ pub mod expiry;
 pub mod model;
 pub mod pki;
 mod render;
+pub mod ruleset;
 pub mod store;
 
 use self::{
@@ -115,6 +116,7 @@ fn first_state(default_hostname: &str) -> anyhow::Result<(State, String)> {
         cas: Default::default(),
         certs: Default::default(),
         rules: Vec::new(),
+        ruleset: ruleset::Ruleset::first(&[], now),
     };
     for (kind, name) in [
         (AuthorityKind::Managed, "Gateway managed client CA"),

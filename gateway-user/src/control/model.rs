@@ -31,6 +31,8 @@ pub struct State {
     pub certs: Table<ClientCert>,
     /// The zone's firewall rules, in evaluation order.
     pub rules: Vec<RuleSpec>,
+    /// Their ruleset's name and versions.
+    pub ruleset: super::ruleset::Ruleset,
 }
 
 /// The hostnames table, indexed by name too. A hostname's name never changes

@@ -15,7 +15,10 @@ use imbl::ordmap::DiffItem;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::model::{State, Table};
+use super::{
+    model::{State, Table},
+    ruleset::Ruleset,
+};
 
 /// Singletons: meta, zone settings, the ordered rule list.
 const SETTINGS: &str = "settings";
@@ -111,6 +114,14 @@ impl Store {
                 meta: decode(SETTINGS, "meta", one("meta")?)?,
                 zone: decode(SETTINGS, "zone", one("zone")?)?,
                 rules: decode(SETTINGS, "rules", one("rules")?)?,
+                // Stores from before rulesets were versioned start at version 1.
+                ruleset: match settings.get("ruleset") {
+                    Some(bytes) => decode(SETTINGS, "ruleset", bytes)?,
+                    None => Ruleset::first(
+                        &decode::<Vec<crate::rules::RuleSpec>>(SETTINGS, "rules", one("rules")?)?,
+                        crate::clock::now(),
+                    ),
+                },
                 hostnames: records(&txn, HOSTNAMES)?.into(),
                 cas: records(&txn, CAS)?,
                 certs: records(&txn, CERTS)?,
@@ -153,10 +164,11 @@ impl Store {
 type Encode = fn(&State) -> anyhow::Result<Vec<u8>>;
 
 /// The rows of the settings table, each encoded from the state.
-const SETTINGS_ROWS: [(&str, Encode); 3] = [
+const SETTINGS_ROWS: [(&str, Encode); 4] = [
     ("meta", |s| json(&s.meta)),
     ("zone", |s| json(&s.zone)),
     ("rules", |s| json(&s.rules)),
+    ("ruleset", |s| json(&s.ruleset)),
 ];
 
 fn json<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {

@@ -36,7 +36,7 @@ fn default_validity() -> u32 {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Edit {
-    reactivate: bool,
+    reactivate: Option<bool>,
 }
 
 /// `GET /zones/Z/client_certificates`: oldest first, a page at a time,
@@ -79,8 +79,13 @@ pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
         ([id], &Method::GET) => plane.read(|s| Ok(view(s, find(s, id)?))).await,
         ([id], &Method::DELETE) => set_status(plane, id, CertStatus::Revoked).await,
         ([id], &Method::PATCH) => {
-            let body: Edit = call.json()?;
-            if !body.reactivate {
+            // The reference's edit sends no body, or `{}`: it reactivates.
+            let body: Edit = if call.body.iter().all(u8::is_ascii_whitespace) {
+                Edit { reactivate: None }
+            } else {
+                call.json()?
+            };
+            if body.reactivate == Some(false) {
                 return Err(ApiError::invalid(
                     "the only change is {\"reactivate\": true}; DELETE revokes",
                 ));

@@ -409,7 +409,10 @@ fn view(s: &State, h: &Hostname) -> Value {
         "status": "active",
         "ssl": {
             "status": "active",
-            "certificate_authority": if h.certificate.managed { "gateway" } else { "custom" },
+            // The reference's `certificate_authority` names public CAs only.
+            "issued_by": if h.certificate.managed { "gateway" } else { "custom" },
+            "type": "dv",
+            "method": "http",
             "expires_on": clock::rfc3339(h.certificate.expires_on),
             "settings": {
                 "min_tls_version": h.min_tls_version,

@@ -12,11 +12,16 @@
 //! | `/client/v4/zones/Z/certificate_authorities/hostname_associations` | GET `?mtls_certificate_id=`, PUT |
 //! | `/client/v4/zones/Z/client_certificates[/ID]` | GET, POST / GET, PATCH (reactivate), DELETE (revoke) |
 //! | `/client/v4/zones/Z/managed_ca` | GET |
-//! | `/client/v4/zones/Z/rulesets/phases/http_request_firewall_custom/entrypoint` | GET |
-//! | `…/entrypoint/rules[/RULE]` | POST / PATCH, DELETE |
+//! | `/client/v4/zones/Z/rulesets` | GET, POST |
+//! | `/client/v4/zones/Z/rulesets/{ID or phases/http_request_firewall_custom/entrypoint}` | GET, PUT, DELETE |
+//! | `…/rules[/RULE]` | POST / PATCH, DELETE |
+//! | `…/versions[/N]` | GET |
 //! | `/client/v4/zones/Z/expiring_certificates?days=30` | GET |
 //! | `/client/v4/accounts/A/mtls_certificates[/ID]` | GET, POST / GET, DELETE |
 //! | `/client/v4/accounts/A/mtls_certificates/ID/crl[/refresh]` | PUT, DELETE / POST |
+//! | `/client/v4/accounts/A/mtls_certificates/ID/associations` | GET |
+//!
+//! Lists take `page` and `per_page` and answer `result_info` ([`page`]).
 
 use std::{collections::HashMap, convert::Infallible, sync::Arc, time::Duration};
 
@@ -320,13 +325,14 @@ async fn route(plane: &ControlPlane, call: &Call) -> Listing {
                 ["client_certificates"] if get => certs::list(plane, call).await,
                 ["client_certificates", ..] => one(certs::route(plane, call, &rest[1..]).await),
                 ["managed_ca"] => one(certs::managed_ca(plane, call).await),
-                [
-                    "rulesets",
-                    "phases",
-                    "http_request_firewall_custom",
-                    "entrypoint",
-                    ..,
-                ] => one(rules::route(plane, call, &rest[4..]).await),
+                ["rulesets"] => rules::collection(plane, call).await,
+                ["rulesets", "phases", phase, "entrypoint", more @ ..] => {
+                    if *phase != rules::PHASE {
+                        return Err(ApiError::not_found("ruleset phase", phase));
+                    }
+                    rules::route(plane, call, None, more).await
+                }
+                ["rulesets", id, more @ ..] => rules::route(plane, call, Some(id), more).await,
                 ["expiring_certificates"] if get => zone::expiring(plane, call).await,
                 ["expiring_certificates"] => Err(method_not_allowed("GET")),
                 _ => Err(no_route()),

@@ -15,13 +15,27 @@ use crate::{
     tls_version::TlsVersion,
 };
 
-/// The zone as the API shows it.
+/// The zone as the API shows it, with the fields the reference's zone has
+/// (it was created with the store, at the first run).
 pub fn view(s: &State) -> Value {
+    let created = clock::rfc3339(s.server_ca().map_or(0, |ca| ca.uploaded_on));
     json!({
         "id": s.meta.zone_id,
         "name": s.meta.zone_name,
         "status": "active",
-        "account": {"id": s.meta.account_id},
+        "type": "full",
+        "paused": false,
+        "development_mode": 0,
+        "name_servers": [],
+        "original_name_servers": [],
+        "created_on": created,
+        "modified_on": created,
+        "activated_on": created,
+        "account": {"id": s.meta.account_id, "name": "gateway"},
+        "owner": {"id": s.meta.account_id, "name": "gateway", "type": "organization"},
+        "plan": {"id": "gateway", "name": "Gateway", "is_subscribed": true},
+        "meta": {"custom_certificate_quota": 0, "page_rule_quota": 0, "phishing_detected": false},
+        "permissions": [],
         "default_hostname": s.meta.default_hostname,
     })
 }

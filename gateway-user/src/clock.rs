@@ -19,6 +19,13 @@ pub fn rfc3339(unix: i64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
+/// Unix seconds of an RFC 3339 time (`2026-11-23T10:00:00Z`, any offset).
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -28,5 +35,11 @@ mod tests {
         assert_eq!(rfc3339(1_795_428_000), "2026-11-23T10:00:00Z");
         assert_eq!(rfc3339(i64::MAX), i64::MAX.to_string());
         assert!(now() > 1_700_000_000);
+        assert_eq!(parse_rfc3339("2026-11-23T10:00:00Z"), Some(1_795_428_000));
+        assert_eq!(
+            parse_rfc3339("2026-11-23T11:00:00+01:00"),
+            Some(1_795_428_000)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }

@@ -33,7 +33,11 @@ from cloudflare.types.rulesets import PhaseGetResponse, RulesetListResponse, Ver
 # `RuleCreateResponse` is `Union[Ruleset, object]` (the SDK hands back a dict):
 # anything parses as the object, so the answer is checked against the ruleset.
 from cloudflare.types.rulesets.rule_create_response import Ruleset as RuleCreateResponse
+from cloudflare.types.shared import Token
+from cloudflare.types.user import TokenCreateResponse, TokenVerifyResponse
+from cloudflare.types.user.tokens import PermissionGroupListResponse
 from cloudflare.types.zones import Zone
+import cloudflare
 
 ENV = os.environ
 API = ENV["GATEWAY_API"]
@@ -177,5 +181,29 @@ except Exception as e:  # the SDK's BadRequestError
     error = (body.get("errors") or [{}])[0] if isinstance(body, dict) else {}
     assert getattr(e, "status_code", None) == 400, e
     assert error.get("source", {}).get("column"), error
+
+step("scoped tokens: a read-only token reads, may not write, is rolled and deleted")
+groups = {strict(PermissionGroupListResponse, g).name: g.id
+          for g in client.user.tokens.permission_groups.list()}
+read_only = strict(TokenCreateResponse, client.user.tokens.create(
+    name="reader", policies=[{"effect": "allow", "permission_groups": [{"id": groups["SSL and Certificates Read"]}],
+                              "resources": {f"com.cloudflare.api.account.zone.{ZONE}": "*"}}]))
+reader = Cloudflare(api_token=read_only.value, base_url=API, max_retries=0)
+assert strict(TokenVerifyResponse, reader.user.tokens.verify()).status == "active"
+assert len(list(reader.custom_hostnames.list(zone_id=ZONE))) == PRELOADED + 3
+try:
+    reader.custom_hostnames.create(zone_id=ZONE, hostname="no.example.com")
+    raise AssertionError("a read-only token created a hostname")
+except cloudflare.PermissionDeniedError as e:
+    assert "SSL and Certificates Write" in str(e), e
+assert any(strict(Token, t).id == read_only.id for t in client.user.tokens.list())
+new_secret = client.user.tokens.value.update(read_only.id)
+assert isinstance(new_secret, str) and new_secret != read_only.value
+client.user.tokens.delete(read_only.id)
+try:
+    Cloudflare(api_token=new_secret, base_url=API, max_retries=0).user.tokens.verify()
+    raise AssertionError("a deleted token still works")
+except cloudflare.PermissionDeniedError:
+    pass
 
 print(json.dumps({"steps": len(steps), "hostnames": len(seen)}))

@@ -31,18 +31,23 @@ pub struct ApiArgs {
     token: Option<String>,
     /// Print the API's JSON result instead of text.
     #[arg(long, global = true)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 /// The API, as the commands call it.
-struct Api<'a> {
-    args: &'a ApiArgs,
+pub(super) struct Api<'a> {
+    pub(super) args: &'a ApiArgs,
     rt: tokio::runtime::Runtime,
 }
 
 impl Api<'_> {
     /// Calls the API; the `result`, or the API's error message.
-    fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub(super) fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let token = self.args.token.as_deref().context(
             "no admin token: pass --token or set GATEWAY_TOKEN (the first `gateway run` printed it)",
         )?;
@@ -67,7 +72,7 @@ impl Api<'_> {
     }
 
     /// Every item of a list, page after page.
-    fn list(&self, path: &str) -> anyhow::Result<Value> {
+    pub(super) fn list(&self, path: &str) -> anyhow::Result<Value> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let mut all = Vec::new();
         for page in 1.. {
@@ -145,6 +150,7 @@ pub fn run(args: &ApiArgs, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Hostname { command } => hostname(&api, command)?,
         AdminCommand::Ca { command } => ca(&api, command)?,
         AdminCommand::Cert { command } => cert(&api, command)?,
+        AdminCommand::Token { command } => super::admin_tokens::token(&api, command)?,
         AdminCommand::Expiring { days } => (
             api.list(&api.zone_path(&format!("expiring_certificates?days={days}"))?)?,
             Shape::Table(&["kind", "id", "name", "expires_on", "days_left"]),
@@ -233,7 +239,7 @@ pub fn run_rules(args: &ApiArgs, command: RulesApi) -> anyhow::Result<()> {
 }
 
 /// How a result is printed for people.
-enum Shape {
+pub(super) enum Shape {
     /// A list, one row per item with these fields.
     Table(&'static [&'static str]),
     /// One object, a `key: value` line per field.

@@ -29,12 +29,42 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// Scoped API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Certificates that expire soon (CAs, client and server certificates).
     Expiring {
         /// Within this many days.
         #[arg(long, default_value_t = 30)]
         days: u32,
     },
+}
+
+/// `gateway token`.
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Make a token (its secret is shown once).
+    Create {
+        /// A name for people.
+        #[arg(long)]
+        name: String,
+        /// A permission group, e.g. "SSL and Certificates Read" (repeatable).
+        #[arg(long = "permission", required = true)]
+        permissions: Vec<String>,
+        /// When it stops working (RFC 3339).
+        #[arg(long)]
+        expires_on: Option<String>,
+    },
+    /// List the tokens.
+    List,
+    /// Give a token a new secret (shown once); the old one stops working.
+    Roll { id: String },
+    /// Delete a token.
+    Delete { id: String },
+    /// The permission groups a token may hold.
+    Permissions,
 }
 
 /// `gateway zone`.

@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 mod admin;
 mod admin_args;
+mod admin_tokens;
 
 use crate::{
     config::{AttachMode, DEFAULT_TLS_PORTS},

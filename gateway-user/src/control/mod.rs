@@ -26,6 +26,7 @@ pub mod pki;
 mod render;
 pub mod ruleset;
 pub mod store;
+pub mod tokens;
 
 use self::{
     api::ApiError,
@@ -117,6 +118,7 @@ fn first_state(default_hostname: &str) -> anyhow::Result<(State, String)> {
         certs: Default::default(),
         rules: Vec::new(),
         ruleset: ruleset::Ruleset::first(&[], now),
+        tokens: Default::default(),
     };
     for (kind, name) in [
         (AuthorityKind::Managed, "Gateway managed client CA"),
@@ -329,13 +331,10 @@ impl ControlPlane {
         }
     }
 
-    /// Checks an admin token against the stored hash.
-    pub async fn token_ok(&self, token: &str) -> bool {
-        let expected = self.read(|s| s.meta.token_sha256.clone()).await;
-        boring::memcmp::eq(
-            pki::sha256_hex(token.as_bytes()).as_bytes(),
-            expected.as_bytes(),
-        )
+    /// The token a secret belongs to, if it is valid now.
+    pub async fn caller(&self, secret: &str) -> Option<tokens::Caller> {
+        let now = crate::clock::now();
+        self.read(|s| tokens::check(s, secret, now)).await
     }
 }
 

@@ -33,6 +33,8 @@ pub struct State {
     pub rules: Vec<RuleSpec>,
     /// Their ruleset's name and versions.
     pub ruleset: super::ruleset::Ruleset,
+    /// Scoped API tokens, by id (the first-run token is `meta.token_sha256`).
+    pub tokens: Table<super::tokens::ApiToken>,
 }
 
 /// The hostnames table, indexed by name too. A hostname's name never changes

@@ -25,6 +25,7 @@ const SETTINGS: &str = "settings";
 const HOSTNAMES: &str = "hostnames";
 const CAS: &str = "cas";
 const CERTS: &str = "client_certificates";
+const TOKENS: &str = "api_tokens";
 
 /// Every table maps a key to a JSON record.
 fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
@@ -125,6 +126,7 @@ impl Store {
                 hostnames: records(&txn, HOSTNAMES)?.into(),
                 cas: records(&txn, CAS)?,
                 certs: records(&txn, CERTS)?,
+                tokens: records(&txn, TOKENS)?,
             })
         })()
         .with_context(unreadable)?;
@@ -148,13 +150,15 @@ impl Store {
                 }
             }
         }
-        let none = (Table::new(), Table::new(), Table::new());
-        let (hostnames, cas, certs) = old.map_or((&none.0, &none.1, &none.2), |o| {
-            (o.hostnames.table(), &o.cas, &o.certs)
-        });
+        let none = (Table::new(), Table::new(), Table::new(), Table::new());
+        let (hostnames, cas, certs, tokens) = old
+            .map_or((&none.0, &none.1, &none.2, &none.3), |o| {
+                (o.hostnames.table(), &o.cas, &o.certs, &o.tokens)
+            });
         write_diff(&txn, HOSTNAMES, hostnames, new.hostnames.table())?;
         write_diff(&txn, CAS, cas, &new.cas)?;
         write_diff(&txn, CERTS, certs, &new.certs)?;
+        write_diff(&txn, TOKENS, tokens, &new.tokens)?;
         txn.commit().context("the store did not commit")?;
         Ok(())
     }

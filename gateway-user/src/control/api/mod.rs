@@ -35,13 +35,17 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::ControlPlane;
+use super::{
+    ControlPlane,
+    tokens::{Caller, Permission},
+};
 
 mod cas;
 mod certs;
 mod hostnames;
 pub mod page;
 mod rules;
+mod tokens;
 mod zone;
 
 /// Largest request body accepted.
@@ -61,7 +65,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: u32, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(status: StatusCode, code: u32, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -202,11 +206,14 @@ pub async fn serve(
 async fn handle(plane: &ControlPlane, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let answer = match authorize(plane, &req).await {
         Err(e) => Err(e),
-        Ok(()) => match read(req).await {
+        Ok(caller) => match read(req).await {
             Err(e) => Err(e),
             Ok(call) => {
                 let what = format!("{} /client/v4/{}", call.method, call.path.join("/"));
-                let answer = route(plane, &call).await;
+                let answer = match permitted(&call, &caller) {
+                    Err(e) => Err(e),
+                    Ok(()) => route(plane, &call, &caller).await,
+                };
                 if let Err(e) = &answer
                     && e.status.is_server_error()
                 {
@@ -219,7 +226,7 @@ async fn handle(plane: &ControlPlane, req: Request<Incoming>) -> Response<Full<B
     envelope(answer)
 }
 
-async fn authorize(plane: &ControlPlane, req: &Request<Incoming>) -> Result<(), ApiError> {
+async fn authorize(plane: &ControlPlane, req: &Request<Incoming>) -> Result<Caller, ApiError> {
     let Some(value) = req.headers().get(header::AUTHORIZATION) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -234,14 +241,52 @@ async fn authorize(plane: &ControlPlane, req: &Request<Incoming>) -> Result<(), 
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
         .unwrap_or_default();
-    if token.is_empty() || !plane.token_ok(token).await {
-        return Err(ApiError::new(
+    let caller = match token {
+        "" => None,
+        token => plane.caller(token).await,
+    };
+    caller.ok_or_else(|| {
+        ApiError::new(
             StatusCode::FORBIDDEN,
             10000,
-            "authentication error: the token is not valid (it was printed at the first run)",
-        ));
+            "authentication error: the token is not valid or has expired (the first run \
+             printed one; `gateway token create` makes more)",
+        )
+    })
+}
+
+/// The permission group a call needs: reading (GET) or changing what it
+/// names. Listing the zone and verifying one's own token need none.
+fn needed(call: &Call) -> Option<Permission> {
+    let path: Vec<&str> = call.path.iter().map(String::as_str).collect();
+    let read = call.method == Method::GET;
+    let pick = |r: Permission, w: Permission| Some(if read { r } else { w });
+    match path.as_slice() {
+        ["zones"] | ["zones", _] => None,
+        ["zones", _, "settings", ..] => pick(Permission::ZoneRead, Permission::ZoneWrite),
+        ["zones", _, "rulesets", ..] => pick(Permission::FirewallRead, Permission::FirewallWrite),
+        ["zones", _, ..] | ["accounts", _, "mtls_certificates", ..] => {
+            pick(Permission::SslRead, Permission::SslWrite)
+        }
+        ["user", "tokens", "verify"] => None,
+        ["user", "tokens", ..] => pick(Permission::TokensRead, Permission::TokensWrite),
+        _ => None,
     }
-    Ok(())
+}
+
+/// 403, naming the permission group, unless the token holds what the call needs.
+fn permitted(call: &Call, caller: &Caller) -> Result<(), ApiError> {
+    match needed(call) {
+        Some(p) if !caller.may(p) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            9109,
+            format!(
+                "the token {:?} lacks the \"{p}\" permission this call needs",
+                caller.name
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 async fn read(req: Request<Incoming>) -> Result<Call, ApiError> {
@@ -299,7 +344,7 @@ pub fn method_not_allowed(allowed: &str) -> ApiError {
 }
 
 /// Lists answer a page ([`Listing`]); everything else one object.
-async fn route(plane: &ControlPlane, call: &Call) -> Listing {
+async fn route(plane: &ControlPlane, call: &Call, caller: &Caller) -> Listing {
     let path: Vec<&str> = call.path.iter().map(String::as_str).collect();
     let (zone_id, account_id) = plane
         .read(|s| (s.meta.zone_id.clone(), s.meta.account_id.clone()))
@@ -338,6 +383,7 @@ async fn route(plane: &ControlPlane, call: &Call) -> Listing {
                 _ => Err(no_route()),
             }
         }
+        ["user", "tokens", rest @ ..] => tokens::route(plane, call, caller, rest).await,
         ["accounts", a, "mtls_certificates", rest @ ..] => {
             if *a != account_id {
                 return Err(ApiError::not_found("account", a));

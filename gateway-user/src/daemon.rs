@@ -299,8 +299,17 @@ fn start_maintenance(plane: Arc<ControlPlane>) -> tokio::task::JoinHandle<()> {
         let mut tick = tokio::time::interval(REFRESH_INTERVAL);
         loop {
             tick.tick().await;
-            plane.renew_server_certificates().await;
-            control::crl::refresh_all(&plane).await;
+            let gateway = control::audit::Actor::gateway;
+            control::audit::acting(
+                gateway("renewing server certificates"),
+                plane.renew_server_certificates(),
+            )
+            .await;
+            control::audit::acting(
+                gateway("refreshing CRLs"),
+                control::crl::refresh_all(&plane),
+            )
+            .await;
             plane.observe_expiry().await;
         }
     })

@@ -33,7 +33,7 @@ from cloudflare.types.rulesets import PhaseGetResponse, RulesetListResponse, Ver
 # `RuleCreateResponse` is `Union[Ruleset, object]` (the SDK hands back a dict):
 # anything parses as the object, so the answer is checked against the ruleset.
 from cloudflare.types.rulesets.rule_create_response import Ruleset as RuleCreateResponse
-from cloudflare.types.shared import Token
+from cloudflare.types.shared import AuditLog, Token
 from cloudflare.types.user import TokenCreateResponse, TokenVerifyResponse
 from cloudflare.types.user.tokens import PermissionGroupListResponse
 from cloudflare.types.zones import Zone
@@ -205,5 +205,13 @@ try:
     raise AssertionError("a deleted token still works")
 except cloudflare.PermissionDeniedError:
     pass
+
+step("the audit log lists every change, newest first, and ends")
+logged = [strict(AuditLog, e) for e in client.audit_logs.list(account_id=ACCOUNT, per_page=5)]
+calls = [e.action.type for e in logged]
+assert calls[0].startswith("DELETE user/tokens/"), calls[:3]
+assert f"POST zones/{ZONE}/rulesets/{entry.id}/rules" in calls, calls
+assert calls[-1] == "- gateway rotate-token", calls[-1]  # the test's set-up rotated it
+assert calls[-2] == f"POST zones/{ZONE}/custom_hostnames", calls[-2]
 
 print(json.dumps({"steps": len(steps), "hostnames": len(seen)}))

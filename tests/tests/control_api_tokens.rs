@@ -7,7 +7,7 @@ mod api_common;
 
 use api_common::*;
 
-const GROUPS: [&str; 8] = [
+const GROUPS: [&str; 9] = [
     "SSL and Certificates Read",
     "SSL and Certificates Write",
     "Zone Settings Read",
@@ -16,6 +16,7 @@ const GROUPS: [&str; 8] = [
     "Firewall Services Write",
     "API Tokens Read",
     "API Tokens Write",
+    "Account Settings Read",
 ];
 
 /// Makes a token holding `groups`; returns (id, secret).
@@ -126,6 +127,12 @@ fn routes(
         ("GET", "user/tokens".into(), None, Some("API Tokens Read")),
         ("POST", "user/tokens".into(), bad, Some("API Tokens Write")),
         ("GET", "user/tokens/verify".into(), None, None),
+        (
+            "GET",
+            format!("accounts/{}/audit_logs", s.account),
+            None,
+            Some("Account Settings Read"),
+        ),
     ]
 }
 

@@ -99,7 +99,7 @@ impl Api<'_> {
         Ok(format!("zones/{}/{rest}", text(&zone["id"])))
     }
 
-    fn account_path(&self, rest: &str) -> anyhow::Result<String> {
+    pub(super) fn account_path(&self, rest: &str) -> anyhow::Result<String> {
         let zone = self.zone()?;
         Ok(format!("accounts/{}/{rest}", text(&zone["account"]["id"])))
     }
@@ -151,6 +151,7 @@ pub fn run(args: &ApiArgs, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Ca { command } => ca(&api, command)?,
         AdminCommand::Cert { command } => cert(&api, command)?,
         AdminCommand::Token { command } => super::admin_tokens::token(&api, command)?,
+        AdminCommand::Audit { since, before } => super::admin_tokens::audit(&api, since, before)?,
         AdminCommand::Expiring { days } => (
             api.list(&api.zone_path(&format!("expiring_certificates?days={days}"))?)?,
             Shape::Table(&["kind", "id", "name", "expires_on", "days_left"]),

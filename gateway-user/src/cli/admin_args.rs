@@ -34,6 +34,15 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The audit log: every change, newest first.
+    Audit {
+        /// Only changes from this time on (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only changes before this time (RFC 3339).
+        #[arg(long)]
+        before: Option<String>,
+    },
     /// Certificates that expire soon (CAs, client and server certificates).
     Expiring {
         /// Within this many days.

@@ -1,4 +1,5 @@
-//! `gateway token`: scoped API tokens through the admin API.
+//! `gateway token` (scoped API tokens) and `gateway audit` (who changed what)
+//! through the admin API.
 
 use http::Method;
 use serde_json::{Value, json};
@@ -63,4 +64,42 @@ pub(super) fn token(api: &Api, command: TokenCommand) -> anyhow::Result<(Value, 
             Shape::Table(&["id", "name"]),
         ),
     })
+}
+
+/// `gateway audit`: every page of the audit log, newest first.
+pub(super) fn audit(
+    api: &Api,
+    since: Option<String>,
+    before: Option<String>,
+) -> anyhow::Result<(Value, Shape)> {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [("since", since), ("before", before)] {
+        if let Some(v) = v {
+            query.append_pair(k, &v);
+        }
+    }
+    let query = query.finish();
+    let path = api.account_path("audit_logs")?;
+    let path = if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
+    };
+    let mut list = api.list(&path)?;
+    if !api.args.json {
+        for e in list.as_array_mut().into_iter().flatten() {
+            let m = e["metadata"].clone();
+            e["token"] = m["token_name"].clone();
+            e["call"] = json!(format!("{} {}", text(&m["method"]), text(&m["path"])));
+            e["resources"] = m["resources"].clone();
+        }
+    }
+    Ok((
+        list,
+        Shape::Table(&["id", "when", "token", "call", "resources"]),
+    ))
+}
+
+fn text(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }

@@ -18,6 +18,7 @@ use anyhow::Context;
 use log::info;
 
 pub mod api;
+pub mod audit;
 pub mod client;
 pub mod crl;
 pub mod expiry;
@@ -156,7 +157,14 @@ pub fn rotate_token(dir: &Path) -> anyhow::Result<String> {
     let token = new_token()?;
     let mut next = state.clone();
     next.meta.token_sha256 = pki::sha256_hex(token.as_bytes());
-    store.commit(Some(&state), &next)?;
+    let mut entry = audit::Entry {
+        seq: 0,
+        at: crate::clock::now(),
+        actor: audit::Actor::gateway("gateway rotate-token"),
+        resources: vec!["token:first-run".into()],
+        outcome: "success".into(),
+    };
+    store.commit_audited(Some(&state), &next, Some(&mut entry))?;
     info!("the admin token of {} was replaced", store.path().display());
     Ok(token)
 }
@@ -262,6 +270,16 @@ impl ControlPlane {
         }
     }
 
+    /// Audit entries: see [`Store::audit`].
+    pub fn audit(
+        &self,
+        since: Option<i64>,
+        before: Option<i64>,
+        page: (usize, usize),
+    ) -> anyhow::Result<(Vec<audit::Entry>, usize)> {
+        self.store.audit(since, before, page)
+    }
+
     /// Reads the committed state.
     pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&*self.state.lock().await)
@@ -280,14 +298,24 @@ impl ControlPlane {
         if next == *state {
             return Ok(out);
         }
+        let mut entry = audit::Entry {
+            seq: 0,
+            at: crate::clock::now(),
+            actor: audit::actor_or(|| audit::Actor::gateway("maintenance")),
+            resources: audit::touched(&state, &next),
+            outcome: "success".into(),
+        };
         let delta = next.delta_from(&state, &self.base);
         // Compiling and the durable commit block for milliseconds: off the
         // runtime's async path, and without holding the layers' lock.
         let current = lock(&self.layers).current().clone();
         let compiled = blocking(|| current.update(&delta))
             .map_err(|e| ApiError::invalid(format!("the change was refused: {e:#}")))?;
-        blocking(|| self.store.commit(Some(&state), &next))
-            .map_err(|e| ApiError::internal(format!("the store did not commit: {e:#}")))?;
+        blocking(|| {
+            self.store
+                .commit_audited(Some(&state), &next, Some(&mut entry))
+        })
+        .map_err(|e| ApiError::internal(format!("the store did not commit: {e:#}")))?;
         let installed = lock(&self.layers).install(compiled);
         self.expiry.observe_change(&state, &next);
         self.changes

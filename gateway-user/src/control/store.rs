@@ -16,6 +16,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
+    audit::Entry,
     model::{State, Table},
     ruleset::Ruleset,
 };
@@ -26,6 +27,8 @@ const HOSTNAMES: &str = "hostnames";
 const CAS: &str = "cas";
 const CERTS: &str = "client_certificates";
 const TOKENS: &str = "api_tokens";
+/// The audit log: entry number (zero-padded, so in order) → entry.
+const AUDIT: &str = "audit_log";
 
 /// Every table maps a key to a JSON record.
 fn table(name: &str) -> TableDefinition<'_, &'static str, &'static [u8]> {
@@ -137,7 +140,30 @@ impl Store {
     /// one durable transaction. Only the records that differ are encoded: the
     /// tables' [`Table::diff`] skips what the two states share.
     pub fn commit(&self, old: Option<&State>, new: &State) -> anyhow::Result<()> {
+        self.commit_audited(old, new, None)
+    }
+
+    /// As [`Store::commit`], recording `audit` (numbered next) in the same
+    /// transaction.
+    pub fn commit_audited(
+        &self,
+        old: Option<&State>,
+        new: &State,
+        audit: Option<&mut Entry>,
+    ) -> anyhow::Result<()> {
         let txn = self.db.begin_write()?;
+        if let Some(entry) = audit {
+            let mut t = txn.open_table(table(AUDIT))?;
+            let last = t
+                .last()?
+                .map(|(k, _)| k.value().parse::<u64>().unwrap_or(0))
+                .unwrap_or(0);
+            entry.seq = last + 1;
+            t.insert(
+                format!("{:020}", entry.seq).as_str(),
+                json(entry)?.as_slice(),
+            )?;
+        }
         {
             let mut t = txn.open_table(table(SETTINGS))?;
             let changed = |f: Encode| -> anyhow::Result<_> {
@@ -161,6 +187,38 @@ impl Store {
         write_diff(&txn, TOKENS, tokens, &new.tokens)?;
         txn.commit().context("the store did not commit")?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Audit entries, newest first, committed in `[since, before)` (Unix
+    /// seconds): the `page`th `per_page` of them, and how many match.
+    pub fn audit(
+        &self,
+        since: Option<i64>,
+        before: Option<i64>,
+        (page, per_page): (usize, usize),
+    ) -> anyhow::Result<(Vec<Entry>, usize)> {
+        let txn = self.db.begin_read()?;
+        let t = match txn.open_table(table(AUDIT)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), 0)),
+            Err(e) => return Err(e.into()),
+        };
+        let skip = (page - 1).saturating_mul(per_page);
+        let (mut out, mut total) = (Vec::new(), 0);
+        for row in t.iter()?.rev() {
+            let (k, v) = row?;
+            let entry: Entry = decode(AUDIT, k.value(), v.value())?;
+            if since.is_some_and(|s| entry.at < s) || before.is_some_and(|b| entry.at >= b) {
+                continue;
+            }
+            if total >= skip && out.len() < per_page {
+                out.push(entry);
+            }
+            total += 1;
+        }
+        Ok((out, total))
     }
 }
 

@@ -36,11 +36,14 @@ pub enum Permission {
     /// … and create, roll and delete.
     #[serde(rename = "API Tokens Write")]
     TokensWrite,
+    /// The audit log.
+    #[serde(rename = "Account Settings Read")]
+    AuditRead,
 }
 
 impl Permission {
     /// Every permission group.
-    pub const ALL: [Permission; 8] = [
+    pub const ALL: [Permission; 9] = [
         Permission::SslRead,
         Permission::SslWrite,
         Permission::ZoneRead,
@@ -49,6 +52,7 @@ impl Permission {
         Permission::FirewallWrite,
         Permission::TokensRead,
         Permission::TokensWrite,
+        Permission::AuditRead,
     ];
 
     /// Its name, as the reference's permission group is called.
@@ -62,6 +66,7 @@ impl Permission {
             Permission::FirewallWrite => "Firewall Services Write",
             Permission::TokensRead => "API Tokens Read",
             Permission::TokensWrite => "API Tokens Write",
+            Permission::AuditRead => "Account Settings Read",
         }
     }
 

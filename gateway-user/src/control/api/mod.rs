@@ -20,6 +20,8 @@
 //! | `/client/v4/accounts/A/mtls_certificates[/ID]` | GET, POST / GET, DELETE |
 //! | `/client/v4/accounts/A/mtls_certificates/ID/crl[/refresh]` | PUT, DELETE / POST |
 //! | `/client/v4/accounts/A/mtls_certificates/ID/associations` | GET |
+//! | `/client/v4/accounts/A/audit_logs?since=&before=` | GET |
+//! | `/client/v4/user/tokens[/ID[/value]]`, `…/verify`, `…/permission_groups` | see [`tokens`] |
 //!
 //! Lists take `page` and `per_page` and answer `result_info` ([`page`]).
 
@@ -37,6 +39,7 @@ use tokio::net::TcpListener;
 
 use super::{
     ControlPlane,
+    audit::{self, Actor},
     tokens::{Caller, Permission},
 };
 
@@ -210,9 +213,15 @@ async fn handle(plane: &ControlPlane, req: Request<Incoming>) -> Response<Full<B
             Err(e) => Err(e),
             Ok(call) => {
                 let what = format!("{} /client/v4/{}", call.method, call.path.join("/"));
+                let actor = Actor {
+                    token_id: caller.id.clone(),
+                    token_name: caller.name.clone(),
+                    method: call.method.to_string(),
+                    path: call.path.join("/"),
+                };
                 let answer = match permitted(&call, &caller) {
                     Err(e) => Err(e),
-                    Ok(()) => route(plane, &call, &caller).await,
+                    Ok(()) => audit::acting(actor, route(plane, &call, &caller)).await,
                 };
                 if let Err(e) = &answer
                     && e.status.is_server_error()
@@ -268,6 +277,7 @@ fn needed(call: &Call) -> Option<Permission> {
         ["zones", _, ..] | ["accounts", _, "mtls_certificates", ..] => {
             pick(Permission::SslRead, Permission::SslWrite)
         }
+        ["accounts", _, "audit_logs"] => Some(Permission::AuditRead),
         ["user", "tokens", "verify"] => None,
         ["user", "tokens", ..] => pick(Permission::TokensRead, Permission::TokensWrite),
         _ => None,
@@ -384,6 +394,11 @@ async fn route(plane: &ControlPlane, call: &Call, caller: &Caller) -> Listing {
             }
         }
         ["user", "tokens", rest @ ..] => tokens::route(plane, call, caller, rest).await,
+        ["accounts", a, "audit_logs"] => match (*a == account_id, get) {
+            (false, _) => Err(ApiError::not_found("account", a)),
+            (true, false) => Err(method_not_allowed("GET")),
+            (true, true) => audit_logs(plane, call).await,
+        },
         ["accounts", a, "mtls_certificates", rest @ ..] => {
             if *a != account_id {
                 return Err(ApiError::not_found("account", a));
@@ -397,6 +412,43 @@ async fn route(plane: &ControlPlane, call: &Call, caller: &Caller) -> Listing {
         }
         _ => Err(no_route()),
     }
+}
+
+/// `GET /accounts/A/audit_logs?since=&before=`: the changes committed, newest
+/// first, a page at a time (`since` and `before` are RFC 3339).
+async fn audit_logs(plane: &ControlPlane, call: &Call) -> Listing {
+    let paging = page::Paging::of(call, page::STANDARD)?;
+    let time = |name: &str| -> Result<Option<i64>, ApiError> {
+        call.query
+            .get(name)
+            .map(|t| {
+                crate::clock::parse_rfc3339(t).ok_or_else(|| {
+                    ApiError::invalid(format!("{name}={t:?}: give an RFC 3339 time"))
+                })
+            })
+            .transpose()
+    };
+    let (since, before) = (time("since")?, time("before")?);
+    let (entries, total) = plane
+        .audit(since, before, (paging.page, paging.per_page))
+        .map_err(|e| ApiError::internal(format!("the audit log is unreadable: {e:#}")))?;
+    let account = plane.read(|s| s.meta.account_id.clone()).await;
+    let views = entries.iter().map(|e| audit_view(e, &account)).collect();
+    Ok(paging.reply(views, total))
+}
+
+/// An audit entry in the reference's shape, with the call it came from.
+fn audit_view(e: &audit::Entry, account: &str) -> Value {
+    json!({
+        "id": e.seq.to_string(),
+        "when": crate::clock::rfc3339(e.at),
+        "action": {"type": format!("{} {}", e.actor.method, e.actor.path), "result": e.outcome == "success"},
+        "actor": {"id": e.actor.token_id, "email": e.actor.token_name, "type": "user"},
+        "interface": if e.actor.token_id == "gateway" { "gateway" } else { "API" },
+        "owner": {"id": account},
+        "resource": {"id": e.resources.join(","), "type": e.resources.first().and_then(|r| r.split(':').next())},
+        "metadata": {"method": e.actor.method, "path": e.actor.path, "resources": e.resources, "outcome": e.outcome, "token_name": e.actor.token_name},
+    })
 }
 
 fn envelope(answer: Listing) -> Response<Full<Bytes>> {

@@ -61,6 +61,10 @@ pub struct RunOptions {
     pub program_log: ProgramLog,
     /// The size of the XDP filter's hostname table (without `config`).
     pub xdp_hostnames: Option<u32>,
+    /// Serve the admin API in HTTPS, with a certificate from the server CA.
+    pub admin_tls: bool,
+    /// Allow a plain-HTTP admin API on an address other than loopback.
+    pub admin_insecure: bool,
 }
 
 /// The runtime sections of the configuration when the store holds the policy.
@@ -196,6 +200,22 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     result
 }
 
+/// The names the admin API's certificate covers: `localhost`, the loopback
+/// addresses and the address it listens on (the machine's name too when it
+/// listens on every address).
+fn admin_names(addr: SocketAddr) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if addr.ip().is_unspecified() {
+        if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            names.push(host.trim().to_string());
+        }
+    } else {
+        names.push(addr.ip().to_string());
+    }
+    names.dedup();
+    names
+}
+
 /// Loads the XDP program with the compiled policy and attaches it.
 fn start_xdp(
     opts: &RunOptions,
@@ -268,24 +288,40 @@ async fn start_admin(
     stop: &watch::Receiver<bool>,
     banner: &mut Vec<String>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    if !opts.admin.ip().is_loopback() {
+    if !opts.admin.ip().is_loopback() && !opts.admin_tls {
+        if !opts.admin_insecure {
+            bail!(
+                "the admin API would listen on {} in plain HTTP, and its tokens would cross the \
+                 network unencrypted: pass --admin-tls (HTTPS with a certificate from the \
+                 server CA), keep it on loopback, or pass --admin-insecure (behind a TLS proxy)",
+                opts.admin
+            );
+        }
         log::warn!(
-            "the admin API listens on {} in plain HTTP: the token crosses the network \
-             unencrypted; keep it on loopback (or behind a TLS proxy)",
+            "the admin API listens on {} in plain HTTP (--admin-insecure): tokens cross the \
+             network unencrypted",
             opts.admin
         );
     }
     let listener = TcpListener::bind(opts.admin)
         .await
         .with_context(|| format!("cannot listen for the admin API on {}", opts.admin))?;
+    let tls = if opts.admin_tls {
+        let names = admin_names(opts.admin);
+        Some(Arc::new(plane.admin_acceptor(&names).await?))
+    } else {
+        None
+    };
     banner.push(format!(
-        "admin API on http://{}/client/v4/",
+        "admin API on {}://{}/client/v4/",
+        if tls.is_some() { "https" } else { "http" },
         listener.local_addr()?
     ));
     let mut stop = stop.clone();
     Ok(tokio::spawn(control::api::serve(
         listener,
         plane,
+        tls,
         async move {
             let _ = stop.wait_for(|s| *s).await;
         },

@@ -63,7 +63,12 @@ impl StoreGateway {
             .env("RUST_LOG", "info");
         let log = data.with_extension(format!("log-{tls_port}"));
         // The banner's admin line, not just "gateway: " (an error line starts so too).
-        let process = Background::start(cmd, log, "admin API on http://");
+        let scheme = if extra.contains(&"--admin-tls") {
+            "https"
+        } else {
+            "http"
+        };
+        let process = Background::start(cmd, log, &format!("admin API on {scheme}://"));
         let printed = process.log().lines().find_map(|l| {
             l.split_once("GATEWAY_TOKEN): ")
                 .map(|(_, t)| t.trim().to_string())
@@ -78,7 +83,7 @@ impl StoreGateway {
             bin: bin.to_path_buf(),
             data: data.to_path_buf(),
             tls_port,
-            api: format!("http://127.0.0.1:{admin_port}"),
+            api: format!("{scheme}://127.0.0.1:{admin_port}"),
             metrics_port,
             token,
             process,
@@ -109,6 +114,9 @@ impl StoreGateway {
             "\n%{http_code}",
         ])
         .arg(format!("{}/client/v4/{path}", self.api));
+        if self.api.starts_with("https:") {
+            cmd.arg("--cacert").arg(self.server_ca());
+        }
         if let Some(t) = token {
             cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
         }
@@ -180,6 +188,7 @@ impl StoreGateway {
             Command::new(&self.bin)
                 .args(args)
                 .env("GATEWAY_API", &self.api)
+                .env("GATEWAY_CA", self.server_ca())
                 .env("GATEWAY_TOKEN", &self.token),
         )
     }

@@ -29,6 +29,9 @@ pub struct ApiArgs {
     /// The admin token (printed by the first `gateway run`).
     #[arg(long, global = true, env = "GATEWAY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The CA that verifies an https:// admin API (e.g. DATA_DIR/server-ca.pem).
+    #[arg(long, global = true, env = "GATEWAY_CA")]
+    ca: Option<PathBuf>,
     /// Print the API's JSON result instead of text.
     #[arg(long, global = true)]
     pub(super) json: bool,
@@ -53,12 +56,13 @@ impl Api<'_> {
         )?;
         let url = format!("{}/client/v4/{path}", self.args.api.trim_end_matches('/'));
         let body = body.map(|b| serde_json::to_vec(&b)).transpose()?;
-        let (status, bytes) = self.rt.block_on(client::request(
+        let (status, bytes) = self.rt.block_on(client::request_with(
             method,
             &url,
             Some(token),
             body,
             Duration::from_secs(30),
+            self.args.ca.as_deref(),
         ))?;
         let answer: Value = serde_json::from_slice(&bytes)
             .with_context(|| format!("{url} answered {status} without the API's JSON"))?;

@@ -59,6 +59,13 @@ enum Command {
         /// Log level of the XDP program itself.
         #[arg(long, value_enum, default_value_t = ProgramLog::Off)]
         xdp_log: ProgramLog,
+        /// Serve the admin API in HTTPS with a certificate from the server CA
+        /// (DATA_DIR/server-ca.pem verifies it).
+        #[arg(long)]
+        admin_tls: bool,
+        /// Allow a plain-HTTP admin API on an address other than loopback (behind a TLS proxy).
+        #[arg(long)]
+        admin_insecure: bool,
         /// Hostnames the XDP filter's table holds, with the store (a
         /// configuration file sets [xdp] hostnames); default 1,000,000.
         #[arg(long)]
@@ -158,6 +165,8 @@ pub fn main() -> ExitCode {
             metrics,
             xdp_log,
             xdp_hostnames,
+            admin_tls,
+            admin_insecure,
         } => tokio::runtime::Runtime::new()
             .context("starting the runtime")
             .and_then(|rt| {
@@ -179,6 +188,8 @@ pub fn main() -> ExitCode {
                     metrics,
                     program_log: xdp_log,
                     xdp_hostnames,
+                    admin_tls,
+                    admin_insecure,
                 }))
             }),
         Command::Rules {

@@ -189,7 +189,11 @@ fn build<T: HasPublic>(
             add(&mut b, ExtendedKeyUsage::new().server_auth().build()?)?;
             let mut san = SubjectAlternativeName::new();
             for n in names {
-                san.dns(n);
+                // An address is an IP SAN (the admin API's certificate).
+                match n.parse::<std::net::IpAddr>() {
+                    Ok(_) => san.ip(n),
+                    Err(_) => san.dns(n),
+                };
             }
             let ext = san.build(&b.x509v3_context(issuer_cert.map(|c| &**c), None))?;
             b.append_extension(&ext)?;

@@ -27,6 +27,7 @@
 
 use std::{collections::HashMap, convert::Infallible, sync::Arc, time::Duration};
 
+use boring::ssl::SslAcceptor;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -167,14 +168,17 @@ pub fn to_value(value: impl Serialize) -> Result<Value, ApiError> {
     serde_json::to_value(value).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves: HTTPS with `tls`,
+/// else plain HTTP.
 pub async fn serve(
     listener: TcpListener,
     plane: Arc<ControlPlane>,
+    tls: Option<Arc<SslAcceptor>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     if let Ok(addr) = listener.local_addr() {
-        info!("admin API on http://{addr}/client/v4/");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        info!("admin API on {scheme}://{addr}/client/v4/");
     }
     tokio::pin!(shutdown);
     loop {
@@ -189,20 +193,38 @@ pub async fn serve(
                 }
             },
         };
-        let plane = plane.clone();
+        let (plane, tls) = (plane.clone(), tls.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let plane = plane.clone();
-                async move { Ok::<_, Infallible>(handle(&plane, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                log::debug!("admin API connection: {e}");
+            match tls {
+                None => serve_connection(stream, plane).await,
+                Some(acceptor) => {
+                    let handshake = tokio_boring::accept(&acceptor, stream);
+                    match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                        Ok(Ok(stream)) => serve_connection(stream, plane).await,
+                        Ok(Err(e)) => log::debug!("admin API TLS handshake: {e}"),
+                        Err(_) => log::debug!("admin API TLS handshake timed out"),
+                    }
+                }
             }
         });
+    }
+}
+
+/// One connection's requests, in HTTP/1.1.
+async fn serve_connection<S>(stream: S, plane: Arc<ControlPlane>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let plane = plane.clone();
+        async move { Ok::<_, Infallible>(handle(&plane, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = conn.await {
+        log::debug!("admin API connection: {e}");
     }
 }
 

@@ -113,7 +113,7 @@ fn setup() -> Harness {
     let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     let forever = std::future::pending();
-    rt.spawn(control::api::serve(listener, plane.clone(), forever));
+    rt.spawn(control::api::serve(listener, plane.clone(), None, forever));
     let file = |f: &str| root.join(f).display().to_string();
     let mut subst: Vec<(String, String)> = FIXTURES.map(|(k, v)| (k.into(), v.into())).into();
     subst.push(("@CRL@".into(), file("crl.pem")));

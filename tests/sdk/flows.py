@@ -37,6 +37,13 @@ from cloudflare.types.shared import AuditLog, Token
 from cloudflare.types.user import TokenCreateResponse, TokenVerifyResponse
 from cloudflare.types.user.tokens import PermissionGroupListResponse
 from cloudflare.types.zones import Zone
+from cloudflare.types.zones.ciphers import Ciphers
+from cloudflare.types.zones.min_tls_version import MinTLSVersion
+from cloudflare.types.rulesets.ruleset_get_response import RulesetGetResponse
+from cloudflare.types.rulesets.ruleset_update_response import Ruleset as RulesetUpdateResponse
+from cloudflare.types.rulesets.version_get_response import VersionGetResponse
+from cloudflare.types.rulesets.rule_edit_response import Ruleset as RuleEditResponse
+from cloudflare.types.rulesets.rule_delete_response import Ruleset as RuleDeleteResponse
 import cloudflare
 
 ENV = os.environ
@@ -182,6 +189,45 @@ except Exception as e:  # the SDK's BadRequestError
     assert getattr(e, "status_code", None) == 400, e
     assert error.get("source", {}).get("column"), error
 
+step("zone settings: minimum TLS version and ciphers, read and changed")
+strict(MinTLSVersion, client.zones.settings.get("min_tls_version", zone_id=ZONE))
+tls = strict(MinTLSVersion, client.zones.settings.edit("min_tls_version", zone_id=ZONE, value="1.2"))
+assert tls.value == "1.2", tls
+ciphers = strict(Ciphers, client.zones.settings.edit(
+    "ciphers", zone_id=ZONE, value=["ECDHE-ECDSA-AES128-GCM-SHA256"]))
+assert ciphers.value == ["ECDHE-ECDSA-AES128-GCM-SHA256"], ciphers
+strict(Ciphers, client.zones.settings.edit("ciphers", zone_id=ZONE, value=[]))
+
+step("rulesets: get, a rule edited and deleted, a version read back, the whole list replaced")
+got = strict(RulesetGetResponse, client.rulesets.get(entry.id, zone_id=ZONE))
+rule_id = got.rules[0].id
+edited = strict(RuleEditResponse, client.rulesets.rules.edit(
+    rule_id, ruleset_id=entry.id, zone_id=ZONE, action="block",
+    expression='(http.host in {"api.example.com"} and not cf.tls_client_auth.cert_verified)',
+    description="mTLS, edited"))
+assert edited.rules[0].description == "mTLS, edited" and edited.rules[0].version == "2", edited.rules[0]
+old = strict(VersionGetResponse, client.rulesets.versions.get(made.version, ruleset_id=entry.id, zone_id=ZONE))
+assert old.rules[0].description == "mTLS for api.example.com", old.rules[0]
+replaced = strict(RulesetUpdateResponse, client.rulesets.update(entry.id, zone_id=ZONE, rules=[
+    {"id": rule_id, "action": "block",
+     "expression": '(http.host in {"api.example.com"} and not cf.tls_client_auth.cert_verified)'},
+    {"action": "log", "expression": 'http.request.uri.path eq "/audit"'},
+]))
+assert [r.action for r in replaced.rules] == ["block", "log"], replaced.rules
+logged_rule = replaced.rules[1].id
+strict(RuleDeleteResponse, client.rulesets.rules.delete(logged_rule, ruleset_id=entry.id, zone_id=ZONE))
+strict(PhaseGetResponse, client.rulesets.phases.get(PHASE, zone_id=ZONE))
+assert curl("api.example.com") == "403", "the rule is still in force"
+
+step("deletes: a hostname, a CA (after its associations), a client certificate revoked and read")
+client.certificate_authorities.hostname_associations.update(
+    zone_id=ZONE, hostnames=[], mtls_certificate_id=corp.id)
+strict(MTLSCertificate, client.mtls_certificates.delete(corp.id, account_id=ACCOUNT))
+assert list(client.mtls_certificates.list(account_id=ACCOUNT)) == []
+client.custom_hostnames.delete(other.id, zone_id=ZONE)
+assert not list(client.custom_hostnames.list(zone_id=ZONE, id=other.id))
+strict(ClientCertificate, client.client_certificates.get(alice.id, zone_id=ZONE))
+
 step("scoped tokens: a read-only token reads, may not write, is rolled and deleted")
 groups = {strict(PermissionGroupListResponse, g).name: g.id
           for g in client.user.tokens.permission_groups.list()}
@@ -190,13 +236,19 @@ read_only = strict(TokenCreateResponse, client.user.tokens.create(
                               "resources": {f"com.cloudflare.api.account.zone.{ZONE}": "*"}}]))
 reader = Cloudflare(api_token=read_only.value, base_url=API, max_retries=0)
 assert strict(TokenVerifyResponse, reader.user.tokens.verify()).status == "active"
-assert len(list(reader.custom_hostnames.list(zone_id=ZONE))) == PRELOADED + 3
+assert len(list(reader.custom_hostnames.list(zone_id=ZONE))) == PRELOADED + 2
 try:
     reader.custom_hostnames.create(zone_id=ZONE, hostname="no.example.com")
     raise AssertionError("a read-only token created a hostname")
 except cloudflare.PermissionDeniedError as e:
     assert "SSL and Certificates Write" in str(e), e
 assert any(strict(Token, t).id == read_only.id for t in client.user.tokens.list())
+assert strict(Token, client.user.tokens.get(read_only.id)).name == "reader"
+renamed = strict(Token, client.user.tokens.update(
+    read_only.id, name="reader, renamed",
+    policies=[{"effect": "allow", "permission_groups": [{"id": groups["SSL and Certificates Read"]}],
+               "resources": {f"com.cloudflare.api.account.zone.{ZONE}": "*"}}]))
+assert renamed.name == "reader, renamed", renamed
 new_secret = client.user.tokens.value.update(read_only.id)
 assert isinstance(new_secret, str) and new_secret != read_only.value
 client.user.tokens.delete(read_only.id)

@@ -56,5 +56,5 @@ fn the_official_sdk_walks_the_seeds_flows_and_every_list_ends() {
     let summary: serde_json::Value =
         serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
     assert_eq!(summary["hostnames"], PRELOADED + 1, "{summary}");
-    assert_eq!(summary["steps"], 11, "{summary}");
+    assert_eq!(summary["steps"], 14, "{summary}");
 }

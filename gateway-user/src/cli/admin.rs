@@ -31,7 +31,7 @@ pub struct ApiArgs {
     token: Option<String>,
     /// The CA that verifies an https:// admin API (e.g. DATA_DIR/server-ca.pem).
     #[arg(long, global = true, env = "GATEWAY_CA")]
-    ca: Option<PathBuf>,
+    api_ca: Option<PathBuf>,
     /// Print the API's JSON result instead of text.
     #[arg(long, global = true)]
     pub(super) json: bool,
@@ -62,7 +62,7 @@ impl Api<'_> {
             Some(token),
             body,
             Duration::from_secs(30),
-            self.args.ca.as_deref(),
+            self.args.api_ca.as_deref(),
         ))?;
         let answer: Value = serde_json::from_slice(&bytes)
             .with_context(|| format!("{url} answered {status} without the API's JSON"))?;

@@ -256,3 +256,40 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    /// Clap's own checks of every command and argument, and the invocations
+    /// where a global flag meets a subcommand's argument of the same name
+    /// (`--ca` of `ca associate` once clashed with the API's CA flag, a panic
+    /// when a user ran it).
+    #[test]
+    fn every_command_and_argument_is_well_formed() {
+        super::Cli::command().debug_assert();
+        for args in [
+            &[
+                "gateway",
+                "ca",
+                "associate",
+                "--ca",
+                "0f",
+                "api.example.com",
+            ][..],
+            &["gateway", "--api-ca", "/tmp/ca.pem", "zone", "show"],
+            &[
+                "gateway",
+                "token",
+                "create",
+                "--name",
+                "x",
+                "--permission",
+                "API Tokens Read",
+            ],
+            &["gateway", "audit", "--since", "2026-12-01T00:00:00Z"],
+        ] {
+            super::Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+    }
+}

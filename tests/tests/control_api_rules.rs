@@ -445,4 +445,20 @@ fn the_ruleset_is_replaced_whole_versioned_and_its_versions_read_back() {
     // DELETE empties it.
     gw.ok("DELETE", &by_id, None);
     assert_eq!(gw.ok("GET", &entry, None)["rules"], json!([]));
+
+    // The versions are kept across a restart (rows of their own in the store).
+    let versions = gw.ok("GET", &format!("{by_id}/versions"), None);
+    let (data, token) = (gw.data.clone(), gw.token.clone());
+    drop(s.gw);
+    let again = StoreGateway::start(Path::new(GATEWAY), &data, Some(&token), &[]);
+    assert_eq!(
+        again.ok("GET", &format!("{by_id}/versions"), None),
+        versions
+    );
+    let old_again = again.ok(
+        "GET",
+        &format!("{by_id}/versions/{}", text(&made["version"])),
+        None,
+    );
+    assert_eq!(order(&old_again), [kept]);
 }

@@ -4,7 +4,7 @@
 //! the last [`KEPT_VERSIONS`] versions kept to be read back. The rules
 //! themselves are the state's `rules` (what both layers compile).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +26,10 @@ pub struct Ruleset {
     pub last_updated: i64,
     /// Each rule's version and last change, by rule id.
     pub rules: BTreeMap<String, RuleVersion>,
-    /// The latest versions, oldest first (the current one last).
-    pub history: Vec<Version>,
+    /// The latest versions, oldest first (the current one last). The store
+    /// keeps them as rows of their own, so a change writes only its version.
+    #[serde(skip)]
+    pub history: Vec<Arc<Version>>,
 }
 
 /// A rule's version and its last change.
@@ -91,19 +93,40 @@ impl Ruleset {
             versions.insert(rule.id.clone(), v);
         }
         self.rules = versions;
-        self.history.push(Version {
+        self.history.push(Arc::new(Version {
             version: self.version,
             last_updated: now,
             rules: new.to_vec(),
             rule_versions: self.rules.clone(),
-        });
+        }));
         let extra = self.history.len().saturating_sub(KEPT_VERSIONS);
         self.history.drain(..extra);
     }
 
     /// A kept version.
     pub fn at(&self, version: u64) -> Option<&Version> {
-        self.history.iter().find(|v| v.version == version)
+        self.history
+            .iter()
+            .find(|v| v.version == version)
+            .map(|v| &**v)
+    }
+
+    /// After loading: the kept versions read from the store, with the current
+    /// one made from `rules` if the store has none (a store from before the
+    /// versions had rows of their own).
+    pub fn loaded(&mut self, mut kept: Vec<Version>, rules: &[RuleSpec]) {
+        kept.sort_by_key(|v| v.version);
+        kept.retain(|v| v.version <= self.version);
+        if kept.last().is_none_or(|v| v.version != self.version) {
+            kept.push(Version {
+                version: self.version,
+                last_updated: self.last_updated,
+                rules: rules.to_vec(),
+                rule_versions: self.rules.clone(),
+            });
+        }
+        let extra = kept.len().saturating_sub(KEPT_VERSIONS);
+        self.history = kept.into_iter().skip(extra).map(Arc::new).collect();
     }
 }
 
@@ -148,11 +171,22 @@ mod tests {
         );
         r.changed(&[a2.clone(), b.clone()], std::slice::from_ref(&b), 40);
         assert!(!r.rules.contains_key("a"));
-        assert_eq!(r.at(2).unwrap().rules, [a, b]);
+        assert_eq!(r.at(2).unwrap().rules, [a, b.clone()]);
         for t in 0..30 {
             r.changed(&[], &[], 50 + t);
         }
         assert_eq!(r.history.len(), KEPT_VERSIONS);
         assert!(r.at(2).is_none() && r.at(r.version).is_some());
+        // Loaded back: the kept rows, or the current version alone.
+        let rows: Vec<Version> = r.history.iter().map(|v| (**v).clone()).collect();
+        let mut back = r.clone();
+        back.history.clear();
+        back.loaded(rows, &[]);
+        assert_eq!(back, r);
+        let mut bare = r.clone();
+        bare.history.clear();
+        bare.loaded(Vec::new(), std::slice::from_ref(&b));
+        assert_eq!(bare.history.len(), 1);
+        assert_eq!(bare.at(r.version).unwrap().rules, [b]);
     }
 }

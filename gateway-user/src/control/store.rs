@@ -27,6 +27,8 @@ const HOSTNAMES: &str = "hostnames";
 const CAS: &str = "cas";
 const CERTS: &str = "client_certificates";
 const TOKENS: &str = "api_tokens";
+/// The ruleset's kept versions: version (zero-padded) → version.
+const RULESET_VERSIONS: &str = "ruleset_versions";
 /// The audit log: entry number (zero-padded, so in order) → entry.
 const AUDIT: &str = "audit_log";
 
@@ -133,6 +135,15 @@ impl Store {
             })
         })()
         .with_context(unreadable)?;
+        let mut state = state;
+        let kept: Vec<super::ruleset::Version> = read_table(&txn, RULESET_VERSIONS)
+            .with_context(unreadable)?
+            .iter()
+            .map(|(k, v)| decode(RULESET_VERSIONS, k, v))
+            .collect::<anyhow::Result<_>>()
+            .with_context(unreadable)?;
+        let rules = state.rules.clone();
+        state.ruleset.loaded(kept, &rules);
         Ok(Some(state))
     }
 
@@ -166,13 +177,9 @@ impl Store {
         }
         {
             let mut t = txn.open_table(table(SETTINGS))?;
-            let changed = |f: Encode| -> anyhow::Result<_> {
-                let value = f(new)?;
-                Ok((old.map(f).transpose()? != Some(value.clone())).then_some(value))
-            };
-            for (key, f) in SETTINGS_ROWS {
-                if let Some(value) = changed(f)? {
-                    t.insert(key, value.as_slice())?;
+            for (key, encode, same) in SETTINGS_ROWS {
+                if old.is_none_or(|o| !same(o, new)) {
+                    t.insert(key, encode(new)?.as_slice())?;
                 }
             }
         }
@@ -185,6 +192,7 @@ impl Store {
         write_diff(&txn, CAS, cas, &new.cas)?;
         write_diff(&txn, CERTS, certs, &new.certs)?;
         write_diff(&txn, TOKENS, tokens, &new.tokens)?;
+        write_versions(&txn, old.map(|o| &o.ruleset), &new.ruleset)?;
         txn.commit().context("the store did not commit")?;
         Ok(())
     }
@@ -224,13 +232,19 @@ impl Store {
 
 /// Encodes one settings row from the state.
 type Encode = fn(&State) -> anyhow::Result<Vec<u8>>;
+/// Whether two states have the same row (compared in memory, not encoded).
+type Same = fn(&State, &State) -> bool;
 
 /// The rows of the settings table, each encoded from the state.
-const SETTINGS_ROWS: [(&str, Encode); 4] = [
-    ("meta", |s| json(&s.meta)),
-    ("zone", |s| json(&s.zone)),
-    ("rules", |s| json(&s.rules)),
-    ("ruleset", |s| json(&s.ruleset)),
+const SETTINGS_ROWS: [(&str, Encode, Same); 4] = [
+    ("meta", |s| json(&s.meta), |a, b| a.meta == b.meta),
+    ("zone", |s| json(&s.zone), |a, b| a.zone == b.zone),
+    ("rules", |s| json(&s.rules), |a, b| a.rules == b.rules),
+    (
+        "ruleset",
+        |s| json(&s.ruleset),
+        |a, b| a.ruleset == b.ruleset,
+    ),
 ];
 
 fn json<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
@@ -277,6 +291,31 @@ fn records<T: DeserializeOwned + Clone>(
         records.insert(key, value);
     }
     Ok(records)
+}
+
+/// Writes the ruleset versions `new` keeps that `old` did not, and removes
+/// those it no longer keeps.
+fn write_versions(
+    txn: &redb::WriteTransaction,
+    old: Option<&Ruleset>,
+    new: &Ruleset,
+) -> anyhow::Result<()> {
+    let key = |v: u64| format!("{v:020}");
+    let had: Vec<u64> = old.map_or(Vec::new(), |o| {
+        o.history.iter().map(|v| v.version).collect()
+    });
+    let has: Vec<u64> = new.history.iter().map(|v| v.version).collect();
+    if had == has {
+        return Ok(());
+    }
+    let mut t = txn.open_table(table(RULESET_VERSIONS))?;
+    for v in new.history.iter().filter(|v| !had.contains(&v.version)) {
+        t.insert(key(v.version).as_str(), json(&**v)?.as_slice())?;
+    }
+    for gone in had.iter().filter(|v| !has.contains(v)) {
+        t.remove(key(*gone).as_str())?;
+    }
+    Ok(())
 }
 
 /// Writes the records that differ between two versions of a table.

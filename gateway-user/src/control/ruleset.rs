@@ -28,7 +28,7 @@ pub struct Ruleset {
     pub rules: BTreeMap<String, RuleVersion>,
     /// The latest versions, oldest first (the current one last). The store
     /// keeps them as rows of their own, so a change writes only its version.
-    #[serde(skip)]
+    #[serde(default)]
     pub history: Vec<Arc<Version>>,
 }
 

@@ -240,12 +240,15 @@ const SETTINGS_ROWS: [(&str, Encode, Same); 4] = [
     ("meta", |s| json(&s.meta), |a, b| a.meta == b.meta),
     ("zone", |s| json(&s.zone), |a, b| a.zone == b.zone),
     ("rules", |s| json(&s.rules), |a, b| a.rules == b.rules),
-    (
-        "ruleset",
-        |s| json(&s.ruleset),
-        |a, b| a.ruleset == b.ruleset,
-    ),
+    ("ruleset", ruleset_row, |a, b| a.ruleset == b.ruleset),
 ];
+
+/// The ruleset's row: without its kept versions, which are rows of their own.
+fn ruleset_row(s: &State) -> anyhow::Result<Vec<u8>> {
+    let mut row = s.ruleset.clone();
+    row.history.clear();
+    json(&row)
+}
 
 fn json<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
     Ok(serde_json::to_vec(value)?)

@@ -5,10 +5,11 @@ mod api_common;
 
 use api_common::*;
 
-#[test]
-/// What an upload must be, and the five-CA limit.
-fn uploads_are_checked_and_at_most_five() {
-    let s = Setup::start("api-cas-uploads");
+/// A gateway with two hostnames (api. and b.example.com) and one uploaded CA,
+/// `corp`, checked as the upload answers it and as it reads back; returns the
+/// set-up, the CA and its id.
+fn with_corp(label: &str) -> (Setup, TestCa, String) {
+    let s = Setup::start(label);
     let gw = &s.gw;
     let base = s.cas_path("");
     let hosts = s.zone_path("custom_hostnames");
@@ -38,6 +39,15 @@ fn uploads_are_checked_and_at_most_five() {
     assert_eq!(up["crl"], Value::Null);
     assert_eq!(gw.ok("GET", &s.cas_path(&corp_id), None), up);
     assert_eq!(gw.ok("GET", &base, None), json!([up.clone()]));
+    (s, corp, corp_id)
+}
+
+#[test]
+/// What an upload must be, and the five-CA limit.
+fn uploads_are_checked_and_at_most_five() {
+    let (s, corp, corp_id) = with_corp("api-cas-uploads");
+    let gw = &s.gw;
+    let base = s.cas_path("");
 
     // What an upload must be.
     let leaf = corp.client("leaf", None);
@@ -171,33 +181,9 @@ fn uploads_are_checked_and_at_most_five() {
 #[test]
 /// CRL sources: verified against the CA, refreshed, kept on failure, removed.
 fn crl_sources_are_verified_refreshed_and_kept_when_a_refresh_fails() {
-    let s = Setup::start("api-cas-crl");
+    let (s, corp, corp_id) = with_corp("api-cas-crl");
     let gw = &s.gw;
     let base = s.cas_path("");
-    let hosts = s.zone_path("custom_hostnames");
-    gw.ok(
-        "POST",
-        &hosts,
-        Some(&json!({"hostname": "api.example.com"})),
-    );
-    gw.ok("POST", &hosts, Some(&json!({"hostname": "b.example.com"})));
-
-    // Upload one.
-    let corp = TestCa::new(&s.dir.0, "corp");
-    let up = gw.ok(
-        "POST",
-        &base,
-        Some(&json!({"ca": true, "certificates": pem(&corp.cert), "name": "corp"})),
-    );
-    let corp_id = text(&up["id"]);
-    assert_eq!(up["name"], "corp");
-    assert_eq!(up["ca"], true);
-    assert_eq!(up["signature"], "ECDSA-SHA256");
-    assert!(text(&up["issuer"]).contains("corp"), "{up:#}");
-    assert_eq!(up["hostnames"], json!([]));
-    assert_eq!(up["crl"], Value::Null);
-    assert_eq!(gw.ok("GET", &s.cas_path(&corp_id), None), up);
-    assert_eq!(gw.ok("GET", &base, None), json!([up.clone()]));
 
     // CRL sources: a file, verified against the CA; refresh; removal.
     let bob = corp.client("bob", None);
@@ -304,35 +290,12 @@ fn crl_sources_are_verified_refreshed_and_kept_when_a_refresh_fails() {
 #[test]
 /// Hostname associations, and deletion blocked while they exist.
 fn associations_choose_which_cas_verify_a_hostname_and_block_deletion() {
-    let s = Setup::start("api-cas-assoc");
+    let (s, _, corp_id) = with_corp("api-cas-assoc");
     let gw = &s.gw;
     let base = s.cas_path("");
     let managed = s.managed_ca();
     let hosts = s.zone_path("custom_hostnames");
     let assoc = s.zone_path("certificate_authorities/hostname_associations");
-    gw.ok(
-        "POST",
-        &hosts,
-        Some(&json!({"hostname": "api.example.com"})),
-    );
-    gw.ok("POST", &hosts, Some(&json!({"hostname": "b.example.com"})));
-
-    // Upload one.
-    let corp = TestCa::new(&s.dir.0, "corp");
-    let up = gw.ok(
-        "POST",
-        &base,
-        Some(&json!({"ca": true, "certificates": pem(&corp.cert), "name": "corp"})),
-    );
-    let corp_id = text(&up["id"]);
-    assert_eq!(up["name"], "corp");
-    assert_eq!(up["ca"], true);
-    assert_eq!(up["signature"], "ECDSA-SHA256");
-    assert!(text(&up["issuer"]).contains("corp"), "{up:#}");
-    assert_eq!(up["hostnames"], json!([]));
-    assert_eq!(up["crl"], Value::Null);
-    assert_eq!(gw.ok("GET", &s.cas_path(&corp_id), None), up);
-    assert_eq!(gw.ok("GET", &base, None), json!([up.clone()]));
 
     // Associations: PUT replaces the hostnames of one CA (the managed one when unnamed).
     let a = gw.ok(

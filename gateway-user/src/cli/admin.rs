@@ -129,7 +129,8 @@ impl Api<'_> {
     }
 }
 
-fn text(v: &Value) -> String {
+/// A value as a table cell: strings bare, `-` for none.
+pub(super) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),

@@ -4,7 +4,7 @@
 use http::Method;
 use serde_json::{Value, json};
 
-use super::admin::{Api, Shape, TokenCommand};
+use super::admin::{Api, Shape, TokenCommand, text};
 
 /// Runs a `gateway token` command.
 pub(super) fn token(api: &Api, command: TokenCommand) -> anyhow::Result<(Value, Shape)> {
@@ -98,8 +98,4 @@ pub(super) fn audit(
         list,
         Shape::Table(&["id", "when", "token", "call", "resources"]),
     ))
-}
-
-fn text(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }

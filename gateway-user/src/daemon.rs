@@ -65,6 +65,8 @@ pub struct RunOptions {
     pub admin_tls: bool,
     /// Allow a plain-HTTP admin API on an address other than loopback.
     pub admin_insecure: bool,
+    /// Fleet mode: the store is etcd (without `config`).
+    pub fleet: Option<control::fleet::FleetOptions>,
 }
 
 /// The runtime sections of the configuration when the store holds the policy.
@@ -92,11 +94,17 @@ enum Source {
 impl Source {
     /// Opens the source (creating the store on a first run) and reads the
     /// configuration it gives now.
-    fn open(opts: &RunOptions) -> anyhow::Result<(Source, Config)> {
+    async fn open(opts: &RunOptions, registry: &Registry) -> anyhow::Result<(Source, Config)> {
         if let Some(path) = &opts.config {
             return Ok((Source::File(path.clone()), Config::load(path)?));
         }
-        let opened = control::open(&opts.data_dir, &opts.default_hostname)?;
+        let opened = match &opts.fleet {
+            None => control::open(&opts.data_dir, &opts.default_hostname)?,
+            Some(fleet) => {
+                let fleet = control::fleet::Fleet::new(fleet.clone(), registry)?;
+                control::open_fleet(&opts.data_dir, &opts.default_hostname, fleet).await?
+            }
+        };
         if let Some(token) = &opened.new_token {
             println!(
                 "admin API token (shown once; keep it, the CLI reads it from GATEWAY_TOKEN): {token}"
@@ -113,7 +121,8 @@ impl Source {
 struct Tasks {
     stop: watch::Sender<bool>,
     servers: Vec<tokio::task::JoinHandle<()>>,
-    maintenance: Option<tokio::task::JoinHandle<()>>,
+    /// Maintenance and, in fleet mode, following etcd: aborted at shutdown.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Runs the gateway until SIGINT or SIGTERM: from a configuration file, or
@@ -121,7 +130,8 @@ struct Tasks {
 /// API. The phases: open the source and compile it, start the XDP filter, start
 /// the terminator, start the admin API, serve metrics, run the event loop, shut down.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let (source, config) = Source::open(&opts)?;
+    let registry = Registry::new();
+    let (source, config) = Source::open(&opts, &registry).await?;
     let interface = opts
         .interface
         .clone()
@@ -137,7 +147,6 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             Source::File(_) => "the configuration",
             Source::Store(_) => "the stored configuration",
         })?;
-    let registry = Registry::new();
     let mut banner = Vec::new();
     let (stop, stop_rx) = watch::channel(false);
     let filter = match &interface {
@@ -161,7 +170,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut tasks = Tasks {
         stop,
         servers,
-        maintenance: None,
+        background: Vec::new(),
     };
     let path = match source {
         Source::File(path) => Some(path),
@@ -175,7 +184,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             ));
             let admin = start_admin(&opts, plane.clone(), &stop_rx, &mut banner).await?;
             tasks.servers.push(admin);
-            tasks.maintenance = Some(start_maintenance(plane));
+            tasks.background = plane.follow().await;
+            tasks.background.push(start_maintenance(plane));
             None
         }
     };
@@ -329,12 +339,17 @@ async fn start_admin(
 }
 
 /// Renewals, CRL refreshes and expiry checks, beside the main loop (a slow CRL
-/// source must not hold up signals).
+/// source must not hold up signals). In a fleet, only the leader does them:
+/// as soon as it becomes leader, then hourly.
 fn start_maintenance(plane: Arc<ControlPlane>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(REFRESH_INTERVAL);
         loop {
-            tick.tick().await;
+            if !plane.does_periodic_work() {
+                plane.expiry.set_alerting(false);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            plane.expiry.set_alerting(true);
             let gateway = control::audit::Actor::gateway;
             control::audit::acting(
                 gateway("renewing server certificates"),
@@ -347,6 +362,7 @@ fn start_maintenance(plane: Arc<ControlPlane>) -> tokio::task::JoinHandle<()> {
             )
             .await;
             plane.observe_expiry().await;
+            tokio::time::sleep(REFRESH_INTERVAL).await;
         }
     })
 }
@@ -401,7 +417,7 @@ async fn shutdown(tasks: Tasks, layers: &Mutex<Layers>) {
     for server in tasks.servers {
         let _ = server.await;
     }
-    if let Some(task) = tasks.maintenance {
+    for task in tasks.background {
         task.abort();
     }
     if let Some(filter) = &mut control::lock(layers).filter {

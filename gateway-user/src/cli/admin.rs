@@ -157,6 +157,20 @@ pub fn run(args: &ApiArgs, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Cert { command } => cert(&api, command)?,
         AdminCommand::Token { command } => super::admin_tokens::token(&api, command)?,
         AdminCommand::Audit { since, before } => super::admin_tokens::audit(&api, since, before)?,
+        AdminCommand::Fleet {
+            command: FleetCommand::Status,
+        } => (
+            api.call(Method::GET, &api.account_path("fleet/nodes")?, None)?,
+            Shape::Table(&[
+                "node",
+                "revision",
+                "lag",
+                "leader",
+                "stale",
+                "error",
+                "updated_on",
+            ]),
+        ),
         AdminCommand::Expiring { days } => (
             api.list(&api.zone_path(&format!("expiring_certificates?days={days}"))?)?,
             Shape::Table(&["kind", "id", "name", "expires_on", "days_left"]),

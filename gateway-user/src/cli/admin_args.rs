@@ -43,12 +43,25 @@ pub enum AdminCommand {
         #[arg(long)]
         before: Option<String>,
     },
+    /// Fleet mode: the nodes sharing this configuration.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
     /// Certificates that expire soon (CAs, client and server certificates).
     Expiring {
         /// Within this many days.
         #[arg(long, default_value_t = 30)]
         days: u32,
     },
+}
+
+/// `gateway fleet`.
+#[derive(Subcommand)]
+pub enum FleetCommand {
+    /// Each node, the configuration revision it runs, its lag behind the
+    /// newest revision and why it refused one, if it did.
+    Status,
 }
 
 /// `gateway token`.

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 mod admin;
 mod admin_args;
 mod admin_tokens;
+mod fleet_args;
 
 use crate::{
     config::{AttachMode, DEFAULT_TLS_PORTS},
@@ -70,6 +71,8 @@ enum Command {
         /// configuration file sets [xdp] hostnames); default 1,000,000.
         #[arg(long)]
         xdp_hostnames: Option<u32>,
+        #[command(flatten)]
+        fleet: fleet_args::FleetArgs,
     },
     /// Replace the admin API token of a stopped gateway's store and print the new one.
     RotateToken {
@@ -167,9 +170,11 @@ pub fn main() -> ExitCode {
             xdp_hostnames,
             admin_tls,
             admin_insecure,
-        } => tokio::runtime::Runtime::new()
-            .context("starting the runtime")
-            .and_then(|rt| {
+            fleet,
+        } => fleet
+            .options()
+            .and_then(|fleet| Ok((fleet, tokio::runtime::Runtime::new().context("starting the runtime")?)))
+            .and_then(|(fleet, rt)| {
                 rt.block_on(daemon::run(RunOptions {
                     config,
                     data_dir,
@@ -190,6 +195,7 @@ pub fn main() -> ExitCode {
                     xdp_hostnames,
                     admin_tls,
                     admin_insecure,
+                    fleet,
                 }))
             }),
         Command::Rules {

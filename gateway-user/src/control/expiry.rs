@@ -155,6 +155,8 @@ pub fn within(state: &State, now: i64, days: i64) -> Vec<Expiring> {
 /// The gauge and which thresholds each certificate has crossed already.
 pub struct Expiry {
     gauge: GaugeVec,
+    /// Whether crossed thresholds are logged (in a fleet, by the leader only).
+    alerting: std::sync::atomic::AtomicBool,
     crossed: Mutex<HashMap<String, usize>>,
 }
 
@@ -172,6 +174,7 @@ impl Expiry {
         registry.register(Box::new(gauge.clone()))?;
         Ok(Expiry {
             gauge,
+            alerting: std::sync::atomic::AtomicBool::new(true),
             crossed: Mutex::new(HashMap::new()),
         })
     }
@@ -192,6 +195,13 @@ impl Expiry {
             }
         }
         *self.crossed() = seen;
+    }
+
+    /// Turns alerts on or off (a fleet's nodes alert only while leader;
+    /// thresholds are still tracked, so a new leader does not alert again).
+    pub fn set_alerting(&self, on: bool) {
+        self.alerting
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Follows a change: only the certificates it touched are looked at.
@@ -237,7 +247,7 @@ impl Expiry {
             .iter()
             .filter(|days| c.expires_at - now <= *days * 86_400)
             .count();
-        if level > before {
+        if level > before && self.alerting.load(std::sync::atomic::Ordering::Relaxed) {
             let days = THRESHOLDS[level - 1];
             log::warn!(
                 "certificate expiry: {} {} ({}) expires on {}, within {days} days",

@@ -22,9 +22,12 @@ pub mod audit;
 pub mod client;
 pub mod crl;
 pub mod expiry;
+pub mod fleet;
 pub mod model;
 pub mod pki;
 mod render;
+mod replicated;
+pub use replicated::open_fleet;
 pub mod ruleset;
 pub mod store;
 pub mod tokens;
@@ -45,12 +48,19 @@ use crate::{
 /// Validity of the CAs made at the first run: 20 years, so certificates of
 /// the longest validity (10 years) can be issued for the first ten.
 const CA_DAYS: u32 = 7300;
+/// Server certificates renewed in one change.
+pub const RENEWALS_PER_CHANGE: usize = 100;
 /// Validity of server certificates the server CA issues.
 pub const SERVER_CERT_DAYS: u32 = 397;
 
 /// The control plane of a running gateway.
 pub struct ControlPlane {
+    /// The store; in fleet mode, the local copy of the installed configuration.
     store: Store,
+    /// In fleet mode, etcd: changes are committed there and installed from its watch.
+    fleet: Option<Arc<fleet::Fleet>>,
+    /// Serializes this node's writers in fleet mode (the state lock is the installer's).
+    writer: tokio::sync::Mutex<()>,
     /// The committed state; holding the lock serializes writers.
     state: tokio::sync::Mutex<State>,
     /// The runtime sections every rendered configuration starts from.
@@ -70,6 +80,8 @@ pub struct Opened {
     pub state: State,
     /// The admin token, when it was just made (shown once).
     pub new_token: Option<String>,
+    /// In fleet mode, the fleet the state came from.
+    pub fleet: Option<Arc<fleet::Fleet>>,
 }
 
 /// Opens the store in `dir`; on the first run, creates the zone (minimum TLS
@@ -82,6 +94,7 @@ pub fn open(dir: &Path, default_hostname: &str) -> anyhow::Result<Opened> {
             store,
             state,
             new_token: None,
+            fleet: None,
         });
     }
     crate::config::validate_hostname(default_hostname).context("--default-hostname")?;
@@ -96,10 +109,12 @@ pub fn open(dir: &Path, default_hostname: &str) -> anyhow::Result<Opened> {
         store,
         state,
         new_token: Some(token),
+        fleet: None,
     })
 }
 
-fn first_state(default_hostname: &str) -> anyhow::Result<(State, String)> {
+/// The state of a first run: the zone, both CAs, a hostname and the admin token.
+pub(crate) fn first_state(default_hostname: &str) -> anyhow::Result<(State, String)> {
     let now = crate::clock::now();
     let token = new_token()?;
     let mut state = State {
@@ -244,6 +259,8 @@ impl ControlPlane {
         expiry.observe(&opened.state);
         ControlPlane {
             store: opened.store,
+            fleet: opened.fleet,
+            writer: Default::default(),
             state: tokio::sync::Mutex::new(opened.state),
             base,
             layers,
@@ -300,14 +317,17 @@ impl ControlPlane {
         Ok(b.build())
     }
 
-    /// Audit entries: see [`Store::audit`].
-    pub fn audit(
+    /// Audit entries: see [`Store::audit`] (in fleet mode, [`fleet::Fleet::audit`]).
+    pub async fn audit(
         &self,
         since: Option<i64>,
         before: Option<i64>,
         page: (usize, usize),
     ) -> anyhow::Result<(Vec<audit::Entry>, usize)> {
-        self.store.audit(since, before, page)
+        match &self.fleet {
+            Some(fleet) => fleet.audit(since, before, page).await,
+            None => self.store.audit(since, before, page),
+        }
     }
 
     /// Reads the committed state.
@@ -322,6 +342,9 @@ impl ControlPlane {
         &self,
         edit: impl FnOnce(&mut State) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
+        if let Some(fleet) = &self.fleet {
+            return self.change_in_fleet(fleet, edit).await;
+        }
         let mut state = self.state.lock().await;
         let mut next = state.clone();
         let out = edit(&mut next)?;
@@ -364,28 +387,38 @@ impl ControlPlane {
     }
 
     /// Renews the server certificates the gateway issued that expire within
-    /// 30 days (called at start and every hour).
+    /// 30 days (called at start and every hour), [`RENEWALS_PER_CHANGE`] per
+    /// change, so that a fleet's transactions stay small.
     pub async fn renew_server_certificates(&self) {
         let soon = crate::clock::now() + 30 * 86_400;
-        let result = self
-            .change(|s| {
-                let due: Vec<String> = s
-                    .hostnames
-                    .values()
-                    .filter(|h| h.certificate.managed && h.certificate.expires_on < soon)
-                    .map(|h| h.id.clone())
-                    .collect();
-                for id in &due {
-                    let (name, wildcard) = (s.hostnames[id].name.clone(), s.hostnames[id].wildcard);
-                    let cert = server_cert(s, &name, wildcard)?;
-                    s.hostnames.get_mut(id).expect("listed above").certificate = cert;
-                    info!("renewed the server certificate of {name}");
+        loop {
+            let result = self
+                .change(|s| {
+                    let due: Vec<String> = s
+                        .hostnames
+                        .values()
+                        .filter(|h| h.certificate.managed && h.certificate.expires_on < soon)
+                        .map(|h| h.id.clone())
+                        .take(RENEWALS_PER_CHANGE)
+                        .collect();
+                    for id in &due {
+                        let (name, wildcard) =
+                            (s.hostnames[id].name.clone(), s.hostnames[id].wildcard);
+                        let cert = server_cert(s, &name, wildcard)?;
+                        s.hostnames.get_mut(id).expect("listed above").certificate = cert;
+                        info!("renewed the server certificate of {name}");
+                    }
+                    Ok(due.len())
+                })
+                .await;
+            match result {
+                Ok(n) if n == RENEWALS_PER_CHANGE => continue,
+                Ok(_) => return,
+                Err(e) => {
+                    log::error!("renewing server certificates: {}", e.message);
+                    return;
                 }
-                Ok(())
-            })
-            .await;
-        if let Err(e) = result {
-            log::error!("renewing server certificates: {}", e.message);
+            }
         }
     }
 

@@ -303,6 +303,30 @@ pub struct ClientCert {
 }
 
 impl State {
+    /// A state with no records and blank settings: what rows are applied to
+    /// when a state is read back record by record.
+    pub fn empty_tables() -> State {
+        State {
+            meta: Meta {
+                account_id: String::new(),
+                zone_id: String::new(),
+                zone_name: String::new(),
+                token_sha256: String::new(),
+                default_hostname: String::new(),
+            },
+            zone: ZoneSettings {
+                min_tls_version: TlsVersion::Tls12,
+                ciphers: Vec::new(),
+            },
+            hostnames: Hostnames::default(),
+            cas: Table::new(),
+            certs: Table::new(),
+            rules: Vec::new(),
+            ruleset: Default::default(),
+            tokens: Table::new(),
+        }
+    }
+
     /// The managed client CA.
     pub fn managed_ca(&self) -> Option<&Authority> {
         self.authority(AuthorityKind::Managed)

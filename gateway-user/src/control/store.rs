@@ -42,6 +42,10 @@ const STORE_CACHE_BYTES: usize = 2 << 20;
 
 /// The store file's name in the data directory.
 pub const STORE_FILE: &str = "gateway.redb";
+/// In fleet mode, the local copy of the last installed configuration.
+pub const FLEET_COPY_FILE: &str = "fleet-copy.redb";
+/// The settings row holding the etcd revision a fleet copy is of.
+const FLEET_REVISION: &str = "fleet_revision";
 
 /// The store.
 pub struct Store {
@@ -53,6 +57,25 @@ impl Store {
     /// Opens the store in `dir`, creating the directory (0700) and the file (0600)
     /// if needed. Returns the store and the state in it (none for a new store).
     pub fn open(dir: &Path) -> anyhow::Result<(Store, Option<State>)> {
+        Store::open_file(dir, STORE_FILE)
+    }
+
+    /// Opens the fleet copy in `dir`: the store, and the state it holds with
+    /// its etcd revision.
+    pub fn open_fleet_copy(dir: &Path) -> anyhow::Result<(Store, Option<(State, i64)>)> {
+        let (store, state) = Store::open_file(dir, FLEET_COPY_FILE)?;
+        let revision = {
+            let txn = store.db.begin_read()?;
+            let settings = read_table(&txn, SETTINGS)?;
+            settings
+                .get(FLEET_REVISION)
+                .map(|v| decode::<i64>(SETTINGS, FLEET_REVISION, v))
+                .transpose()?
+        };
+        Ok((store, state.zip(revision)))
+    }
+
+    fn open_file(dir: &Path, name: &str) -> anyhow::Result<(Store, Option<State>)> {
         if dir.exists() {
             let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
@@ -67,7 +90,7 @@ impl Store {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .with_context(|| format!("cannot restrict {} to its owner", dir.display()))?;
         }
-        let path = dir.join(STORE_FILE);
+        let path = dir.join(name);
         // Created 0600 (the mode applies only to a new file). An empty file (a
         // first run killed before redb wrote its header) is initialised like a new one.
         let file: File = OpenOptions::new()
@@ -154,6 +177,16 @@ impl Store {
         self.commit_audited(old, new, None)
     }
 
+    /// As [`Store::commit`], for a fleet copy: `new` is etcd's `revision`.
+    pub fn commit_revision(
+        &self,
+        old: Option<&State>,
+        new: &State,
+        revision: i64,
+    ) -> anyhow::Result<()> {
+        self.commit_with(old, new, None, Some(revision))
+    }
+
     /// As [`Store::commit`], recording `audit` (numbered next) in the same
     /// transaction.
     pub fn commit_audited(
@@ -161,6 +194,16 @@ impl Store {
         old: Option<&State>,
         new: &State,
         audit: Option<&mut Entry>,
+    ) -> anyhow::Result<()> {
+        self.commit_with(old, new, audit, None)
+    }
+
+    fn commit_with(
+        &self,
+        old: Option<&State>,
+        new: &State,
+        audit: Option<&mut Entry>,
+        revision: Option<i64>,
     ) -> anyhow::Result<()> {
         let txn = self.db.begin_write()?;
         if let Some(entry) = audit {
@@ -181,6 +224,9 @@ impl Store {
                 if old.is_none_or(|o| !same(o, new)) {
                     t.insert(key, encode(new)?.as_slice())?;
                 }
+            }
+            if let Some(revision) = revision {
+                t.insert(FLEET_REVISION, json(&revision)?.as_slice())?;
             }
         }
         let none = (Table::new(), Table::new(), Table::new(), Table::new());

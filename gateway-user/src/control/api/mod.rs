@@ -21,6 +21,7 @@
 //! | `/client/v4/accounts/A/mtls_certificates/ID/crl[/refresh]` | PUT, DELETE / POST |
 //! | `/client/v4/accounts/A/mtls_certificates/ID/associations` | GET |
 //! | `/client/v4/accounts/A/audit_logs?since=&before=` | GET |
+//! | `/client/v4/accounts/A/fleet/nodes` (fleet mode) | GET |
 //! | `/client/v4/user/tokens[/ID[/value]]`, `…/verify`, `…/permission_groups` | see [`tokens`] |
 //!
 //! Lists take `page` and `per_page` and answer `result_info` ([`page`]).
@@ -46,6 +47,7 @@ use super::{
 
 mod cas;
 mod certs;
+mod fleet;
 mod hostnames;
 pub mod page;
 mod rules;
@@ -254,7 +256,7 @@ async fn handle(plane: &ControlPlane, req: Request<Incoming>) -> Response<Full<B
             }
         },
     };
-    envelope(answer)
+    envelope(answer, fleet::stale_note(plane))
 }
 
 async fn authorize(plane: &ControlPlane, req: &Request<Incoming>) -> Result<Caller, ApiError> {
@@ -299,7 +301,7 @@ fn needed(call: &Call) -> Option<Permission> {
         ["zones", _, ..] | ["accounts", _, "mtls_certificates", ..] => {
             pick(Permission::SslRead, Permission::SslWrite)
         }
-        ["accounts", _, "audit_logs"] => Some(Permission::AuditRead),
+        ["accounts", _, "audit_logs"] | ["accounts", _, "fleet", ..] => Some(Permission::AuditRead),
         ["user", "tokens", "verify"] => None,
         ["user", "tokens", ..] => pick(Permission::TokensRead, Permission::TokensWrite),
         _ => None,
@@ -421,6 +423,11 @@ async fn route(plane: &ControlPlane, call: &Call, caller: &Caller) -> Listing {
             (true, false) => Err(method_not_allowed("GET")),
             (true, true) => audit_logs(plane, call).await,
         },
+        ["accounts", a, "fleet", "nodes"] => match (*a == account_id, get) {
+            (false, _) => Err(ApiError::not_found("account", a)),
+            (true, false) => Err(method_not_allowed("GET")),
+            (true, true) => fleet::nodes(plane).await,
+        },
         ["accounts", a, "mtls_certificates", rest @ ..] => {
             if *a != account_id {
                 return Err(ApiError::not_found("account", a));
@@ -453,6 +460,7 @@ async fn audit_logs(plane: &ControlPlane, call: &Call) -> Listing {
     let (since, before) = (time("since")?, time("before")?);
     let (entries, total) = plane
         .audit(since, before, (paging.page, paging.per_page))
+        .await
         .map_err(|e| ApiError::internal(format!("the audit log is unreadable: {e:#}")))?;
     let account = plane.read(|s| s.meta.account_id.clone()).await;
     let views = entries.iter().map(|e| audit_view(e, &account)).collect();
@@ -473,7 +481,7 @@ fn audit_view(e: &audit::Entry, account: &str) -> Value {
     })
 }
 
-fn envelope(answer: Listing) -> Response<Full<Bytes>> {
+fn envelope(answer: Listing, stale: Option<String>) -> Response<Full<Bytes>> {
     let (status, body) = match answer {
         Ok(reply) => {
             let mut body =
@@ -496,6 +504,10 @@ fn envelope(answer: Listing) -> Response<Full<Bytes>> {
             }),
         ),
     };
+    let mut body = body;
+    if let Some(note) = &stale {
+        body["messages"] = json!([{"code": 10100, "message": note}]);
+    }
     let mut text = serde_json::to_vec_pretty(&body).unwrap_or_default();
     text.push(b'\n');
     let mut response = Response::new(Full::new(Bytes::from(text)));
@@ -504,5 +516,10 @@ fn envelope(answer: Listing) -> Response<Full<Bytes>> {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
+    if stale.is_some() {
+        response
+            .headers_mut()
+            .insert("x-gateway-stale", header::HeaderValue::from_static("true"));
+    }
     response
 }

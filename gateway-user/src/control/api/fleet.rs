@@ -1,0 +1,43 @@
+//! `GET /accounts/A/fleet/nodes`: every node of the fleet, the revision it
+//! runs, how far behind the newest it is, and why it refused one if it did.
+
+use serde_json::{Value, json};
+
+use super::{ApiError, Reply};
+use crate::control::ControlPlane;
+
+/// The nodes' reports, by name.
+pub async fn nodes(plane: &ControlPlane) -> Result<Reply, ApiError> {
+    let (mut nodes, head) = plane.fleet_nodes().await?;
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    let views: Vec<Value> = nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "node": n.node,
+                "revision": n.revision,
+                "lag": (head - n.revision).max(0),
+                "leader": n.leader,
+                "stale": n.stale,
+                "error": n.error,
+                "updated_on": n.updated_on,
+            })
+        })
+        .collect();
+    Ok(Reply {
+        result_info: Some(json!({"head_revision": head, "count": views.len()})),
+        result: Value::Array(views),
+    })
+}
+
+/// The note a stale node adds to every answer: it serves its last
+/// configuration read-only.
+pub fn stale_note(plane: &ControlPlane) -> Option<String> {
+    let fleet = plane.fleet()?;
+    let stale = fleet.progress.stale_for()?;
+    Some(format!(
+        "stale: etcd has not answered this node for {} s; it serves revision {} read-only",
+        stale.as_secs(),
+        fleet.progress.applied()
+    ))
+}

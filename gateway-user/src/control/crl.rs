@@ -71,6 +71,15 @@ pub async fn fetch(source: &str) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// A fetch's outcome again, for a change that may run more than once (a
+/// fleet retries a change that lost a race with another node's).
+pub fn again(fetched: &anyhow::Result<Vec<u8>>) -> anyhow::Result<Vec<u8>> {
+    match fetched {
+        Ok(bytes) => Ok(bytes.clone()),
+        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    }
+}
+
 /// The source after a fetch: the new CRL if it verifies against `ca_pem`,
 /// else the previous one with the error recorded (returned as well).
 pub fn updated(
@@ -138,19 +147,19 @@ pub async fn refresh_all(plane: &ControlPlane) {
     }
     let result = plane
         .change(|s| {
-            for (id, source, data) in fetched {
-                let Some(ca) = s.cas.get(&id) else { continue };
+            for (id, source, data) in &fetched {
+                let Some(ca) = s.cas.get(id) else { continue };
                 if ca.crl.as_ref().map(|c| c.source.as_str()) != Some(source.as_str()) {
                     // Replaced or removed while this refresh fetched the old one.
                     continue;
                 }
-                let (next, error) = updated(ca.crl.as_ref(), &source, data, &ca.certificate);
+                let (next, error) = updated(ca.crl.as_ref(), source, again(data), &ca.certificate);
                 if let Some(e) = error {
                     log::warn!(
                         "CRL of CA {id} from {source}: {e}; the previous CRL stays in force"
                     );
                 }
-                if let Some(ca) = s.cas.get_mut(&id) {
+                if let Some(ca) = s.cas.get_mut(id.as_str()) {
                     ca.crl = Some(next);
                 }
             }

@@ -340,7 +340,7 @@ impl ControlPlane {
     /// happens.
     pub async fn change<T>(
         &self,
-        edit: impl FnOnce(&mut State) -> Result<T, ApiError>,
+        mut edit: impl FnMut(&mut State) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         if let Some(fleet) = &self.fleet {
             return self.change_in_fleet(fleet, edit).await;

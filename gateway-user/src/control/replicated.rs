@@ -23,6 +23,11 @@ use crate::control::model::State;
 
 /// How long a start waits for etcd before it serves the local copy.
 const START_WAIT: Duration = Duration::from_secs(5);
+/// How long a node may have lost etcd before it refuses writes at once (a
+/// watch moving to another member takes well under this).
+const STALE_REFUSES_WRITES: Duration = Duration::from_secs(3);
+/// How many times a change lost to another node's is made again.
+const RACES_RETRIED: usize = 5;
 /// How long a change waits to be installed here after etcd committed it.
 const INSTALL_WAIT: Duration = Duration::from_secs(3);
 
@@ -151,10 +156,14 @@ impl ControlPlane {
     pub(super) async fn change_in_fleet<T>(
         &self,
         fleet: &Fleet,
-        edit: impl FnOnce(&mut State) -> Result<T, ApiError>,
+        mut edit: impl FnMut(&mut State) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let _writer = self.writer.lock().await;
-        if let Some(stale) = fleet.progress.stale_for() {
+        if let Some(stale) = fleet
+            .progress
+            .stale_for()
+            .filter(|s| *s >= STALE_REFUSES_WRITES)
+        {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 1000,
@@ -166,44 +175,53 @@ impl ControlPlane {
                 ),
             ));
         }
-        let (state, base) = {
-            let state = self.state.lock().await;
-            (state.clone(), fleet.progress.applied())
-        };
-        let mut next = state.clone();
-        let out = edit(&mut next)?;
-        if next == state {
+        let mut lost_races = 0;
+        loop {
+            let (state, base) = {
+                let state = self.state.lock().await;
+                (state.clone(), fleet.progress.applied())
+            };
+            let mut next = state.clone();
+            let out = edit(&mut next)?;
+            if next == state {
+                return Ok(out);
+            }
+            let delta = next.delta_from(&state, &self.base);
+            let current = lock(&self.layers).current().clone();
+            blocking(|| current.update(&delta))
+                .map_err(|e| ApiError::invalid(format!("the change was refused: {e:#}")))?;
+            let rows = rows::changes(Some(&state), &next, &fleet.ring)?;
+            let entry = audit::Entry {
+                seq: 0,
+                at: crate::clock::now(),
+                actor: audit::actor_or(|| audit::Actor::gateway("maintenance")),
+                resources: audit::touched(&state, &next),
+                outcome: "success".into(),
+            };
+            let revision = match fleet.commit(base, rows, &entry).await {
+                Ok(revision) => revision,
+                // Another node's change came first: once it is installed
+                // here, this change is made again on top of it.
+                Err(CommitError::Conflict(_)) if lost_races < RACES_RETRIED => {
+                    lost_races += 1;
+                    fleet.progress.wait_applied(base + 1, INSTALL_WAIT).await;
+                    continue;
+                }
+                Err(CommitError::Conflict(m)) => return Err(ApiError::conflict(m)),
+                Err(CommitError::Unavailable(m)) => {
+                    return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, 1000, m));
+                }
+                Err(CommitError::Refused(m)) => return Err(ApiError::invalid(m)),
+            };
+            if !fleet.progress.wait_applied(revision, INSTALL_WAIT).await {
+                warn!(
+                    "revision {revision} is committed but not installed on this node yet (it is \
+                     at {})",
+                    fleet.progress.applied()
+                );
+            }
             return Ok(out);
         }
-        let delta = next.delta_from(&state, &self.base);
-        let current = lock(&self.layers).current().clone();
-        blocking(|| current.update(&delta))
-            .map_err(|e| ApiError::invalid(format!("the change was refused: {e:#}")))?;
-        let rows = rows::changes(Some(&state), &next, &fleet.ring)?;
-        let entry = audit::Entry {
-            seq: 0,
-            at: crate::clock::now(),
-            actor: audit::actor_or(|| audit::Actor::gateway("maintenance")),
-            resources: audit::touched(&state, &next),
-            outcome: "success".into(),
-        };
-        let revision = fleet
-            .commit(base, rows, &entry)
-            .await
-            .map_err(|e| match e {
-                CommitError::Conflict(m) => ApiError::conflict(m),
-                CommitError::Unavailable(m) => {
-                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, 1000, m)
-                }
-                CommitError::Refused(m) => ApiError::invalid(m),
-            })?;
-        if !fleet.progress.wait_applied(revision, INSTALL_WAIT).await {
-            warn!(
-                "revision {revision} is committed but not installed on this node yet (it is at {})",
-                fleet.progress.applied()
-            );
-        }
-        Ok(out)
     }
 }
 

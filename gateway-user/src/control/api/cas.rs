@@ -200,7 +200,7 @@ async fn upload(plane: &ControlPlane, call: &Call) -> Answer {
                 signature: info.signature.into(),
                 uploaded_on: now,
                 expires_on: info.not_after,
-                crl,
+                crl: crl.clone(),
             };
             let out = view(s, &ca);
             s.cas.insert(ca.id.clone(), ca);
@@ -223,7 +223,12 @@ async fn set_crl(plane: &ControlPlane, id: &str, source: &str, new: bool) -> Ans
                 // the old one: that change stands.
                 return Ok(view(s, ca));
             }
-            let (updated, error) = crl::updated(ca.crl.as_ref(), source, fetched, &ca.certificate);
+            let (updated, error) = crl::updated(
+                ca.crl.as_ref(),
+                source,
+                crl::again(&fetched),
+                &ca.certificate,
+            );
             if let Some(e) = error {
                 if new {
                     return Err(ApiError::invalid(format!("CRL source: {e}")));

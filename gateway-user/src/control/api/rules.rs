@@ -102,7 +102,7 @@ pub async fn collection(plane: &ControlPlane, call: &Call) -> Listing {
                         )));
                     }
                     edit(s, |s| {
-                        s.rules = checked;
+                        s.rules = checked.clone();
                         rename(s, &body.name, &body.description);
                         Ok(())
                     })?;
@@ -254,7 +254,7 @@ async fn add(plane: &ControlPlane, call: &Call) -> Answer {
                 None => s.rules.len(),
             };
             edit(s, |s| {
-                s.rules.insert(at, rule);
+                s.rules.insert(at, rule.clone());
                 Ok(())
             })?;
             Ok(full(s, None))

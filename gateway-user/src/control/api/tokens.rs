@@ -134,9 +134,9 @@ async fn create(plane: &ControlPlane, call: &Call, caller: &Caller) -> Answer {
             let now = clock::now();
             let token = ApiToken {
                 id: pki::random_id(),
-                name,
+                name: name.clone(),
                 secret_sha256: pki::sha256_hex(secret.as_bytes()),
-                permissions,
+                permissions: permissions.clone(),
                 issued_on: now,
                 modified_on: now,
                 expires_on,
@@ -161,7 +161,7 @@ async fn update(plane: &ControlPlane, call: &Call, caller: &Caller, id: &str) ->
             if let Some(n) = body.name.clone().filter(|n| !n.trim().is_empty()) {
                 t.name = n;
             }
-            if let Some(p) = permissions {
+            if let Some(p) = permissions.clone() {
                 t.permissions = p;
             }
             if let Some(e) = expires_on {

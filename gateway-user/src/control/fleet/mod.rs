@@ -399,7 +399,7 @@ pub struct NodeStatus {
     pub stale: bool,
     /// Whether it does the fleet's periodic work.
     pub leader: bool,
-    /// When it reported (RFC 3339).
+    /// When its report last changed (RFC 3339); the lease keeps it meanwhile.
     pub updated_on: String,
 }
 

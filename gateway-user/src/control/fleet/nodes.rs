@@ -39,6 +39,7 @@ async fn leased(fleet: &Fleet) -> anyhow::Result<()> {
         .context("granting a lease")?
         .id();
     let mut applied = fleet.progress.subscribe();
+    let mut last = None;
     loop {
         let mut c = fleet.etcd.client().await?;
         let call = async {
@@ -46,7 +47,7 @@ async fn leased(fleet: &Fleet) -> anyhow::Result<()> {
             keeper.keep_alive().await?;
             let ttl = stream.message().await?.map_or(0, |r| r.ttl());
             anyhow::ensure!(ttl > 0, "the lease expired");
-            publish(fleet, &mut c, lease).await
+            publish(fleet, &mut c, lease, &mut last).await
         };
         match tokio::time::timeout(super::etcd::CALL_TIMEOUT, call).await {
             Ok(Ok(())) => {}
@@ -64,18 +65,15 @@ async fn leased(fleet: &Fleet) -> anyhow::Result<()> {
     }
 }
 
-/// Writes the report and claims (or confirms) the leader key.
-async fn publish(fleet: &Fleet, c: &mut etcd_client::Client, lease: i64) -> anyhow::Result<()> {
+/// Writes the report if it changed (the lease keeps it otherwise), and
+/// claims or confirms the leader key (a read unless it is free).
+async fn publish(
+    fleet: &Fleet,
+    c: &mut etcd_client::Client,
+    lease: i64,
+    last: &mut Option<NodeStatus>,
+) -> anyhow::Result<()> {
     let p = &fleet.progress;
-    let status = NodeStatus {
-        node: fleet.node.clone(),
-        revision: p.applied(),
-        error: p.last_error(),
-        stale: p.stale_for().is_some(),
-        leader: p.is_leader(),
-        updated_on: crate::clock::rfc3339(crate::clock::now()),
-    };
-    let with_lease = || Some(PutOptions::new().with_lease(lease));
     let leader_key = fleet.key("leader", "");
     let leader_key = leader_key.trim_end_matches('/').to_string();
     let claim = Txn::new()
@@ -84,22 +82,12 @@ async fn publish(fleet: &Fleet, c: &mut etcd_client::Client, lease: i64) -> anyh
             CompareOp::Equal,
             0,
         )])
-        .and_then([
-            TxnOp::put(leader_key.clone(), fleet.node.clone(), with_lease()),
-            TxnOp::put(
-                fleet.key("nodes", &fleet.node),
-                serde_json::to_vec(&status)?,
-                with_lease(),
-            ),
-        ])
-        .or_else([
-            TxnOp::get(leader_key.clone(), None),
-            TxnOp::put(
-                fleet.key("nodes", &fleet.node),
-                serde_json::to_vec(&status)?,
-                with_lease(),
-            ),
-        ]);
+        .and_then([TxnOp::put(
+            leader_key.clone(),
+            fleet.node.clone(),
+            Some(PutOptions::new().with_lease(lease)),
+        )])
+        .or_else([TxnOp::get(leader_key.clone(), None)]);
     let r = c.txn(claim).await?;
     let leader = r.succeeded()
         || r.op_responses().iter().any(|op| match op {
@@ -110,6 +98,26 @@ async fn publish(fleet: &Fleet, c: &mut etcd_client::Client, lease: i64) -> anyh
             _ => false,
         });
     p.set_leader(leader);
+    let mut status = NodeStatus {
+        node: fleet.node.clone(),
+        revision: p.applied(),
+        error: p.last_error(),
+        stale: p.stale_for().is_some(),
+        leader,
+        updated_on: String::new(),
+    };
+    if last.as_ref() != Some(&status) {
+        let unstamped = status.clone();
+        status.updated_on = crate::clock::rfc3339(crate::clock::now());
+        let options = PutOptions::new().with_lease(lease);
+        c.put(
+            fleet.key("nodes", &fleet.node),
+            serde_json::to_vec(&status)?,
+            Some(options),
+        )
+        .await?;
+        *last = Some(unstamped);
+    }
     Ok(())
 }
 

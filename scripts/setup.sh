@@ -18,6 +18,9 @@ PACKAGES=(
   fonts-dejavu-core
   # A real browser for the lab: its post-quantum ClientHello spans two segments.
   chromium
+  # Fleet mode: the etcd-client crate's build needs protoc and the well-known
+  # protos; etcd-server and etcd-client run the fleet tests' real cluster.
+  protobuf-compiler libprotobuf-dev etcd-server etcd-client
 )
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }

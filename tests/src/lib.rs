@@ -15,6 +15,7 @@ use gateway::{
 };
 
 pub mod control;
+pub mod fleet;
 pub mod flood;
 pub mod lab;
 pub mod load;

@@ -16,6 +16,7 @@ use gateway::{
 
 pub mod control;
 pub mod fleet;
+pub mod fleet_gateway;
 pub mod flood;
 pub mod lab;
 pub mod load;

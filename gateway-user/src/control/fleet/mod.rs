@@ -127,11 +127,14 @@ impl Fleet {
     }
 
     /// Every configuration row (keys relative to the configuration prefix),
-    /// read in pages at one revision, and that revision.
+    /// read in pages at one revision, and the configuration's revision: that
+    /// of its newest row (every change writes the guard row), so that a node
+    /// that read it and one that watched the same changes report the same.
     pub async fn read_config(&self) -> Result<(Vec<(String, Vec<u8>)>, i64), etcd_client::Error> {
         let prefix = self.config_prefix();
         let end = prefix_end(&prefix);
         let (mut rows, mut revision, mut from) = (Vec::new(), 0i64, prefix.clone().into_bytes());
+        let mut newest = 0;
         loop {
             let mut options = GetOptions::new()
                 .with_range(end.clone())
@@ -153,12 +156,13 @@ impl Fleet {
                 revision = page.header().map_or(0, |h| h.revision());
             }
             for kv in page.kvs() {
+                newest = newest.max(kv.mod_revision());
                 let key = String::from_utf8_lossy(&kv.key()[prefix.len()..]).into_owned();
                 rows.push((key, kv.value().to_vec()));
             }
             match page.kvs().last() {
                 Some(last) if page.more() => from = [last.key(), b"\0"].concat(),
-                _ => return Ok((rows, revision)),
+                _ => return Ok((rows, newest)),
             }
         }
     }
@@ -243,6 +247,15 @@ impl Fleet {
                 .and_then(ops.clone());
             let result = async {
                 let mut c = self.etcd.client().await?;
+                // A linearizable read first: it needs a leader heard by a
+                // quorum, so a change is not proposed to a leader that lost
+                // its quorum (which would keep it and commit it later, after
+                // this call answered 503).
+                tokio::time::timeout(etcd::CALL_TIMEOUT, c.get(guard.as_str(), None))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(etcd_client::Error::EndpointError("timed out".into()))
+                    })?;
                 tokio::time::timeout(etcd::CALL_TIMEOUT, c.txn(txn))
                     .await
                     .unwrap_or_else(|_| Err(etcd_client::Error::EndpointError("timed out".into())))

@@ -69,6 +69,14 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Fleet mode: propagation p50/p99 from a change's answer to its install
+    /// on every node of three, and etcd transactions per change, at 1,000
+    /// and 100,000 hostnames, on a real etcd cluster in a lab (table, JSON).
+    Fleet {
+        /// Extra arguments for fleet-bench (e.g. --sizes 1000 --changes 20).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Legitimate mTLS handshakes under a connection flood of old hellos: the
     /// gateway with and without XDP, and nginx, in a lab (table, JSON, PNG).
     Flood {
@@ -150,6 +158,7 @@ fn main() -> anyhow::Result<()> {
                 Bench::Rules => cargo(&root, &["bench", "-p", "gateway-user", "--bench", "rules"]),
                 Bench::Control { args } => bench_bin(&root, "control", &args),
                 Bench::Flood { args } => bench_bin(&root, "flood", &args),
+                Bench::Fleet { args } => bench_bin(&root, "fleet", &args),
             }
         }
     }

@@ -30,14 +30,31 @@ pub async fn nodes(plane: &ControlPlane) -> Result<Reply, ApiError> {
     })
 }
 
-/// The note a stale node adds to every answer: it serves its last
-/// configuration read-only.
-pub fn stale_note(plane: &ControlPlane) -> Option<String> {
-    let fleet = plane.fleet()?;
-    let stale = fleet.progress.stale_for()?;
-    Some(format!(
-        "stale: etcd has not answered this node for {} s; it serves revision {} read-only",
-        stale.as_secs(),
-        fleet.progress.applied()
-    ))
+/// What a fleet node adds to every answer.
+#[derive(Default)]
+pub struct Marks {
+    /// The revision installed when it answered (`X-Gateway-Revision`): after
+    /// a change, the change's own.
+    pub revision: Option<i64>,
+    /// When it serves its last configuration read-only, why (a message, and
+    /// `X-Gateway-Stale: true`).
+    pub stale: Option<String>,
+}
+
+/// This node's marks (none outside fleet mode).
+pub fn marks(plane: &ControlPlane) -> Marks {
+    let Some(fleet) = plane.fleet() else {
+        return Marks::default();
+    };
+    let revision = fleet.progress.applied();
+    Marks {
+        revision: Some(revision),
+        stale: fleet.progress.stale_for().map(|stale| {
+            format!(
+                "stale: etcd has not answered this node for {} s; it serves revision {revision} \
+                 read-only",
+                stale.as_secs()
+            )
+        }),
+    }
 }

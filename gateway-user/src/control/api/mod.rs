@@ -256,7 +256,7 @@ async fn handle(plane: &ControlPlane, req: Request<Incoming>) -> Response<Full<B
             }
         },
     };
-    envelope(answer, fleet::stale_note(plane))
+    envelope(answer, fleet::marks(plane))
 }
 
 async fn authorize(plane: &ControlPlane, req: &Request<Incoming>) -> Result<Caller, ApiError> {
@@ -481,7 +481,7 @@ fn audit_view(e: &audit::Entry, account: &str) -> Value {
     })
 }
 
-fn envelope(answer: Listing, stale: Option<String>) -> Response<Full<Bytes>> {
+fn envelope(answer: Listing, marks: fleet::Marks) -> Response<Full<Bytes>> {
     let (status, body) = match answer {
         Ok(reply) => {
             let mut body =
@@ -505,7 +505,7 @@ fn envelope(answer: Listing, stale: Option<String>) -> Response<Full<Bytes>> {
         ),
     };
     let mut body = body;
-    if let Some(note) = &stale {
+    if let Some(note) = &marks.stale {
         body["messages"] = json!([{"code": 10100, "message": note}]);
     }
     let mut text = serde_json::to_vec_pretty(&body).unwrap_or_default();
@@ -516,10 +516,12 @@ fn envelope(answer: Listing, stale: Option<String>) -> Response<Full<Bytes>> {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
-    if stale.is_some() {
-        response
-            .headers_mut()
-            .insert("x-gateway-stale", header::HeaderValue::from_static("true"));
+    let headers = response.headers_mut();
+    if marks.stale.is_some() {
+        headers.insert("x-gateway-stale", header::HeaderValue::from_static("true"));
+    }
+    if let Some(revision) = marks.revision {
+        headers.insert("x-gateway-revision", header::HeaderValue::from(revision));
     }
     response
 }

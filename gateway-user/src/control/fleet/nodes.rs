@@ -15,6 +15,8 @@ use super::{Fleet, NodeStatus, etcd::Backoff};
 const LEASE_TTL: i64 = 10;
 /// How often the lease is kept alive and the report written.
 const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// The least time between two reports.
+const REPORT_GAP: Duration = Duration::from_secs(1);
 
 /// Keeps this node's report and its claim on the leader key, forever.
 pub async fn report(fleet: Arc<Fleet>) {
@@ -60,8 +62,10 @@ async fn leased(fleet: &Fleet) -> anyhow::Result<()> {
                 anyhow::bail!("etcd did not answer within {:?}", super::etcd::CALL_TIMEOUT);
             }
         }
-        // Report again at once when a revision is installed or refused.
-        let _ = tokio::time::timeout(REPORT_EVERY, applied.changed()).await;
+        // Report again when a revision is installed or refused, but at most
+        // once a second: a stream of changes is not multiplied by the nodes.
+        tokio::time::sleep(REPORT_GAP).await;
+        let _ = tokio::time::timeout(REPORT_EVERY - REPORT_GAP, applied.changed()).await;
     }
 }
 

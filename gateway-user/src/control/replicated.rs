@@ -64,8 +64,13 @@ pub async fn open_fleet(
         )),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(anyhow::anyhow!(
-            "no answer within {} s",
-            START_WAIT.as_secs()
+            "no answer within {} s (last error: {})",
+            START_WAIT.as_secs(),
+            fleet
+                .etcd
+                .last_error()
+                .as_deref()
+                .unwrap_or("none: the calls hung")
         )),
     };
     let (state, revision, stale) = match (loaded, copy) {

@@ -159,8 +159,7 @@ impl Harness {
 
     /// Puts the baseline back (one commit, when anything changed).
     pub fn reset(&self) {
-        let baseline = self.baseline.clone();
-        let reset = self.plane.change(|s| Ok(*s = baseline));
+        let reset = self.plane.change(|s| Ok(*s = self.baseline.clone()));
         if let Err(e) = self.rt.block_on(reset) {
             panic!("the baseline could not be restored: {}", e.message);
         }

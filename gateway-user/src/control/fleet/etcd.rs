@@ -35,6 +35,9 @@ pub struct Etcd {
     /// Which endpoint is in use.
     current: AtomicUsize,
     client: tokio::sync::Mutex<Option<Client>>,
+    /// The last failure, with its endpoint: what a start that times out
+    /// reports (a TLS or permission problem looks like silence otherwise).
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 /// Whether a failed call may succeed on another member or later: transport
@@ -86,6 +89,7 @@ impl Etcd {
             connect,
             current: AtomicUsize::new(0),
             client: tokio::sync::Mutex::new(None),
+            last_error: std::sync::Mutex::new(None),
         })
     }
 
@@ -108,6 +112,21 @@ impl Etcd {
             .map_err(|_| etcd_client::Error::EndpointError(format!("{endpoint}: no answer")))??;
         *slot = Some(client.clone());
         Ok(client)
+    }
+
+    /// The last failure seen, with its endpoint.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records a failure of the endpoint in use.
+    pub fn failed(&self, e: &etcd_client::Error) {
+        let text = format!("{}: {e}", self.endpoint());
+        log::debug!("etcd {text}");
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
     }
 
     /// Drops the connection and moves to the next endpoint.
@@ -142,9 +161,12 @@ impl Etcd {
             };
             match attempt.await {
                 Ok(v) => return Ok(v),
-                Err(e) if !is_transient(&e) => return Err(e),
+                Err(e) if !is_transient(&e) => {
+                    self.failed(&e);
+                    return Err(e);
+                }
                 Err(e) => {
-                    log::debug!("etcd {}: {e}", self.endpoint());
+                    self.failed(&e);
                     self.fail_over().await;
                     if tokio::time::Instant::now() + backoff.peek() >= deadline {
                         return Err(e);

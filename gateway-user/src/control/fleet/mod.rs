@@ -281,6 +281,7 @@ impl Fleet {
                         "etcd {}: the change is not confirmed yet: {e}",
                         self.etcd.endpoint()
                     );
+                    self.etcd.failed(&e);
                     self.etcd.fail_over().await;
                     if Instant::now() + backoff.peek() >= deadline {
                         if let Ok(Some(rev)) = self.committed(&audit_key).await {

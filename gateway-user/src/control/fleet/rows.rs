@@ -208,6 +208,11 @@ pub fn apply(
                 if host.id != id {
                     bail!("it holds hostname {:?}", host.id);
                 }
+                if let Some(other) = state.hostnames.by_name(&host.name)
+                    && other.id != id
+                {
+                    bail!("its name {:?} is hostname {:?}'s", host.name, other.id);
+                }
                 state.hostnames.insert(id.into(), host);
             }
             CAS => insert(&mut state.cas, table, key, id, bytes, ring, |r| &r.id)?,
@@ -342,6 +347,10 @@ mod tests {
         let clear = serde_json::to_vec(ca).unwrap();
         let moved = encode(CAS, "cas/other", ca, &ring).unwrap();
         let other_id = encode(CAS, "cas/x", ca, &ring).unwrap();
+        let mut host = state.hostname_by_name("localhost").unwrap().clone();
+        host.id = "twin".into();
+        let twin_key = "hostnames/twin".to_string();
+        let twin = encode(HOSTNAMES, &twin_key, &host, &ring).unwrap();
         for (k, v, says) in [
             (key.as_str(), clear.as_slice(), "in the clear"),
             (key.as_str(), moved.as_slice(), "moved from another record"),
@@ -350,6 +359,7 @@ mod tests {
             ("settings/zone", b"{}".as_slice(), "settings/zone"),
             ("elsewhere/1", b"{}".as_slice(), "not a known record"),
             ("nothing", b"{}".as_slice(), "not a known record"),
+            (twin_key.as_str(), twin.as_slice(), "is hostname"),
         ] {
             let mut s = state.clone();
             let e = apply(&mut s, k, Some(v), &ring).unwrap_err();

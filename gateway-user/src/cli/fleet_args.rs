@@ -15,7 +15,8 @@ pub struct FleetArgs {
         long,
         value_delimiter = ',',
         env = "GATEWAY_ETCD",
-        value_name = "URL,..."
+        value_name = "URL,...",
+        conflicts_with = "config"
     )]
     etcd: Vec<String>,
     /// The key prefix the fleet's configuration lives under.

@@ -10,6 +10,9 @@ use etcd_client::{EventType, WatchOptions};
 use super::{Fleet, etcd::Backoff, rows};
 use crate::control::model::State;
 
+/// The largest watch message taken (etcd batches a catching-up watch).
+const WATCH_MESSAGE_BYTES: usize = 512 << 20;
+
 /// What the node puts in force: the control plane.
 pub trait Installer: Send + Sync + 'static {
     /// Compiles `state` (the configuration at `revision`) and puts it in force
@@ -92,15 +95,19 @@ impl Follower {
         backoff: &mut Backoff,
     ) -> Ended {
         let prefix = fleet.config_prefix();
-        let mut client = match fleet.etcd.client().await {
+        let client = match fleet.etcd.client().await {
             Ok(c) => c,
             Err(e) => return Ended::Lost(e.to_string()),
         };
+        // A watch catching up sends up to a thousand revisions per message.
+        let mut watch = client
+            .watch_client()
+            .max_decoding_message_size(WATCH_MESSAGE_BYTES);
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(self.seen + 1)
             .with_progress_notify();
-        let mut stream = match client.watch(prefix.as_str(), Some(options)).await {
+        let mut stream = match watch.watch(prefix.as_str(), Some(options)).await {
             Ok(w) => w,
             Err(e) => return Ended::Lost(e.to_string()),
         };

@@ -37,8 +37,26 @@ fn refused_in_xdp(fleet: &Fleet, k: usize, host: &str) -> bool {
 
 #[test]
 fn a_change_through_any_node_is_in_force_everywhere_even_as_the_etcd_leader_dies() {
-    let fleet = Fleet::start(GATEWAY.as_ref(), 3).expect("start the fleet");
-    // Propagation: from the API's answer on one node to the last node's install.
+    let mut fleet = Fleet::start(GATEWAY.as_ref(), 3).expect("start the fleet");
+    propagation(&fleet);
+    member_loss(&mut fleet);
+}
+
+#[test]
+fn the_fleet_rides_out_quorum_loss_partitions_compaction_and_bad_rows() {
+    let mut fleet = Fleet::start(GATEWAY.as_ref(), 3).expect("start the fleet");
+    fleet.add_host(1, "kept.fleet.test").unwrap();
+    fleet.converged(&NODES, Duration::from_secs(10)).unwrap();
+    leadership_moves(&mut fleet);
+    quorum_loss(&mut fleet);
+    partition(&fleet);
+    compaction(&mut fleet);
+    bad_rows(&fleet);
+    cold_start(&mut fleet);
+}
+
+/// Propagation: from the API's answer on one node to the last node's install.
+fn propagation(fleet: &Fleet) {
     let mut lags = Vec::new();
     for i in 0..30 {
         let via = NODES[i % 3];
@@ -79,14 +97,15 @@ fn a_change_through_any_node_is_in_force_everywhere_even_as_the_etcd_leader_dies
             "node {k} serves p0 over TLS 1.3"
         );
         assert!(
-            refused_in_xdp(&fleet, k, "p29.fleet.test"),
+            refused_in_xdp(fleet, k, "p29.fleet.test"),
             "node {k}'s XDP map has p29's minimum"
         );
     }
+}
 
-    // Member loss: kill -9 the etcd leader during a stream of 200 changes,
-    // while clients keep asking every node.
-    let mut fleet = fleet;
+/// Member loss: kill -9 the etcd leader during a stream of 200 changes,
+/// while clients keep asking every node.
+fn member_loss(fleet: &mut Fleet) {
     let stop = Arc::new(AtomicBool::new(false));
     let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let clients = {
@@ -118,7 +137,6 @@ fn a_change_through_any_node_is_in_force_everywhere_even_as_the_etcd_leader_dies
     }
     stop.store(true, Ordering::Relaxed);
     clients.join().unwrap();
-    let f = fleet;
     let (leader, at) = killed.unwrap();
     println!(
         "member loss: leader n{leader} killed; 199 changes acknowledged, {} requests served, \
@@ -129,13 +147,13 @@ fn a_change_through_any_node_is_in_force_everywhere_even_as_the_etcd_leader_dies
     );
     assert_eq!(failed.load(Ordering::Relaxed), 0, "clients saw errors");
     assert!(served.load(Ordering::Relaxed) > 0);
-    let revision = f
+    let revision = fleet
         .converged(&NODES, Duration::from_secs(20))
         .expect("the nodes converge");
     for k in NODES {
         for i in (0..200).filter(|i| *i != 60) {
             assert!(
-                f.has_host(k, &format!("s{i}.fleet.test")).unwrap(),
+                fleet.has_host(k, &format!("s{i}.fleet.test")).unwrap(),
                 "node {k} lost change {i}"
             );
         }
@@ -143,14 +161,9 @@ fn a_change_through_any_node_is_in_force_everywhere_even_as_the_etcd_leader_dies
     println!("every node at revision {revision} with all 199 changes");
 }
 
-#[test]
-fn the_fleet_rides_out_quorum_loss_partitions_compaction_and_bad_rows() {
-    let mut fleet = Fleet::start(GATEWAY.as_ref(), 3).expect("start the fleet");
-    fleet.add_host(1, "kept.fleet.test").unwrap();
-    fleet.converged(&NODES, Duration::from_secs(10)).unwrap();
-
-    // One node does the periodic work; when it stops, another takes over
-    // once its lease ends.
+/// One node does the periodic work; when it stops, another takes over
+/// once its lease ends.
+fn leadership_moves(fleet: &mut Fleet) {
     let leaders = |f: &Fleet| -> Vec<String> {
         f.nodes(1)
             .unwrap_or_default()
@@ -159,8 +172,8 @@ fn the_fleet_rides_out_quorum_loss_partitions_compaction_and_bad_rows() {
             .map(|n| n["node"].as_str().unwrap_or_default().to_string())
             .collect()
     };
-    assert!(until(Duration::from_secs(10), || leaders(&fleet).len() == 1).is_some());
-    let first: usize = leaders(&fleet)[0][2..].parse().unwrap();
+    assert!(until(Duration::from_secs(10), || leaders(fleet).len() == 1).is_some());
+    let first: usize = leaders(fleet)[0][2..].parse().unwrap();
     let survivor = if first == 1 { 2 } else { 1 };
     fleet.stop_node(first).unwrap();
     let took_over = until(Duration::from_secs(20), || {
@@ -172,8 +185,10 @@ fn the_fleet_rides_out_quorum_loss_partitions_compaction_and_bad_rows() {
     assert!(took_over.is_some(), "no node took the periodic work over");
     fleet.start_node(first).unwrap();
     fleet.converged(&NODES, Duration::from_secs(10)).unwrap();
+}
 
-    // Quorum loss: two members stopped.
+/// Quorum loss: two members stopped.
+fn quorum_loss(fleet: &mut Fleet) {
     let leader = fleet.lab.leader().unwrap();
     let others: Vec<usize> = (1..=3).filter(|m| *m != leader).collect();
     fleet.lab.stop_member(leader).unwrap();
@@ -237,13 +252,15 @@ fn the_fleet_rides_out_quorum_loss_partitions_compaction_and_bad_rows() {
             "a refused write was queued"
         );
     }
+}
 
-    // Partition: node 3 loses etcd; changes meanwhile reach it when it heals.
+/// Partition: node 3 loses etcd; changes meanwhile reach it when it heals.
+fn partition(fleet: &Fleet) {
     let reconnects = |f: &Fleet| {
         f.metric(3, "gateway_config_watch_reconnects_total", &[])
             .unwrap()
     };
-    let before = reconnects(&fleet);
+    let before = reconnects(fleet);
     fleet.lab.partition(3).unwrap();
     assert!(
         until(Duration::from_secs(15), || fleet
@@ -272,9 +289,12 @@ fn the_fleet_rides_out_quorum_loss_partitions_compaction_and_bad_rows() {
         !fleet.has_host(3, "gone.fleet.test").unwrap(),
         "node 3 missed the delete"
     );
-    assert!(reconnects(&fleet) > before, "the watch was made again");
+    assert!(reconnects(fleet) > before, "the watch was made again");
+}
 
-    // Compaction past a partitioned node's revision: it reads everything again.
+/// Compaction past a partitioned node's revision: it reads everything again.
+/// A restart after compaction re-reads too.
+fn compaction(fleet: &mut Fleet) {
     fleet.lab.partition(3).unwrap();
     assert!(
         until(Duration::from_secs(15), || fleet
@@ -296,17 +316,18 @@ fn the_fleet_rides_out_quorum_loss_partitions_compaction_and_bad_rows() {
         fleet.lab.log("gw3")
     );
 
-    // A restart after compaction re-reads too.
     fleet.stop_node(2).unwrap();
     fleet.add_host(1, "while-down.fleet.test").unwrap();
     fleet.lab.compact_to_latest().unwrap();
     fleet.start_node(2).unwrap();
     fleet.converged(&NODES, Duration::from_secs(20)).unwrap();
     assert!(fleet.has_host(2, "while-down.fleet.test").unwrap());
+}
 
-    // A row that does not decode, written straight into etcd: refused by every
-    // node, which keeps its last good configuration and says why.
-    let key = format!("/gateway/config/hostnames/{gone}x");
+/// A row that does not decode, written straight into etcd: refused by every
+/// node, which keeps its last good configuration and says why.
+fn bad_rows(fleet: &Fleet) {
+    let key = "/gateway/config/hostnames/hand-written".to_string();
     fleet.lab.put_raw(&key, "{\"id\": 1}").unwrap();
     let reported = until(Duration::from_secs(10), || {
         fleet.nodes(1).is_ok_and(|n| {
@@ -338,8 +359,10 @@ fn the_fleet_rides_out_quorum_loss_partitions_compaction_and_bad_rows() {
             .is_ok_and(|n| n.iter().all(|n| n["error"].is_null()))
     });
     assert!(cleared.is_some(), "the error clears: {:?}", fleet.nodes(1));
+}
 
-    // Cold start with etcd down: node 2 serves from its local copy.
+/// Cold start with etcd down: node 2 serves from its local copy.
+fn cold_start(fleet: &mut Fleet) {
     fleet.stop_node(2).unwrap();
     for m in 1..=3 {
         fleet.lab.stop_member(m).unwrap();

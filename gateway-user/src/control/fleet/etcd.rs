@@ -60,6 +60,11 @@ pub fn is_transient(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// The error of a call that took longer than [`CALL_TIMEOUT`].
+pub fn timed_out<T>() -> Result<T, etcd_client::Error> {
+    Err(etcd_client::Error::EndpointError("timed out".into()))
+}
+
 impl Etcd {
     /// Checks the options and reads the TLS files; connects on first use.
     pub fn new(options: EtcdOptions) -> anyhow::Result<Etcd> {
@@ -157,7 +162,7 @@ impl Etcd {
                 let client = self.client().await?;
                 tokio::time::timeout(CALL_TIMEOUT, call(client))
                     .await
-                    .unwrap_or_else(|_| Err(etcd_client::Error::EndpointError("timed out".into())))
+                    .unwrap_or_else(|_| timed_out())
             };
             match attempt.await {
                 Ok(v) => return Ok(v),

@@ -17,18 +17,14 @@
 
 use std::{
     path::PathBuf,
-    sync::{
-        Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
 use etcd_client::{Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, TxnOp};
-use prometheus::{Gauge, IntCounter, IntGauge, Registry};
-use serde::{Deserialize, Serialize};
+use prometheus::Registry;
 
+pub use self::progress::{NodeStatus, Progress};
 use self::{
     etcd::{Etcd, EtcdOptions},
     rows::{GUARD, RowChange},
@@ -38,6 +34,7 @@ use super::{audit::Entry, model::State};
 
 pub mod etcd;
 pub mod nodes;
+mod progress;
 pub mod rows;
 pub mod seal;
 pub mod sync;
@@ -213,7 +210,7 @@ impl Fleet {
                 changes.len()
             )));
         }
-        // The audit row's key is unique to this attempt: finding it tells
+        // The audit row's key is unique to this change: finding it tells
         // whether an attempt whose answer was lost did commit.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -227,40 +224,23 @@ impl Fleet {
                 None => TxnOp::delete(self.key("config", &k), None),
             })
             .collect();
-        let guard = self.key("config", GUARD);
-        ops.push(TxnOp::put(guard.clone(), self.guard_value(), None));
+        ops.push(TxnOp::put(
+            self.key("config", GUARD),
+            self.guard_value(),
+            None,
+        ));
         ops.push(TxnOp::put(audit_key.clone(), audit, None));
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                self.key("config", GUARD),
+                CompareOp::Less,
+                base + 1,
+            )])
+            .and_then(ops);
         let deadline = Instant::now() + COMMIT_BUDGET;
         let mut backoff = etcd::Backoff::new();
-        let mut attempted = false;
         loop {
-            if attempted && let Ok(Some(rev)) = self.committed(&audit_key).await {
-                return Ok(rev);
-            }
-            attempted = true;
-            let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    guard.clone(),
-                    CompareOp::Less,
-                    base + 1,
-                )])
-                .and_then(ops.clone());
-            let result = async {
-                let mut c = self.etcd.client().await?;
-                // A linearizable read first: it needs a leader heard by a
-                // quorum, so a change is not proposed to a leader that lost
-                // its quorum (which would keep it and commit it later, after
-                // this call answered 503).
-                tokio::time::timeout(etcd::CALL_TIMEOUT, c.get(guard.as_str(), None))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(etcd_client::Error::EndpointError("timed out".into()))
-                    })?;
-                tokio::time::timeout(etcd::CALL_TIMEOUT, c.txn(txn))
-                    .await
-                    .unwrap_or_else(|_| Err(etcd_client::Error::EndpointError("timed out".into())))
-            };
-            match result.await {
+            match self.attempt(txn.clone()).await {
                 Ok(r) if r.succeeded() => return Ok(r.header().map_or(0, |h| h.revision())),
                 Ok(_) => {
                     if let Ok(Some(rev)) = self.committed(&audit_key).await {
@@ -283,10 +263,11 @@ impl Fleet {
                     );
                     self.etcd.failed(&e);
                     self.etcd.fail_over().await;
-                    if Instant::now() + backoff.peek() >= deadline {
-                        if let Ok(Some(rev)) = self.committed(&audit_key).await {
-                            return Ok(rev);
-                        }
+                    let late = Instant::now() + backoff.peek() >= deadline;
+                    if let Ok(Some(rev)) = self.committed(&audit_key).await {
+                        return Ok(rev);
+                    }
+                    if late {
                         return Err(CommitError::Unavailable(format!(
                             "etcd did not confirm the change within {} s (no quorum, or no member \
                              reachable: {e}); it was not made, and nothing is queued: retry it \
@@ -300,12 +281,27 @@ impl Fleet {
         }
     }
 
+    /// One attempt at a change's transaction. A linearizable read goes
+    /// first: it needs a leader heard by a quorum, so the change is not handed
+    /// to a leader that lost its quorum (which would keep it, and commit it
+    /// after this node answered 503).
+    async fn attempt(&self, txn: Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
+        let mut c = self.etcd.client().await?;
+        let guard = self.key("config", GUARD);
+        tokio::time::timeout(etcd::CALL_TIMEOUT, c.get(guard, None))
+            .await
+            .unwrap_or_else(|_| etcd::timed_out())?;
+        tokio::time::timeout(etcd::CALL_TIMEOUT, c.txn(txn))
+            .await
+            .unwrap_or_else(|_| etcd::timed_out())
+    }
+
     /// The revision an audit row was committed at, if it was.
     async fn committed(&self, audit_key: &str) -> Result<Option<i64>, etcd_client::Error> {
         let mut c = self.etcd.client().await?;
         let r = tokio::time::timeout(etcd::CALL_TIMEOUT, c.get(audit_key, None))
             .await
-            .unwrap_or_else(|_| Err(etcd_client::Error::EndpointError("timed out".into())))?;
+            .unwrap_or_else(|_| etcd::timed_out())?;
         Ok(r.kvs().first().map(|kv| kv.mod_revision()))
     }
 
@@ -384,156 +380,4 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
         }
     }
     vec![0]
-}
-
-/// What this node has installed and whether it follows etcd now.
-pub struct Progress {
-    applied: tokio::sync::watch::Sender<i64>,
-    stale_since: Mutex<Option<Instant>>,
-    last_error: Mutex<Option<String>>,
-    leader: AtomicBool,
-    revision_gauge: IntGauge,
-    stale_gauge: Gauge,
-    /// Watches re-established after a failure.
-    pub reconnects: IntCounter,
-    /// Revisions refused.
-    pub refused: IntCounter,
-}
-
-/// A node's report, as published under its key.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    /// The node's name.
-    pub node: String,
-    /// The revision it has installed.
-    pub revision: i64,
-    /// Why it refused the last revision it refused, if it is still behind.
-    pub error: Option<String>,
-    /// Whether it lost etcd (serving its last configuration).
-    pub stale: bool,
-    /// Whether it does the fleet's periodic work.
-    pub leader: bool,
-    /// When its report last changed (RFC 3339); the lease keeps it meanwhile.
-    pub updated_on: String,
-}
-
-impl Progress {
-    fn new(registry: &Registry) -> anyhow::Result<Progress> {
-        let revision_gauge = IntGauge::new(
-            "gateway_config_revision",
-            "The etcd revision of the configuration this node has installed.",
-        )?;
-        let stale_gauge = Gauge::new(
-            "gateway_config_stale_seconds",
-            "How long this node has been serving its last configuration without etcd (0: following).",
-        )?;
-        let reconnects = IntCounter::new(
-            "gateway_config_watch_reconnects_total",
-            "Times the watch on etcd was lost and made again.",
-        )?;
-        let refused = IntCounter::new(
-            "gateway_config_refused_total",
-            "Configuration revisions this node refused (it kept the last good one).",
-        )?;
-        for c in [
-            Box::new(revision_gauge.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(stale_gauge.clone()),
-            Box::new(reconnects.clone()),
-            Box::new(refused.clone()),
-        ] {
-            registry.register(c)?;
-        }
-        Ok(Progress {
-            applied: tokio::sync::watch::Sender::new(0),
-            stale_since: Mutex::new(None),
-            last_error: Mutex::new(None),
-            leader: AtomicBool::new(false),
-            revision_gauge,
-            stale_gauge,
-            reconnects,
-            refused,
-        })
-    }
-
-    /// The revision installed.
-    pub fn applied(&self) -> i64 {
-        *self.applied.borrow()
-    }
-
-    /// Records the revision installed (it clears a refusal's error).
-    pub fn set_applied(&self, revision: i64) {
-        self.applied.send_replace(revision);
-        self.revision_gauge.set(revision);
-        *lock(&self.last_error) = None;
-    }
-
-    /// Waits until `revision` is installed, up to `wait`; whether it is.
-    pub async fn wait_applied(&self, revision: i64, wait: Duration) -> bool {
-        let mut rx = self.applied.subscribe();
-        tokio::time::timeout(wait, rx.wait_for(|r| *r >= revision))
-            .await
-            .is_ok()
-    }
-
-    /// A receiver that sees each installed revision.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
-        self.applied.subscribe()
-    }
-
-    /// Records a refused revision.
-    pub fn refuse(&self, revision: i64, why: String) {
-        log::error!(
-            "configuration revision {revision} refused, keeping revision {}: {why}",
-            self.applied()
-        );
-        self.refused.inc();
-        *lock(&self.last_error) = Some(format!("revision {revision} refused: {why}"));
-        self.applied.send_modify(|_| {});
-    }
-
-    /// Why the last revision was refused, while this node is behind it.
-    pub fn last_error(&self) -> Option<String> {
-        lock(&self.last_error).clone()
-    }
-
-    /// Marks this node as following etcd, or not.
-    pub fn set_stale(&self, stale: bool) {
-        let mut since = lock(&self.stale_since);
-        match (stale, since.is_some()) {
-            (true, false) => *since = Some(Instant::now()),
-            (false, true) => *since = None,
-            _ => {}
-        }
-        drop(since);
-        self.update_gauges();
-    }
-
-    /// Since when this node has served without etcd, if it does.
-    pub fn stale_for(&self) -> Option<Duration> {
-        lock(&self.stale_since).map(|t| t.elapsed())
-    }
-
-    /// Brings the stale gauge up to date (called every second).
-    pub fn update_gauges(&self) {
-        self.stale_gauge
-            .set(self.stale_for().map_or(0.0, |d| d.as_secs_f64()));
-    }
-
-    /// Whether this node holds the leader key.
-    pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::Relaxed)
-    }
-
-    fn set_leader(&self, leader: bool) {
-        if self.leader.swap(leader, Ordering::Relaxed) != leader {
-            log::info!(
-                "this node {} the fleet's periodic work",
-                if leader { "now does" } else { "no longer does" }
-            );
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

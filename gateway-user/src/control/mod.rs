@@ -61,6 +61,8 @@ pub struct ControlPlane {
     fleet: Option<Arc<fleet::Fleet>>,
     /// Serializes this node's writers in fleet mode (the state lock is the installer's).
     writer: tokio::sync::Mutex<()>,
+    /// In fleet mode, what the local copy holds (behind the state after a failed write).
+    copied: std::sync::Mutex<Option<State>>,
     /// The committed state; holding the lock serializes writers.
     state: tokio::sync::Mutex<State>,
     /// The runtime sections every rendered configuration starts from.
@@ -259,6 +261,7 @@ impl ControlPlane {
         expiry.observe(&opened.state);
         ControlPlane {
             store: opened.store,
+            copied: std::sync::Mutex::new(opened.fleet.as_ref().map(|_| opened.state.clone())),
             fleet: opened.fleet,
             writer: Default::default(),
             state: tokio::sync::Mutex::new(opened.state),

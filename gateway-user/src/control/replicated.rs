@@ -13,7 +13,7 @@ use super::{
     api::ApiError,
     audit, blocking, first_state,
     fleet::{
-        CommitError, Fleet, NodeStatus, nodes, rows,
+        CommitError, Fleet, NodeStatus, Revisions, nodes, rows,
         sync::{self, Follower, Installer},
     },
     lock,
@@ -41,11 +41,10 @@ pub async fn open_fleet(
     let fleet = Arc::new(fleet);
     let (store, copy) = Store::open_fleet_copy(dir)?;
     let mut new_token = None;
-    let loaded = async {
-        let (state, revision) = sync::load(&fleet).await?;
-        if state.is_some() {
-            return anyhow::Ok((state, revision));
-        }
+    let mut loaded = load_within(&fleet).await;
+    if let Ok((None, _)) = loaded {
+        // A new prefix: the first configuration, written once by whichever
+        // node gets there first (not cut short, so a token is never lost).
         crate::config::validate_hostname(default_hostname).context("--default-hostname")?;
         let (first, token) = first_state(default_hostname)?;
         if fleet.create(&first).await? {
@@ -55,36 +54,24 @@ pub async fn open_fleet(
             );
             new_token = Some(token);
         }
-        sync::load(&fleet).await
-    };
-    let loaded = match tokio::time::timeout(START_WAIT, loaded).await {
-        Ok(Ok((Some(state), revision))) => Ok((state, revision)),
-        Ok(Ok((None, _))) => Err(anyhow::anyhow!(
-            "the prefix is still empty after writing it"
-        )),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(anyhow::anyhow!(
-            "no answer within {} s (last error: {})",
-            START_WAIT.as_secs(),
-            fleet
-                .etcd
-                .last_error()
-                .as_deref()
-                .unwrap_or("none: the calls hung")
-        )),
-    };
-    let (state, revision, stale) = match (loaded, copy) {
-        (Ok((state, revision)), copy) => {
-            store.commit_revision(copy.as_ref().map(|c| &c.0), &state, revision)?;
-            (state, revision, false)
+        loaded = load_within(&fleet).await;
+    }
+    let (state, revision, seen) = match (loaded, copy) {
+        (Ok((Some(state), revisions)), copy) => {
+            store.commit_revision(copy.as_ref().map(|c| &c.0), &state, revisions.config)?;
+            (state, revisions.config, Some(revisions.read))
         }
+        (Ok((None, _)), _) => anyhow::bail!(
+            "the prefix {} is still empty after writing it",
+            fleet.config_prefix()
+        ),
         (Err(e), Some((state, revision))) => {
             warn!(
                 "etcd ({}): {e:#}; serving the local copy of revision {revision} read-only until \
                  it answers",
                 fleet.etcd.endpoint()
             );
-            (state, revision, true)
+            (state, revision, None)
         }
         (Err(e), None) => anyhow::bail!(
             "etcd ({}): {e:#}; and {} has no local copy of the fleet's configuration, so there \
@@ -94,7 +81,8 @@ pub async fn open_fleet(
         ),
     };
     fleet.progress.set_applied(revision);
-    fleet.progress.set_stale(stale);
+    fleet.progress.set_stale(seen.is_none());
+    fleet.set_watch_from(seen.unwrap_or(revision));
     info!(
         "fleet node {}: configuration revision {revision}",
         fleet.node
@@ -105,6 +93,22 @@ pub async fn open_fleet(
         new_token,
         fleet: Some(fleet),
     })
+}
+
+/// The configuration read at start, if etcd answers within [`START_WAIT`].
+async fn load_within(fleet: &Fleet) -> anyhow::Result<(Option<State>, Revisions)> {
+    match tokio::time::timeout(START_WAIT, sync::load(fleet)).await {
+        Ok(loaded) => loaded,
+        Err(_) => Err(anyhow::anyhow!(
+            "no answer within {} s (last error: {})",
+            START_WAIT.as_secs(),
+            fleet
+                .etcd
+                .last_error()
+                .as_deref()
+                .unwrap_or("none: the calls hung")
+        )),
+    }
 }
 
 impl ControlPlane {
@@ -119,11 +123,8 @@ impl ControlPlane {
         let Some(fleet) = self.fleet.clone() else {
             return Vec::new();
         };
-        let (state, revision) = {
-            let state = self.state.lock().await;
-            (state.clone(), fleet.progress.applied())
-        };
-        let follower = Follower::new(state, revision);
+        let state = self.state.lock().await.clone();
+        let follower = Follower::new(state, fleet.watch_from());
         vec![
             tokio::spawn(follower.run(fleet.clone(), self.clone())),
             tokio::spawn(nodes::report(fleet.clone())),
@@ -182,9 +183,24 @@ impl ControlPlane {
         }
         let mut lost_races = 0;
         loop {
-            let (state, base) = {
+            if let Some(why) = fleet.progress.last_error() {
+                // Its revision is behind etcd's: a change made on it would
+                // only lose the race again.
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    1000,
+                    format!(
+                        "this node is behind etcd ({why}); it takes changes again once it \
+                         installs a later revision"
+                    ),
+                ));
+            }
+            // The state, its revision and the compiled form it was installed
+            // as, taken together (the installer swaps all three under the lock).
+            let (state, base, current) = {
                 let state = self.state.lock().await;
-                (state.clone(), fleet.progress.applied())
+                let current = lock(&self.layers).current().clone();
+                (state.clone(), fleet.progress.applied(), current)
             };
             let mut next = state.clone();
             let out = edit(&mut next)?;
@@ -192,7 +208,6 @@ impl ControlPlane {
                 return Ok(out);
             }
             let delta = next.delta_from(&state, &self.base);
-            let current = lock(&self.layers).current().clone();
             blocking(|| current.update(&delta))
                 .map_err(|e| ApiError::invalid(format!("the change was refused: {e:#}")))?;
             let rows = rows::changes(Some(&state), &next, &fleet.ring)?;
@@ -238,9 +253,18 @@ impl Installer for ControlPlane {
         let current = lock(&self.layers).current().clone();
         let compiled = blocking(|| current.update(&delta))?;
         let installed = lock(&self.layers).install(compiled);
-        if let Err(e) = blocking(|| self.store.commit_revision(Some(&state), &next, revision)) {
-            warn!("the local copy of revision {revision} was not written: {e:#}");
+        // The copy is written as the difference from what it holds, which
+        // trails the state after a failed write.
+        let mut copied = self.copied.lock().unwrap_or_else(|e| e.into_inner());
+        let held = copied.clone().unwrap_or_else(|| state.clone());
+        match blocking(|| self.store.commit_revision(Some(&held), &next, revision)) {
+            Ok(()) => *copied = Some(next.clone()),
+            Err(e) => warn!(
+                "the local copy of revision {revision} was not written (it stays at an earlier \
+                 one; the next install writes the difference): {e:#}"
+            ),
         }
+        drop(copied);
         self.expiry.set_alerting(fleet.progress.is_leader());
         self.expiry.observe_change(&state, &next);
         self.changes

@@ -34,7 +34,8 @@ pub async fn nodes(plane: &ControlPlane) -> Result<Reply, ApiError> {
 #[derive(Default)]
 pub struct Marks {
     /// The revision installed when it answered (`X-Gateway-Revision`): after
-    /// a change, the change's own.
+    /// a change, the change's own or a later one (an earlier one only if the
+    /// change was not installed here within the wait, which is logged).
     pub revision: Option<i64>,
     /// When it serves its last configuration read-only, why (a message, and
     /// `X-Gateway-Stale: true`).

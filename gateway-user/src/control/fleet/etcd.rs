@@ -41,8 +41,9 @@ pub struct Etcd {
 }
 
 /// Whether a failed call may succeed on another member or later: transport
-/// errors, timeouts, "no leader", "leader changed". Refusals (bad arguments,
-/// permissions, a request too large) fail the same everywhere.
+/// errors, timeouts, "no leader", "leader changed", "too many requests".
+/// Refusals (bad arguments, permissions, a request too large, a compacted
+/// revision) fail the same everywhere.
 pub fn is_transient(e: &etcd_client::Error) -> bool {
     use tonic::Code;
     match e {
@@ -52,7 +53,6 @@ pub fn is_transient(e: &etcd_client::Error) -> bool {
                 | Code::PermissionDenied
                 | Code::Unauthenticated
                 | Code::FailedPrecondition
-                | Code::ResourceExhausted
                 | Code::OutOfRange
         ),
         etcd_client::Error::InvalidArgs(_) | etcd_client::Error::InvalidUri(_) => false,
@@ -134,14 +134,29 @@ impl Etcd {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
     }
 
-    /// Drops the connection and moves to the next endpoint.
-    pub async fn fail_over(&self) {
-        *self.client.lock().await = None;
-        let next = self.current.fetch_add(1, Ordering::Relaxed) + 1;
-        log::debug!(
-            "etcd: moving to {}",
-            self.options.endpoints[next % self.options.endpoints.len()]
+    /// Which connection is in use: what a caller names when it fails over.
+    pub fn generation(&self) -> usize {
+        self.current.load(Ordering::Relaxed)
+    }
+
+    /// Drops the connection of `generation` and moves to the next endpoint,
+    /// unless another caller has moved on already (several tasks failing at
+    /// once move one step, not one each).
+    pub async fn fail_over(&self, generation: usize) {
+        let mut slot = self.client.lock().await;
+        let moved = self.current.compare_exchange(
+            generation,
+            generation + 1,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
         );
+        if moved.is_ok() {
+            *slot = None;
+            log::debug!(
+                "etcd: moving to {}",
+                self.options.endpoints[(generation + 1) % self.options.endpoints.len()]
+            );
+        }
     }
 
     /// Runs `call` until it succeeds, fails for good, or `budget` is spent,
@@ -158,6 +173,7 @@ impl Etcd {
         let deadline = tokio::time::Instant::now() + budget;
         let mut backoff = Backoff::new();
         loop {
+            let generation = self.generation();
             let attempt = async {
                 let client = self.client().await?;
                 tokio::time::timeout(CALL_TIMEOUT, call(client))
@@ -172,7 +188,7 @@ impl Etcd {
                 }
                 Err(e) => {
                     self.failed(&e);
-                    self.fail_over().await;
+                    self.fail_over(generation).await;
                     if tokio::time::Instant::now() + backoff.peek() >= deadline {
                         return Err(e);
                     }

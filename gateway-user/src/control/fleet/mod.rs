@@ -43,6 +43,9 @@ pub mod sync;
 const MAX_TXN_OPS: usize = 128;
 /// How long a change may wait for etcd to confirm it.
 const COMMIT_BUDGET: Duration = Duration::from_secs(10);
+/// The most record bytes one change may carry (etcd's `--max-request-bytes`
+/// is 1.5 MiB by default, and the transaction adds its keys and framing).
+const MAX_TXN_BYTES: usize = 1400 << 10;
 /// Rows read per request when the configuration is read whole.
 const PAGE_ROWS: i64 = 500;
 
@@ -70,6 +73,28 @@ pub struct Fleet {
     pub node: String,
     /// What this node has installed.
     pub progress: Progress,
+    /// The revision the watch starts after (set when the node opens).
+    watch_from: std::sync::atomic::AtomicI64,
+}
+
+/// The revisions a whole read gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Revisions {
+    /// The revision it was read at: a watch goes on from the next.
+    pub read: i64,
+    /// The configuration's own revision: its newest row's (every change
+    /// writes the guard row), what the node reports and changes compare with.
+    pub config: i64,
+}
+
+/// The answer to a change whose commit etcd could not confirm or deny.
+fn unknown_outcome() -> CommitError {
+    CommitError::Unavailable(
+        "etcd lost its answer to this change and cannot tell yet whether it was made (no \
+         quorum, or no member reachable): look for it (or in the audit log) before making it \
+         again"
+            .into(),
+    )
 }
 
 /// Why a change was not committed.
@@ -92,26 +117,36 @@ impl Fleet {
             "--etcd-prefix {:?}: a prefix is an absolute key path such as /gateway",
             options.prefix
         );
-        crate::config::validate_hostname(&options.node)
-            .or_else(|_| {
-                if options
-                    .node
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                {
-                    Ok(())
-                } else {
-                    Err(anyhow::anyhow!("letters, digits, - _ and . only"))
-                }
-            })
-            .with_context(|| format!("--node-name {:?}", options.node))?;
+        let name_ok = (1..=64).contains(&options.node.len())
+            && options
+                .node
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        anyhow::ensure!(
+            name_ok,
+            "--node-name {:?}: a node name is 1 to 64 letters, digits, - _ or .",
+            options.node
+        );
         Ok(Fleet {
             etcd: Etcd::new(options.etcd)?,
             prefix,
             ring: Keyring::load(&options.master_key)?,
             node: options.node,
             progress: Progress::new(registry)?,
+            watch_from: Default::default(),
         })
+    }
+
+    /// The revision the watch starts after: the one the configuration was read
+    /// at, or the local copy's when the node started without etcd.
+    pub fn watch_from(&self) -> i64 {
+        self.watch_from.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets [`Fleet::watch_from`].
+    pub fn set_watch_from(&self, revision: i64) {
+        self.watch_from
+            .store(revision, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The prefix every configuration row is under.
@@ -124,10 +159,10 @@ impl Fleet {
     }
 
     /// Every configuration row (keys relative to the configuration prefix),
-    /// read in pages at one revision, and the configuration's revision: that
-    /// of its newest row (every change writes the guard row), so that a node
-    /// that read it and one that watched the same changes report the same.
-    pub async fn read_config(&self) -> Result<(Vec<(String, Vec<u8>)>, i64), etcd_client::Error> {
+    /// read in pages at one revision, and its revisions.
+    pub async fn read_config(
+        &self,
+    ) -> Result<(Vec<(String, Vec<u8>)>, Revisions), etcd_client::Error> {
         let prefix = self.config_prefix();
         let end = prefix_end(&prefix);
         let (mut rows, mut revision, mut from) = (Vec::new(), 0i64, prefix.clone().into_bytes());
@@ -159,97 +194,84 @@ impl Fleet {
             }
             match page.kvs().last() {
                 Some(last) if page.more() => from = [last.key(), b"\0"].concat(),
-                _ => return Ok((rows, newest)),
+                _ => {
+                    let revisions = Revisions {
+                        read: revision,
+                        config: newest,
+                    };
+                    return Ok((rows, revisions));
+                }
             }
         }
     }
 
     /// Writes a first configuration unless the prefix has one already;
-    /// whether this node wrote it.
+    /// whether this node wrote it. The guard row carries a nonce of this
+    /// call, so an attempt whose answer was lost is recognised as this node's.
     pub async fn create(&self, state: &State) -> anyhow::Result<bool> {
         let rows = rows::changes(None, state, &self.ring)?;
         let meta = self.key("config", "settings/meta");
+        let guard = self.key("config", GUARD);
+        let nonce = crate::control::pki::random_id();
         let mut ops: Vec<TxnOp> = rows
             .into_iter()
             .filter_map(|(k, v)| Some(TxnOp::put(self.key("config", &k), v?, None)))
             .collect();
-        ops.push(TxnOp::put(
-            self.key("config", GUARD),
-            self.guard_value(),
-            None,
-        ));
+        ops.push(TxnOp::put(guard.clone(), self.guard_value(&nonce), None));
+        let txn = Txn::new()
+            .when([Compare::create_revision(meta, CompareOp::Equal, 0)])
+            .and_then(ops)
+            .or_else([TxnOp::get(guard, None)]);
         let response = self
             .etcd
             .retry(COMMIT_BUDGET, |mut c| {
-                let txn = Txn::new()
-                    .when([Compare::create_revision(meta.clone(), CompareOp::Equal, 0)])
-                    .and_then(ops.clone());
+                let txn = txn.clone();
                 async move { c.txn(txn).await }
             })
             .await
             .context("etcd did not write the first configuration")?;
-        Ok(response.succeeded())
+        let ours = response.op_responses().iter().any(|op| match op {
+            etcd_client::TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .is_some_and(|kv| String::from_utf8_lossy(kv.value()).contains(&nonce)),
+            _ => false,
+        });
+        Ok(response.succeeded() || ours)
     }
 
-    fn guard_value(&self) -> String {
-        serde_json::json!({"node": self.node, "at": crate::clock::now()}).to_string()
+    fn guard_value(&self, change: &str) -> String {
+        serde_json::json!({"node": self.node, "change": change, "at": crate::clock::now()})
+            .to_string()
     }
 
     /// Commits `changes`, made on the state of revision `base`, with its audit
-    /// entry, in one transaction; the revision it committed at.
+    /// entry, in one transaction; the revision it committed at. When etcd's
+    /// answer is lost, the audit row (its key unique to this change) tells
+    /// whether it committed; an outcome etcd cannot tell within the budget is
+    /// answered as unknown, never as not made.
     pub async fn commit(
         &self,
         base: i64,
         changes: Vec<RowChange>,
         entry: &Entry,
     ) -> Result<i64, CommitError> {
-        if changes.len() + 2 > MAX_TXN_OPS {
-            return Err(CommitError::Refused(format!(
-                "a change may touch at most {} records in fleet mode; this one touches {}",
-                MAX_TXN_OPS - 2,
-                changes.len()
-            )));
-        }
-        // The audit row's key is unique to this change: finding it tells
-        // whether an attempt whose answer was lost did commit.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let audit_key = self.key("audit", &format!("{nanos:024}-{}", self.node));
-        let audit = serde_json::to_vec(entry).map_err(|e| CommitError::Refused(e.to_string()))?;
-        let mut ops: Vec<TxnOp> = changes
-            .into_iter()
-            .map(|(k, v)| match v {
-                Some(v) => TxnOp::put(self.key("config", &k), v, None),
-                None => TxnOp::delete(self.key("config", &k), None),
-            })
-            .collect();
-        ops.push(TxnOp::put(
-            self.key("config", GUARD),
-            self.guard_value(),
-            None,
-        ));
-        ops.push(TxnOp::put(audit_key.clone(), audit, None));
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                self.key("config", GUARD),
-                CompareOp::Less,
-                base + 1,
-            )])
-            .and_then(ops);
+        let (txn, audit_key) = self.change_txn(base, changes, entry)?;
         let deadline = Instant::now() + COMMIT_BUDGET;
         let mut backoff = etcd::Backoff::new();
         loop {
+            let generation = self.etcd.generation();
             match self.attempt(txn.clone()).await {
                 Ok(r) if r.succeeded() => return Ok(r.header().map_or(0, |h| h.revision())),
                 Ok(_) => {
-                    if let Ok(Some(rev)) = self.committed(&audit_key).await {
-                        return Ok(rev);
-                    }
-                    return Err(CommitError::Conflict(format!(
-                        "the configuration changed on another node after revision {base}, which \
-                         this change was made on; nothing was written: retry it"
-                    )));
+                    return match self.outcome(&audit_key, deadline).await {
+                        Some(Some(revision)) => Ok(revision),
+                        Some(None) => Err(CommitError::Conflict(format!(
+                            "the configuration changed on another node after revision {base}, \
+                             which this change was made on; nothing was written: retry it"
+                        ))),
+                        None => Err(unknown_outcome()),
+                    };
                 }
                 Err(e) if !etcd::is_transient(&e) => {
                     return Err(CommitError::Refused(format!(
@@ -262,23 +284,79 @@ impl Fleet {
                         self.etcd.endpoint()
                     );
                     self.etcd.failed(&e);
-                    self.etcd.fail_over().await;
-                    let late = Instant::now() + backoff.peek() >= deadline;
-                    if let Ok(Some(rev)) = self.committed(&audit_key).await {
-                        return Ok(rev);
+                    self.etcd.fail_over(generation).await;
+                    if Instant::now() + backoff.peek() < deadline {
+                        backoff.wait().await;
+                        if let Ok(Some(revision)) = self.committed(&audit_key).await {
+                            return Ok(revision);
+                        }
+                        continue;
                     }
-                    if late {
-                        return Err(CommitError::Unavailable(format!(
-                            "etcd did not confirm the change within {} s (no quorum, or no member \
-                             reachable: {e}); it was not made, and nothing is queued: retry it \
-                             when etcd is back",
+                    return match self
+                        .outcome(&audit_key, deadline + etcd::CALL_TIMEOUT)
+                        .await
+                    {
+                        Some(Some(revision)) => Ok(revision),
+                        Some(None) => Err(CommitError::Unavailable(format!(
+                            "etcd did not confirm the change within {} s (no quorum, or no \
+                             member reachable: {e}); it has not been made, and nothing is \
+                             queued: retry it when etcd is back",
                             COMMIT_BUDGET.as_secs()
-                        )));
-                    }
-                    backoff.wait().await;
+                        ))),
+                        None => Err(unknown_outcome()),
+                    };
                 }
             }
         }
+    }
+
+    /// The transaction of a change, and its audit row's key.
+    fn change_txn(
+        &self,
+        base: i64,
+        changes: Vec<RowChange>,
+        entry: &Entry,
+    ) -> Result<(Txn, String), CommitError> {
+        if changes.len() + 2 > MAX_TXN_OPS {
+            return Err(CommitError::Refused(format!(
+                "a change may touch at most {} records in fleet mode; this one touches {}",
+                MAX_TXN_OPS - 2,
+                changes.len()
+            )));
+        }
+        let bytes: usize = changes
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum();
+        if bytes > MAX_TXN_BYTES {
+            return Err(CommitError::Refused(format!(
+                "this change is {} KiB of records; etcd takes at most {} KiB in one request \
+                 (--max-request-bytes): make it in smaller parts",
+                bytes >> 10,
+                MAX_TXN_BYTES >> 10
+            )));
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let change = format!("{nanos:024}-{}", self.node);
+        let audit_key = self.key("audit", &change);
+        let audit = serde_json::to_vec(entry).map_err(|e| CommitError::Refused(e.to_string()))?;
+        let mut ops: Vec<TxnOp> = changes
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => TxnOp::put(self.key("config", &k), v, None),
+                None => TxnOp::delete(self.key("config", &k), None),
+            })
+            .collect();
+        ops.push(TxnOp::put(
+            self.key("config", GUARD),
+            self.guard_value(&change),
+            None,
+        ));
+        ops.push(TxnOp::put(audit_key.clone(), audit, None));
+        let guard = Compare::mod_revision(self.key("config", GUARD), CompareOp::Less, base + 1);
+        Ok((Txn::new().when([guard]).and_then(ops), audit_key))
     }
 
     /// One attempt at a change's transaction. A linearizable read goes
@@ -303,6 +381,26 @@ impl Fleet {
             .await
             .unwrap_or_else(|_| etcd::timed_out())?;
         Ok(r.kvs().first().map(|kv| kv.mod_revision()))
+    }
+
+    /// Whether a change committed (its revision) or not, asking until
+    /// `deadline`; none when etcd could not tell.
+    async fn outcome(&self, audit_key: &str, deadline: Instant) -> Option<Option<i64>> {
+        let mut backoff = etcd::Backoff::new();
+        loop {
+            let generation = self.etcd.generation();
+            match self.committed(audit_key).await {
+                Ok(found) => return Some(found),
+                Err(e) => {
+                    self.etcd.failed(&e);
+                    self.etcd.fail_over(generation).await;
+                }
+            }
+            if Instant::now() + backoff.peek() >= deadline {
+                return None;
+            }
+            backoff.wait().await;
+        }
     }
 
     /// Audit entries, newest first, committed in `[since, before)`: the

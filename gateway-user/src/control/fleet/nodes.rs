@@ -1,8 +1,9 @@
 //! Each node's report under `PREFIX/nodes/NAME`, on a lease that ends when
 //! the node does, and the leader key `PREFIX/leader` on the same lease: the
 //! node holding it does the fleet's periodic work (CRL refreshes, renewals,
-//! expiry alerts). A node that loses etcd stops counting itself leader at
-//! once, before its lease can expire and another node take over.
+//! expiry alerts). A node that loses etcd stops counting itself leader
+//! within a call's timeout, well before its lease can expire and another
+//! node take over.
 
 use std::{sync::Arc, time::Duration};
 
@@ -43,6 +44,7 @@ async fn leased(fleet: &Fleet) -> anyhow::Result<()> {
     let mut applied = fleet.progress.subscribe();
     let mut last = None;
     loop {
+        let generation = fleet.etcd.generation();
         let mut c = fleet.etcd.client().await?;
         let call = async {
             let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
@@ -54,11 +56,11 @@ async fn leased(fleet: &Fleet) -> anyhow::Result<()> {
         match tokio::time::timeout(super::etcd::CALL_TIMEOUT, call).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                fleet.etcd.fail_over().await;
+                fleet.etcd.fail_over(generation).await;
                 return Err(e);
             }
             Err(_) => {
-                fleet.etcd.fail_over().await;
+                fleet.etcd.fail_over(generation).await;
                 anyhow::bail!("etcd did not answer within {:?}", super::etcd::CALL_TIMEOUT);
             }
         }

@@ -268,10 +268,14 @@ pub fn state_of<'a>(
             ring,
         )?;
     }
-    for (key, value) in rows {
-        if !key.starts_with(SETTINGS) {
-            apply(&mut state, key, Some(value), ring)?;
-        }
+    let known = |key: &str| {
+        key.strip_prefix(SETTINGS)
+            .and_then(|k| k.strip_prefix('/'))
+            .is_some_and(|k| ["meta", "zone", "rules", "ruleset"].contains(&k))
+    };
+    // Every other row, unknown settings included (refused as the watch does).
+    for (key, value) in rows.into_iter().filter(|(k, _)| !known(k)) {
+        apply(&mut state, key, Some(value), ring)?;
     }
     Ok(Some(state))
 }

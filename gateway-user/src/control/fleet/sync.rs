@@ -1,17 +1,21 @@
-//! Following etcd: watch the configuration from the revision after the one
-//! installed, and install each revision whole; read everything again only when
-//! the watch fell behind compaction. The revision only ever advances from
-//! what the watch (or a whole read) delivered.
+//! Following etcd: watch the configuration from the revision after the last
+//! one seen, and install each revision whole; read everything again only when
+//! the watch fell behind compaction or keeps failing. The revision seen only
+//! ever advances from what the watch (events, progress notices) or a whole
+//! read delivered.
 
 use std::{collections::BTreeMap, future::Future, sync::Arc};
 
-use etcd_client::{EventType, WatchOptions};
+use etcd_client::{EventType, WatchOptions, WatchResponse};
 
-use super::{Fleet, etcd::Backoff, rows};
+use super::{Fleet, Revisions, etcd::Backoff, rows};
 use crate::control::model::State;
 
 /// The largest watch message taken (etcd batches a catching-up watch).
 const WATCH_MESSAGE_BYTES: usize = 512 << 20;
+/// Watches lost in a row, with nothing delivered, before everything is read
+/// again (a watch that cannot catch up, e.g. a message over the limit).
+const LOST_BEFORE_REREAD: u32 = 3;
 
 /// What the node puts in force: the control plane.
 pub trait Installer: Send + Sync + 'static {
@@ -30,7 +34,7 @@ pub trait Installer: Send + Sync + 'static {
 pub struct Follower {
     desired: State,
     broken: BTreeMap<String, String>,
-    /// The last revision looked at (installed or refused).
+    /// The revision the watch has delivered everything up to.
     seen: i64,
 }
 
@@ -39,31 +43,40 @@ enum Ended {
     /// Compacted past `seen`: read everything again.
     Compacted,
     /// The connection or the member failed.
-    Lost(String),
+    Lost {
+        why: String,
+        /// Whether anything came first.
+        delivered: bool,
+        /// The connection it was on.
+        generation: usize,
+    },
 }
 
 impl Follower {
-    /// Starts from the state installed at `revision`.
-    pub fn new(state: State, revision: i64) -> Follower {
+    /// Starts from the state installed, everything up to revision `seen` known.
+    pub fn new(state: State, seen: i64) -> Follower {
         Follower {
             desired: state,
             broken: BTreeMap::new(),
-            seen: revision,
+            seen,
         }
     }
 
     /// Follows etcd forever.
     pub async fn run<I: Installer>(mut self, fleet: Arc<Fleet>, installer: Arc<I>) {
         let mut backoff = Backoff::new();
-        let mut reread = false;
+        let (mut reread, mut lost) = (false, 0);
         loop {
+            let generation = fleet.etcd.generation();
             if reread {
                 match self.read_all(&fleet, &*installer).await {
-                    Ok(()) => reread = false,
-                    Err(e) => log::warn!("etcd: reading the configuration: {e}"),
+                    Ok(()) => {
+                        (reread, lost) = (false, 0);
+                        continue;
+                    }
+                    Err(e) => log::warn!("etcd: reading the configuration: {e:#}"),
                 }
-            }
-            if !reread {
+            } else {
                 match self.watch(&fleet, &*installer, &mut backoff).await {
                     Ended::Compacted => {
                         log::warn!(
@@ -71,18 +84,29 @@ impl Follower {
                             self.seen
                         );
                         reread = true;
+                        backoff.wait().await;
                         continue;
                     }
-                    Ended::Lost(why) => {
+                    Ended::Lost {
+                        why,
+                        delivered,
+                        generation: on,
+                    } => {
+                        lost = if delivered { 1 } else { lost + 1 };
+                        reread = lost >= LOST_BEFORE_REREAD;
                         log::warn!(
                             "etcd watch lost ({why}); serving revision {} meanwhile",
                             fleet.progress.applied()
                         );
+                        fleet.progress.set_stale(true);
+                        fleet.etcd.fail_over(on).await;
+                        backoff.wait().await;
+                        continue;
                     }
                 }
             }
             fleet.progress.set_stale(true);
-            fleet.etcd.fail_over().await;
+            fleet.etcd.fail_over(generation).await;
             backoff.wait().await;
         }
     }
@@ -95,9 +119,15 @@ impl Follower {
         backoff: &mut Backoff,
     ) -> Ended {
         let prefix = fleet.config_prefix();
+        let generation = fleet.etcd.generation();
+        let lost = |why: String, delivered: bool| Ended::Lost {
+            why,
+            delivered,
+            generation,
+        };
         let client = match fleet.etcd.client().await {
             Ok(c) => c,
-            Err(e) => return Ended::Lost(e.to_string()),
+            Err(e) => return lost(e.to_string(), false),
         };
         // A watch catching up sends up to a thousand revisions per message.
         let mut watch = client
@@ -107,21 +137,27 @@ impl Follower {
             .with_prefix()
             .with_start_revision(self.seen + 1)
             .with_progress_notify();
-        let mut stream = match watch.watch(prefix.as_str(), Some(options)).await {
-            Ok(w) => w,
-            Err(e) => return Ended::Lost(e.to_string()),
+        let created = tokio::time::timeout(
+            super::etcd::CALL_TIMEOUT,
+            watch.watch(prefix.as_str(), Some(options)),
+        );
+        let mut stream = match created.await {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => return lost(e.to_string(), false),
+            Err(_) => return lost("no answer to the watch".into(), false),
         };
+        let mut delivered = false;
         loop {
             let message = match stream.message().await {
                 Ok(Some(m)) => m,
-                Ok(None) => return Ended::Lost("the stream ended".into()),
-                Err(e) => return Ended::Lost(e.to_string()),
+                Ok(None) => return lost("the stream ended".into(), delivered),
+                Err(e) => return lost(e.to_string(), delivered),
             };
             if message.canceled() {
                 if message.compact_revision() > 0 {
                     return Ended::Compacted;
                 }
-                return Ended::Lost(format!("cancelled: {}", message.cancel_reason()));
+                return lost(format!("cancelled: {}", message.cancel_reason()), delivered);
             }
             if message.created() {
                 if fleet.progress.stale_for().is_some() {
@@ -129,30 +165,53 @@ impl Follower {
                     log::info!("etcd watch resumed from revision {}", self.seen + 1);
                 }
                 fleet.progress.set_stale(false);
-                *backoff = Backoff::new();
+                continue;
             }
-            // A transaction's events share a revision and come in one message.
-            let mut events = message.events().iter().peekable();
-            while let Some(first) = events.next() {
-                let Some(revision) = first.kv().map(|kv| kv.mod_revision()) else {
-                    continue;
-                };
-                let mut batch = vec![first];
-                while let Some(next) =
-                    events.next_if(|e| e.kv().is_some_and(|kv| kv.mod_revision() == revision))
-                {
-                    batch.push(next);
-                }
-                for event in batch {
-                    let Some(kv) = event.kv() else { continue };
-                    let key =
-                        String::from_utf8_lossy(&kv.key()[prefix.len().min(kv.key().len())..])
-                            .into_owned();
-                    let value = (event.event_type() == EventType::Put).then(|| kv.value());
-                    self.take(&fleet.ring, key, value);
-                }
-                self.settle(fleet, installer, revision).await;
+            self.deliver(fleet, installer, &prefix, &message).await;
+            delivered = true;
+            *backoff = Backoff::new();
+        }
+    }
+
+    /// Takes a watch message: each revision's events applied and settled
+    /// together (a transaction's events share a revision and come in one
+    /// message); a progress notice moves `seen` on.
+    async fn deliver<I: Installer>(
+        &mut self,
+        fleet: &Fleet,
+        installer: &I,
+        prefix: &str,
+        message: &WatchResponse,
+    ) {
+        if message.events().is_empty() {
+            if let Some(h) = message.header() {
+                self.seen = self.seen.max(h.revision());
             }
+            return;
+        }
+        let mut events = message.events().iter().peekable();
+        while let Some(first) = events.next() {
+            let Some(revision) = first.kv().map(|kv| kv.mod_revision()) else {
+                continue;
+            };
+            let mut batch = vec![first];
+            while let Some(next) =
+                events.next_if(|e| e.kv().is_some_and(|kv| kv.mod_revision() == revision))
+            {
+                batch.push(next);
+            }
+            for event in batch {
+                let Some(kv) = event.kv() else { continue };
+                let key = kv.key().get(prefix.len()..).unwrap_or_default();
+                let value = (event.event_type() == EventType::Put).then(|| kv.value());
+                self.take(
+                    &fleet.ring,
+                    String::from_utf8_lossy(key).into_owned(),
+                    value,
+                );
+            }
+            self.seen = revision;
+            self.settle(fleet, installer, revision).await;
         }
     }
 
@@ -173,7 +232,6 @@ impl Follower {
     /// Installs the desired state as `revision`, unless a row is broken or
     /// it does not compile: then the revision is refused and reported.
     async fn settle<I: Installer>(&mut self, fleet: &Fleet, installer: &I, revision: i64) {
-        self.seen = revision;
         if let Some((key, why)) = self.broken.iter().next() {
             let more = match self.broken.len() {
                 1 => String::new(),
@@ -190,10 +248,11 @@ impl Follower {
         }
     }
 
-    /// Reads every row at one revision and installs the difference.
+    /// Reads every row at one revision and installs the difference; the
+    /// watch goes on from the revision read at.
     async fn read_all<I: Installer>(&mut self, fleet: &Fleet, installer: &I) -> anyhow::Result<()> {
-        let (rows, revision) = fleet.read_config().await?;
-        let mut fresh = Follower::new(State::empty_tables(), revision);
+        let (rows, revisions) = fleet.read_config().await?;
+        let mut fresh = Follower::new(State::empty_tables(), revisions.read);
         for (key, value) in rows {
             fresh.take(&fleet.ring, key, Some(&value));
         }
@@ -202,18 +261,19 @@ impl Follower {
             "the prefix holds no configuration (its settings rows are missing)"
         );
         *self = fresh;
-        self.settle(fleet, installer, revision).await;
+        fleet.progress.set_stale(false);
+        self.settle(fleet, installer, revisions.config).await;
         Ok(())
     }
 }
 
 /// Reads the configuration at one revision, for a start: the state (none: the
-/// prefix is empty) and its revision.
-pub async fn load(fleet: &Fleet) -> anyhow::Result<(Option<State>, i64)> {
-    let (rows, revision) = fleet.read_config().await?;
+/// prefix is empty) and its revisions.
+pub async fn load(fleet: &Fleet) -> anyhow::Result<(Option<State>, Revisions)> {
+    let (rows, revisions) = fleet.read_config().await?;
     let state = rows::state_of(
         rows.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
         &fleet.ring,
     )?;
-    Ok((state, revision))
+    Ok((state, revisions))
 }

@@ -262,7 +262,11 @@ impl Follower {
         );
         *self = fresh;
         fleet.progress.set_stale(false);
-        self.settle(fleet, installer, revisions.config).await;
+        // The newest row's revision misses a row deleted since (by hand:
+        // changes through the API write the guard row), which a node that
+        // watched it has installed: the revision never goes back.
+        let revision = revisions.config.max(fleet.progress.applied());
+        self.settle(fleet, installer, revision).await;
         Ok(())
     }
 }

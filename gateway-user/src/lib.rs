@@ -19,7 +19,9 @@
 //!
 //! **The control path**, one change to both layers:
 //! 1. The configuration comes from a file ([`config`]) or from the control
-//!    plane's store through the admin API ([`control`]).
+//!    plane's store through the admin API ([`control`]); in a fleet the store
+//!    is etcd, and every node installs each revision from its watch
+//!    ([`control::fleet`]).
 //! 2. It is compiled ([`compiled`]): whole at start and on a file's reload, or
 //!    from the delta a store change makes, at the cost of what it touches.
 //! 3. [`layers`] puts it in force: the terminator's snapshot is swapped

@@ -123,6 +123,8 @@ struct Tasks {
     servers: Vec<tokio::task::JoinHandle<()>>,
     /// Maintenance and, in fleet mode, following etcd: aborted at shutdown.
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// In fleet mode, the fleet to leave at shutdown.
+    fleet: Option<Arc<control::fleet::Fleet>>,
 }
 
 /// Runs the gateway until SIGINT or SIGTERM: from a configuration file, or
@@ -171,6 +173,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         stop,
         servers,
         background: Vec::new(),
+        fleet: None,
     };
     let path = match source {
         Source::File(path) => Some(path),
@@ -185,6 +188,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             let admin = start_admin(&opts, plane.clone(), &stop_rx, &mut banner).await?;
             tasks.servers.push(admin);
             tasks.background = plane.follow().await;
+            tasks.fleet = plane.fleet().cloned();
             tasks.background.push(start_maintenance(plane));
             None
         }
@@ -419,6 +423,9 @@ async fn shutdown(tasks: Tasks, layers: &Mutex<Layers>) {
     }
     for task in tasks.background {
         task.abort();
+    }
+    if let Some(fleet) = &tasks.fleet {
+        control::fleet::nodes::leave(fleet).await;
     }
     if let Some(filter) = &mut control::lock(layers).filter {
         filter.detach();

@@ -41,6 +41,7 @@ async fn leased(fleet: &Fleet) -> anyhow::Result<()> {
         .await
         .context("granting a lease")?
         .id();
+    fleet.progress.set_lease(lease);
     let mut applied = fleet.progress.subscribe();
     let mut last = None;
     loop {
@@ -125,6 +126,25 @@ async fn publish(
         *last = Some(unstamped);
     }
     Ok(())
+}
+
+/// Leaves the fleet at shutdown: the lease is revoked, so this node's report
+/// and its leadership end now rather than when the lease would expire.
+pub async fn leave(fleet: &Fleet) {
+    let Some(lease) = fleet.progress.lease() else {
+        return;
+    };
+    let revoke = async {
+        let mut c = fleet.etcd.client().await?;
+        c.lease_revoke(lease).await
+    };
+    match tokio::time::timeout(Duration::from_secs(1), revoke).await {
+        Ok(Ok(_)) => log::info!("left the fleet (lease revoked)"),
+        Ok(Err(e)) => log::warn!("etcd: revoking this node's lease: {e}"),
+        Err(_) => {
+            log::warn!("etcd: revoking this node's lease took over 1 s; it expires by itself")
+        }
+    }
 }
 
 /// Every node's last report.

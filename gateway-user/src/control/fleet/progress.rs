@@ -18,6 +18,8 @@ pub struct Progress {
     stale_since: Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
     leader: AtomicBool,
+    /// The lease this node's report and leadership are on (0: none yet).
+    lease: std::sync::atomic::AtomicI64,
     revision_gauge: IntGauge,
     stale_gauge: Gauge,
     /// Watches re-established after a failure.
@@ -74,6 +76,7 @@ impl Progress {
             stale_since: Mutex::new(None),
             last_error: Mutex::new(None),
             leader: AtomicBool::new(false),
+            lease: Default::default(),
             revision_gauge,
             stale_gauge,
             reconnects,
@@ -143,6 +146,16 @@ impl Progress {
     pub fn update_gauges(&self) {
         self.stale_gauge
             .set(self.stale_for().map_or(0.0, |d| d.as_secs_f64()));
+    }
+
+    /// The lease this node reports on, once granted.
+    pub fn lease(&self) -> Option<i64> {
+        Some(self.lease.load(Ordering::Relaxed)).filter(|l| *l != 0)
+    }
+
+    /// Records the lease granted.
+    pub(super) fn set_lease(&self, lease: i64) {
+        self.lease.store(lease, Ordering::Relaxed);
     }
 
     /// Whether this node holds the leader key.

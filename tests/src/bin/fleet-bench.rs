@@ -126,7 +126,7 @@ fn bench(args: &Args) -> anyhow::Result<()> {
     }
     println!(
         "target: p99 ≤ 500 ms, one etcd transaction per change (revs/change also counts the \
-         nodes' own reports, written at most every 2 s)"
+         nodes' own reports, rewritten at most once a second)"
     );
     let json = json!({
         "nodes": 3,

@@ -111,3 +111,27 @@ pub fn touched(old: &State, new: &State) -> Vec<String> {
     }
     out
 }
+
+/// The `page`th `per_page` of `entries` (newest first) committed in
+/// `[since, before)` (Unix seconds), and how many match: what both stores'
+/// audit listings answer.
+pub fn page_of(
+    entries: impl IntoIterator<Item = anyhow::Result<Entry>>,
+    since: Option<i64>,
+    before: Option<i64>,
+    (page, per_page): (usize, usize),
+) -> anyhow::Result<(Vec<Entry>, usize)> {
+    let skip = (page - 1).saturating_mul(per_page);
+    let (mut out, mut total) = (Vec::new(), 0);
+    for entry in entries {
+        let entry = entry?;
+        if since.is_some_and(|s| entry.at < s) || before.is_some_and(|b| entry.at >= b) {
+            continue;
+        }
+        if total >= skip && out.len() < per_page {
+            out.push(entry);
+        }
+        total += 1;
+    }
+    Ok((out, total))
+}

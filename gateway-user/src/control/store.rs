@@ -259,20 +259,11 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), 0)),
             Err(e) => return Err(e.into()),
         };
-        let skip = (page - 1).saturating_mul(per_page);
-        let (mut out, mut total) = (Vec::new(), 0);
-        for row in t.iter()?.rev() {
+        let entries = t.iter()?.rev().map(|row| {
             let (k, v) = row?;
-            let entry: Entry = decode(AUDIT, k.value(), v.value())?;
-            if since.is_some_and(|s| entry.at < s) || before.is_some_and(|b| entry.at >= b) {
-                continue;
-            }
-            if total >= skip && out.len() < per_page {
-                out.push(entry);
-            }
-            total += 1;
-        }
-        Ok((out, total))
+            decode(AUDIT, k.value(), v.value())
+        });
+        super::audit::page_of(entries, since, before, (page, per_page))
     }
 }
 

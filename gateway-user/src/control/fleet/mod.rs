@@ -430,22 +430,14 @@ impl Fleet {
             })
             .await
             .context("etcd did not answer")?;
-        let skip = (page - 1).saturating_mul(per_page);
-        let (mut out, mut total) = (Vec::new(), 0);
-        for kv in r.kvs() {
+        let entries = r.kvs().iter().map(|kv| {
             let mut entry: Entry = serde_json::from_slice(kv.value()).with_context(|| {
                 format!("the audit record {:?}", String::from_utf8_lossy(kv.key()))
             })?;
             entry.seq = u64::try_from(kv.mod_revision()).unwrap_or(0);
-            if since.is_some_and(|s| entry.at < s) || before.is_some_and(|b| entry.at >= b) {
-                continue;
-            }
-            if total >= skip && out.len() < per_page {
-                out.push(entry);
-            }
-            total += 1;
-        }
-        Ok((out, total))
+            Ok(entry)
+        });
+        super::audit::page_of(entries, since, before, (page, per_page))
     }
 
     /// The newest configuration revision in etcd (what nodes' lag is counted from).

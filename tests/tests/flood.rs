@@ -4,8 +4,8 @@
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use gateway_tests::{
-    flood::{self, Bounds},
-    lab::{IFACE, Lab, SERVER_V4, metric},
+    flood::{self, Bounds, stateless},
+    lab::{IFACE, Lab, SERVER_V4, SERVER_V6, metric},
 };
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
@@ -37,7 +37,14 @@ fn lab_with_filter(tls_server: bool) -> Lab {
 #[test]
 fn a_stateless_flood_is_bounded_and_refused_in_xdp() {
     let lab = lab_with_filter(false);
-    let macs = (lab.mac(false).unwrap(), lab.mac(true).unwrap());
+    stateless::route_spoofed_sources(&lab).unwrap();
+    let target = stateless::Target {
+        macs: (lab.mac(false).unwrap(), lab.mac(true).unwrap()),
+        v4: SERVER_V4.parse().unwrap(),
+        v6: SERVER_V6.parse().unwrap(),
+        port: 443,
+    };
+    let frames = stateless::hello_frames(target);
     let before = drops(&lab);
     let bounds = Bounds {
         count: 5_000,
@@ -45,15 +52,7 @@ fn a_stateless_flood_is_bounded_and_refused_in_xdp() {
         max_time: Duration::from_secs(10),
     };
     let result = lab
-        .in_client_thread(move || {
-            flood::stateless(
-                IFACE,
-                macs,
-                "198.18.0.2".parse().unwrap(),
-                SERVER_V4.parse().unwrap(),
-                bounds,
-            )
-        })
+        .in_client_thread(move || stateless::blast(IFACE, &frames, bounds))
         .unwrap()
         .unwrap();
     assert_eq!(result.sent, 5_000, "{result:?}");
@@ -67,6 +66,10 @@ fn a_stateless_flood_is_bounded_and_refused_in_xdp() {
     assert!(
         refused >= 4_950.0,
         "XDP refused {refused} of 5,000 crafted hellos"
+    );
+    assert!(
+        refused <= 5_000.0,
+        "XDP counted {refused} refusals for 5,000 frames"
     );
 }
 

@@ -1,11 +1,13 @@
-//! `cargo xtask bench flood`: legitimate mTLS handshakes under a flood of
-//! sub-minimum ClientHellos, for the gateway with XDP, the gateway without XDP
-//! and Debian's nginx, in one network-namespace lab; prints a table, writes
-//! every figure to JSON and plots them to PNG.
+//! `cargo xtask bench flood`: legitimate mTLS handshakes under floods of
+//! sub-minimum ClientHellos (stateless at millions of packets per second, real
+//! connections, and the evasive split hellos), for the gateway with XDP (reset
+//! and drop modes), the gateway without XDP and Debian's nginx, in one
+//! network-namespace lab: where each server breaks, what a refused hello costs
+//! each, and the handshake rate against the machine's crypto bound. Prints
+//! tables and the goals, writes every figure to JSON and plots them to PNG.
 //!
-//! Usage: `flood-bench --gateway PATH [--out DIR] [--rates 0,500,1000]
-//! [--step-secs 6] [--concurrency 16]`. Needs root. Everything it starts lives
-//! in the lab's namespaces and is removed at the end, on error and on Ctrl-C.
+//! Usage: see [`USAGE`]. Needs root. Everything it starts lives in the lab's
+//! namespaces and cgroups and is removed at the end, on error and on Ctrl-C.
 
 use std::{
     path::PathBuf,
@@ -18,8 +20,9 @@ use anyhow::{Context, bail};
 use gateway_tests::{
     lab::Lab,
     scenario::{
-        self, Server, Settings, cpu,
-        report::{self, Series},
+        self, FloodKind, Settings, cpu,
+        crypto::CryptoSpeed,
+        goals, report,
         servers::{Fixtures, Origin},
     },
 };
@@ -37,6 +40,27 @@ struct Args {
     settings: Settings,
 }
 
+fn rate_list(flag: &str, value: &str) -> anyhow::Result<Vec<u64>> {
+    let mut rates = value
+        .split(',')
+        .map(|r| match r.trim() {
+            "max" => Ok(scenario::UNPACED),
+            r => r.parse::<u64>().map_err(anyhow::Error::from),
+        })
+        .collect::<Result<Vec<u64>, _>>()
+        .with_context(|| format!("{flag} {value}: comma-separated rates (or max)"))?;
+    rates.retain(|r| *r > 0); // the no-flood step always runs first
+    rates.sort_unstable();
+    rates.dedup();
+    anyhow::ensure!(!rates.is_empty(), "{flag}: at least one rate above 0");
+    Ok(rates)
+}
+
+const USAGE: &str = "usage: flood-bench --gateway PATH [--out DIR] [--kinds \
+stateless,connections,two-segments,records] [--stateless-rates 10000,...,max] \
+[--connection-rates 500,...] [--step-secs 4] [--concurrency 16] [--server-share 0.35] \
+[--flood-share 0.5]";
+
 fn parse_args() -> anyhow::Result<Args> {
     let mut settings = Settings::default();
     let (mut gateway, mut out) = (None, PathBuf::from("target/bench"));
@@ -44,21 +68,35 @@ fn parse_args() -> anyhow::Result<Args> {
     while let Some(flag) = args.next() {
         let value = args
             .next()
-            .with_context(|| format!("{flag} needs a value"))?;
+            .with_context(|| format!("{flag} needs a value; {USAGE}"))?;
+        let share = |v: &str| -> anyhow::Result<f64> {
+            let x: f64 = v
+                .parse()
+                .with_context(|| format!("{flag}: a fraction of a CPU"))?;
+            anyhow::ensure!((0.05..=1.0).contains(&x), "{flag}: 0.05 to 1");
+            Ok(x)
+        };
         match flag.as_str() {
             "--gateway" => gateway = Some(PathBuf::from(value)),
             "--out" => out = PathBuf::from(value),
-            "--rates" => {
-                settings.rates = value
+            "--stateless-rates" => settings.stateless_rates = rate_list(&flag, &value)?,
+            "--connection-rates" => {
+                settings.connection_rates = rate_list(&flag, &value)?;
+                anyhow::ensure!(
+                    settings.connection_rates.iter().all(|r| *r <= 50_000),
+                    "--connection-rates: at most 50000 connections/s"
+                );
+            }
+            "--kinds" => {
+                settings.kinds = value
                     .split(',')
-                    .map(|r| r.trim().parse::<u64>())
-                    .collect::<Result<_, _>>()
-                    .with_context(|| format!("--rates {value}: comma-separated integers"))?;
-                if !settings.rates.contains(&0) {
-                    settings.rates.insert(0, 0); // the baseline every figure is relative to
-                }
-                settings.rates.sort_unstable();
-                settings.rates.dedup();
+                    .map(|k| {
+                        FloodKind::ALL
+                            .into_iter()
+                            .find(|x| x.key() == k.trim())
+                            .with_context(|| format!("--kinds: unknown kind {k:?}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
             }
             "--step-secs" => {
                 let secs: u64 = value.parse().context("--step-secs: whole seconds")?;
@@ -72,17 +110,12 @@ fn parse_args() -> anyhow::Result<Args> {
                     "--concurrency: 1 to 512"
                 );
             }
-            _ => bail!(
-                "unknown argument {flag}; usage: flood-bench --gateway PATH [--out DIR] \
-                 [--rates 0,500,1000] [--step-secs 6] [--concurrency 16]"
-            ),
+            "--server-share" => settings.server_share = share(&value)?,
+            "--flood-share" => settings.flood_share = share(&value)?,
+            _ => bail!("unknown argument {flag}; {USAGE}"),
         }
     }
-    anyhow::ensure!(
-        settings.rates.iter().all(|r| *r <= 50_000),
-        "--rates: at most 50000 connections/s"
-    );
-    let gateway = gateway.context("--gateway PATH-TO-GATEWAY-BINARY is required")?;
+    let gateway = gateway.with_context(|| format!("--gateway is required; {USAGE}"))?;
     Ok(Args {
         gateway,
         out,
@@ -104,7 +137,7 @@ fn main() -> ExitCode {
 
 fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
     gateway_tests::require_root("the flood benchmark (namespaces, XDP, nginx as root)");
-    let mut settings = args.settings;
+    let mut settings = args.settings.clone();
     let cpus = cpu::cpus();
     if cpus < 2 {
         settings.server_cpu = 0;
@@ -116,28 +149,35 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("create {}", args.out.display()))?;
 
     let mut lab = Lab::create()?;
-    scenario::prepare_lab(&lab, &settings)?;
     let fixtures = Fixtures::new(&lab.dir);
     let origin = Origin::start(&lab)?;
     let _bpf_stats = cpu::BpfStats::enable()?;
 
-    let header = format!(
-        "Flood: connection flood (real TCP connections to {server}:443, each sending one TLS 1.0/1.1 \
-         ClientHello and waiting for the server to end it; one thread, non-blocking sockets); no \
-         stateless flood.\n\
+    let speed = CryptoSpeed::measure();
+    println!(
+        "Floods: {}.\n\
          Legitimate load: {conc} concurrent clients, TLS 1.3 full handshakes (ECDSA P-256) with a \
          client certificate, one GET per connection, {step:?} per step.\n\
-         Pinning: server on CPU {scpu}; legitimate load, flood and origin on CPU {gcpu} \
-         ({cpus} CPUs online).\n\
-         Lab: two network namespaces joined by a veth pair; each side's receive path steered (RPS) \
-         to its own CPU.",
-        server = gateway_tests::lab::SERVER_V4,
+         CPU: server CPU {scpu}: each server's processes within a budget of {ss:.0}% of it \
+         (cgroup v1 cpu.cfs_quota_us), the veth's receive path (threaded NAPI: XDP, the kernel's \
+         TCP stack) the rest; generator CPU {gcpu}: the flood within a budget of {fs:.0}% of it, \
+         the legitimate clients and the origin the rest.\n\
+         All servers run at once (ports 443, 8443, 9443; the XDP program inspects 443 only); \
+         the gateway+xdp modes are switched by rewriting its configuration. Each server's ladder \
+         stops when its legitimate rate falls below 50% of no-flood or the generator saturates.\n",
+        settings
+            .kinds
+            .iter()
+            .map(|k| k.describe())
+            .collect::<Vec<_>>()
+            .join("; "),
         conc = settings.concurrency,
         step = settings.step,
         scpu = settings.server_cpu,
         gcpu = settings.generator_cpu,
+        ss = 100.0 * settings.server_share,
+        fs = 100.0 * settings.flood_share,
     );
-    println!("{header}\n");
     let background = scenario::background_busy();
     let busy: Vec<String> = background
         .iter()
@@ -145,7 +185,7 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
         .map(|(i, b)| format!("CPU{i} {:.0}%", b * 100.0))
         .collect();
     println!(
-        "Background load just before the run (1 s, nothing of ours running): {}{}",
+        "Background load just before the run (1 s, nothing of ours running): {}{}\n",
         busy.join(", "),
         if background.iter().any(|b| *b > 0.1) {
             "  <- other work on this machine skews the figures"
@@ -153,50 +193,38 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
             ""
         }
     );
-    println!(
-        "A step during which other work takes more than {:.0}% of a CPU is run again \
-         (at most {} runs; the quietest is kept).",
-        scenario::NOISE_THRESHOLD * 100.0,
-        settings.max_attempts
-    );
-    println!(
-        "All three servers run at once (ports 443, 8443, 9443; the XDP program inspects 443 \
-         only); the steps alternate between them within each flood rate.\n"
-    );
-    let total = (Server::ALL.len() * (settings.rates.len() + 1)) as u64;
-    let bar = ProgressBar::new(total);
+    let bar = ProgressBar::new(scenario::max_steps(&settings));
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}",
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps at most  {msg}",
         )
         .context("progress bar template")?,
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    let mut done = 0;
     let outcome = scenario::run(
         &mut lab,
         &fixtures,
         &args.gateway,
         &settings,
-        |server, rate, attempt| {
+        |server, kind, rate, attempt| {
             if attempt == 1 {
-                bar.set_position(done);
-                done += 1;
-                bar.set_message(format!("{}: flood {rate}/s", server.key()));
-            } else {
-                bar.set_message(format!(
-                    "{}: flood {rate}/s, run {attempt} (other work was seen on the CPUs)",
-                    server.key()
-                ));
+                bar.inc(1);
             }
+            bar.set_message(format!(
+                "{}: {} {}{}",
+                server.key(),
+                kind.key(),
+                scenario::kind::rate_label(rate),
+                if attempt > 1 {
+                    format!(", run {attempt} (other work was seen)")
+                } else {
+                    String::new()
+                }
+            ));
             !INTERRUPTED.load(Ordering::SeqCst)
         },
     );
-    let scenario::Outcome {
-        notes,
-        steps,
-        flood_only,
-    } = match outcome {
+    let outcome = match outcome {
         Ok(r) => r,
         Err(e) => {
             bar.abandon();
@@ -212,59 +240,89 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
     bar.finish_and_clear();
     drop(origin);
     drop(lab);
-
-    let per_server: Vec<(Server, String, Vec<scenario::Step>)> = notes
-        .into_iter()
-        .map(|(server, note)| {
-            let mine = steps
-                .iter()
-                .filter(|s| s.server == server)
-                .cloned()
-                .collect();
-            (server, note, mine)
-        })
-        .collect();
-    let series: Vec<Series> = per_server
-        .iter()
-        .map(|(server, note, steps)| Series {
-            server: *server,
-            note: note.clone(),
-            steps,
-            flood_only: flood_only.iter().find(|s| s.server == *server),
-        })
-        .collect();
-    for s in &series {
-        println!("{:<15} {}", s.server.key(), s.server.describe());
-        if !s.note.is_empty() {
-            println!("{:<15} {}", "", s.note);
-        }
-    }
-    println!("\n{}", report::table(&series));
-    println!("{}\n", report::COLUMNS);
-    println!("{}", report::flood_only_table(&series));
-    println!("{}\n", report::COST_DEFINITION);
-    let goals = report::goals(&series);
-    println!(
-        "Goals (reported, not asserted):\n{}",
-        report::goal_lines(&goals)
-    );
-
-    let json_path = args.out.join("flood.json");
-    let png_path = args.out.join("flood.png");
-    let json = report::json(&settings, &series, &goals, &background);
-    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("write {}", json_path.display()))?;
-    let subtitle = format!(
-        "connection flood of TLS 1.0/1.1 hellos; {} legit mTLS clients; server on CPU {}, generators on CPU {}",
-        settings.concurrency, settings.server_cpu, settings.generator_cpu
-    );
-    scenario::plot::draw(&png_path, &series, &subtitle)?;
-    println!("JSON: {}", absolute(&json_path).display());
-    println!("PNG:  {}", absolute(&png_path).display());
+    report_all(&args, &settings, &outcome, speed, &background)?;
     println!(
         "wall time of the run: {:.0} s",
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+fn report_all(
+    args: &Args,
+    settings: &Settings,
+    outcome: &scenario::Outcome,
+    speed: anyhow::Result<CryptoSpeed>,
+    background: &[f64],
+) -> anyhow::Result<()> {
+    for (server, note) in &outcome.notes {
+        println!("{:<17} {}", server.key(), server.describe());
+        if !note.is_empty() {
+            println!("{:<17} {note}", "");
+        }
+    }
+    let series = report::series(&outcome.steps, &outcome.flood_only, &outcome.stops);
+    for kind in &settings.kinds {
+        println!("\n{}", report::table(&series, *kind));
+    }
+    println!("{}", report::capacity_table(&outcome.capacity));
+    println!("{}", report::breaking_table(&series));
+    println!("{}", report::flood_only_table(&series));
+    println!("{}\n", report::DEFINITIONS);
+    let speed = match speed {
+        Ok(s) => Some(s),
+        Err(e) => {
+            println!("openssl speed failed, no crypto bound: {e:#}");
+            None
+        }
+    };
+    let goals = goals::goals(&series, &outcome.capacity, speed.as_ref());
+    println!(
+        "Goals (reported, not asserted):\n{}",
+        goals::goal_lines(&goals)
+    );
+    let json = serde_json::json!({
+        "settings": {
+            "step_seconds": settings.step.as_secs_f64(),
+            "concurrency": settings.concurrency,
+            "server_cpu": settings.server_cpu,
+            "generator_cpu": settings.generator_cpu,
+            "server_budget_share": settings.server_share,
+            "flood_budget_share": settings.flood_share,
+        },
+        "background_cpu_busy_fraction_before": background,
+        "definitions": report::DEFINITIONS,
+        "crypto": speed.map(|s| serde_json::json!({
+            "ecdsa_p256_sign_per_second": s.sign,
+            "ecdsa_p256_verify_per_second": s.verify,
+            "x25519_per_second": s.x25519,
+            "mtls_handshakes_bound_per_core": s.handshakes_bound(),
+        })),
+        "series": report::series_json(&series),
+        "capacity": outcome.capacity.iter().map(|st| serde_json::json!({
+            "server": st.server.key(),
+            "legit_handshakes_per_second": st.legit_rate,
+            "server_process_cpu_seconds": st.process_cpu,
+            "step_wall_seconds": st.wall,
+            "handshakes_per_server_cpu_second": report::handshakes_per_core(st),
+        })).collect::<Vec<_>>(),
+        "goals": goals.iter().map(|g| serde_json::json!({"goal": g.what, "value": g.value, "met": g.met})).collect::<Vec<_>>(),
+    });
+    let json_path = args.out.join("flood.json");
+    let png_path = args.out.join("flood.png");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("write {}", json_path.display()))?;
+    let subtitle = format!(
+        "{} legit mTLS clients; server budget {:.0}% of CPU {}; flood budget {:.0}% of CPU {}",
+        settings.concurrency,
+        100.0 * settings.server_share,
+        settings.server_cpu,
+        100.0 * settings.flood_share,
+        settings.generator_cpu
+    );
+    scenario::plot::draw(&png_path, &series, &subtitle)?;
+    println!("JSON: {}", absolute(&json_path).display());
+    println!("PNG:  {}", absolute(&png_path).display());
     Ok(())
 }
 

@@ -151,6 +151,54 @@ pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// The kernel threads running `iface`'s NAPI (`napi/IFACE-ID`), by thread id.
+pub fn napi_threads(iface: &str) -> Vec<i32> {
+    let prefix = format!("napi/{iface}-");
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end().starts_with(&prefix))
+        })
+        .collect()
+}
+
+/// Pins thread `tid` (any process's) to `cpu`.
+pub fn pin_thread(tid: i32, cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t owned by this frame.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    anyhow::ensure!(
+        rc == 0,
+        "sched_setaffinity of thread {tid} to CPU {cpu}: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// Gives thread `tid` real-time priority (SCHED_FIFO 50), as the kernel's
+/// receive softirq has over processes behind a NIC: a veth's receive ring
+/// holds 256 frames, which a flood fills within a millisecond, so a NAPI
+/// thread that waited for its time slice would drop legitimate packets that a
+/// NIC's softirq would have taken.
+pub fn make_real_time(tid: i32) -> anyhow::Result<()> {
+    let param = libc::sched_param { sched_priority: 50 };
+    // SAFETY: a valid sched_param owned by this frame.
+    let rc = unsafe { libc::sched_setscheduler(tid, libc::SCHED_FIFO, &param) };
+    anyhow::ensure!(
+        rc == 0,
+        "SCHED_FIFO for thread {tid}: {}",
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
 /// Pins the calling thread, and the threads and processes it starts from now
 /// on, to `cpu`.
 pub fn pin_current_thread(cpu: usize) -> anyhow::Result<()> {

@@ -1,13 +1,14 @@
-//! The flood scenario's plot: legitimate handshakes per second and their p99
-//! latency against the flood rate, one line per configuration, as a PNG drawn
-//! with `plotters` (bitmap backend, text with Debian's DejaVu Sans).
+//! The flood scenario's plot: one panel per kind of flood, each server's
+//! legitimate handshake rate (as a share of its no-flood rate) against the
+//! flood rate on a log scale, with the 90% and 50% lines where servers break;
+//! a PNG drawn with `plotters` (bitmap backend, text with Debian's DejaVu Sans).
 
 use std::path::Path;
 
 use anyhow::{Context, anyhow};
 use plotters::prelude::*;
 
-use super::report::Series;
+use super::{FloodKind, Server, report::Series};
 
 /// Where Debian's fonts-dejavu-core puts the font the plot uses.
 pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
@@ -27,55 +28,81 @@ fn register_font() -> anyhow::Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
-const COLORS: [RGBColor; 3] = [
+const COLORS: [RGBColor; 4] = [
     RGBColor(0, 114, 178),
+    RGBColor(86, 180, 233),
     RGBColor(213, 94, 0),
     RGBColor(0, 158, 115),
 ];
 
-/// One panel: `value` of each step against its flood rate, one line per series.
+/// Where a step sits on the log-scale flood axis: its achieved rate (the
+/// unpaced step's rate is what the generator reached), the no-flood step at
+/// the axis' left end.
+fn x_of(st: &super::Step, left: f64) -> f64 {
+    if st.flood_rate == 0 {
+        left
+    } else {
+        st.flood_achieved().max(left)
+    }
+}
+
+/// One panel: each server's legitimate rate, as % of its no-flood rate,
+/// against the flood rate of `kind`, with the 90% and 50% lines.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     series: &[Series],
-    title: &str,
-    y_desc: &str,
-    value: impl Fn(&super::Step) -> f64,
+    kind: FloodKind,
 ) -> anyhow::Result<()>
 where
     DB::ErrorType: 'static,
 {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("drawing the plot: {e:?}");
-    let x_max = series
+    let mine: Vec<&Series> = series.iter().filter(|s| s.kind == kind).collect();
+    let rates = mine
         .iter()
-        .flat_map(|s| s.steps.iter().map(|st| st.flood_rate as f64))
-        .fold(1.0, f64::max);
-    let y_max = series
-        .iter()
-        .flat_map(|s| s.steps.iter().map(&value))
-        .fold(0.0, f64::max)
-        .max(1e-9)
-        * 1.15;
+        .flat_map(|s| s.steps.iter().filter(|st| st.flood_rate > 0));
+    let top = rates
+        .clone()
+        .map(|st| st.flood_achieved())
+        .fold(10.0, f64::max);
+    let left = rates
+        .map(|st| st.flood_achieved())
+        .fold(top, f64::min)
+        .max(1.0)
+        / 3.0;
     let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(65)
-        .build_cartesian_2d(0.0..x_max * 1.02, 0.0..y_max)
+        .caption(format!("{} flood", kind.key()), ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(42)
+        .y_label_area_size(55)
+        .build_cartesian_2d((left..top * 2.0).log_scale(), 0.0..120.0)
         .map_err(e)?;
     chart
         .configure_mesh()
-        .x_desc("flood rate asked (connections/s)")
-        .y_desc(y_desc)
-        .label_style(("sans-serif", 15))
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_desc(format!(
+            "flood achieved ({}, log; left edge: no flood)",
+            kind.unit()
+        ))
+        .y_desc("legit handshakes/s, % of no-flood")
+        .label_style(("sans-serif", 13))
+        .x_label_formatter(&|x| super::kind::rate_label(x.round() as u64))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(e)?;
-    for (s, color) in series.iter().zip(COLORS) {
+    for (level, style) in [(90.0, BLACK.mix(0.5)), (50.0, RED.mix(0.5))] {
+        chart
+            .draw_series(LineSeries::new(
+                vec![(left, level), (top * 2.0, level)],
+                style.stroke_width(1),
+            ))
+            .map_err(e)?;
+    }
+    for s in mine {
+        let color = COLORS[Server::ALL.iter().position(|x| *x == s.server).unwrap_or(0) % 4];
         let points: Vec<(f64, f64)> = s
             .steps
             .iter()
-            .map(|st| (st.flood_rate as f64, value(st)))
+            .map(|st| (x_of(st, left), 100.0 * s.share(st).unwrap_or(0.0)))
             .collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(3)))
@@ -90,39 +117,31 @@ where
     }
     chart
         .configure_series_labels()
-        .label_font(("sans-serif", 15))
+        .label_font(("sans-serif", 13))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::LowerLeft)
         .draw()
         .map_err(e)?;
     Ok(())
 }
 
-/// Draws the two panels side by side into `path` (PNG).
+/// Draws one panel per kind of flood, two by two, into `path` (PNG).
 pub fn draw(path: &Path, series: &[Series], subtitle: &str) -> anyhow::Result<()> {
     register_font()?;
-    let root = BitMapBackend::new(path, (1400, 600)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1400, 1000)).into_drawing_area();
     let e = |e: DrawingAreaErrorKind<_>| anyhow!("drawing {}: {e:?}", path.display());
     root.fill(&WHITE).map_err(e)?;
     let (top, body) = root.split_vertically(40);
-    top.draw(&Text::new(subtitle, (15, 12), ("sans-serif", 16)))
+    top.draw(&Text::new(subtitle, (15, 12), ("sans-serif", 15)))
         .map_err(e)?;
-    let (left, right) = body.split_horizontally(700);
-    panel(
-        &left,
-        series,
-        "Legitimate mTLS handshakes/s under flood",
-        "handshakes/s (TLS 1.3, client cert, 1 request)",
-        |st| st.legit_rate,
-    )?;
-    panel(
-        &right,
-        series,
-        "Handshake latency p99 under flood",
-        "p99 handshake latency (ms)",
-        |st| st.p99 * 1e3,
-    )?;
+    let kinds: Vec<FloodKind> = FloodKind::ALL
+        .into_iter()
+        .filter(|k| series.iter().any(|s| s.kind == *k))
+        .collect();
+    for (area, kind) in body.split_evenly((2, 2)).iter().zip(kinds) {
+        panel(area, series, kind)?;
+    }
     root.present()
         .with_context(|| format!("write {}", path.display()))?;
     Ok(())

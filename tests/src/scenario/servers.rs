@@ -26,8 +26,12 @@ pub const ORIGIN: &str = "127.0.0.1:8080";
 /// A server configuration under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Server {
-    /// `gateway run` with the XDP filter attached to the lab's veth.
+    /// `gateway run` with the XDP filter attached to the lab's veth, refusing
+    /// by reset (the default: the client fails at once).
     GatewayXdp,
+    /// The same process with `refuse = "drop"` (switched by rewriting its
+    /// configuration file, which it follows).
+    GatewayXdpDrop,
     /// The same gateway without `[xdp]`: old hellos are refused by BoringSSL.
     GatewayUserspace,
     /// Debian's nginx, `ssl_protocols TLSv1.2 TLSv1.3`, `ssl_verify_client on`.
@@ -36,12 +40,30 @@ pub enum Server {
 
 impl Server {
     /// Every configuration, in the order they run.
-    pub const ALL: [Server; 3] = [Server::GatewayXdp, Server::GatewayUserspace, Server::Nginx];
+    pub const ALL: [Server; 4] = [
+        Server::GatewayXdp,
+        Server::GatewayXdpDrop,
+        Server::GatewayUserspace,
+        Server::Nginx,
+    ];
+
+    /// The configurations that are processes of their own (started once each).
+    pub const PROCESSES: [Server; 3] =
+        [Server::GatewayXdp, Server::GatewayUserspace, Server::Nginx];
+
+    /// The process that serves this configuration.
+    pub fn host(self) -> Server {
+        match self {
+            Server::GatewayXdpDrop => Server::GatewayXdp,
+            s => s,
+        }
+    }
 
     /// Short name for tables, JSON keys and the plot's legend.
     pub fn key(self) -> &'static str {
         match self {
             Server::GatewayXdp => "gateway+xdp",
+            Server::GatewayXdpDrop => "gateway+xdp-drop",
             Server::GatewayUserspace => "gateway-no-xdp",
             Server::Nginx => "nginx",
         }
@@ -51,7 +73,10 @@ impl Server {
     pub fn describe(self) -> &'static str {
         match self {
             Server::GatewayXdp => {
-                "gateway, XDP filter on the veth: old hellos refused in the kernel"
+                "gateway, XDP filter on the veth: old hellos refused in the kernel (refuse = reset)"
+            }
+            Server::GatewayXdpDrop => {
+                "gateway, XDP filter on the veth: old hellos dropped in the kernel (refuse = drop)"
             }
             Server::GatewayUserspace => {
                 "gateway, no XDP: old hellos refused by BoringSSL in userspace (terminator minimum 1.2)"
@@ -64,7 +89,7 @@ impl Server {
     /// their steps can alternate; the XDP program inspects port 443 only.
     pub fn port(self) -> u16 {
         match self {
-            Server::GatewayXdp => 443,
+            Server::GatewayXdp | Server::GatewayXdpDrop => 443,
             Server::GatewayUserspace => 8443,
             Server::Nginx => 9443,
         }
@@ -73,7 +98,7 @@ impl Server {
     /// Where a gateway serves its metrics inside the server namespace.
     pub fn metrics(self) -> Option<&'static str> {
         match self {
-            Server::GatewayXdp => Some("127.0.0.1:9100"),
+            Server::GatewayXdp | Server::GatewayXdpDrop => Some("127.0.0.1:9100"),
             Server::GatewayUserspace => Some("127.0.0.1:9101"),
             Server::Nginx => None,
         }
@@ -81,7 +106,7 @@ impl Server {
 
     /// The lab's name for its process.
     pub fn process(self) -> &'static str {
-        self.key()
+        self.host().key()
     }
 }
 
@@ -150,6 +175,9 @@ impl Origin {
 fn gateway_config(server: Server, fx: &Fixtures) -> String {
     let xdp = match server {
         Server::GatewayXdp => format!("[xdp]\ninterface = \"{IFACE}\"\nports = [443]\n\n"),
+        Server::GatewayXdpDrop => {
+            format!("[xdp]\ninterface = \"{IFACE}\"\nports = [443]\nrefuse = \"drop\"\n\n")
+        }
         _ => String::new(),
     };
     let (port, metrics) = (server.port(), server.metrics().unwrap_or_default());
@@ -202,7 +230,7 @@ pub fn start(
             Ok(String::new())
         }
         _ => {
-            let config = lab.dir.join(format!("{}.toml", server.key()));
+            let config = config_path(lab, server);
             std::fs::write(&config, gateway_config(server, fx))?;
             cmd.arg(gateway).arg("run").arg("--config").arg(&config);
             lab.spawn(server.process(), cmd)?;
@@ -219,6 +247,48 @@ pub fn start(
                 .unwrap_or_default())
         }
     }
+}
+
+fn config_path(lab: &Lab, server: Server) -> PathBuf {
+    lab.dir.join(format!("{}.toml", server.process()))
+}
+
+/// Makes `server` the configuration its process serves: for the two XDP
+/// modes, rewrites the gateway's configuration file if the mode differs and
+/// waits until the gateway has reloaded it (at most 10 s). `current` is the
+/// mode the XDP gateway serves now, updated.
+pub fn select(
+    lab: &Lab,
+    server: Server,
+    fx: &Fixtures,
+    current: &mut Server,
+) -> anyhow::Result<()> {
+    if server.host() != Server::GatewayXdp || server == *current {
+        return Ok(());
+    }
+    let reloads = |lab: &Lab| {
+        lab.log(server.process())
+            .matches("configuration reloaded")
+            .count()
+    };
+    let before = reloads(lab);
+    let path = config_path(lab, server);
+    let tmp = path.with_extension("toml.new");
+    std::fs::write(&tmp, gateway_config(server, fx))?;
+    std::fs::rename(&tmp, &path)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reloads(lab) == before {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{} did not reload its configuration for {} within 10 s:\n{}",
+            server.process(),
+            server.key(),
+            lab.log(server.process())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    *current = server;
+    Ok(())
 }
 
 /// A gateway's metrics, scraped from inside the server namespace (empty for nginx).

@@ -3,17 +3,21 @@
 //! [`Lab::in_client_thread`](crate::lab::Lab::in_client_thread)).
 //!
 //! - [`stateless`]: crafted Ethernet frames carrying sub-minimum ClientHellos
-//!   with no prior handshake, written to the client's veth with AF_PACKET.
+//!   with no prior handshake, from spoofed sources, written to the client's veth
+//!   with AF_PACKET at up to millions of packets per second.
 //! - [`connections`]: real TCP connections that each send a sub-minimum
 //!   ClientHello and wait for the server to end them.
 
+pub mod live;
+pub mod stateless;
+
 use std::{
     io::{Read, Write},
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::{SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
-use gateway::{frame::TcpFrame, hello::ClientHello};
+use gateway::hello::{ClientHello, Ext, records};
 use gateway_common::version;
 
 /// What a flood is allowed to do.
@@ -65,63 +69,70 @@ fn paced(bounds: Bounds, mut attempt: impl FnMut(u64) -> bool) -> FloodResult {
 
 /// A sub-minimum ClientHello (TLS 1.0 or 1.1, alternating) for flood number `i`, with its own SNI.
 pub fn old_hello(i: u64) -> Vec<u8> {
+    old(i).record()
+}
+
+fn old(i: u64) -> ClientHello {
     let v = if i.is_multiple_of(2) {
         version::TLS1_0
     } else {
         version::TLS1_1
     };
-    ClientHello::legacy(v, Some(&format!("flood{}.lab.test", i % 1000))).record()
+    ClientHello::legacy(v, Some(&format!("flood{}.lab.test", i % 1000)))
 }
 
-/// Writes crafted frames (Ethernet → IPv4 → TCP PSH+ACK → ClientHello) from
-/// `src` to `dst` port 443 on `iface`, each with its own source port and
-/// sequence number. Must run inside the client namespace.
-pub fn stateless(
-    iface: &str,
-    macs: ([u8; 6], [u8; 6]),
-    src: IpAddr,
-    dst: IpAddr,
-    bounds: Bounds,
-) -> std::io::Result<FloodResult> {
-    let (src_mac, dst_mac) = macs;
-    // SAFETY: plain socket(2) call; the fd is owned below.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+/// The size of a browser's ClientHello without a post-quantum key share (a
+/// padding extension brings old hellos to it).
+pub const BROWSER_HELLO: usize = 1200;
+
+/// How a connection flood's hello crosses the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HelloShape {
+    /// One record in one segment: [`old_hello`].
+    Whole,
+    /// Padded to [`BROWSER_HELLO`] bytes, one record, sent in two TCP segments.
+    TwoSegments,
+    /// Padded to [`BROWSER_HELLO`] bytes, cut into TLS records of 256 bytes, one segment.
+    Records,
+}
+
+impl HelloShape {
+    /// Every shape.
+    pub const ALL: [HelloShape; 3] = [
+        HelloShape::Whole,
+        HelloShape::TwoSegments,
+        HelloShape::Records,
+    ];
+
+    /// Short name, for tables and JSON.
+    pub fn key(self) -> &'static str {
+        match self {
+            HelloShape::Whole => "connections",
+            HelloShape::TwoSegments => "two-segments",
+            HelloShape::Records => "records",
+        }
     }
-    // SAFETY: fd was just opened and is owned by this value only.
-    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let name = std::ffi::CString::new(iface).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-    // SAFETY: a NUL-terminated interface name.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        return Err(std::io::Error::last_os_error());
+
+    /// The writes, each leaving as its own segment, that carry hello `i`.
+    pub fn writes(self, i: u64) -> Vec<Vec<u8>> {
+        if self == HelloShape::Whole {
+            return vec![old_hello(i)];
+        }
+        let mut hello = old(i);
+        let bare = hello.message().len() + 5;
+        if let Some(exts) = hello.extensions.as_mut() {
+            exts.push(Ext::padding(BROWSER_HELLO.saturating_sub(bare + 4)));
+        }
+        let message = hello.message();
+        match self {
+            HelloShape::Records => vec![records(&message, hello.record_version, 256)],
+            _ => {
+                let record = records(&message, hello.record_version, usize::MAX);
+                let (first, rest) = record.split_at(record.len() / 2);
+                vec![first.to_vec(), rest.to_vec()]
+            }
+        }
     }
-    // SAFETY: a zeroed sockaddr_ll is valid; the fields set below describe the interface.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_ifindex = ifindex as i32;
-    addr.sll_halen = 6;
-    addr.sll_addr[..6].copy_from_slice(&dst_mac);
-    Ok(paced(bounds, |i| {
-        let mut frame = TcpFrame::new(src, dst, 20000 + (i % 40000) as u16, 443, old_hello(i));
-        frame.seq = 0x1000_0000u32.wrapping_add(i as u32);
-        let mut bytes = frame.build();
-        bytes[..6].copy_from_slice(&dst_mac);
-        bytes[6..12].copy_from_slice(&src_mac);
-        // SAFETY: the buffer and address are valid for the duration of the call.
-        let n = unsafe {
-            libc::sendto(
-                std::os::fd::AsRawFd::as_raw_fd(&socket),
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        n >= 0
-    }))
 }
 
 /// Most worker threads [`connections`] runs: a hello refused in XDP ends its
@@ -181,12 +192,17 @@ fn connection_worker(server: SocketAddr, bounds: Bounds, first: u64) -> FloodRes
     })
 }
 
-/// The same flood as [`connections`], driven from the calling thread with
+/// The same flood as [`connections`], hellos shaped as `shape`, driven from the calling thread with
 /// non-blocking sockets, at most `in_flight` connections open at once: many
 /// connections in flight then cost the generator little and take no more than
 /// one thread's share of its CPU from whatever else runs there. Must run inside
 /// the client namespace.
-pub fn connections_evented(server: SocketAddr, bounds: Bounds, in_flight: usize) -> FloodResult {
+pub fn connections_evented(
+    server: SocketAddr,
+    shape: HelloShape,
+    bounds: Bounds,
+    in_flight: usize,
+) -> FloodResult {
     use std::sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -224,7 +240,10 @@ pub fn connections_evented(server: SocketAddr, bounds: Bounds, in_flight: usize)
                 let attempt = async {
                     let connect = tokio::net::TcpStream::connect(server);
                     let mut s = tokio::time::timeout(limit, connect).await??;
-                    s.write_all(&old_hello(i)).await?;
+                    s.set_nodelay(true)?;
+                    for write in shape.writes(i) {
+                        s.write_all(&write).await?;
+                    }
                     let mut buf = [0u8; 256];
                     // A reset, a close, an alert or the time limit: any ends the attempt.
                     let _ = tokio::time::timeout(limit, s.read(&mut buf)).await;

@@ -1,0 +1,96 @@
+//! The kinds of flood the scenario sweeps, and their rate ladders.
+
+use crate::flood::HelloShape;
+
+/// The flood rate that means "as fast as the generator goes" (unpaced).
+pub const UNPACED: u64 = u64::MAX;
+
+/// A kind of flood.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloodKind {
+    /// Crafted hello segments from spoofed sources, no handshake; rates in
+    /// packets per second. Paced rates are sent with AF_PACKET
+    /// ([`crate::flood::stateless`]), the unpaced one as live XDP frames
+    /// ([`crate::flood::live`]), the fastest this machine makes.
+    Stateless,
+    /// Real TCP connections, each sending one sub-minimum hello shaped so;
+    /// rates in connections per second.
+    Connections(HelloShape),
+}
+
+impl FloodKind {
+    /// Every kind, in the order the scenario runs them.
+    pub const ALL: [FloodKind; 4] = [
+        FloodKind::Stateless,
+        FloodKind::Connections(HelloShape::Whole),
+        FloodKind::Connections(HelloShape::TwoSegments),
+        FloodKind::Connections(HelloShape::Records),
+    ];
+
+    /// Short name, for tables, JSON and the plot.
+    pub fn key(self) -> &'static str {
+        match self {
+            FloodKind::Stateless => "stateless",
+            FloodKind::Connections(shape) => shape.key(),
+        }
+    }
+
+    /// What one unit of its rate is.
+    pub fn unit(self) -> &'static str {
+        match self {
+            FloodKind::Stateless => "packets/s",
+            FloodKind::Connections(_) => "connections/s",
+        }
+    }
+
+    /// One line on what it sends.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FloodKind::Stateless => {
+                "stateless: TLS 1.0/1.1 hello segments with no handshake, spoofed sources in \
+                 198.19.0.0/16 and fd00:0:0:19::/64; paced rates from AF_PACKET sendmmsg, max from \
+                 BPF_PROG_RUN live XDP frames"
+            }
+            FloodKind::Connections(HelloShape::Whole) => {
+                "connections: real TCP connections, each one TLS 1.0/1.1 hello in one segment"
+            }
+            FloodKind::Connections(HelloShape::TwoSegments) => {
+                "two-segments (evasive): the hello padded to 1,200 bytes and sent in two TCP segments"
+            }
+            FloodKind::Connections(HelloShape::Records) => {
+                "records (evasive): the hello padded to 1,200 bytes and cut into 256-byte TLS records"
+            }
+        }
+    }
+
+    /// Whether it is one of the evasive floods.
+    pub fn evasive(self) -> bool {
+        matches!(
+            self,
+            FloodKind::Connections(HelloShape::TwoSegments | HelloShape::Records)
+        )
+    }
+}
+
+/// A rate for display: "max" for [`UNPACED`], else with k/M suffixes.
+pub fn rate_label(rate: u64) -> String {
+    match rate {
+        UNPACED => "max".into(),
+        r if r >= 1_000_000 && r % 100_000 == 0 => format!("{}M", r as f64 / 1e6),
+        r if r >= 1_000 && r % 100 == 0 => format!("{}k", r as f64 / 1e3),
+        r => r.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_read_as_people_write_them() {
+        assert_eq!(rate_label(UNPACED), "max");
+        assert_eq!(rate_label(3_000_000), "3M");
+        assert_eq!(rate_label(1_500), "1.5k");
+        assert_eq!(rate_label(750), "750");
+    }
+}

@@ -1,0 +1,230 @@
+//! The order of the scenario's steps: servers started in their budgets, then
+//! for each kind of flood a rising ladder of rates, the servers alternating
+//! within each rate, each server's ladder stopping where it breaks; last, each
+//! kind of flood alone against each server.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::{
+    BROKEN, FloodKind, Limit, NOISE_THRESHOLD, Server, Settings, Step, budget::CpuBudget, cpu,
+    prepare_lab, servers, steps::Bench,
+};
+use crate::{
+    flood::stateless::Target,
+    lab::{IFACE, Lab, SERVER_V4, SERVER_V6},
+};
+
+/// What [`run`] measured.
+pub struct Outcome {
+    /// How each server runs (the gateway's XDP attach line; empty for others).
+    pub notes: Vec<(Server, String)>,
+    /// Every step with legitimate load, in the order they ran.
+    pub steps: Vec<Step>,
+    /// One step per kind and server with that kind's heaviest flood and no
+    /// legitimate load: the server CPU is then the flood's alone.
+    pub flood_only: Vec<Step>,
+    /// Why each server's ladder stopped, per kind.
+    pub stops: Vec<(Server, FloodKind, String)>,
+    /// One no-flood step per server process with no CPU budget: its handshakes
+    /// per CPU second.
+    pub capacity: Vec<Step>,
+}
+
+/// Upper bound on the steps a run makes (for a progress bar).
+pub fn max_steps(settings: &Settings) -> u64 {
+    settings
+        .kinds
+        .iter()
+        .map(|k| (settings.servers(*k).len() * (settings.rates(*k).len() + 2)) as u64)
+        .sum::<u64>()
+        + Server::PROCESSES.len() as u64
+}
+
+/// Starts every server in its budget, prepares the lab, warms each server up,
+/// then runs the sweeps and the flood-alone steps, and stops the servers. A
+/// step during which other work is seen on the generator CPU is run again, up
+/// to [`Settings::max_attempts`] runs, and the quietest kept. `progress` is
+/// called before each run of a step; it returns false to stop early.
+pub fn run(
+    lab: &mut Lab,
+    fixtures: &servers::Fixtures,
+    gateway: &std::path::Path,
+    settings: &Settings,
+    mut progress: impl FnMut(Server, FloodKind, u64, u32) -> bool,
+) -> anyhow::Result<Outcome> {
+    let tag = std::process::id();
+    let mut notes = Vec::new();
+    let mut budgets = Vec::new();
+    for server in Server::PROCESSES {
+        let note = servers::start(lab, server, fixtures, gateway, settings.server_cpu)
+            .with_context(|| format!("start {}", server.key()))?;
+        notes.push((server, note));
+        let budget = CpuBudget::create(
+            &format!("gwbench-{tag}-{}", server.key()),
+            settings.server_share,
+        )?;
+        for pid in servers::pids(lab, server)? {
+            budget.add_process(pid)?;
+        }
+        budgets.push((server, budget));
+    }
+    prepare_lab(lab, settings)?;
+    for server in Server::PROCESSES {
+        let client = fixtures.client(server);
+        let lab_ref: &Lab = lab;
+        let warm = lab_ref.in_client_thread({
+            let (client, conc, time) = (client.clone(), settings.concurrency, settings.warmup);
+            move || -> anyhow::Result<_> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(client.run(conc, time))
+            }
+        })??;
+        anyhow::ensure!(
+            warm.completed > 0,
+            "{}: no legitimate handshake completed during the warm-up ({} errors):\n{}",
+            server.key(),
+            warm.errors,
+            lab.log(server.process())
+        );
+    }
+    let target = Target {
+        macs: (lab.mac(false)?, lab.mac(true)?),
+        v4: SERVER_V4.parse()?,
+        v6: SERVER_V6.parse()?,
+        port: 443,
+    };
+    let bench = Bench {
+        lab,
+        fixtures,
+        settings,
+        budgets,
+        flood_budget: Arc::new(CpuBudget::create(
+            &format!("gwbench-{tag}-flood"),
+            settings.flood_share,
+        )?),
+        target,
+        frames: Arc::new(crate::flood::stateless::hello_frames(target)),
+        xdp_prog: cpu::xdp_prog_id(&lab.server_link(IFACE)?)
+            .context("no XDP program attached to the lab's veth")?,
+    };
+    // Each server's handshake rate per CPU second, with no budget holding it back.
+    let mut capacity = Vec::new();
+    for (server, budget) in &bench.budgets {
+        budget.limit(false)?;
+        if !progress(*server, FloodKind::Stateless, 0, 1) {
+            anyhow::bail!("interrupted");
+        }
+        let step = bench.measure(*server, FloodKind::Stateless, 0, settings.concurrency);
+        budget.limit(true)?;
+        capacity.push(step?);
+    }
+    let mut mode = Server::GatewayXdp;
+    let mut quietest = |server: Server, kind: FloodKind, rate: u64, concurrency: usize| {
+        servers::select(lab, server, fixtures, &mut mode)?;
+        let mut best: Option<Step> = None;
+        for attempt in 1..=settings.max_attempts.max(1) {
+            if !progress(server, kind, rate, attempt) {
+                anyhow::bail!("interrupted");
+            }
+            let mut step = bench.measure(server, kind, rate, concurrency)?;
+            step.attempts = attempt;
+            let quiet = step.foreign_load <= NOISE_THRESHOLD;
+            if best
+                .as_ref()
+                .is_none_or(|b| step.foreign_load < b.foreign_load)
+            {
+                best = Some(step);
+            }
+            if quiet {
+                break;
+            }
+        }
+        best.context("no step ran")
+    };
+    let (mut steps, mut stops) = (Vec::new(), Vec::new());
+    for &kind in &settings.kinds {
+        let mut active = settings.servers(kind);
+        let mut baseline = Vec::new();
+        for &server in &active {
+            let step = quietest(server, kind, 0, settings.concurrency)?;
+            baseline.push((server, step.legit_rate));
+            steps.push(step);
+        }
+        for &rate in settings.rates(kind) {
+            let mut still = Vec::new();
+            for server in active {
+                let step = quietest(server, kind, rate, settings.concurrency)?;
+                let base = baseline
+                    .iter()
+                    .find(|(s, _)| *s == server)
+                    .map_or(0.0, |b| b.1);
+                let share = step.legit_rate / base.max(1e-9);
+                match stop_reason(&step, share) {
+                    Some(why) => stops.push((server, kind, why)),
+                    None => still.push(server),
+                }
+                steps.push(step);
+            }
+            active = still;
+            if active.is_empty() {
+                break;
+            }
+        }
+        for server in active {
+            stops.push((server, kind, "held to the top of the ladder".into()));
+        }
+    }
+    let mut flood_only = Vec::new();
+    for &kind in &settings.kinds {
+        let Some(heaviest) = steps
+            .iter()
+            .filter(|s| s.kind == kind)
+            .map(|s| s.flood_rate)
+            .max()
+            .filter(|r| *r > 0)
+        else {
+            continue;
+        };
+        for server in settings.servers(kind) {
+            flood_only.push(quietest(server, kind, heaviest, 0)?);
+        }
+    }
+    drop(bench);
+    for server in Server::PROCESSES {
+        servers::stop(lab, server)?;
+    }
+    Ok(Outcome {
+        notes,
+        steps,
+        flood_only,
+        stops,
+        capacity,
+    })
+}
+
+/// Why a server's ladder stops after this step, if it does.
+fn stop_reason(step: &Step, share: f64) -> Option<String> {
+    if share < BROKEN {
+        Some(format!(
+            "broken: {:.0}% of its no-flood rate at {}",
+            100.0 * share,
+            super::kind::rate_label(step.flood_rate)
+        ))
+    } else if step.limit() == Limit::Generator
+        && !(step.kind == super::FloodKind::Stateless && step.flood_rate != super::UNPACED)
+    {
+        // (A paced stateless step's generator is AF_PACKET; the unpaced one,
+        // live XDP frames, goes further, so that ladder goes on to it.)
+        Some(format!(
+            "generator saturated: {:.0} of {} asked",
+            step.flood_achieved(),
+            super::kind::rate_label(step.flood_rate)
+        ))
+    } else {
+        None
+    }
+}

@@ -100,3 +100,115 @@ fn a_connection_flood_never_reaches_the_tls_server() {
         "the server saw a flooded hello"
     );
 }
+
+/// A gateway that terminates TLS itself on 443, with the XDP filter in front.
+fn lab_with_terminator() -> Lab {
+    let mut lab = Lab::create().unwrap();
+    let (cert, key) = lab.self_signed(&["lab.test"]).unwrap();
+    let config = format!(
+        "[xdp]\ninterface = \"{IFACE}\"\nports = [443]\n\n[zone]\nmin_tls_version = \"1.2\"\n\n\
+         [terminator]\nlisten = [\"{SERVER_V4}:443\"]\n\n\
+         [[hostname]]\nname = \"lab.test\"\ncertificate = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    lab.start_gateway(Path::new(GATEWAY), &config).unwrap();
+    lab
+}
+
+#[test]
+fn the_terminator_starts_tls_only_on_a_whole_hello() {
+    let lab = lab_with_terminator();
+    let server: SocketAddr = format!("{SERVER_V4}:443").parse().unwrap();
+    for shape in [flood::HelloShape::TwoSegments, flood::HelloShape::Records] {
+        let before = lab.metrics().unwrap();
+        let bounds = Bounds {
+            count: 100,
+            rate: 200,
+            max_time: Duration::from_secs(20),
+        };
+        let result = lab
+            .in_client_thread(move || flood::connections_evented(server, shape, bounds, 64))
+            .unwrap();
+        assert_eq!(result.sent + result.errors, 100, "{shape:?}: {result:?}");
+        std::thread::sleep(Duration::from_millis(300));
+        let after = lab.metrics().unwrap();
+        let moved = |name: &str, labels: &[(&str, &str)]| {
+            metric(&after, name, labels) - metric(&before, name, labels)
+        };
+        let refused = moved(
+            "gateway_xdp_packets_total",
+            &[("reason", "below_min_tls1_0")],
+        ) + moved(
+            "gateway_xdp_packets_total",
+            &[("reason", "below_min_tls1_1")],
+        );
+        assert!(
+            refused >= 100.0,
+            "{shape:?}: XDP refused {refused} of 100 hellos"
+        );
+        if shape == flood::HelloShape::TwoSegments {
+            let split = moved("gateway_xdp_split_hellos_total", &[("outcome", "refused")]);
+            assert!(
+                split >= 100.0,
+                "{shape:?}: {split} split hellos refused of 100"
+            );
+        }
+        // Without the hello gate each connection's first segment started a
+        // BoringSSL handshake that the reset then failed.
+        let handshakes = moved("gateway_tls_handshakes_total", &[]);
+        assert_eq!(
+            handshakes, 0.0,
+            "{shape:?}: the terminator started handshakes"
+        );
+    }
+    // A legitimate hello split over segments (a 300-byte MTU on the client's
+    // veth) passes the gate at once and is served.
+    gateway_tests::split::set_client_segmentation_offload(&lab, false).unwrap();
+    gateway_tests::lab::run(
+        lab.in_client("ip")
+            .args(["link", "set", IFACE, "mtu", "300"]),
+    )
+    .unwrap();
+    let before = lab.metrics().unwrap();
+    let started = std::time::Instant::now();
+    let out = lab
+        .in_client("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "8",
+        ])
+        .arg("--resolve")
+        .arg(format!("lab.test:443:{SERVER_V4}"))
+        .arg("https://lab.test/")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let code = String::from_utf8_lossy(&out.stdout).into_owned();
+    let allowed = metric(
+        &lab.metrics().unwrap(),
+        "gateway_xdp_split_hellos_total",
+        &[("outcome", "allowed")],
+    ) - metric(
+        &before,
+        "gateway_xdp_split_hellos_total",
+        &[("outcome", "allowed")],
+    );
+    assert!(
+        allowed >= 1.0,
+        "curl's hello was not split ({allowed} split hellos allowed)"
+    );
+    assert!(
+        code.starts_with('5') || code.starts_with('2') || code.starts_with('4'),
+        "curl said {code:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "a split hello waited {took:?} at the gate"
+    );
+}

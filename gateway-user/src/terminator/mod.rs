@@ -4,6 +4,7 @@
 
 pub mod fields;
 pub mod headers;
+pub mod hello_gate;
 pub mod metrics;
 pub mod service;
 
@@ -139,16 +140,20 @@ impl Terminator {
         peer: SocketAddr,
         watcher: Watcher,
     ) {
-        // Wait for the client to speak before taking a handshake slot: idle
-        // connections must not hold the slots that working clients need. One
-        // deadline covers the wait and the handshake.
+        // Wait for the client's whole hello before taking a handshake slot:
+        // idle connections must not hold the slots that working clients need.
+        // One deadline covers the wait and the handshake.
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(self.limits.handshake_timeout_ms);
-        let mut first = [0u8; 1];
-        match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return, // closed or failed before a byte
-            Err(_) => return self.handshake_failed("timeout"),
+        // The whole hello first (see hello_gate): a split hello the XDP filter
+        // refuses on its last segment then costs no TLS state.
+        match tokio::time::timeout_at(deadline, hello_gate::wait_for_hello(&tcp)).await {
+            Ok(Ok(true)) => {}
+            Ok(_) => return, // closed, or reset (by the XDP filter among others)
+            Err(_) => {
+                hello_gate::discard_queued(&tcp);
+                return self.handshake_failed("timeout");
+            }
         }
         let started = Instant::now();
         let handshake = async {

@@ -412,7 +412,9 @@ fn sslv2(ctx: &XdpContext, scratch: &mut Scratch, seg: &Staged) -> Outcome {
 /// decision into a RST toward the local stack (the socket is torn down without
 /// waking userspace); a retransmission of it passes unchanged, so the stack,
 /// which no longer knows the flow, answers the client with a RST and it fails
-/// at once instead of retrying.
+/// at once instead of retrying. A hello on a flow the stack holds no
+/// connection for (a spoofed segment: only the listener matches) is dropped,
+/// since there is nothing to reset and a RST would only cost the stack work.
 #[inline(always)]
 fn refuse(ctx: &XdpContext, scratch: &Scratch, stat: Stat) -> (Stat, u32) {
     let seg = staged::read(scratch);
@@ -423,6 +425,9 @@ fn refuse(ctx: &XdpContext, scratch: &Scratch, stat: Stat) -> (Stat, u32) {
     // SAFETY: only presence is tested; the value is not read.
     if unsafe { REFUSED_FLOWS.get(&flow) }.is_some() {
         return (Stat::DropRetransmit, xdp_action::XDP_PASS);
+    }
+    if !packet::has_connection(ctx, &flow, seg.ipv6()) {
+        return (stat, xdp_action::XDP_DROP);
     }
     let _ = REFUSED_FLOWS.insert(&flow, &0, 0);
     if packet::rewrite_to_reset(ctx, tcp_off) {

@@ -4,7 +4,12 @@
 //! Every read is preceded by a `data_end` check the verifier can follow; all
 //! offsets are bounded by small constants.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{
+    bindings::bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 as Ipv6Tuple,
+    bindings::{bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 as Ipv4Tuple},
+    helpers::generated::{bpf_sk_release, bpf_skc_lookup_tcp},
+    programs::XdpContext,
+};
 use gateway_common::{FlowKey, Stat};
 
 const ETH_HDR_LEN: usize = 14;
@@ -206,6 +211,59 @@ pub fn flow_key(ctx: &XdpContext, l3_off: usize, ipv6: bool, tcp_off: usize) -> 
     flow.dport = u16::from_ne_bytes([tcp[2], tcp[3]]);
     flow.seq = u32::from_ne_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
     Some(flow)
+}
+
+/// `tcp_state` of a listening socket.
+const TCP_LISTEN: u32 = 10;
+/// The lookup's `netns` argument for the device's own namespace.
+const BPF_F_CURRENT_NETNS: u64 = u64::MAX;
+
+/// Whether the segment's flow may have a connection to reset: false only when
+/// the stack's lookup finds the port's listener and no connection (no
+/// established socket, none in the accept queue, no pending handshake), as for
+/// a spoofed stateless segment, which the filter then drops. With no socket at
+/// all (nothing listens on the port in this namespace) the stack's own answer
+/// is a reset anyway, so the filter keeps its reset.
+#[inline(always)]
+pub fn has_connection(ctx: &XdpContext, flow: &FlowKey, ipv6: bool) -> bool {
+    // SAFETY: a zeroed tuple is a valid value of this plain-data union.
+    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
+    let size = if ipv6 {
+        tuple.__bindgen_anon_1.ipv6 = Ipv6Tuple {
+            saddr: flow.saddr,
+            daddr: flow.daddr,
+            sport: flow.sport,
+            dport: flow.dport,
+        };
+        core::mem::size_of::<Ipv6Tuple>()
+    } else {
+        tuple.__bindgen_anon_1.ipv4 = Ipv4Tuple {
+            saddr: flow.saddr[0],
+            daddr: flow.daddr[0],
+            sport: flow.sport,
+            dport: flow.dport,
+        };
+        core::mem::size_of::<Ipv4Tuple>()
+    };
+    // SAFETY: the context, a tuple of the size passed, flags the helper takes;
+    // a socket it returns is released below.
+    let sk = unsafe {
+        bpf_skc_lookup_tcp(
+            ctx.ctx.cast(),
+            &mut tuple,
+            size as u32,
+            BPF_F_CURRENT_NETNS,
+            0,
+        )
+    };
+    if sk.is_null() {
+        return true;
+    }
+    // SAFETY: a socket the lookup returned; `state` is readable on any.
+    let state = unsafe { (*sk).state };
+    // SAFETY: releases the reference the lookup took.
+    unsafe { bpf_sk_release(sk.cast()) };
+    state != TCP_LISTEN
 }
 
 /// Turns the segment into a RST+ACK toward the local stack, in place.

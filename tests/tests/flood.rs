@@ -34,9 +34,24 @@ fn lab_with_filter(tls_server: bool) -> Lab {
     lab
 }
 
+/// Segments the server namespace's TCP stack has received (`/proc/net/snmp`).
+fn tcp_segments_in(lab: &Lab) -> f64 {
+    let out = gateway_tests::lab::run(lab.in_server("cat").arg("/proc/net/snmp")).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "InSegs")
+        .unwrap();
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// In the default (reset) mode too: a spoofed hello has no connection to reset,
+/// so it is dropped and the server's TCP stack never sees it.
 #[test]
 fn a_stateless_flood_is_bounded_and_refused_in_xdp() {
-    let lab = lab_with_filter(false);
+    let lab = lab_with_filter(true);
     stateless::route_spoofed_sources(&lab).unwrap();
     let target = stateless::Target {
         macs: (lab.mac(false).unwrap(), lab.mac(true).unwrap()),
@@ -46,6 +61,7 @@ fn a_stateless_flood_is_bounded_and_refused_in_xdp() {
     };
     let frames = stateless::hello_frames(target);
     let before = drops(&lab);
+    let segments = tcp_segments_in(&lab);
     let bounds = Bounds {
         count: 5_000,
         rate: 10_000,
@@ -70,6 +86,11 @@ fn a_stateless_flood_is_bounded_and_refused_in_xdp() {
     assert!(
         refused <= 5_000.0,
         "XDP counted {refused} refusals for 5,000 frames"
+    );
+    let reached = tcp_segments_in(&lab) - segments;
+    assert!(
+        reached < 100.0,
+        "{reached} of 5,000 spoofed hellos reached the server's TCP stack"
     );
 }
 

@@ -77,10 +77,13 @@ enum Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Legitimate mTLS handshakes under a connection flood of old hellos: the
-    /// gateway with and without XDP, and nginx, in a lab (table, JSON, PNG).
+    /// Legitimate mTLS handshakes under floods of old hellos (stateless at
+    /// millions of packets/s, connections, split hellos) to each server's
+    /// breaking point: the gateway with XDP (reset, drop), without it, and
+    /// nginx, in a lab (tables, goals, JSON, PNG).
     Flood {
-        /// Extra arguments for flood-bench (e.g. --rates 0,1000 --step-secs 4).
+        /// Extra arguments for flood-bench (e.g. --kinds stateless
+        /// --stateless-rates 100000,max --step-secs 2).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

@@ -161,7 +161,8 @@ pub enum AttachMode {
 pub enum RefuseMode {
     /// Turn it into a RST for the local stack: the server's socket is freed at
     /// once and the client is reset on its first retransmission (fails in
-    /// well under a second).
+    /// well under a second). A hello with no connection behind it (a spoofed,
+    /// stateless segment: only the listener matches its flow) is dropped.
     #[default]
     Reset,
     /// Drop it: cheapest, but the client retransmits into silence until it

@@ -23,7 +23,10 @@
 //!   counter, one the higher one allows is allowed with the same hello and
 //!   split counter, a hello both report is the same, and every outcome the
 //!   policy cannot change (not TLS, malformed, ...) is the same. Checked for
-//!   uniform TLS 1.0 ≤ the zone policy ≤ uniform TLS 1.3.
+//!   uniform TLS 1.0 ≤ the zone policy ≤ uniform TLS 1.3;
+//! - the terminator's hello gate (`hello_gate::hello_state`) never changes its
+//!   mind as bytes arrive: what it says of a prefix, unless "incomplete", it
+//!   says of the whole payload.
 
 #![no_main]
 
@@ -36,6 +39,7 @@ use gateway::{
     config::RefuseMode,
     frame::flags,
     hello::reference::{Action, Flow, Judgement, judge},
+    terminator::hello_gate::{Hello, hello_state},
     tls_version::TlsVersion,
     xdp::XdpPolicy,
 };
@@ -44,6 +48,14 @@ use judgement::{check, is_refusal, policy_dependent};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|payload: &[u8]| {
+    let gate = hello_state(payload);
+    for cut in [payload.len() / 2, payload.len().saturating_sub(1)] {
+        let prefix = hello_state(&payload[..cut]);
+        assert!(
+            prefix == Hello::Incomplete || prefix == gate,
+            "the hello gate said {prefix:?} of {cut} bytes and {gate:?} of all"
+        );
+    }
     let zone = stream_input::zone_policy();
     let j = judge(payload, &zone);
     check(&zone, &j, &|| "zone policy".into());

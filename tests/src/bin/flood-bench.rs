@@ -154,30 +154,7 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
     let _bpf_stats = cpu::BpfStats::enable()?;
 
     let speed = CryptoSpeed::measure();
-    println!(
-        "Floods: {}.\n\
-         Legitimate load: {conc} concurrent clients, TLS 1.3 full handshakes (ECDSA P-256) with a \
-         client certificate, one GET per connection, {step:?} per step.\n\
-         CPU: server CPU {scpu}: each server's processes within a budget of {ss:.0}% of it \
-         (cgroup v1 cpu.cfs_quota_us), the veth's receive path (threaded NAPI: XDP, the kernel's \
-         TCP stack) the rest; generator CPU {gcpu}: the flood within a budget of {fs:.0}% of it, \
-         the legitimate clients and the origin the rest.\n\
-         All servers run at once (ports 443, 8443, 9443; the XDP program inspects 443 only); \
-         the gateway+xdp modes are switched by rewriting its configuration. Each server's ladder \
-         stops when its legitimate rate falls below 50% of no-flood or the generator saturates.\n",
-        settings
-            .kinds
-            .iter()
-            .map(|k| k.describe())
-            .collect::<Vec<_>>()
-            .join("; "),
-        conc = settings.concurrency,
-        step = settings.step,
-        scpu = settings.server_cpu,
-        gcpu = settings.generator_cpu,
-        ss = 100.0 * settings.server_share,
-        fs = 100.0 * settings.flood_share,
-    );
+    print_header(&settings);
     let background = scenario::background_busy();
     let busy: Vec<String> = background
         .iter()
@@ -193,14 +170,7 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
             ""
         }
     );
-    let bar = ProgressBar::new(scenario::max_steps(&settings));
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps at most  {msg}",
-        )
-        .context("progress bar template")?,
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = progress_bar(&settings)?;
     let outcome = scenario::run(
         &mut lab,
         &fixtures,
@@ -246,6 +216,47 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// A bar over the steps the run makes at most (ladders may stop early).
+fn progress_bar(settings: &Settings) -> anyhow::Result<ProgressBar> {
+    let bar = ProgressBar::new(scenario::max_steps(settings));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps at most  {msg}",
+        )
+        .context("progress bar template")?,
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Ok(bar)
+}
+
+/// What the run does and how the CPUs are shared, before it starts.
+fn print_header(settings: &Settings) {
+    println!(
+        "Floods: {}.\n\
+         Legitimate load: {conc} concurrent clients, TLS 1.3 full handshakes (ECDSA P-256) with a \
+         client certificate, one GET per connection, {step:?} per step.\n\
+         CPU: server CPU {scpu}: each server's processes within a budget of {ss:.0}% of it \
+         (cgroup v1 cpu.cfs_quota_us), the veth's receive path (threaded NAPI: XDP, the kernel's \
+         TCP stack) the rest; generator CPU {gcpu}: the flood within a budget of {fs:.0}% of it, \
+         the legitimate clients and the origin the rest.\n\
+         All servers run at once (ports 443, 8443, 9443; the XDP program inspects 443 only); \
+         the gateway+xdp modes are switched by rewriting its configuration. Each server's ladder \
+         stops when its legitimate rate falls below 50% of no-flood or the generator saturates.\n",
+        settings
+            .kinds
+            .iter()
+            .map(|k| k.describe())
+            .collect::<Vec<_>>()
+            .join("; "),
+        conc = settings.concurrency,
+        step = settings.step,
+        scpu = settings.server_cpu,
+        gcpu = settings.generator_cpu,
+        ss = 100.0 * settings.server_share,
+        fs = 100.0 * settings.flood_share,
+    );
 }
 
 fn report_all(

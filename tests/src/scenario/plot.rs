@@ -99,11 +99,13 @@ where
     }
     for s in mine {
         let color = COLORS[Server::ALL.iter().position(|x| *x == s.server).unwrap_or(0) % 4];
-        let points: Vec<(f64, f64)> = s
+        let mut points: Vec<(f64, f64)> = s
             .steps
             .iter()
             .map(|st| (x_of(st, left), 100.0 * s.share(st).unwrap_or(0.0)))
             .collect();
+        // By the rate achieved: a saturated generator may reach less at a higher asked rate.
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(3)))
             .map_err(e)?

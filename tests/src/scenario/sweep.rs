@@ -43,54 +43,22 @@ pub fn max_steps(settings: &Settings) -> u64 {
 }
 
 /// Starts every server in its budget, prepares the lab, warms each server up,
-/// then runs the sweeps and the flood-alone steps, and stops the servers. A
-/// step during which other work is seen on the generator CPU is run again, up
-/// to [`Settings::max_attempts`] runs, and the quietest kept. `progress` is
-/// called before each run of a step; it returns false to stop early.
+/// measures each one's capacity, then runs the ladders and the flood-alone
+/// steps, and stops the servers. A step during which other work is seen on
+/// the generator CPU is run again, up to [`Settings::max_attempts`] runs, and
+/// the quietest kept. `progress` is called before each run of a step; it
+/// returns false to stop early.
 pub fn run(
     lab: &mut Lab,
     fixtures: &servers::Fixtures,
     gateway: &std::path::Path,
     settings: &Settings,
-    mut progress: impl FnMut(Server, FloodKind, u64, u32) -> bool,
+    progress: impl FnMut(Server, FloodKind, u64, u32) -> bool,
 ) -> anyhow::Result<Outcome> {
     let tag = std::process::id();
-    let mut notes = Vec::new();
-    let mut budgets = Vec::new();
-    for server in Server::PROCESSES {
-        let note = servers::start(lab, server, fixtures, gateway, settings.server_cpu)
-            .with_context(|| format!("start {}", server.key()))?;
-        notes.push((server, note));
-        let budget = CpuBudget::create(
-            &format!("gwbench-{tag}-{}", server.key()),
-            settings.server_share,
-        )?;
-        for pid in servers::pids(lab, server)? {
-            budget.add_process(pid)?;
-        }
-        budgets.push((server, budget));
-    }
+    let (notes, budgets) = start_servers(lab, fixtures, gateway, settings, tag)?;
     prepare_lab(lab, settings)?;
-    for server in Server::PROCESSES {
-        let client = fixtures.client(server);
-        let lab_ref: &Lab = lab;
-        let warm = lab_ref.in_client_thread({
-            let (client, conc, time) = (client.clone(), settings.concurrency, settings.warmup);
-            move || -> anyhow::Result<_> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(client.run(conc, time))
-            }
-        })??;
-        anyhow::ensure!(
-            warm.completed > 0,
-            "{}: no legitimate handshake completed during the warm-up ({} errors):\n{}",
-            server.key(),
-            warm.errors,
-            lab.log(server.process())
-        );
-    }
+    warm_up(lab, fixtures, settings)?;
     let target = Target {
         macs: (lab.mac(false)?, lab.mac(true)?),
         v4: SERVER_V4.parse()?,
@@ -111,31 +79,132 @@ pub fn run(
         xdp_prog: cpu::xdp_prog_id(&lab.server_link(IFACE)?)
             .context("no XDP program attached to the lab's veth")?,
     };
-    // Each server's handshake rate per CPU second, with no budget holding it back.
-    let mut capacity = Vec::new();
-    for (server, budget) in &bench.budgets {
-        budget.limit(false)?;
-        if !progress(*server, FloodKind::Stateless, 0, 1) {
-            anyhow::bail!("interrupted");
-        }
-        let step = bench.measure(*server, FloodKind::Stateless, 0, settings.concurrency);
-        budget.limit(true)?;
-        capacity.push(step?);
+    let mut runner = Runner {
+        bench: &bench,
+        mode: Server::GatewayXdp,
+        progress,
+    };
+    let capacity = runner.capacity()?;
+    let (mut steps, mut stops) = (Vec::new(), Vec::new());
+    for &kind in &settings.kinds {
+        runner.ladder(kind, &mut steps, &mut stops)?;
     }
-    let mut mode = Server::GatewayXdp;
-    let mut quietest = |server: Server, kind: FloodKind, rate: u64, concurrency: usize| {
-        servers::select(lab, server, fixtures, &mut mode)?;
-        let mut best: Option<Step> = None;
-        for attempt in 1..=settings.max_attempts.max(1) {
-            if !progress(server, kind, rate, attempt) {
+    let flood_only = runner.flood_alone(&steps)?;
+    drop(bench);
+    for server in Server::PROCESSES {
+        servers::stop(lab, server)?;
+    }
+    Ok(Outcome {
+        notes,
+        steps,
+        flood_only,
+        stops,
+        capacity,
+    })
+}
+
+/// How each server runs (its note).
+type Notes = Vec<(Server, String)>;
+/// Each server process's budget.
+type Budgets = Vec<(Server, CpuBudget)>;
+
+/// Starts each server process and puts it in its own budget.
+fn start_servers(
+    lab: &mut Lab,
+    fixtures: &servers::Fixtures,
+    gateway: &std::path::Path,
+    settings: &Settings,
+    tag: u32,
+) -> anyhow::Result<(Notes, Budgets)> {
+    let (mut notes, mut budgets) = (Vec::new(), Vec::new());
+    for server in Server::PROCESSES {
+        let note = servers::start(lab, server, fixtures, gateway, settings.server_cpu)
+            .with_context(|| format!("start {}", server.key()))?;
+        notes.push((server, note));
+        let budget = CpuBudget::create(
+            &format!("gwbench-{tag}-{}", server.key()),
+            settings.server_share,
+        )?;
+        for pid in servers::pids(lab, server)? {
+            budget.add_process(pid)?;
+        }
+        budgets.push((server, budget));
+    }
+    Ok((notes, budgets))
+}
+
+/// Legitimate load on each server before anything is measured.
+fn warm_up(lab: &Lab, fixtures: &servers::Fixtures, settings: &Settings) -> anyhow::Result<()> {
+    for server in Server::PROCESSES {
+        let (client, conc, time) = (
+            fixtures.client(server),
+            settings.concurrency,
+            settings.warmup,
+        );
+        let warm = lab.in_client_thread(move || -> anyhow::Result<_> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(client.run(conc, time))
+        })??;
+        anyhow::ensure!(
+            warm.completed > 0,
+            "{}: no legitimate handshake completed during the warm-up ({} errors):\n{}",
+            server.key(),
+            warm.errors,
+            lab.log(server.process())
+        );
+    }
+    Ok(())
+}
+
+/// Runs steps: the XDP gateway's mode, the progress callback, re-runs.
+struct Runner<'a, P> {
+    bench: &'a Bench<'a>,
+    mode: Server,
+    progress: P,
+}
+
+impl<P: FnMut(Server, FloodKind, u64, u32) -> bool> Runner<'_, P> {
+    /// Each server's handshake rate per CPU second, with no budget holding it back.
+    fn capacity(&mut self) -> anyhow::Result<Vec<Step>> {
+        let mut capacity = Vec::new();
+        for (server, budget) in &self.bench.budgets {
+            budget.limit(false)?;
+            if !(self.progress)(*server, FloodKind::Stateless, 0, 1) {
                 anyhow::bail!("interrupted");
             }
-            let mut step = bench.measure(server, kind, rate, concurrency)?;
+            let concurrency = self.bench.settings.concurrency;
+            let step = self
+                .bench
+                .measure(*server, FloodKind::Stateless, 0, concurrency);
+            budget.limit(true)?;
+            capacity.push(step?);
+        }
+        Ok(capacity)
+    }
+
+    /// One step, run again while other work was seen; the quietest run.
+    fn quietest(
+        &mut self,
+        server: Server,
+        kind: FloodKind,
+        rate: u64,
+        concurrency: usize,
+    ) -> anyhow::Result<Step> {
+        let b = self.bench;
+        servers::select(b.lab, server, b.fixtures, &mut self.mode)?;
+        let mut best: Option<Step> = None;
+        for attempt in 1..=b.settings.max_attempts.max(1) {
+            if !(self.progress)(server, kind, rate, attempt) {
+                anyhow::bail!("interrupted");
+            }
+            let mut step = b.measure(server, kind, rate, concurrency)?;
             step.attempts = attempt;
             let quiet = step.foreign_load <= NOISE_THRESHOLD;
             if best
                 .as_ref()
-                .is_none_or(|b| step.foreign_load < b.foreign_load)
+                .is_none_or(|x| step.foreign_load < x.foreign_load)
             {
                 best = Some(step);
             }
@@ -144,26 +213,33 @@ pub fn run(
             }
         }
         best.context("no step ran")
-    };
-    let (mut steps, mut stops) = (Vec::new(), Vec::new());
-    for &kind in &settings.kinds {
+    }
+
+    /// The no-flood steps, then the rising rates of `kind`, the servers
+    /// alternating within each rate, each one's ladder stopping where it breaks.
+    fn ladder(
+        &mut self,
+        kind: FloodKind,
+        steps: &mut Vec<Step>,
+        stops: &mut Vec<(Server, FloodKind, String)>,
+    ) -> anyhow::Result<()> {
+        let settings = self.bench.settings;
         let mut active = settings.servers(kind);
         let mut baseline = Vec::new();
         for &server in &active {
-            let step = quietest(server, kind, 0, settings.concurrency)?;
+            let step = self.quietest(server, kind, 0, settings.concurrency)?;
             baseline.push((server, step.legit_rate));
             steps.push(step);
         }
         for &rate in settings.rates(kind) {
             let mut still = Vec::new();
             for server in active {
-                let step = quietest(server, kind, rate, settings.concurrency)?;
+                let step = self.quietest(server, kind, rate, settings.concurrency)?;
                 let base = baseline
                     .iter()
                     .find(|(s, _)| *s == server)
                     .map_or(0.0, |b| b.1);
-                let share = step.legit_rate / base.max(1e-9);
-                match stop_reason(&step, share) {
+                match stop_reason(&step, step.legit_rate / base.max(1e-9)) {
                     Some(why) => stops.push((server, kind, why)),
                     None => still.push(server),
                 }
@@ -177,33 +253,29 @@ pub fn run(
         for server in active {
             stops.push((server, kind, "held to the top of the ladder".into()));
         }
+        Ok(())
     }
-    let mut flood_only = Vec::new();
-    for &kind in &settings.kinds {
-        let Some(heaviest) = steps
-            .iter()
-            .filter(|s| s.kind == kind)
-            .map(|s| s.flood_rate)
-            .max()
-            .filter(|r| *r > 0)
-        else {
-            continue;
-        };
-        for server in settings.servers(kind) {
-            flood_only.push(quietest(server, kind, heaviest, 0)?);
+
+    /// Each kind's heaviest flood alone (no legitimate load) against each server.
+    fn flood_alone(&mut self, steps: &[Step]) -> anyhow::Result<Vec<Step>> {
+        let settings = self.bench.settings;
+        let mut flood_only = Vec::new();
+        for &kind in &settings.kinds {
+            let Some(heaviest) = steps
+                .iter()
+                .filter(|s| s.kind == kind)
+                .map(|s| s.flood_rate)
+                .max()
+                .filter(|r| *r > 0)
+            else {
+                continue;
+            };
+            for server in settings.servers(kind) {
+                flood_only.push(self.quietest(server, kind, heaviest, 0)?);
+            }
         }
+        Ok(flood_only)
     }
-    drop(bench);
-    for server in Server::PROCESSES {
-        servers::stop(lab, server)?;
-    }
-    Ok(Outcome {
-        notes,
-        steps,
-        flood_only,
-        stops,
-        capacity,
-    })
 }
 
 /// Why a server's ladder stops after this step, if it does.

@@ -233,3 +233,80 @@ fn the_terminator_starts_tls_only_on_a_whole_hello() {
         "a split hello waited {took:?} at the gate"
     );
 }
+
+/// The unpaced stateless flood, from live XDP frames: bounded by its count,
+/// far faster than a socket's, and every frame a hello the filter refuses.
+#[test]
+fn live_xdp_frames_flood_fast_and_are_refused_in_xdp() {
+    let lab = lab_with_filter(true);
+    let target = stateless::Target {
+        macs: (lab.mac(false).unwrap(), lab.mac(true).unwrap()),
+        v4: SERVER_V4.parse().unwrap(),
+        v6: SERVER_V6.parse().unwrap(),
+        port: 443,
+    };
+    let before = drops(&lab);
+    let bounds = Bounds {
+        count: 200_000,
+        rate: 0,
+        max_time: Duration::from_secs(10),
+    };
+    let result = lab
+        .in_client_thread(move || flood::live::blast(IFACE, target, bounds))
+        .unwrap()
+        .unwrap();
+    assert_eq!(result.sent + result.errors, 200_000, "{result:?}");
+    let rate = result.sent as f64 / result.elapsed.as_secs_f64();
+    assert!(rate > 200_000.0, "only {rate:.0} frames/s: {result:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = drops(&lab) - before;
+    let rx = lab.server_link(IFACE).unwrap();
+    // The veth's ring (256 frames) drops what the filter cannot take in time;
+    // what it takes is refused, one for one.
+    assert!(
+        refused >= 10_000.0,
+        "XDP refused {refused} of 200,000 frames; {rx}"
+    );
+    assert!(
+        refused <= 200_000.0,
+        "XDP counted {refused} for 200,000 frames"
+    );
+}
+
+/// A CPU budget holds a busy thread to its share, and says it did.
+#[test]
+fn a_cpu_budget_holds_a_busy_thread_to_its_share() {
+    use gateway_tests::scenario::budget::CpuBudget;
+    let budget = std::sync::Arc::new(
+        CpuBudget::create(&format!("gwtest-{}", std::process::id()), 0.2).unwrap(),
+    );
+    let before = budget.throttling();
+    let inside = budget.clone();
+    let spent = std::thread::spawn(move || {
+        inside.enter().unwrap();
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(1) {
+            std::hint::black_box(0u64);
+        }
+        // SAFETY: getrusage on a zeroed struct owned here.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+        usage.ru_utime.tv_sec as f64
+            + usage.ru_utime.tv_usec as f64 / 1e6
+            + usage.ru_stime.tv_sec as f64
+            + usage.ru_stime.tv_usec as f64 / 1e6
+    })
+    .join()
+    .unwrap();
+    assert!(
+        spent < 0.35,
+        "a 20% budget let a thread spend {spent:.2} s of 1 s"
+    );
+    assert!(spent > 0.05, "the thread got only {spent:.2} s");
+    let throttled = budget.throttling().since(&before);
+    assert!(
+        throttled > 0.3,
+        "throttled in {:.0}% of periods",
+        100.0 * throttled
+    );
+}

@@ -221,7 +221,9 @@ pub fn blast(iface: &str, target: Target, bounds: Bounds) -> std::io::Result<Flo
             Ok((load(&program(ifindex, &fields))?, frame))
         })
         .collect::<std::io::Result<Vec<_>>>()?;
-    // Calls of about a millisecond at the rate asked for, so pacing stays smooth.
+    // Paced, each call carries a millisecond's worth of frames; but a call also
+    // sleeps about 20 ms setting up, so paced rates fall short (the flood bench
+    // paces with AF_PACKET and uses this unpaced).
     let repeat = match bounds.rate {
         0 => MAX_REPEAT,
         r => (r / 1000).clamp(1, MAX_REPEAT),

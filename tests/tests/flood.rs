@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use gateway_tests::{
     flood::{self, Bounds, stateless},
-    lab::{IFACE, Lab, SERVER_V4, SERVER_V6, metric},
+    lab::{IFACE, Lab, SERVER_V4, metric},
 };
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
@@ -53,12 +53,7 @@ fn tcp_segments_in(lab: &Lab) -> f64 {
 fn a_stateless_flood_is_bounded_and_refused_in_xdp() {
     let lab = lab_with_filter(true);
     stateless::route_spoofed_sources(&lab).unwrap();
-    let target = stateless::Target {
-        macs: (lab.mac(false).unwrap(), lab.mac(true).unwrap()),
-        v4: SERVER_V4.parse().unwrap(),
-        v6: SERVER_V6.parse().unwrap(),
-        port: 443,
-    };
+    let target = stateless::Target::lab(&lab, 443).unwrap();
     let frames = stateless::hello_frames(target);
     let before = drops(&lab);
     let segments = tcp_segments_in(&lab);
@@ -239,12 +234,7 @@ fn the_terminator_starts_tls_only_on_a_whole_hello() {
 #[test]
 fn live_xdp_frames_flood_fast_and_are_refused_in_xdp() {
     let lab = lab_with_filter(true);
-    let target = stateless::Target {
-        macs: (lab.mac(false).unwrap(), lab.mac(true).unwrap()),
-        v4: SERVER_V4.parse().unwrap(),
-        v6: SERVER_V6.parse().unwrap(),
-        port: 443,
-    };
+    let target = stateless::Target::lab(&lab, 443).unwrap();
     let before = drops(&lab);
     let bounds = Bounds {
         count: 200_000,

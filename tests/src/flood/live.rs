@@ -18,12 +18,12 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use gateway::frame::TcpFrame;
 
-use super::{Bounds, FloodResult, old_hello, stateless::Target};
+use super::{Bounds, FloodResult, old_hello, pace, stateless::Target};
 
 /// Frames per `BPF_PROG_RUN` call at most (each call sets up its own page pool,
 /// so calls are few and long).
@@ -240,14 +240,7 @@ pub fn blast(iface: &str, target: Target, bounds: Bounds) -> std::io::Result<Flo
             Err(_) => result.errors += n,
         }
         call += 1;
-        if bounds.rate > 0 {
-            let done = result.sent + result.errors;
-            let due = start + Duration::from_secs_f64(done as f64 / bounds.rate as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-        }
+        pace(bounds, start, result.sent + result.errors);
     }
     result.elapsed = start.elapsed();
     Ok(result)

@@ -42,6 +42,18 @@ pub struct FloodResult {
     pub elapsed: Duration,
 }
 
+/// Sleeps until `done` units are due at `bounds.rate` per second since `start`
+/// (at once for rate 0: unpaced).
+fn pace(bounds: Bounds, start: Instant, done: u64) {
+    if bounds.rate > 0 {
+        let due = start + Duration::from_secs_f64(done as f64 / bounds.rate as f64);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    }
+}
+
 /// Calls `attempt(i)` for i = 0, 1, ... at `bounds.rate` per second until
 /// `bounds.count` attempts or `bounds.max_time`; `attempt` says whether it worked.
 fn paced(bounds: Bounds, mut attempt: impl FnMut(u64) -> bool) -> FloodResult {
@@ -55,13 +67,7 @@ fn paced(bounds: Bounds, mut attempt: impl FnMut(u64) -> bool) -> FloodResult {
             result.errors += 1;
         }
         done += 1;
-        if bounds.rate > 0 {
-            let due = start + Duration::from_secs_f64(done as f64 / bounds.rate as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-        }
+        pace(bounds, start, done);
     }
     result.elapsed = start.elapsed();
     result

@@ -10,13 +10,13 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use gateway::frame::TcpFrame;
 
-use super::{Bounds, FloodResult, old_hello};
-use crate::lab::{CLIENT_V4, CLIENT_V6, IFACE, Lab, run};
+use super::{Bounds, FloodResult, old_hello, pace};
+use crate::lab::{CLIENT_V4, CLIENT_V6, IFACE, Lab, SERVER_V4, SERVER_V6, run};
 
 /// The spoofed IPv4 sources: off-link for the server (the lab's link is
 /// 198.18.0.0/24), inside the benchmarking range 198.18.0.0/15.
@@ -54,6 +54,18 @@ pub struct Target {
     pub v6: Ipv6Addr,
     /// The server's TCP port.
     pub port: u16,
+}
+
+impl Target {
+    /// The lab's server, seen from its client, on `port`.
+    pub fn lab(lab: &Lab, port: u16) -> anyhow::Result<Target> {
+        Ok(Target {
+            macs: (lab.mac(false)?, lab.mac(true)?),
+            v4: SERVER_V4.parse()?,
+            v6: SERVER_V6.parse()?,
+            port,
+        })
+    }
 }
 
 /// [`POOL`] frames to `target`, one in four over IPv6: frame `i` comes from its
@@ -189,13 +201,7 @@ pub fn blast(iface: &str, frames: &[Vec<u8>], bounds: Bounds) -> std::io::Result
         }
         done += batch.len() as u64;
         next = if end == pool.len() { 0 } else { end };
-        if bounds.rate > 0 {
-            let due = start + Duration::from_secs_f64(done as f64 / bounds.rate as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-        }
+        pace(bounds, start, done);
     }
     result.elapsed = start.elapsed();
     Ok(result)

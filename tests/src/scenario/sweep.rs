@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     flood::stateless::Target,
-    lab::{IFACE, Lab, SERVER_V4, SERVER_V6},
+    lab::{IFACE, Lab},
 };
 
 /// What [`run`] measured.
@@ -59,12 +59,7 @@ pub fn run(
     let (notes, budgets) = start_servers(lab, fixtures, gateway, settings, tag)?;
     prepare_lab(lab, settings)?;
     warm_up(lab, fixtures, settings)?;
-    let target = Target {
-        macs: (lab.mac(false)?, lab.mac(true)?),
-        v4: SERVER_V4.parse()?,
-        v6: SERVER_V6.parse()?,
-        port: 443,
-    };
+    let target = Target::lab(lab, 443)?;
     let bench = Bench {
         lab,
         fixtures,

@@ -16,8 +16,9 @@ PACKAGES=(
   nginx prometheus
   # The font the flood benchmark's plot is drawn with.
   fonts-dejavu-core
-  # A real browser for the lab: its post-quantum ClientHello spans two segments.
-  chromium
+  # A real browser for the lab (its post-quantum ClientHello spans two segments)
+  # and its WebDriver, which the dashboard tests drive it through.
+  chromium chromium-driver
   # Fleet mode: the etcd-client crate's build needs protoc and the well-known
   # protos; etcd-server and etcd-client run the fleet tests' real cluster.
   protobuf-compiler libprotobuf-dev etcd-server etcd-client

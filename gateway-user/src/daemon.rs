@@ -22,9 +22,9 @@ use tokio::{
 use crate::{
     compiled::Compiled,
     config::{AttachMode, Config},
-    control::{self, ControlPlane, Opened, expiry::Expiry, model::State},
+    control::{self, ControlPlane, Opened, api::Admin, expiry::Expiry, model::State},
     layers::Layers,
-    metrics::{self, XdpCollector},
+    metrics::{self, XdpCollector, history::History},
     terminator::{Terminator, TerminatorMetrics},
     tls::TlsSnapshot,
     xdp::{ProgramLog, XdpFilter},
@@ -185,9 +185,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 layers.clone(),
                 Expiry::new(&registry)?,
             ));
-            let admin = start_admin(&opts, plane.clone(), &stop_rx, &mut banner).await?;
+            let history = History::new(registry.clone());
+            tasks.background.push(tokio::spawn(history.clone().run()));
+            let admin = Admin {
+                plane: plane.clone(),
+                history,
+            };
+            let admin = start_admin(&opts, admin, &stop_rx, &mut banner).await?;
             tasks.servers.push(admin);
-            tasks.background = plane.follow().await;
+            tasks.background.extend(plane.follow().await);
             tasks.fleet = plane.fleet().cloned();
             tasks.background.push(start_maintenance(plane));
             None
@@ -298,7 +304,7 @@ fn start_terminator(
 /// Serves the admin API of the control plane.
 async fn start_admin(
     opts: &RunOptions,
-    plane: Arc<ControlPlane>,
+    admin: Admin,
     stop: &watch::Receiver<bool>,
     banner: &mut Vec<String>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
@@ -322,7 +328,7 @@ async fn start_admin(
         .with_context(|| format!("cannot listen for the admin API on {}", opts.admin))?;
     let tls = if opts.admin_tls {
         let names = admin_names(opts.admin);
-        Some(Arc::new(plane.admin_acceptor(&names).await?))
+        Some(Arc::new(admin.plane.admin_acceptor(&names).await?))
     } else {
         None
     };
@@ -334,7 +340,7 @@ async fn start_admin(
     let mut stop = stop.clone();
     Ok(tokio::spawn(control::api::serve(
         listener,
-        plane,
+        admin,
         tls,
         async move {
             let _ = stop.wait_for(|s| *s).await;

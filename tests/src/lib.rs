@@ -14,6 +14,7 @@ use gateway::{
     xdp::{ProgramLog, XdpFilter, XdpPolicy},
 };
 
+pub mod browser;
 pub mod control;
 pub mod fleet;
 pub mod fleet_gateway;

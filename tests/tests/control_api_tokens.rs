@@ -7,7 +7,7 @@ mod api_common;
 
 use api_common::*;
 
-const GROUPS: [&str; 9] = [
+const GROUPS: [&str; 10] = [
     "SSL and Certificates Read",
     "SSL and Certificates Write",
     "Zone Settings Read",
@@ -17,6 +17,7 @@ const GROUPS: [&str; 9] = [
     "API Tokens Read",
     "API Tokens Write",
     "Account Settings Read",
+    "Analytics Read",
 ];
 
 /// Makes a token holding `groups`; returns (id, secret).
@@ -132,6 +133,18 @@ fn routes(
             format!("accounts/{}/audit_logs", s.account),
             None,
             Some("Account Settings Read"),
+        ),
+        (
+            "POST",
+            s.zone_path("filters/validate-expr"),
+            bad,
+            Some("Firewall Services Read"),
+        ),
+        (
+            "GET",
+            format!("accounts/{}/gateway/charts", s.account),
+            None,
+            Some("Analytics Read"),
         ),
     ]
 }

@@ -21,6 +21,7 @@ pub mod api;
 pub mod audit;
 pub mod client;
 pub mod crl;
+pub mod dashboard;
 pub mod expiry;
 pub mod fleet;
 pub mod model;

@@ -39,11 +39,14 @@ pub enum Permission {
     /// The audit log.
     #[serde(rename = "Account Settings Read")]
     AuditRead,
+    /// The dashboard's charts of both layers' counters.
+    #[serde(rename = "Analytics Read")]
+    AnalyticsRead,
 }
 
 impl Permission {
     /// Every permission group.
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 10] = [
         Permission::SslRead,
         Permission::SslWrite,
         Permission::ZoneRead,
@@ -53,6 +56,7 @@ impl Permission {
         Permission::TokensRead,
         Permission::TokensWrite,
         Permission::AuditRead,
+        Permission::AnalyticsRead,
     ];
 
     /// Its name, as the reference's permission group is called.
@@ -67,6 +71,7 @@ impl Permission {
             Permission::TokensRead => "API Tokens Read",
             Permission::TokensWrite => "API Tokens Write",
             Permission::AuditRead => "Account Settings Read",
+            Permission::AnalyticsRead => "Analytics Read",
         }
     }
 

@@ -22,9 +22,14 @@
 //! | `/client/v4/accounts/A/mtls_certificates/ID/associations` | GET |
 //! | `/client/v4/accounts/A/audit_logs?since=&before=` | GET |
 //! | `/client/v4/accounts/A/fleet/nodes` (fleet mode) | GET |
+//! | `/client/v4/zones/Z/filters/validate-expr` | POST `{"expression":…}` |
+//! | `/client/v4/accounts/A/gateway/charts` | GET: the last 15 minutes of both layers' counters |
 //! | `/client/v4/user/tokens[/ID[/value]]`, `…/verify`, `…/permission_groups` | see [`tokens`] |
 //!
 //! Lists take `page` and `per_page` and answer `result_info` ([`page`]).
+//!
+//! Every other path is the dashboard ([`super::dashboard`]): static assets that
+//! hold no data and call the routes above with the token the user signs in with.
 
 use std::{collections::HashMap, convert::Infallible, sync::Arc, time::Duration};
 
@@ -42,8 +47,10 @@ use tokio::net::TcpListener;
 use super::{
     ControlPlane,
     audit::{self, Actor},
+    dashboard,
     tokens::{Caller, Permission},
 };
+use crate::metrics::history::History;
 
 mod cas;
 mod certs;
@@ -170,11 +177,21 @@ pub fn to_value(value: impl Serialize) -> Result<Value, ApiError> {
     serde_json::to_value(value).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// Serves the API on `listener` until `shutdown` resolves: HTTPS with `tls`,
-/// else plain HTTP.
+/// What the admin listener serves from: the control plane, and the counters'
+/// history the dashboard charts.
+#[derive(Clone)]
+pub struct Admin {
+    /// The control plane the API reads and changes.
+    pub plane: Arc<ControlPlane>,
+    /// The last minutes of both layers' counters.
+    pub history: Arc<History>,
+}
+
+/// Serves the API and the dashboard on `listener` until `shutdown` resolves:
+/// HTTPS with `tls`, else plain HTTP.
 pub async fn serve(
     listener: TcpListener,
-    plane: Arc<ControlPlane>,
+    admin: Admin,
     tls: Option<Arc<SslAcceptor>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -195,14 +212,14 @@ pub async fn serve(
                 }
             },
         };
-        let (plane, tls) = (plane.clone(), tls.clone());
+        let (admin, tls) = (admin.clone(), tls.clone());
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(stream, plane).await,
+                None => serve_connection(stream, admin).await,
                 Some(acceptor) => {
                     let handshake = tokio_boring::accept(&acceptor, stream);
                     match tokio::time::timeout(Duration::from_secs(10), handshake).await {
-                        Ok(Ok(stream)) => serve_connection(stream, plane).await,
+                        Ok(Ok(stream)) => serve_connection(stream, admin).await,
                         Ok(Err(e)) => log::debug!("admin API TLS handshake: {e}"),
                         Err(_) => log::debug!("admin API TLS handshake timed out"),
                     }
@@ -213,13 +230,18 @@ pub async fn serve(
 }
 
 /// One connection's requests, in HTTP/1.1.
-async fn serve_connection<S>(stream: S, plane: Arc<ControlPlane>)
+async fn serve_connection<S>(stream: S, admin: Admin)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| {
-        let plane = plane.clone();
-        async move { Ok::<_, Infallible>(handle(&plane, req).await) }
+    let service = service_fn(move |req: Request<Incoming>| {
+        let admin = admin.clone();
+        async move {
+            if !req.uri().path().starts_with("/client/v4/") {
+                return Ok::<_, Infallible>(dashboard::asset(req.method(), req.uri().path()));
+            }
+            Ok(handle(&admin, req).await)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -230,7 +252,8 @@ where
     }
 }
 
-async fn handle(plane: &ControlPlane, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let plane = &*admin.plane;
     let answer = match authorize(plane, &req).await {
         Err(e) => Err(e),
         Ok(caller) => match read(req).await {
@@ -245,7 +268,7 @@ async fn handle(plane: &ControlPlane, req: Request<Incoming>) -> Response<Full<B
                 };
                 let answer = match permitted(&call, &caller) {
                     Err(e) => Err(e),
-                    Ok(()) => audit::acting(actor, route(plane, &call, &caller)).await,
+                    Ok(()) => audit::acting(actor, route(admin, &call, &caller)).await,
                 };
                 if let Err(e) = &answer
                     && e.status.is_server_error()
@@ -296,12 +319,15 @@ fn needed(call: &Call) -> Option<Permission> {
     let pick = |r: Permission, w: Permission| Some(if read { r } else { w });
     match path.as_slice() {
         ["zones"] | ["zones", _] => None,
+        // Checking an expression changes nothing.
+        ["zones", _, "filters", "validate-expr"] => Some(Permission::FirewallRead),
         ["zones", _, "settings", ..] => pick(Permission::ZoneRead, Permission::ZoneWrite),
         ["zones", _, "rulesets", ..] => pick(Permission::FirewallRead, Permission::FirewallWrite),
         ["zones", _, ..] | ["accounts", _, "mtls_certificates", ..] => {
             pick(Permission::SslRead, Permission::SslWrite)
         }
         ["accounts", _, "audit_logs"] | ["accounts", _, "fleet", ..] => Some(Permission::AuditRead),
+        ["accounts", _, "gateway", "charts"] => Some(Permission::AnalyticsRead),
         ["user", "tokens", "verify"] => None,
         ["user", "tokens", ..] => pick(Permission::TokensRead, Permission::TokensWrite),
         _ => None,
@@ -378,7 +404,8 @@ pub fn method_not_allowed(allowed: &str) -> ApiError {
 }
 
 /// Lists answer a page ([`Listing`]); everything else one object.
-async fn route(plane: &ControlPlane, call: &Call, caller: &Caller) -> Listing {
+async fn route(admin: &Admin, call: &Call, caller: &Caller) -> Listing {
+    let plane = &*admin.plane;
     let path: Vec<&str> = call.path.iter().map(String::as_str).collect();
     let (zone_id, account_id) = plane
         .read(|s| (s.meta.zone_id.clone(), s.meta.account_id.clone()))
@@ -412,6 +439,10 @@ async fn route(plane: &ControlPlane, call: &Call, caller: &Caller) -> Listing {
                     rules::route(plane, call, None, more).await
                 }
                 ["rulesets", id, more @ ..] => rules::route(plane, call, Some(id), more).await,
+                ["filters", "validate-expr"] if call.method == Method::POST => {
+                    one(rules::validate(call))
+                }
+                ["filters", "validate-expr"] => Err(method_not_allowed("POST")),
                 ["expiring_certificates"] if get => zone::expiring(plane, call).await,
                 ["expiring_certificates"] => Err(method_not_allowed("GET")),
                 _ => Err(no_route()),
@@ -427,6 +458,11 @@ async fn route(plane: &ControlPlane, call: &Call, caller: &Caller) -> Listing {
             (false, _) => Err(ApiError::not_found("account", a)),
             (true, false) => Err(method_not_allowed("GET")),
             (true, true) => fleet::nodes(plane).await,
+        },
+        ["accounts", a, "gateway", "charts"] => match (*a == account_id, get) {
+            (false, _) => Err(ApiError::not_found("account", a)),
+            (true, false) => Err(method_not_allowed("GET")),
+            (true, true) => Ok(Reply::from(admin.history.charts())),
         },
         ["accounts", a, "mtls_certificates", rest @ ..] => {
             if *a != account_id {

@@ -366,6 +366,21 @@ fn updated(mut rule: RuleSpec, body: &RuleBody) -> RuleSpec {
     rule
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpressionBody {
+    expression: String,
+}
+
+/// `POST /zones/Z/filters/validate-expr`: whether `{"expression":…}` would be
+/// accepted in a rule, and if not, the error at its line and column (the
+/// dashboard's editor checks as the user types).
+pub fn validate(call: &Call) -> Answer {
+    let body: ExpressionBody = call.json()?;
+    check(&body.expression, "/expression")?;
+    Ok(json!({"valid": true}))
+}
+
 /// Parses and type-checks an expression; the error says where it is wrong.
 fn check(expression: &str, pointer: &str) -> Result<(), ApiError> {
     Expression::compile(expression).map(drop).map_err(|e| {

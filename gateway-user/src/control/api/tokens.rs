@@ -259,6 +259,8 @@ fn verify(s: &State, caller: &Caller) -> Value {
         "id": caller.id,
         "status": "active",
         "expires_on": expires.map(clock::rfc3339),
+        // Not in the reference's answer: what the dashboard may offer this token.
+        "permissions": caller.permissions.iter().map(|p| p.name()).collect::<Vec<_>>(),
     })
 }
 

@@ -1,5 +1,5 @@
 //! Prometheus metrics: the registry, the XDP counters collector, and the
-//! `/metrics` HTTP endpoint.
+//! `/metrics` HTTP endpoint; [`history`] keeps the last minutes for the dashboard.
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -14,6 +14,8 @@ use prometheus::{
     proto::MetricFamily,
 };
 use tokio::net::TcpListener;
+
+pub mod history;
 
 use gateway_common::{Stat, StatKind};
 

@@ -1,0 +1,85 @@
+// Live charts of both layers over the last 15 minutes, from the gateway's own
+// counters (`GET accounts/A/gateway/charts`, refreshed every 5 s), drawn as
+// plain SVG. Refusals are drawn in red, so a flood shows at a glance.
+
+import { h, s, replace, say } from "./dom.js";
+import { api, accountPath, ANALYTICS_READ } from "./api.js";
+
+const W = 640;
+const H = 180;
+const PAD = { left: 56, right: 8, top: 10, bottom: 22 };
+const CALM = ["#1d4ed8", "#047857", "#7c3aed", "#b45309", "#0e7490", "#4d7c0f", "#9d174d"];
+const ALARM = ["#b91c1c", "#ea580c", "#be123c", "#dc2626"];
+
+/** Whether a series counts refusals (drawn in red). */
+const refusal = (label) => /^(drop|failed|timeout|revoked|invalid|[45]\d\d)\b|\bblock$/.test(label);
+
+/** `1.2k/s` for a rate. */
+function rate(value) {
+  if (value >= 1e6) return `${(value / 1e6).toFixed(1)}M`;
+  if (value >= 1e3) return `${(value / 1e3).toFixed(1)}k`;
+  return value >= 10 ? value.toFixed(0) : value.toFixed(1);
+}
+
+function colors(series) {
+  let calm = 0;
+  let alarm = 0;
+  return series.map((x) => (refusal(x.label) ? ALARM[alarm++ % ALARM.length] : CALM[calm++ % CALM.length]));
+}
+
+function plot(chart, times, window, now) {
+  const peak = Math.max(1, ...chart.series.flatMap((x) => x.rates));
+  const x = (t) => PAD.left + ((t - (now - window)) / window) * (W - PAD.left - PAD.right);
+  const y = (v) => H - PAD.bottom - (v / peak) * (H - PAD.top - PAD.bottom);
+  const palette = colors(chart.series);
+  const lines = chart.series.map((series, i) => s("polyline", {
+    points: series.rates.map((v, j) => `${x(times[j]).toFixed(1)},${y(v).toFixed(1)}`).join(" "),
+    fill: "none", stroke: palette[i], "stroke-width": 2, "data-label": series.label,
+  }));
+  const label = chart.series.length
+    ? `${chart.title}: ${chart.series.map((x) => `${x.label} ${rate(x.rates.at(-1) || 0)} ${chart.unit} now`).join("; ")}`
+    : `${chart.title}: nothing in the last 15 minutes`;
+  return s("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label },
+    s("line", { x1: PAD.left, y1: H - PAD.bottom, x2: W - PAD.right, y2: H - PAD.bottom, stroke: "#888" }),
+    s("line", { x1: PAD.left, y1: PAD.top, x2: PAD.left, y2: H - PAD.bottom, stroke: "#888" }),
+    s("text", { x: PAD.left - 4, y: PAD.top + 8, "text-anchor": "end" }, `${rate(peak)}/s`),
+    s("text", { x: PAD.left - 4, y: H - PAD.bottom, "text-anchor": "end" }, "0"),
+    s("text", { x: PAD.left, y: H - 6 }, "15 min ago"),
+    s("text", { x: W - PAD.right, y: H - 6, "text-anchor": "end" }, "now"),
+    lines);
+}
+
+function legend(chart) {
+  const palette = colors(chart.series);
+  return h("ul", { class: "legend" }, chart.series.map((x, i) => h("li", { "data-label": x.label, "data-now": x.rates.at(-1) || 0, "data-peak": Math.max(...x.rates) },
+    s("svg", { class: "swatch", viewBox: "0 0 10 10", "aria-hidden": "true" }, s("rect", { width: 10, height: 10, fill: palette[i] })),
+    h("span", { class: "mono" }, x.label),
+    `${rate(x.rates.at(-1) || 0)}/s now, peak ${rate(Math.max(...x.rates))}/s, ${x.total.toLocaleString("en")} in all`)));
+}
+
+function figure(chart, data, now) {
+  return h("figure", { id: `chart-${chart.id}` },
+    h("figcaption", {}, chart.title, h("span", { class: "hint" }, ` (${chart.unit})`)),
+    plot(chart, data.times, data.window_seconds, now), legend(chart));
+}
+
+async function render(main) {
+  const grid = h("div", { class: "charts", id: "charts" });
+  const summary = h("p", { class: "now", id: "refusals-now" });
+  main.append(h("p", {}, "Rates per second over the last 15 minutes, sampled every 5 s by the gateway."), summary, grid);
+  const draw = async () => {
+    const data = (await api("GET", accountPath("gateway/charts"))).result;
+    const now = data.times.at(-1) || Date.now() / 1000;
+    const xdp = data.charts.find((c) => c.id === "xdp");
+    const refused = (xdp?.series || []).filter((x) => refusal(x.label)).reduce((sum, x) => sum + (x.rates.at(-1) || 0), 0);
+    replace(summary, `XDP refusing ${rate(refused)} packets/s now`);
+    summary.dataset.rate = refused;
+    replace(grid, data.charts.map((chart) => figure(chart, data, now)));
+    grid.dataset.samples = data.times.length;
+  };
+  await draw();
+  const timer = setInterval(() => draw().catch((e) => say(String(e.message || e), "bad")), 5000);
+  return () => clearInterval(timer);
+}
+
+export default { path: "charts", title: "Live charts", needs: ANALYTICS_READ, render };

@@ -1,0 +1,84 @@
+//! What the dashboard tests share: a store-mode gateway with an origin, and a
+//! browser signed in to its dashboard.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use gateway_tests::{
+    browser::Browser,
+    control::StoreGateway,
+    local::{Background, TempDir, free_port, origin},
+};
+use serde_json::{Value, json};
+
+pub const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
+
+/// Where the screenshots go: `target/dashboard/`.
+pub fn shots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard")
+}
+
+/// A gateway on loopback with an echo origin.
+pub struct Setup {
+    pub dir: TempDir,
+    pub gw: StoreGateway,
+    pub origin_port: u16,
+    _origin: Background,
+}
+
+impl Setup {
+    pub fn start(test: &str) -> Setup {
+        let dir = TempDir::new(test);
+        let origin_port = free_port();
+        let origin = origin(&dir.0, origin_port);
+        let gw = StoreGateway::start(GATEWAY.as_ref(), &dir.0.join("data"), None, &[]);
+        Setup {
+            dir,
+            gw,
+            origin_port,
+            _origin: origin,
+        }
+    }
+
+    /// A browser on the dashboard, signed in with `token`.
+    pub fn browser(&self, token: &str) -> Browser {
+        let b = Browser::local(&self.dir.0, &shots());
+        sign_in(&b, &self.gw.api, token);
+        b
+    }
+
+    /// A token holding `groups`; its secret.
+    pub fn token(&self, name: &str, groups: &[&str]) -> String {
+        let groups: Vec<Value> = groups.iter().map(|g| json!({"name": g})).collect();
+        let body =
+            json!({"name": name, "policies": [{"effect": "allow", "permission_groups": groups}]});
+        self.gw.ok("POST", "user/tokens", Some(&body))["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// `zones/<zone>/<rest>`.
+    pub fn zone_path(&self, rest: &str) -> String {
+        format!("zones/{}/{rest}", self.gw.zone())
+    }
+}
+
+/// Signs in on the dashboard at `base` and waits for the first page.
+pub fn sign_in(b: &Browser, base: &str, token: &str) {
+    b.go(base);
+    b.fill("#token", token);
+    b.click("#sign-in button[type=submit]");
+    b.find("main[data-ready]");
+}
+
+/// The texts of the buttons on the page's main part.
+pub fn buttons(b: &Browser) -> Vec<String> {
+    b.run("return [...document.querySelectorAll('main button')].map(e => e.textContent.trim())")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect()
+}

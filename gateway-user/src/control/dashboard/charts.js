@@ -27,15 +27,33 @@ function colors(series) {
   return series.map((x) => (refusal(x.label) ? ALARM[alarm++ % ALARM.length] : CALM[calm++ % CALM.length]));
 }
 
-function plot(chart, times, window, now) {
+/** The time the x axis starts: 15 minutes ago, or the first sample if later. */
+function axisStart(data, now) {
+  const first = data.times.length ? data.times[0] - data.interval_seconds : now;
+  return Math.max(now - data.window_seconds, Math.min(first, now - 60));
+}
+
+function ago(seconds) {
+  return seconds >= 120 ? `${Math.round(seconds / 60)} min ago` : `${Math.round(seconds)} s ago`;
+}
+
+function plot(chart, data, now) {
+  const times = data.times;
+  const start = axisStart(data, now);
+  const span = Math.max(1, now - start);
   const peak = Math.max(1, ...chart.series.flatMap((x) => x.rates));
-  const x = (t) => PAD.left + ((t - (now - window)) / window) * (W - PAD.left - PAD.right);
+  const x = (t) => PAD.left + ((t - start) / span) * (W - PAD.left - PAD.right);
   const y = (v) => H - PAD.bottom - (v / peak) * (H - PAD.top - PAD.bottom);
   const palette = colors(chart.series);
-  const lines = chart.series.map((series, i) => s("polyline", {
-    points: series.rates.map((v, j) => `${x(times[j]).toFixed(1)},${y(v).toFixed(1)}`).join(" "),
-    fill: "none", stroke: palette[i], "stroke-width": 2, "data-label": series.label,
-  }));
+  const lines = chart.series.map((series, i) => {
+    const points = series.rates.map((v, j) => `${x(times[j]).toFixed(1)},${y(v).toFixed(1)}`);
+    const line = s("polyline", { points: points.join(" "), fill: "none", stroke: palette[i], "stroke-width": 2, "data-label": series.label });
+    if (!refusal(series.label) || !points.length) return line;
+    // Refusals are filled in too: a flood is a red block, not a thin line.
+    const base = y(0).toFixed(1);
+    const area = `${x(times[0]).toFixed(1)},${base} ${points.join(" ")} ${x(times.at(-1)).toFixed(1)},${base}`;
+    return [s("polygon", { points: area, fill: palette[i], "fill-opacity": 0.25, stroke: "none" }), line];
+  });
   const label = chart.series.length
     ? `${chart.title}: ${chart.series.map((x) => `${x.label} ${rate(x.rates.at(-1) || 0)} ${chart.unit} now`).join("; ")}`
     : `${chart.title}: nothing in the last 15 minutes`;
@@ -44,7 +62,7 @@ function plot(chart, times, window, now) {
     s("line", { x1: PAD.left, y1: PAD.top, x2: PAD.left, y2: H - PAD.bottom, stroke: "#888" }),
     s("text", { x: PAD.left - 4, y: PAD.top + 8, "text-anchor": "end" }, `${rate(peak)}/s`),
     s("text", { x: PAD.left - 4, y: H - PAD.bottom, "text-anchor": "end" }, "0"),
-    s("text", { x: PAD.left, y: H - 6 }, "15 min ago"),
+    s("text", { x: PAD.left, y: H - 6 }, ago(span)),
     s("text", { x: W - PAD.right, y: H - 6, "text-anchor": "end" }, "now"),
     lines);
 }
@@ -60,19 +78,21 @@ function legend(chart) {
 function figure(chart, data, now) {
   return h("figure", { id: `chart-${chart.id}` },
     h("figcaption", {}, chart.title, h("span", { class: "hint" }, ` (${chart.unit})`)),
-    plot(chart, data.times, data.window_seconds, now), legend(chart));
+    plot(chart, data, now), legend(chart));
 }
 
 async function render(main) {
   const grid = h("div", { class: "charts", id: "charts" });
   const summary = h("p", { class: "now", id: "refusals-now" });
-  main.append(h("p", {}, "Rates per second over the last 15 minutes, sampled every 5 s by the gateway."), summary, grid);
+  main.append(h("p", {}, "Rates per second over the last 15 minutes (or since the gateway started), sampled every 5 s by the gateway."), summary, grid);
   const draw = async () => {
     const data = (await api("GET", accountPath("gateway/charts"))).result;
     const now = data.times.at(-1) || Date.now() / 1000;
     const xdp = data.charts.find((c) => c.id === "xdp");
     const refused = (xdp?.series || []).filter((x) => refusal(x.label)).reduce((sum, x) => sum + (x.rates.at(-1) || 0), 0);
-    replace(summary, `XDP refusing ${rate(refused)} packets/s now`);
+    const peak = (xdp?.series || []).filter((x) => refusal(x.label))
+      .reduce((top, x) => Math.max(top, ...x.rates), 0);
+    replace(summary, `XDP refusing ${rate(refused)} packets/s now; peak ${rate(peak)}/s in the last 15 minutes`);
     summary.dataset.rate = refused;
     replace(grid, data.charts.map((chart) => figure(chart, data, now)));
     grid.dataset.samples = data.times.length;

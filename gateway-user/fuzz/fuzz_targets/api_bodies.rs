@@ -65,7 +65,7 @@ const ROUTES: [(&str, &str); 32] = [
     ("PUT accounts/{A}/mtls_certificates/{U}/crl", "source"),
     ("POST zones/{Z}/custom_hostnames", HOST),
     ("PATCH zones/{Z}/custom_hostnames/{H}", HOST),
-    ("POST zones/{Z}/{E}/rules", RULE),
+    ("POST zones/{Z}/filters/validate-expr", "expression"),
     ("POST accounts/{A}/mtls_certificates", UPLOAD),
     (
         "PUT zones/{Z}/certificate_authorities/hostname_associations",

@@ -113,7 +113,11 @@ fn setup() -> Harness {
     let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     let forever = std::future::pending();
-    rt.spawn(control::api::serve(listener, plane.clone(), None, forever));
+    let admin = control::api::Admin {
+        plane: plane.clone(),
+        history: gateway::metrics::history::History::new(prometheus::Registry::new()),
+    };
+    rt.spawn(control::api::serve(listener, admin, None, forever));
     let file = |f: &str| root.join(f).display().to_string();
     let mut subst: Vec<(String, String)> = FIXTURES.map(|(k, v)| (k.into(), v.into())).into();
     subst.push(("@CRL@".into(), file("crl.pem")));

@@ -16,6 +16,9 @@ use serde_json::{Value, json};
 
 use crate::local::{Background, free_port};
 
+/// The window's width.
+const WIDTH: u32 = 1360;
+
 /// How long a wait for the page lasts.
 const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -203,8 +206,17 @@ impl Browser {
     }
 
     /// Opens a page of the dashboard at `base` (`#/hostnames`, …) and waits until it drew.
+    /// (Drawn afresh: the same page again is reloaded.)
     pub fn page(&self, base: &str, path: &str) {
-        self.go(&format!("{base}/#/{path}"));
+        let url = format!("{base}/#/{path}");
+        let here = self.run(
+            "document.querySelector('main')?.removeAttribute('data-ready'); return location.href",
+        );
+        if here == url.as_str() {
+            self.runtime.block_on(self.client.refresh()).unwrap();
+        } else {
+            self.go(&url);
+        }
         self.find(&format!("main[data-ready=\"{path}\"]"));
     }
 
@@ -218,9 +230,21 @@ impl Browser {
             .collect()
     }
 
-    /// Saves a PNG of the page as `<shots>/<name>.png`.
+    /// Saves a PNG of the whole page (the window grown to its height) as
+    /// `<shots>/<name>.png`.
     pub fn screenshot(&self, name: &str) -> PathBuf {
-        let png = self.runtime.block_on(self.client.screenshot()).unwrap();
+        let height = self
+            .run("window.scrollTo(0, 0); return document.documentElement.scrollHeight")
+            .as_u64()
+            .unwrap_or(1000)
+            .clamp(1000, 6000);
+        let png = self.runtime.block_on(async {
+            let _ = self.client.set_window_size(WIDTH, height as u32).await;
+            let png = self.client.screenshot().await;
+            let _ = self.client.set_window_size(WIDTH, 1000).await;
+            png
+        });
+        let png = png.unwrap();
         let path = self.shots.join(format!("{name}.png"));
         std::fs::write(&path, png).unwrap();
         path

@@ -59,9 +59,13 @@ function showNav() {
   );
 }
 
+let routing = 0;
+
 async function route() {
+  const mine = ++routing;
   if (stopPage) stopPage();
   stopPage = null;
+  delete main.dataset.ready;
   const pages = visible();
   if (!pages.length) {
     replace(main, h("h1", {}, "Nothing to show"), h("p", {}, "This token holds no permission any page needs."));
@@ -73,18 +77,26 @@ async function route() {
   }
   showNav();
   document.title = `${page.title} · Gateway dashboard`;
-  replace(main, h("h1", {}, page.title));
+  // Each visit renders into its own view: one a later visit overtook stays detached.
+  const view = h("div", {}, h("h1", {}, page.title));
+  replace(main, view);
+  let stop = null;
   try {
-    stopPage = (await page.render(main)) || null;
+    stop = (await page.render(view)) || null;
     say("");
   } catch (error) {
-    if (error.status === 401 || error.status === 403 && /authentication/.test(error.message)) {
+    if (error.status === 401 || (error.status === 403 && /authentication/.test(error.message))) {
       signOut();
       showSignIn(error);
       return;
     }
-    main.append(problem(error));
+    view.append(problem(error));
   }
+  if (mine !== routing) {
+    if (stop) stop();
+    return;
+  }
+  stopPage = stop;
   main.dataset.ready = page.path;
 }
 

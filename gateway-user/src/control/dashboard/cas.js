@@ -10,7 +10,7 @@ const LIMIT = 5;
 function crlStatus(crl) {
   if (!crl) return "no CRL source";
   const parts = [h("div", { class: "mono" }, crl.source)];
-  parts.push(h("div", {}, crl.fetched_on ? `fetched ${when(crl.fetched_on)}, ${crl.revoked.length} revoked` : "not fetched yet"));
+  parts.push(h("div", {}, crl.fetched_on ? `fetched ${when(crl.fetched_on)}, ${Array.isArray(crl.revoked) ? crl.revoked.length : crl.revoked} revoked` : "not fetched yet"));
   if (crl.next_update) parts.push(h("div", {}, `next update ${when(crl.next_update)}`));
   if (crl.last_error) parts.push(h("div", { class: "error" }, `last refresh failed: ${crl.last_error}`));
   return parts;
@@ -34,14 +34,14 @@ function caPanel(ca, refresh) {
     h("h4", {}, "Revocation"), h("div", {}, crlStatus(ca.crl)));
   if (!writable) return panel;
   const host = h("input", { placeholder: "api.example.com" });
-  const associate = h("form", { "aria-label": `Associate a hostname with ${ca.name || ca.id}` },
+  const associate = h("form", { class: "associate", "aria-label": `Associate a hostname with ${ca.name || ca.id}` },
     field("Associate a hostname", host), h("button", { type: "submit" }, "Associate"));
   associate.addEventListener("submit", act(associate, async () => {
     await associations([...new Set([...ca.hostnames, host.value.trim()])]);
     await refresh();
   }));
   const source = h("input", { value: ca.crl?.source || "", placeholder: "http://crl.example/ca.crl or /etc/gateway/ca.crl" });
-  const crl = h("form", { "aria-label": `CRL source of ${ca.name || ca.id}` }, field("CRL source", source),
+  const crl = h("form", { class: "crl-source", "aria-label": `CRL source of ${ca.name || ca.id}` }, field("CRL source", source),
     h("button", { type: "submit" }, "Set CRL source"),
     ca.crl ? button("Refresh CRL now", act(panel, async () => {
       await api("POST", accountPath(`mtls_certificates/${ca.id}/crl/refresh`));

@@ -1,6 +1,6 @@
 //! The control plane: the store of zones, hostnames, CAs, client certificates
-//! and rules; the admin API and its client; and the path from a committed
-//! change to both running layers.
+//! and rules; the admin API, its client and the dashboard it serves; and the
+//! path from a committed change to both running layers.
 //!
 //! A change edits a copy of the [`State`] (a copy costs nothing: its tables are
 //! persistent maps). What it touched is rendered as a configuration

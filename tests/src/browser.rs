@@ -157,10 +157,10 @@ impl Browser {
         loop {
             let buttons = self.all(&format!("{within} button"));
             for b in buttons {
-                if self.runtime.block_on(b.text()).unwrap_or_default().trim() == text {
-                    self.runtime
-                        .block_on(b.click())
-                        .unwrap_or_else(|e| panic!("cannot press {text:?}: {e}"));
+                // A button redrawn meanwhile is stale: look again.
+                if self.runtime.block_on(b.text()).unwrap_or_default().trim() == text
+                    && self.runtime.block_on(b.click()).is_ok()
+                {
                     return;
                 }
             }

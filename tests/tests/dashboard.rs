@@ -45,6 +45,11 @@ fn the_seeds_flows_run_end_to_end_in_the_dashboard() {
         stored["ssl"]["settings"]["min_tls_version"], "1.3",
         "{stored:#}"
     );
+    let (code, out) = curl_host(&s, &["--tlsv1.3"]);
+    assert_eq!(
+        code, 200,
+        "TLS 1.3 to the new hostname and its origin: {out}"
+    );
     let (code, out) = curl_host(&s, &["--tls-max", "1.2"]);
     assert_eq!(
         code, 0,
@@ -94,8 +99,8 @@ fn the_seeds_flows_run_end_to_end_in_the_dashboard() {
     b.fill("#common-name", "dash-client");
     b.press("#create-certificate", "Create");
     b.find("#private-key");
-    b.click("#issued a[download='client-certificate.pem']");
-    b.click("#issued a[download='client-key.pem']");
+    b.click("#issued button[data-download='client-certificate.pem']");
+    b.click("#issued button[data-download='client-key.pem']");
     let cert = b.downloaded("client-certificate.pem");
     let key = b.downloaded("client-key.pem");
     assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"), "{cert}");
@@ -121,7 +126,10 @@ fn the_seeds_flows_run_end_to_end_in_the_dashboard() {
         .as_str()
         .unwrap()
         .to_string();
-    b.click(&format!("button[data-serial='{serial}']"));
+    let revoke = format!("button[data-serial='{serial}']");
+    b.click(&revoke);
+    b.wait_text(&revoke, "Confirm: revoke dash-client");
+    b.click(&revoke);
     b.find("[data-status=revoked]");
     let (code, body) = curl_host(&s, &with_cert);
     assert_eq!(code, 403, "with the revoked certificate: {body}");
@@ -144,6 +152,7 @@ fn a_read_only_token_sees_no_edit_buttons_and_its_writes_are_refused() {
             "Analytics Read",
         ],
     );
+    seed(&s);
     let b = s.browser(&reader);
     let pagers = ["Previous page", "Next page"];
     for page in [

@@ -61,6 +61,7 @@ fn byo_cas_are_uploaded_associated_and_kept_while_in_use() {
     assert_eq!(code, 409, "{answer:#}");
     b.page(&s.gw.api, "cas");
     b.press(&panel, "Delete CA");
+    b.press(&panel, "Confirm: delete corp");
     b.wait_text(&format!("{panel} .error"), &refusal(&answer));
     b.screenshot("cas");
 
@@ -120,6 +121,7 @@ fn rules_reorder_and_disable_and_expiring_certificates_show() {
 #[test]
 fn every_control_on_every_page_has_a_label() {
     let s = Setup::start("dashboard-labels");
+    seed(&s);
     let b = s.browser(&s.gw.token);
     for page in [
         "hostnames",

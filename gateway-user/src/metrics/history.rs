@@ -10,7 +10,7 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use prometheus::{Registry, proto::MetricFamily};
@@ -79,8 +79,11 @@ type Totals = BTreeMap<(usize, String), f64>;
 
 /// One reading of the counters.
 struct Sample {
-    /// Unix time, milliseconds.
+    /// Unix time, milliseconds: the chart's labels.
     at_ms: i64,
+    /// Milliseconds on a monotonic clock: the rates' intervals (a step of the
+    /// wall clock does not distort them).
+    mono_ms: i64,
     totals: Totals,
 }
 
@@ -101,22 +104,29 @@ impl History {
 
     /// Reads the counters every [`INTERVAL`], for as long as the task runs.
     pub async fn run(self: Arc<History>) {
+        let start = Instant::now();
         let mut tick = tokio::time::interval(INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            self.sample(crate::clock::now_ms());
+            let mono_ms = i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX);
+            self.sample(crate::clock::now_ms(), mono_ms);
         }
     }
 
-    /// Reads the counters now (`at_ms`: Unix milliseconds) and keeps the totals.
-    pub fn sample(&self, at_ms: i64) {
+    /// Reads the counters and keeps the totals: `at_ms` is the Unix time,
+    /// `mono_ms` the time on a monotonic clock (both in milliseconds).
+    pub fn sample(&self, at_ms: i64, mono_ms: i64) {
         let totals = totals(&self.registry.gather());
         let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         if samples.len() == KEPT {
             samples.pop_front();
         }
-        samples.push_back(Sample { at_ms, totals });
+        samples.push_back(Sample {
+            at_ms,
+            mono_ms,
+            totals,
+        });
     }
 
     /// The charts as the admin API answers them: for each, the series that
@@ -161,7 +171,7 @@ impl History {
 /// The rate of one series between two samples (a series that is new in `b`
 /// counts from zero; a counter never runs backwards, so a drop reads as 0).
 fn rate(a: &Sample, b: &Sample, key: &(usize, String)) -> f64 {
-    let seconds = (b.at_ms - a.at_ms) as f64 / 1000.0;
+    let seconds = (b.mono_ms - a.mono_ms) as f64 / 1000.0;
     let (before, after) = (
         a.totals.get(key).copied().unwrap_or(0.0),
         b.totals.get(key).copied().unwrap_or(0.0),
@@ -217,14 +227,15 @@ mod tests {
     #[test]
     fn rates_are_per_second_between_samples_and_summed_over_hosts() {
         let (history, requests) = history();
-        history.sample(0);
+        history.sample(0, 0);
         requests.with_label_values(&["a", "200"]).inc_by(30);
         requests.with_label_values(&["b", "200"]).inc_by(20);
         requests.with_label_values(&["a", "403"]).inc_by(5);
-        history.sample(5_000);
-        history.sample(10_000);
+        // The wall clock stepped back an hour: the rates keep the monotonic interval.
+        history.sample(5_000 - 3_600_000, 5_000);
+        history.sample(10_000, 10_000);
         let charts = history.charts();
-        assert_eq!(charts["times"], json!([5, 10]));
+        assert_eq!(charts["times"], json!([5 - 3_600, 10]));
         let requests = &charts["charts"][4];
         assert_eq!(requests["id"], "requests");
         assert_eq!(
@@ -246,7 +257,7 @@ mod tests {
         let (history, requests) = history();
         for i in 0..KEPT as i64 + 10 {
             requests.with_label_values(&["a", "200"]).inc();
-            history.sample(i * 5_000);
+            history.sample(i * 5_000, i * 5_000);
         }
         let times = history.charts()["times"].as_array().unwrap().len();
         assert_eq!(times as u64, WINDOW.as_secs() / INTERVAL.as_secs());

@@ -9,6 +9,7 @@ use gateway_tests::{
     browser::Browser,
     control::StoreGateway,
     local::{Background, TempDir, free_port, origin},
+    pki::TestCa,
 };
 use serde_json::{Value, json};
 
@@ -65,6 +66,34 @@ impl Setup {
     }
 }
 
+/// Something on every page: a rule, a client certificate, an uploaded CA
+/// with a CRL source, and `localhost` requiring certificates from it and from
+/// the managed CA (so the rules' picker has a host).
+pub fn seed(s: &Setup) {
+    let rules = s.zone_path("rulesets/phases/http_request_firewall_custom/entrypoint/rules");
+    let rule =
+        json!({"description": "seeded", "expression": "http.host eq \"x.test\"", "action": "log"});
+    s.gw.ok("POST", &rules, Some(&rule));
+    let cert = json!({"generate_key": true, "common_name": "seeded", "validity_days": 10});
+    s.gw.ok("POST", &s.zone_path("client_certificates"), Some(&cert));
+    let ca = TestCa::new(&s.dir.0, "seeded");
+    let crl = s.dir.0.join("seeded.crl");
+    ca.crl(&crl, false);
+    let body = json!({
+        "ca": true,
+        "name": "seeded",
+        "certificates": std::fs::read_to_string(&ca.cert).unwrap(),
+        "crl_source": crl,
+    });
+    let cas = format!("accounts/{}/mtls_certificates", s.gw.account());
+    let id = s.gw.ok("POST", &cas, Some(&body))["id"].clone();
+    let associations = s.zone_path("certificate_authorities/hostname_associations");
+    for ca in [id, Value::Null] {
+        let body = json!({"hostnames": ["localhost"], "mtls_certificate_id": ca});
+        s.gw.ok("PUT", &associations, Some(&body));
+    }
+}
+
 /// Signs in on the dashboard at `base` and waits for the first page.
 pub fn sign_in(b: &Browser, base: &str, token: &str) {
     b.go(base);
@@ -75,7 +104,7 @@ pub fn sign_in(b: &Browser, base: &str, token: &str) {
 
 /// The texts of the buttons on the page's main part.
 pub fn buttons(b: &Browser) -> Vec<String> {
-    b.run("return [...document.querySelectorAll('main button')].map(e => e.textContent.trim())")
+    b.run("return [...document.querySelectorAll('main button:not(.download)')].map(e => e.textContent.trim())")
         .as_array()
         .unwrap()
         .iter()

@@ -50,7 +50,7 @@ export async function all(path, limit = 5000) {
 }
 
 /** Checks `token`, learns its permissions and the zone, and keeps it for this tab. */
-export async function signIn(token) {
+export async function signIn(token, { keepOnError = false } = {}) {
   session.token = token;
   try {
     const verified = (await api("GET", "user/tokens/verify")).result;
@@ -60,7 +60,8 @@ export async function signIn(token) {
     session.account = zone.account.id;
     sessionStorage.setItem(KEY, token);
   } catch (error) {
-    signOut();
+    const refused = error.status === 401 || error.status === 403;
+    if (refused || !keepOnError) signOut();
     throw error;
   }
 }

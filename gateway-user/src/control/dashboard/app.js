@@ -55,16 +55,22 @@ function showNav() {
   );
   replace(
     document.getElementById("who"),
-    h("button", { type: "button", id: "sign-out", onclick: () => { signOut(); showSignIn(); } }, "Sign out"),
+    h("button", { type: "button", id: "sign-out", onclick: () => { leavePage(); signOut(); showSignIn(); } }, "Sign out"),
   );
 }
 
 let routing = 0;
 
-async function route() {
-  const mine = ++routing;
+/** Stops the page on show (its timers) and any render still under way. */
+function leavePage() {
+  routing += 1;
   if (stopPage) stopPage();
   stopPage = null;
+}
+
+async function route() {
+  leavePage();
+  const mine = routing;
   delete main.dataset.ready;
   const pages = visible();
   if (!pages.length) {
@@ -101,12 +107,14 @@ async function route() {
 }
 
 async function start() {
-  window.onhashchange = route;
+  // Only `#/page` hashes are pages (`#main` is the skip link's target).
+  window.onhashchange = () => location.hash.startsWith("#/") && route();
   await route();
 }
 
 if (session.token) {
-  signIn(session.token).then(start, showSignIn);
+  // A reload signs in again; only a refused token is forgotten, not a lost connection.
+  signIn(session.token, { keepOnError: true }).then(start, showSignIn);
 } else {
   showSignIn();
 }

@@ -2,7 +2,7 @@
 // the five-CA limit, hostname associations, the CRL source and its refresh
 // status, and delete (refused, with the reason, while hostnames use the CA).
 
-import { h, replace, field, table, section, say, act, when, button } from "./dom.js";
+import { h, replace, field, table, section, say, act, when, button, confirmed, seg } from "./dom.js";
 import { api, zonePath, accountPath, may, SSL_READ, SSL_WRITE } from "./api.js";
 
 const LIMIT = 5;
@@ -44,20 +44,20 @@ function caPanel(ca, refresh) {
   const crl = h("form", { class: "crl-source", "aria-label": `CRL source of ${ca.name || ca.id}` }, field("CRL source", source),
     h("button", { type: "submit" }, "Set CRL source"),
     ca.crl ? button("Refresh CRL now", act(panel, async () => {
-      await api("POST", accountPath(`mtls_certificates/${ca.id}/crl/refresh`));
+      await api("POST", accountPath(`mtls_certificates/${seg(ca.id)}/crl/refresh`));
       say("CRL refreshed.");
       await refresh();
     }), { class: "secondary" }) : null);
   crl.addEventListener("submit", act(crl, async () => {
-    await api("PUT", accountPath(`mtls_certificates/${ca.id}/crl`), { source: source.value.trim() });
+    await api("PUT", accountPath(`mtls_certificates/${seg(ca.id)}/crl`), { source: source.value.trim() });
     say("CRL source set.");
     await refresh();
   }));
-  const remove = button("Delete CA", act(panel, async () => {
-    await api("DELETE", accountPath(`mtls_certificates/${ca.id}`));
+  const remove = confirmed("Delete CA", `Confirm: delete ${ca.name || ca.id}`, panel, async () => {
+    await api("DELETE", accountPath(`mtls_certificates/${seg(ca.id)}`));
     say(`Deleted ${ca.name || ca.id}.`);
     await refresh();
-  }), { class: "danger" });
+  }, { class: "danger" });
   panel.append(associate, crl, remove);
   return panel;
 }

@@ -2,7 +2,7 @@
 // certificates (create with a generated key or from a CSR; revoke and
 // reactivate), and the Hosts that require a certificate from it.
 
-import { h, replace, field, select, table, section, say, act, when, download, button } from "./dom.js";
+import { h, replace, field, select, table, section, say, act, when, download, button, confirmed, seg } from "./dom.js";
 import { api, all, zonePath, may, SSL_READ, SSL_WRITE } from "./api.js";
 
 const VALIDITY = [["3650", "10 years"], ["1825", "5 years"], ["365", "1 year"], ["90", "90 days"], ["30", "30 days"]];
@@ -63,16 +63,16 @@ function certActions(c, where, refresh) {
   if (!may(SSL_WRITE)) return "";
   if (c.status === "revoked") {
     return button("Reactivate", act(where, async () => {
-      await api("PATCH", zonePath(`client_certificates/${c.id}`), { reactivate: true });
+      await api("PATCH", zonePath(`client_certificates/${seg(c.id)}`), { reactivate: true });
       say(`Reactivated ${c.common_name}.`);
       await refresh();
     }), { class: "secondary" });
   }
-  return button("Revoke", act(where, async () => {
-    await api("DELETE", zonePath(`client_certificates/${c.id}`));
+  return confirmed("Revoke", `Confirm: revoke ${c.common_name}`, where, async () => {
+    await api("DELETE", zonePath(`client_certificates/${seg(c.id)}`));
     say(`Revoked ${c.common_name}.`);
     await refresh();
-  }), { class: "danger", "data-serial": c.serial_number });
+  }, { class: "danger", "data-serial": c.serial_number });
 }
 
 /** The Hosts section: which hostnames require a certificate from the managed CA. */

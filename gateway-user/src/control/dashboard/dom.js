@@ -17,8 +17,12 @@ export function s(tag, attrs = {}, ...children) {
 function fill(el, attrs, children) {
   for (const [name, value] of Object.entries(attrs || {})) {
     if (value === undefined || value === null || value === false) continue;
-    if (name.startsWith("on") && typeof value === "function") {
+    if (name.startsWith("on")) {
+      // Handlers are functions from this code, never attribute text.
+      if (typeof value !== "function") throw new TypeError(`${name} must be a function`);
       el.addEventListener(name.slice(2), value);
+    } else if (name === "href" && !/^(#\/|blob:)/.test(String(value))) {
+      throw new TypeError(`href ${value} is neither a page of the dashboard nor a download`);
     } else if (name === "value" || name === "checked" || name === "disabled" || name === "selected") {
       el[name] = value;
     } else {
@@ -91,16 +95,22 @@ export function problem(error) {
   return h("p", { class: "error", role: "alert" }, String(error.message || error));
 }
 
-/** Runs `action` (async) for a button, showing its error beside `where`. */
+/** Runs `action` (async) for a button or form, showing its error beside
+ * `where`; the button is disabled until it settles, so a double click acts once. */
 export function act(where, action) {
   return async (event) => {
     event?.preventDefault?.();
+    const control = event?.submitter || (event?.currentTarget instanceof HTMLButtonElement ? event.currentTarget : null);
+    if (control?.disabled) return;
+    if (control) control.disabled = true;
     where.querySelectorAll(":scope > .error").forEach((e) => e.remove());
     try {
       await action();
     } catch (error) {
       where.append(problem(error));
       say(String(error.message || error), "bad");
+    } finally {
+      if (control) control.disabled = false;
     }
   };
 }
@@ -111,10 +121,34 @@ export function when(rfc3339) {
   return rfc3339.replace("T", " ").replace(/:\d\d(\.\d+)?Z$/, " UTC");
 }
 
-/** Offers `text` as a file named `name`. */
+/** A button that saves `text` as a file named `name` (the blob URL lives
+ * only for the click, so a private key is not left reachable in the tab). */
 export function download(name, text, label) {
-  const url = URL.createObjectURL(new Blob([text], { type: "application/x-pem-file" }));
-  return h("a", { href: url, download: name, class: "button" }, label || `Download ${name}`);
+  const save = () => {
+    const url = URL.createObjectURL(new Blob([text], { type: "application/x-pem-file" }));
+    const link = h("a", { href: url, download: name });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  };
+  return h("button", { type: "button", class: "download", "data-download": name, onclick: save }, label || `Download ${name}`);
+}
+
+/** A path segment: an id from the store, escaped for the URL. */
+export const seg = (id) => encodeURIComponent(id);
+
+/** A button that asks once more before `action`: the first click arms it. */
+export function confirmed(text, armedText, where, action, attrs = {}) {
+  const b = button(text, act(where, async () => {
+    if (b.dataset.armed !== "1") {
+      b.dataset.armed = "1";
+      b.textContent = armedText;
+      return;
+    }
+    await action();
+  }), attrs);
+  return b;
 }
 
 /** A button; `write` buttons are only made for tokens that may write. */

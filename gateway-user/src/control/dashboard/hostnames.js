@@ -1,7 +1,7 @@
 // Custom hostnames: the paged, filterable list (minimum TLS, ciphers, mTLS,
 // CAs, certificate and expiry), and add, edit and delete.
 
-import { h, replace, field, select, table, section, say, act, when, button } from "./dom.js";
+import { h, replace, field, select, table, section, say, act, when, button, confirmed, seg } from "./dom.js";
 import { api, zonePath, accountPath, may, SSL_READ, SSL_WRITE } from "./api.js";
 
 export const VERSIONS = [["1.0", "TLS 1.0"], ["1.1", "TLS 1.1"], ["1.2", "TLS 1.2"], ["1.3", "TLS 1.3"]];
@@ -66,7 +66,7 @@ function editForm(host, where, refresh) {
     h("h2", {}, `Edit ${host.hostname}`), settingsControls(f),
     h("button", { type: "submit" }, "Save"), button("Cancel", () => form.remove(), { class: "secondary" }));
   form.addEventListener("submit", act(form, async () => {
-    await api("PATCH", zonePath(`custom_hostnames/${host.id}`), settingsBody(f));
+    await api("PATCH", zonePath(`custom_hostnames/${seg(host.id)}`), settingsBody(f));
     say(`Saved ${host.hostname}.`);
     await refresh();
   }));
@@ -77,16 +77,11 @@ function editForm(host, where, refresh) {
 
 function actions(host, where, refresh) {
   if (!may(SSL_WRITE)) return "";
-  const remove = button("Delete", act(where, async () => {
-    if (remove.dataset.armed !== "1") {
-      remove.dataset.armed = "1";
-      remove.textContent = `Confirm: delete ${host.hostname}`;
-      return;
-    }
-    await api("DELETE", zonePath(`custom_hostnames/${host.id}`));
+  const remove = confirmed("Delete", `Confirm: delete ${host.hostname}`, where, async () => {
+    await api("DELETE", zonePath(`custom_hostnames/${seg(host.id)}`));
     say(`Deleted ${host.hostname}.`);
     await refresh();
-  }), { class: "danger", disabled: host.default, title: host.default ? "The default hostname cannot be deleted" : null });
+  }, { class: "danger", disabled: host.default, title: host.default ? "The default hostname cannot be deleted" : null });
   return [button("Edit", () => editForm(host, where, refresh), { class: "edit" }), remove];
 }
 
@@ -109,18 +104,27 @@ async function render(main) {
   const list = h("div", { id: "hostname-list" });
   const pager = h("div", { class: "pager" });
   let page = 1;
+  let asked = 0;
   const refresh = async () => {
+    const mine = ++asked;
     const q = filter.value.trim() ? `&hostname.contain=${encodeURIComponent(filter.value.trim())}` : "";
-    const { result, result_info: info } = await api("GET", zonePath(`custom_hostnames?page=${page}&per_page=${PER_PAGE}${q}`));
+    let { result, result_info: info } = await api("GET", zonePath(`custom_hostnames?page=${page}&per_page=${PER_PAGE}${q}`));
+    if (!result.length && page > 1 && info.total_pages >= 1) {
+      // The last page emptied (a delete): show the new last page.
+      page = info.total_pages;
+      ({ result, result_info: info } = await api("GET", zonePath(`custom_hostnames?page=${page}&per_page=${PER_PAGE}${q}`)));
+    }
+    if (mine !== asked) return; // a later refresh overtook this one
     replace(list, table(`Hostnames ${info.count ? `${(page - 1) * PER_PAGE + 1}–${(page - 1) * PER_PAGE + info.count}` : ""} of ${info.total_count}`,
       columns(names, main, refresh), result, "No hostname matches."));
     replace(pager,
-      button("Previous page", () => { page -= 1; refresh(); }, { class: "secondary", disabled: page <= 1 }),
+      button("Previous page", act(pager, async () => { page -= 1; await refresh(); }), { class: "secondary", disabled: page <= 1 }),
       `Page ${info.page} of ${Math.max(1, info.total_pages)}`,
-      button("Next page", () => { page += 1; refresh(); }, { class: "secondary", disabled: page >= info.total_pages }));
+      button("Next page", act(pager, async () => { page += 1; await refresh(); }), { class: "secondary", disabled: page >= info.total_pages }));
   };
   let typing;
-  filter.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => { page = 1; refresh(); }, 200); });
+  const filtered = act(list, async () => { page = 1; await refresh(); });
+  filter.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(filtered, 200); });
   main.append(section("Hostnames", field("Filter by name", filter), list, pager));
   if (may(SSL_WRITE)) main.append(addForm(refresh));
   await refresh();

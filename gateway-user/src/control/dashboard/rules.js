@@ -2,7 +2,7 @@
 // "Create mTLS rule" builder from a picker of mTLS-enabled hostnames, and an
 // expression editor checked as the user types, errors at line and column.
 
-import { h, replace, field, select, table, section, say, act, button } from "./dom.js";
+import { h, replace, field, select, table, section, say, act, button, confirmed, seg, problem } from "./dom.js";
 import { api, all, zonePath, may, SSL_READ, RULES_READ, RULES_WRITE } from "./api.js";
 
 const ENTRYPOINT = "rulesets/phases/http_request_firewall_custom/entrypoint";
@@ -44,7 +44,9 @@ function editor() {
     }
   };
   text.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(check, 250); });
-  return { text, verdict, set: (value) => { text.value = value; check(); } };
+  const checking = () => { verdict.className = ""; replace(verdict, text.value.trim() ? "Checking…" : ""); };
+  text.addEventListener("input", checking);
+  return { text, verdict, set: (value) => { text.value = value; checking(); check(); } };
 }
 
 function builder(mtlsHosts, expression) {
@@ -59,9 +61,15 @@ function builder(mtlsHosts, expression) {
     h("button", { type: "submit", disabled: !mtlsHosts.length }, "Fill in the expression"));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
+    form.querySelectorAll(":scope > .error").forEach((e) => e.remove());
     const hosts = [...picker.selectedOptions].map((o) => o.value);
-    expression.set(mtlsExpression(hosts.length ? hosts : mtlsHosts.slice(0, 1), path.value.trim(), revoked.checked));
-    document.getElementById("rule-description").value ||= `mTLS for ${hosts.join(", ") || mtlsHosts[0]}`;
+    if (!hosts.length) {
+      form.append(problem("Pick at least one hostname."));
+      picker.focus();
+      return;
+    }
+    expression.set(mtlsExpression(hosts, path.value.trim(), revoked.checked));
+    document.getElementById("rule-description").value ||= `mTLS for ${hosts.join(", ")}`;
     expression.text.focus();
   });
   return form;
@@ -84,22 +92,24 @@ function ruleForm(expression, refresh) {
   return form;
 }
 
-function ruleActions(rule, index, count, where, refresh) {
+/** A rule's buttons; `above` and `below` are its neighbours (moves are relative to them). */
+function ruleActions(rule, above, below, where, refresh) {
   if (!may(RULES_WRITE)) return "";
   const patch = (body, message) => act(where, async () => {
-    await api("PATCH", zonePath(`${ENTRYPOINT}/rules/${rule.id}`), body);
+    await api("PATCH", zonePath(`${ENTRYPOINT}/rules/${seg(rule.id)}`), body);
     say(message);
     await refresh();
   });
+  const name = rule.description || rule.id;
   return [
-    button("Up", patch({ position: { index } }, "Moved up."), { class: "secondary", disabled: index === 0, "aria-label": `Move ${rule.description || rule.id} up` }),
-    button("Down", patch({ position: { index: index + 2 } }, "Moved down."), { class: "secondary", disabled: index === count - 1, "aria-label": `Move ${rule.description || rule.id} down` }),
+    button("Up", patch({ position: { before: above?.id } }, "Moved up."), { class: "secondary", disabled: !above, "aria-label": `Move ${name} up` }),
+    button("Down", patch({ position: { after: below?.id } }, "Moved down."), { class: "secondary", disabled: !below, "aria-label": `Move ${name} down` }),
     button(rule.enabled ? "Disable" : "Enable", patch({ enabled: !rule.enabled }, rule.enabled ? "Disabled." : "Enabled."), { class: "secondary" }),
-    button("Delete", act(where, async () => {
-      await api("DELETE", zonePath(`${ENTRYPOINT}/rules/${rule.id}`));
+    confirmed("Delete", `Confirm: delete ${name}`, where, async () => {
+      await api("DELETE", zonePath(`${ENTRYPOINT}/rules/${seg(rule.id)}`));
       say("Rule deleted.");
       await refresh();
-    }), { class: "danger" }),
+    }, { class: "danger" }),
   ];
 }
 
@@ -113,7 +123,7 @@ async function render(main) {
       ["Expression", (r) => h("code", {}, r.expression)],
       ["Action", (r) => r.action],
       ["Enabled", (r) => h("span", { class: r.enabled ? "on" : "off" }, r.enabled ? "on" : "off")],
-      ["", (r) => ruleActions(r, rules.indexOf(r), rules.length, list, refresh)],
+      ["", (r) => ruleActions(r, rules[rules.indexOf(r) - 1], rules[rules.indexOf(r) + 1], list, refresh)],
     ], rules, "No rule yet: every request that passes TLS is let through."));
   };
   main.append(section("Rules", list));

@@ -237,6 +237,8 @@ impl Browser {
             .run("window.scrollTo(0, 0); return document.documentElement.scrollHeight")
             .as_u64()
             .unwrap_or(1000)
+            // The window's own frame takes some of its height.
+            .saturating_add(200)
             .clamp(1000, 6000);
         let png = self.runtime.block_on(async {
             let _ = self.client.set_window_size(WIDTH, height as u32).await;

@@ -45,13 +45,19 @@ function plot(chart, data, now) {
   const x = (t) => PAD.left + ((t - start) / span) * (W - PAD.left - PAD.right);
   const y = (v) => H - PAD.bottom - (v / peak) * (H - PAD.top - PAD.bottom);
   const palette = colors(chart.series);
+  // Steps: each rate holds over the interval it was measured in, so one
+  // sample is a visible segment, and a flood a block.
   const lines = chart.series.map((series, i) => {
-    const points = series.rates.map((v, j) => `${x(times[j]).toFixed(1)},${y(v).toFixed(1)}`);
+    const points = series.rates.flatMap((v, j) => [
+      `${x(Math.max(start, times[j] - data.interval_seconds)).toFixed(1)},${y(v).toFixed(1)}`,
+      `${x(times[j]).toFixed(1)},${y(v).toFixed(1)}`,
+    ]);
     const line = s("polyline", { points: points.join(" "), fill: "none", stroke: palette[i], "stroke-width": 2, "data-label": series.label });
     if (!refusal(series.label) || !points.length) return line;
     // Refusals are filled in too: a flood is a red block, not a thin line.
     const base = y(0).toFixed(1);
-    const area = `${x(times[0]).toFixed(1)},${base} ${points.join(" ")} ${x(times.at(-1)).toFixed(1)},${base}`;
+    const first = points[0].split(",")[0];
+    const area = `${first},${base} ${points.join(" ")} ${x(times.at(-1)).toFixed(1)},${base}`;
     return [s("polygon", { points: area, fill: palette[i], "fill-opacity": 0.25, stroke: "none" }), line];
   });
   const label = chart.series.length

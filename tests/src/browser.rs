@@ -14,7 +14,10 @@ use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
-use crate::local::{Background, free_port};
+use crate::{
+    local::{Background, free_port},
+    split::require_program,
+};
 
 /// The window's width.
 const WIDTH: u32 = 1360;
@@ -32,16 +35,6 @@ pub struct Browser {
     _driver: Background,
 }
 
-/// Fails the calling test, loudly, unless `program` is installed.
-fn require(program: &str, package: &str) -> PathBuf {
-    let path = Path::new("/usr/bin").join(program);
-    assert!(
-        path.exists(),
-        "this test needs {program} (Debian package {package}); run scripts/setup.sh"
-    );
-    path
-}
-
 impl Browser {
     /// [`start`](Self::start) in this process's network namespace.
     pub fn local(dir: &Path, shots: &Path) -> Browser {
@@ -51,8 +44,8 @@ impl Browser {
     /// Starts chromedriver (through `wrap`, e.g. in a network namespace) and a
     /// headless Chromium session; screenshots go to `shots`.
     pub fn start(dir: &Path, shots: &Path, wrap: impl FnOnce(&Path) -> Command) -> Browser {
-        let driver = require("chromedriver", "chromium-driver");
-        let chromium = require("chromium", "chromium");
+        let driver = require_program("chromedriver", "chromium-driver");
+        let chromium = require_program("chromium", "chromium");
         let port = free_port();
         let mut cmd = wrap(&driver);
         cmd.arg(format!("--port={port}"));
@@ -151,26 +144,36 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot click {css:?}: {e}"));
     }
 
-    /// Clicks the button whose text is `text` inside the element matching `within`.
-    pub fn press(&self, within: &str, text: &str) {
+    /// Tries `attempt` every 100 ms until it answers `Ok`; fails the test
+    /// with its last `Err` once [`PATIENCE`] has passed.
+    fn poll<T>(&self, mut attempt: impl FnMut() -> Result<T, String>) -> T {
         let deadline = Instant::now() + PATIENCE;
         loop {
+            match attempt() {
+                Ok(done) => return done,
+                Err(why) => assert!(Instant::now() < deadline, "{why}"),
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Clicks the button whose text is `text` inside the element matching `within`.
+    pub fn press(&self, within: &str, text: &str) {
+        self.poll(|| {
             let buttons = self.all(&format!("{within} button"));
             for b in buttons {
                 // A button redrawn meanwhile is stale: look again.
                 if self.runtime.block_on(b.text()).unwrap_or_default().trim() == text
                     && self.runtime.block_on(b.click()).is_ok()
                 {
-                    return;
+                    return Ok(());
                 }
             }
-            assert!(
-                Instant::now() < deadline,
+            Err(format!(
                 "no button {text:?} in {within:?}: {}",
                 self.page_text()
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
+            ))
+        })
     }
 
     /// The visible text of the element matching `css`.
@@ -181,21 +184,18 @@ impl Browser {
 
     /// Waits until the text of the element matching `css` contains `wanted`.
     pub fn wait_text(&self, css: &str, wanted: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        self.poll(|| {
             let text = self.all(css).first().map_or(String::new(), |e| {
                 self.runtime.block_on(e.text()).unwrap_or_default()
             });
             if text.contains(wanted) {
-                return text;
+                return Ok(text);
             }
-            assert!(
-                Instant::now() < deadline,
+            Err(format!(
                 "{css:?} never showed {wanted:?}; it shows {text:?}; the page: {}",
                 self.page_text()
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
+            ))
+        })
     }
 
     /// Runs `script` in the page (`arguments` empty) and answers its value.
@@ -255,15 +255,13 @@ impl Browser {
     /// Waits for a downloaded file named `name` and reads it.
     pub fn downloaded(&self, name: &str) -> String {
         let path = self.downloads.join(name);
-        let deadline = Instant::now() + PATIENCE;
-        while !path.exists() {
-            assert!(
-                Instant::now() < deadline,
+        self.poll(|| match path.exists() {
+            true => Ok(()),
+            false => Err(format!(
                 "{name} was never downloaded to {}",
                 self.downloads.display()
-            );
-            thread::sleep(Duration::from_millis(100));
-        }
+            )),
+        });
         std::fs::read_to_string(path).unwrap()
     }
 }

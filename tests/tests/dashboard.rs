@@ -162,15 +162,7 @@ fn a_read_only_token_sees_no_edit_buttons_and_its_writes_are_refused() {
     seed(&s);
     let b = s.browser(&reader);
     let pagers = ["Previous page", "Next page"];
-    for page in [
-        "hostnames",
-        "zone",
-        "client-certificates",
-        "cas",
-        "rules",
-        "expiring",
-        "charts",
-    ] {
+    for page in PAGES {
         b.page(&s.gw.api, page);
         let offered: Vec<String> = buttons(&b)
             .into_iter()

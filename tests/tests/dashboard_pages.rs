@@ -123,15 +123,7 @@ fn every_control_on_every_page_has_a_label() {
     let s = Setup::start("dashboard-labels");
     seed(&s);
     let b = s.browser(&s.gw.token);
-    for page in [
-        "hostnames",
-        "zone",
-        "client-certificates",
-        "cas",
-        "rules",
-        "expiring",
-        "charts",
-    ] {
+    for page in PAGES {
         b.page(&s.gw.api, page);
         let unlabelled = b.run(
             "return [...document.querySelectorAll('input, select, textarea')]\

@@ -15,6 +15,17 @@ use serde_json::{Value, json};
 
 pub const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
 
+/// Every page of the dashboard, as its `#/` path.
+pub const PAGES: [&str; 7] = [
+    "hostnames",
+    "zone",
+    "client-certificates",
+    "cas",
+    "rules",
+    "expiring",
+    "charts",
+];
+
 /// Where the screenshots go: `target/dashboard/`.
 pub fn shots() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard")

@@ -449,21 +449,18 @@ async fn route(admin: &Admin, call: &Call, caller: &Caller) -> Listing {
             }
         }
         ["user", "tokens", rest @ ..] => tokens::route(plane, call, caller, rest).await,
-        ["accounts", a, "audit_logs"] => match (*a == account_id, get) {
-            (false, _) => Err(ApiError::not_found("account", a)),
-            (true, false) => Err(method_not_allowed("GET")),
-            (true, true) => audit_logs(plane, call).await,
-        },
-        ["accounts", a, "fleet", "nodes"] => match (*a == account_id, get) {
-            (false, _) => Err(ApiError::not_found("account", a)),
-            (true, false) => Err(method_not_allowed("GET")),
-            (true, true) => fleet::nodes(plane).await,
-        },
-        ["accounts", a, "gateway", "charts"] => match (*a == account_id, get) {
-            (false, _) => Err(ApiError::not_found("account", a)),
-            (true, false) => Err(method_not_allowed("GET")),
-            (true, true) => Ok(Reply::from(admin.history.charts())),
-        },
+        ["accounts", a, "audit_logs"] => {
+            account_read(a, &account_id, get)?;
+            audit_logs(plane, call).await
+        }
+        ["accounts", a, "fleet", "nodes"] => {
+            account_read(a, &account_id, get)?;
+            fleet::nodes(plane).await
+        }
+        ["accounts", a, "gateway", "charts"] => {
+            account_read(a, &account_id, get)?;
+            Ok(Reply::from(admin.history.charts()))
+        }
         ["accounts", a, "mtls_certificates", rest @ ..] => {
             if *a != account_id {
                 return Err(ApiError::not_found("account", a));
@@ -476,6 +473,16 @@ async fn route(admin: &Admin, call: &Call, caller: &Caller) -> Listing {
             }
         }
         _ => Err(no_route()),
+    }
+}
+
+/// For a read-only account route: 404 for another account, 405 for a method
+/// other than GET.
+fn account_read(asked: &str, account_id: &str, get: bool) -> Result<(), ApiError> {
+    match (asked == account_id, get) {
+        (false, _) => Err(ApiError::not_found("account", asked)),
+        (true, false) => Err(method_not_allowed("GET")),
+        (true, true) => Ok(()),
     }
 }
 

@@ -108,11 +108,12 @@ async function render(main) {
   const refresh = async () => {
     const mine = ++asked;
     const q = filter.value.trim() ? `&hostname.contain=${encodeURIComponent(filter.value.trim())}` : "";
-    let { result, result_info: info } = await api("GET", zonePath(`custom_hostnames?page=${page}&per_page=${PER_PAGE}${q}`));
+    const fetchPage = () => api("GET", zonePath(`custom_hostnames?page=${page}&per_page=${PER_PAGE}${q}`));
+    let { result, result_info: info } = await fetchPage();
     if (!result.length && page > 1 && info.total_pages >= 1) {
       // The last page emptied (a delete): show the new last page.
       page = info.total_pages;
-      ({ result, result_info: info } = await api("GET", zonePath(`custom_hostnames?page=${page}&per_page=${PER_PAGE}${q}`)));
+      ({ result, result_info: info } = await fetchPage());
     }
     if (mine !== asked) return; // a later refresh overtook this one
     replace(list, table(`Hostnames ${info.count ? `${(page - 1) * PER_PAGE + 1}–${(page - 1) * PER_PAGE + info.count}` : ""} of ${info.total_count}`,

@@ -32,6 +32,8 @@ pub struct Browser {
     /// Where downloads land.
     pub downloads: PathBuf,
     shots: PathBuf,
+    /// Chromium's network log, read for failure messages.
+    netlog: PathBuf,
     _driver: Background,
 }
 
@@ -48,7 +50,8 @@ impl Browser {
         let chromium = require_program("chromium", "chromium");
         let port = free_port();
         let mut cmd = wrap(&driver);
-        cmd.arg(format!("--port={port}"));
+        // Chromium inherits this: its home is the test's, not the machine's.
+        cmd.arg(format!("--port={port}")).env("HOME", dir);
         let driver = Background::start(
             cmd,
             dir.join(format!("chromedriver-{port}.log")),
@@ -58,13 +61,16 @@ impl Browser {
         std::fs::create_dir_all(&downloads).unwrap();
         std::fs::create_dir_all(shots).unwrap();
         let profile = dir.join(format!("chromium-profile-{port}"));
+        let netlog = dir.join(format!("chromium-netlog-{port}.json"));
         let options = json!({
             "binary": chromium,
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-extensions", "--no-first-run",
-                "--disable-sync", "--disable-component-update", "--window-size=1360,1000",
+                "--disable-sync", "--disable-component-update", "--disable-quic",
+                "--window-size=1360,1000",
                 format!("--user-data-dir={}", profile.display()),
+                format!("--log-net-log={}", netlog.display()),
             ],
             "prefs": {
                 "download.default_directory": downloads,
@@ -89,6 +95,7 @@ impl Browser {
             runtime,
             downloads,
             shots: shots.to_path_buf(),
+            netlog,
             _driver: driver,
         }
     }
@@ -109,7 +116,7 @@ impl Browser {
             .for_element(Locator::Css(css));
         self.runtime
             .block_on(wait)
-            .unwrap_or_else(|e| panic!("no {css:?} on the page ({e}): {}", self.page_text()))
+            .unwrap_or_else(|e| panic!("no {css:?} on the page ({e}): {}", self.what_went_wrong()))
     }
 
     /// Every element matching `css` now.
@@ -171,7 +178,7 @@ impl Browser {
             }
             Err(format!(
                 "no button {text:?} in {within:?}: {}",
-                self.page_text()
+                self.what_went_wrong()
             ))
         })
     }
@@ -193,7 +200,7 @@ impl Browser {
             }
             Err(format!(
                 "{css:?} never showed {wanted:?}; it shows {text:?}; the page: {}",
-                self.page_text()
+                self.what_went_wrong()
             ))
         })
     }
@@ -228,6 +235,17 @@ impl Browser {
             .chars()
             .take(4000)
             .collect()
+    }
+
+    /// For failure messages: the page's text and the network errors Chromium
+    /// logged (a page that says "Failed to fetch" does not say why).
+    pub fn what_went_wrong(&self) -> String {
+        let netlog = std::fs::read_to_string(&self.netlog).unwrap_or_default();
+        format!(
+            "{}\n[Chromium's network errors so far: {}]",
+            self.page_text(),
+            network_errors(&netlog)
+        )
     }
 
     /// Saves a PNG of the whole page (the window grown to its height) as
@@ -270,5 +288,61 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let client = self.client.clone();
         let _ = self.runtime.block_on(client.close());
+    }
+}
+
+/// The net errors in a Chromium network log (`--log-net-log`), counted by
+/// name: e.g. `ERR_CONNECTION_RESET ×1`. The log is read as it is being
+/// written, so it need not be whole JSON.
+fn network_errors(netlog: &str) -> String {
+    let names: std::collections::HashMap<i64, &str> = netlog
+        .split_once("\"netError\":{")
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(table, _)| {
+            table
+                .split(',')
+                .filter_map(|pair| pair.split_once(':'))
+                .filter_map(|(name, code)| Some((code.parse().ok()?, name.trim_matches('"'))))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut counts = std::collections::BTreeMap::<i64, usize>::new();
+    let key = "\"net_error\":";
+    for (at, _) in netlog.match_indices(key) {
+        let code: String = netlog[at + key.len()..]
+            .chars()
+            .take_while(|c| *c == '-' || c.is_ascii_digit())
+            .collect();
+        if let Ok(code) = code.parse() {
+            *counts.entry(code).or_default() += 1;
+        }
+    }
+    if counts.is_empty() {
+        return "none".into();
+    }
+    counts
+        .iter()
+        .map(|(code, n)| {
+            let name = names.get(code).copied().unwrap_or("?");
+            format!("{name} ({code}) ×{n}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::network_errors;
+
+    #[test]
+    fn network_errors_are_counted_by_name() {
+        let log = r#"{"constants":{"netError":{"ERR_ABORTED":-3,"ERR_CONNECTION_RESET":-101}},
+            "events":[{"params":{"net_error":-101}},{"params":{"net_error":-3}},{"params":{"net_error":-101}},
+            {"params":{"net_error":-7"#;
+        assert_eq!(
+            network_errors(log),
+            "ERR_CONNECTION_RESET (-101) ×2, ? (-7) ×1, ERR_ABORTED (-3) ×1"
+        );
+        assert_eq!(network_errors(""), "none");
     }
 }

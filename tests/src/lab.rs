@@ -121,6 +121,13 @@ impl Lab {
         netns_exec(&self.server_ns, program.as_ref())
     }
 
+    /// What [`in_server`](Self::in_server) does, as a closure another thread
+    /// can take (e.g. to start chromedriver from [`in_server_thread`](Self::in_server_thread)).
+    pub fn server_wrapper(&self) -> impl FnOnce(&Path) -> Command + Send + 'static {
+        let ns = self.server_ns.clone();
+        move |program| netns_exec(&ns, program)
+    }
+
     /// A command run inside the client namespace.
     pub fn in_client(&self, program: impl AsRef<Path>) -> Command {
         netns_exec(&self.client_ns, program.as_ref())
@@ -375,6 +382,21 @@ impl Lab {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// For a failing test: whether each process still ran, and the end of its log.
+    fn show_children(&mut self) {
+        const TAIL: usize = 40;
+        for (name, child) in &mut self.children {
+            let state = match child.try_wait() {
+                Ok(Some(status)) => format!("exited ({status})"),
+                _ => "still running".to_string(),
+            };
+            let log = fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(TAIL)..].join("\n");
+            println!("--- lab process {name}: {state}; the end of its log:\n{tail}\n---");
+        }
+    }
+
     fn stop_children(&mut self) {
         // SIGTERM to all first, so the gateway detaches its program cleanly.
         for (_, child) in &self.children {
@@ -390,6 +412,9 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if thread::panicking() {
+            self.show_children();
+        }
         self.stop_children();
         for ns in [&self.server_ns, &self.client_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();

@@ -68,10 +68,13 @@ fn during_a_flood_the_xdp_chart_shows_the_refusals() {
     let (done_tx, done_rx) = mpsc::channel();
     // The terminator's port: the one the filter inspects in store mode.
     let target = stateless::Target::lab(&lab, 8443).unwrap();
+    // chromedriver (and so Chromium) runs as `ip netns exec` runs programs, with
+    // the namespace's own /sys; the WebDriver client runs on a thread in it.
+    let wrap = lab.server_wrapper();
     std::thread::scope(|scope| {
         let watcher = scope.spawn(|| {
             lab.in_server_thread(move || {
-                let b = Browser::local(&dir, &shots());
+                let b = Browser::start(&dir, &shots(), wrap);
                 let base = format!("http://{ADMIN}");
                 sign_in(&b, &base, &token);
                 b.page(&base, "charts");

@@ -3,7 +3,10 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use gateway_tests::{
     browser::Browser,
@@ -105,12 +108,49 @@ pub fn seed(s: &Setup) {
     }
 }
 
-/// Signs in on the dashboard at `base` and waits for the first page.
+/// Signs in on the dashboard at `base` and waits for the first page. A sign-in
+/// that got no answer at all (a network error, never a refusal) is tried
+/// again, twice at most, printing what went wrong.
 pub fn sign_in(b: &Browser, base: &str, token: &str) {
-    b.go(base);
-    b.fill("#token", token);
-    b.click("#sign-in button[type=submit]");
-    b.find("main[data-ready]");
+    const ATTEMPTS: usize = 3;
+    for attempt in 1..=ATTEMPTS {
+        b.go(base);
+        b.fill("#token", token);
+        b.click("#sign-in button[type=submit]");
+        let outcome = sign_in_outcome(b);
+        if outcome == "ready" {
+            return;
+        }
+        let unanswered = outcome.starts_with("No answer from the gateway");
+        assert!(
+            unanswered && attempt < ATTEMPTS,
+            "sign-in attempt {attempt} failed: {outcome}\n{}",
+            b.what_went_wrong()
+        );
+        println!(
+            "sign-in attempt {attempt} got no answer; trying again. {}",
+            b.what_went_wrong()
+        );
+    }
+}
+
+/// "ready" once the first page drew, or the sign-in form's error.
+fn sign_in_outcome(b: &Browser) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let outcome = b.run(
+            "return document.querySelector('main[data-ready]') ? 'ready' \
+             : (document.querySelector('#sign-in .error')?.textContent || '')",
+        );
+        let outcome = outcome.as_str().unwrap_or_default();
+        if !outcome.is_empty() {
+            return outcome.to_string();
+        }
+        if Instant::now() > deadline {
+            return "neither the first page nor an error within 15 s".into();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The texts of the buttons on the page's main part.

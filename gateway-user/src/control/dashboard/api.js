@@ -7,7 +7,8 @@ const KEY = "gateway.token";
 /** Who is signed in, and where: filled by `signIn`. */
 export const session = { token: sessionStorage.getItem(KEY), permissions: [], zone: "", account: "" };
 
-/** An answer with `success: false`: the API's message, and its `source`. */
+/** An answer with `success: false` (the API's message, and its `source`), or
+ * no answer at all (status 0). */
 export class ApiError extends Error {
   constructor(status, errors) {
     super(errors.map((e) => e.message).join("; ") || `HTTP ${status}`);
@@ -20,13 +21,19 @@ export class ApiError extends Error {
 export async function api(method, path, body) {
   const headers = { Authorization: `Bearer ${session.token}` };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(`/client/v4/${path}`, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    credentials: "omit",
-    cache: "no-store",
-  });
+  let response;
+  try {
+    response = await fetch(`/client/v4/${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "omit",
+      cache: "no-store",
+    });
+  } catch (error) {
+    // The browser says only "Failed to fetch": the request got no answer.
+    throw new ApiError(0, [{ message: `No answer from the gateway (${error.message})` }]);
+  }
   let answer;
   try {
     answer = await response.json();

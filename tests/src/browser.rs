@@ -68,6 +68,9 @@ impl Browser {
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-extensions", "--no-first-run",
                 "--disable-sync", "--disable-component-update", "--disable-quic",
+                // No keyring over D-Bus for the token's password field, and no
+                // autofill queries to a network the machine does not reach.
+                "--password-store=basic", "--disable-features=AutofillServerCommunication",
                 "--window-size=1360,1000",
                 format!("--user-data-dir={}", profile.display()),
                 format!("--log-net-log={}", netlog.display()),

@@ -90,7 +90,13 @@ fn during_a_flood_the_xdp_chart_shows_the_refusals() {
                 std::thread::sleep(INTERVAL + Duration::from_secs(1));
                 let shot = b.screenshot("charts-flood");
                 let _ = done_rx.recv_timeout(Duration::from_secs(30));
-                (calm, peak, b.text("#chart-xdp"), shot)
+                let legend = b.text("#chart-xdp");
+                let context = if peak < 1000.0 {
+                    b.what_went_wrong()
+                } else {
+                    String::new()
+                };
+                (calm, peak, format!("{legend}\n{context}"), shot)
             })
         });
         ready_rx

@@ -154,14 +154,18 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot click {css:?}: {e}"));
     }
 
-    /// Tries `attempt` every 100 ms until it answers `Ok`; fails the test
-    /// with its last `Err` once [`PATIENCE`] has passed.
-    fn poll<T>(&self, mut attempt: impl FnMut() -> Result<T, String>) -> T {
+    /// Tries `attempt` every 100 ms until it answers `Ok`; once [`PATIENCE`]
+    /// has passed, fails the test with its last `Err` and
+    /// [`what_went_wrong`](Self::what_went_wrong) (read only then).
+    pub fn poll<T>(&self, mut attempt: impl FnMut() -> Result<T, String>) -> T {
         let deadline = Instant::now() + PATIENCE;
         loop {
             match attempt() {
                 Ok(done) => return done,
-                Err(why) => assert!(Instant::now() < deadline, "{why}"),
+                Err(why) if Instant::now() >= deadline => {
+                    panic!("{why}: {}", self.what_went_wrong())
+                }
+                Err(_) => {}
             }
             thread::sleep(Duration::from_millis(100));
         }
@@ -179,10 +183,7 @@ impl Browser {
                     return Ok(());
                 }
             }
-            Err(format!(
-                "no button {text:?} in {within:?}: {}",
-                self.what_went_wrong()
-            ))
+            Err(format!("no button {text:?} in {within:?}"))
         })
     }
 
@@ -202,8 +203,7 @@ impl Browser {
                 return Ok(text);
             }
             Err(format!(
-                "{css:?} never showed {wanted:?}; it shows {text:?}; the page: {}",
-                self.what_went_wrong()
+                "{css:?} never showed {wanted:?}; it shows {text:?}"
             ))
         })
     }
@@ -276,12 +276,14 @@ impl Browser {
     /// Waits for a downloaded file named `name` and reads it.
     pub fn downloaded(&self, name: &str) -> String {
         let path = self.downloads.join(name);
-        self.poll(|| match path.exists() {
-            true => Ok(()),
-            false => Err(format!(
+        self.poll(|| {
+            if path.exists() {
+                return Ok(());
+            }
+            Err(format!(
                 "{name} was never downloaded to {}",
                 self.downloads.display()
-            )),
+            ))
         });
         std::fs::read_to_string(path).unwrap()
     }

@@ -385,12 +385,19 @@ impl Lab {
     /// For a failing test: whether each process still ran, and the end of its log.
     fn show_children(&mut self) {
         const TAIL: usize = 40;
-        for (name, child) in &mut self.children {
-            let state = match child.try_wait() {
-                Ok(Some(status)) => format!("exited ({status})"),
-                _ => "still running".to_string(),
-            };
-            let log = fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+        let states: Vec<(String, String)> = self
+            .children
+            .iter_mut()
+            .map(|(name, child)| {
+                let state = match child.try_wait() {
+                    Ok(Some(status)) => format!("exited ({status})"),
+                    _ => "still running".to_string(),
+                };
+                (name.clone(), state)
+            })
+            .collect();
+        for (name, state) in states {
+            let log = self.log(&name);
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(TAIL)..].join("\n");
             println!("--- lab process {name}: {state}; the end of its log:\n{tail}\n---");

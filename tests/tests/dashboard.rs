@@ -181,22 +181,20 @@ fn a_read_only_token_sees_no_edit_buttons_and_its_writes_are_refused() {
     b.page(&s.gw.api, "zone");
     b.screenshot("zone-read-only");
     // The API refuses the writes the dashboard did not offer.
-    let body = r#"{"hostname": "sneaky.dash.test"}"#;
-    let (code, answer) = s.gw.call_as(
-        Some(&reader),
-        "POST",
-        &s.zone_path("custom_hostnames"),
-        Some(body.into()),
-    );
-    assert_eq!(code, 403, "{answer:#}");
-    let body = r#"{"value": "1.0"}"#;
-    let (code, answer) = s.gw.call_as(
-        Some(&reader),
-        "PATCH",
-        &s.zone_path("settings/min_tls_version"),
-        Some(body.into()),
-    );
-    assert_eq!(code, 403, "{answer:#}");
+    let writes = [
+        (
+            "POST",
+            "custom_hostnames",
+            r#"{"hostname": "sneaky.dash.test"}"#,
+        ),
+        ("PATCH", "settings/min_tls_version", r#"{"value": "1.0"}"#),
+    ];
+    for (method, path, body) in writes {
+        let path = s.zone_path(path);
+        let (code, answer) =
+            s.gw.call_as(Some(&reader), method, &path, Some(body.into()));
+        assert_eq!(code, 403, "{method} {path}: {answer:#}");
+    }
 
     // A token for rules only sees the Rules page.
     let rules_only = s.token("rules-reader", &["Firewall Services Read"]);
@@ -213,7 +211,7 @@ fn values_from_the_store_are_shown_as_text_never_run() {
     let short = "<img src=x onerror=window.__xss=3>";
     s.gw.ok(
         "POST",
-        &s.zone_path("rulesets/phases/http_request_firewall_custom/entrypoint/rules"),
+        &format!("{}/rules", s.entrypoint()),
         Some(&serde_json::json!({"description": payload, "expression": "http.host eq \"x.test\"", "action": "block"})),
     );
     s.gw.ok(

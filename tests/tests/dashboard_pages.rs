@@ -82,7 +82,7 @@ fn byo_cas_are_uploaded_associated_and_kept_while_in_use() {
 #[test]
 fn rules_reorder_and_disable_and_expiring_certificates_show() {
     let s = Setup::start("dashboard-rules");
-    let rules = s.zone_path("rulesets/phases/http_request_firewall_custom/entrypoint");
+    let rules = s.entrypoint();
     for name in ["first", "second"] {
         let rule = json!({"description": name, "expression": format!("http.host eq \"{name}.test\""), "action": "block"});
         s.gw.ok("POST", &format!("{rules}/rules"), Some(&rule));

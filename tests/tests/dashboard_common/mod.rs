@@ -3,10 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::path::PathBuf;
 
 use gateway_tests::{
     browser::Browser,
@@ -78,13 +75,18 @@ impl Setup {
     pub fn zone_path(&self, rest: &str) -> String {
         format!("zones/{}/{rest}", self.gw.zone())
     }
+
+    /// The zone's custom firewall rules: its entry point ruleset.
+    pub fn entrypoint(&self) -> String {
+        self.zone_path("rulesets/phases/http_request_firewall_custom/entrypoint")
+    }
 }
 
 /// Something on every page: a rule, a client certificate, an uploaded CA
 /// with a CRL source, and `localhost` requiring certificates from it and from
 /// the managed CA (so the rules' picker has a host).
 pub fn seed(s: &Setup) {
-    let rules = s.zone_path("rulesets/phases/http_request_firewall_custom/entrypoint/rules");
+    let rules = format!("{}/rules", s.entrypoint());
     let rule =
         json!({"description": "seeded", "expression": "http.host eq \"x.test\"", "action": "log"});
     s.gw.ok("POST", &rules, Some(&rule));
@@ -136,21 +138,16 @@ pub fn sign_in(b: &Browser, base: &str, token: &str) {
 
 /// "ready" once the first page drew, or the sign-in form's error.
 fn sign_in_outcome(b: &Browser) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    b.poll(|| {
         let outcome = b.run(
             "return document.querySelector('main[data-ready]') ? 'ready' \
              : (document.querySelector('#sign-in .error')?.textContent || '')",
         );
-        let outcome = outcome.as_str().unwrap_or_default();
-        if !outcome.is_empty() {
-            return outcome.to_string();
+        match outcome.as_str() {
+            Some(shown) if !shown.is_empty() => Ok(shown.to_string()),
+            _ => Err("the sign-in showed neither the first page nor an error".into()),
         }
-        if Instant::now() > deadline {
-            return "neither the first page nor an error within 15 s".into();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
 }
 
 /// The texts of the buttons on the page's main part.

@@ -92,6 +92,10 @@ export const zonePath = (rest) => `zones/${session.zone}/${rest}`;
 /** `accounts/<account>/<rest>`. */
 export const accountPath = (rest) => `accounts/${session.account}/${rest}`;
 
+/** Makes `hostnames` (the whole list) the ones that require certificates from CA `caId`. */
+export const associate = (caId, hostnames) =>
+  api("PUT", zonePath("certificate_authorities/hostname_associations"), { mtls_certificate_id: caId, hostnames });
+
 /** The permission groups the pages need. */
 export const SSL_READ = "SSL and Certificates Read";
 export const SSL_WRITE = "SSL and Certificates Write";

@@ -3,7 +3,7 @@
 // status, and delete (refused, with the reason, while hostnames use the CA).
 
 import { h, replace, field, table, section, say, act, when, button, confirmed, seg } from "./dom.js";
-import { api, zonePath, accountPath, may, SSL_READ, SSL_WRITE } from "./api.js";
+import { api, accountPath, associate, may, SSL_READ, SSL_WRITE } from "./api.js";
 
 const LIMIT = 5;
 
@@ -19,25 +19,23 @@ function crlStatus(crl) {
 function caPanel(ca, refresh) {
   const panel = h("div", { class: "panel ca", "data-ca": ca.id });
   const writable = may(SSL_WRITE);
-  const associations = (hostnames) => api("PUT", zonePath("certificate_authorities/hostname_associations"),
-    { mtls_certificate_id: ca.id, hostnames });
   panel.append(h("h3", {}, ca.name || ca.id),
     h("p", {}, "Issuer ", h("span", { class: "mono" }, ca.issuer), " · expires ", when(ca.expires_on)),
     h("h4", {}, "Hostnames"),
     table(`Hostnames that accept certificates from ${ca.name || ca.id}`, [
       ["Hostname", (name) => h("span", { class: "mono" }, name)],
       ["", (name) => (writable ? button("Remove", act(panel, async () => {
-        await associations(ca.hostnames.filter((n) => n !== name));
+        await associate(ca.id, ca.hostnames.filter((n) => n !== name));
         await refresh();
       }), { class: "secondary" }) : "")],
     ], ca.hostnames, "No hostname uses this CA."),
     h("h4", {}, "Revocation"), h("div", {}, crlStatus(ca.crl)));
   if (!writable) return panel;
   const host = h("input", { placeholder: "api.example.com" });
-  const associate = h("form", { class: "associate", "aria-label": `Associate a hostname with ${ca.name || ca.id}` },
+  const associateForm = h("form", { class: "associate", "aria-label": `Associate a hostname with ${ca.name || ca.id}` },
     field("Associate a hostname", host), h("button", { type: "submit" }, "Associate"));
-  associate.addEventListener("submit", act(associate, async () => {
-    await associations([...new Set([...ca.hostnames, host.value.trim()])]);
+  associateForm.addEventListener("submit", act(associateForm, async () => {
+    await associate(ca.id, [...new Set([...ca.hostnames, host.value.trim()])]);
     await refresh();
   }));
   const source = h("input", { value: ca.crl?.source || "", placeholder: "http://crl.example/ca.crl or /etc/gateway/ca.crl" });
@@ -58,7 +56,7 @@ function caPanel(ca, refresh) {
     say(`Deleted ${ca.name || ca.id}.`);
     await refresh();
   }, { class: "danger" });
-  panel.append(associate, crl, remove);
+  panel.append(associateForm, crl, remove);
   return panel;
 }
 

@@ -3,7 +3,7 @@
 // reactivate), and the Hosts that require a certificate from it.
 
 import { h, replace, field, select, table, section, say, act, when, download, button, confirmed, seg } from "./dom.js";
-import { api, all, zonePath, may, SSL_READ, SSL_WRITE } from "./api.js";
+import { api, all, zonePath, associate, may, SSL_READ, SSL_WRITE } from "./api.js";
 
 const VALIDITY = [["3650", "10 years"], ["1825", "5 years"], ["365", "1 year"], ["90", "90 days"], ["30", "30 days"]];
 
@@ -79,8 +79,7 @@ function certActions(c, where, refresh) {
 function hosts(caId, names, refresh) {
   const rows = names.map((name) => ({ name }));
   const removeFrom = (name) => act(list, async () => {
-    await api("PUT", zonePath("certificate_authorities/hostname_associations"),
-      { mtls_certificate_id: caId, hostnames: names.filter((n) => n !== name) });
+    await associate(caId, names.filter((n) => n !== name));
     say(`mTLS off for ${name}.`);
     await refresh();
   });
@@ -91,14 +90,13 @@ function hosts(caId, names, refresh) {
   ], rows, "No hostname requires a client certificate from this CA yet."));
   const out = section("Hosts", list);
   if (may(SSL_WRITE)) {
-    const name = h("input", { id: "mtls-host", placeholder: "api.example.com", list: "hostname-names" });
+    const name = h("input", { id: "mtls-host", placeholder: "api.example.com" });
     const form = h("form", { id: "enable-mtls", "aria-label": "Enable mTLS for a hostname" },
       field("Hostname", name, "Connections to it must then present a certificate from the managed CA."),
       h("button", { type: "submit" }, "Enable mTLS"));
     form.addEventListener("submit", act(form, async () => {
       const wanted = name.value.trim();
-      await api("PUT", zonePath("certificate_authorities/hostname_associations"),
-        { mtls_certificate_id: caId, hostnames: [...new Set([...names, wanted])] });
+      await associate(caId, [...new Set([...names, wanted])]);
       say(`mTLS on for ${wanted}.`);
       await refresh();
     }));

@@ -95,9 +95,9 @@ async function render(main) {
     const data = (await api("GET", accountPath("gateway/charts"))).result;
     const now = data.times.at(-1) || Date.now() / 1000;
     const xdp = data.charts.find((c) => c.id === "xdp");
-    const refused = (xdp?.series || []).filter((x) => refusal(x.label)).reduce((sum, x) => sum + (x.rates.at(-1) || 0), 0);
-    const peak = (xdp?.series || []).filter((x) => refusal(x.label))
-      .reduce((top, x) => Math.max(top, ...x.rates), 0);
+    const refusals = (xdp?.series || []).filter((x) => refusal(x.label));
+    const refused = refusals.reduce((sum, x) => sum + (x.rates.at(-1) || 0), 0);
+    const peak = refusals.reduce((top, x) => Math.max(top, ...x.rates), 0);
     replace(summary, `XDP refusing ${rate(refused)} packets/s now; peak ${rate(peak)}/s in the last 15 minutes`);
     summary.dataset.rate = refused;
     replace(grid, data.charts.map((chart) => figure(chart, data, now)));

@@ -43,9 +43,8 @@ function editor() {
       replace(verdict, where, error.message.replace(/^expression: error at line \d+, column \d+: /, ""));
     }
   };
-  text.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(check, 250); });
   const checking = () => { verdict.className = ""; replace(verdict, text.value.trim() ? "Checking…" : ""); };
-  text.addEventListener("input", checking);
+  text.addEventListener("input", () => { checking(); clearTimeout(timer); timer = setTimeout(check, 250); });
   return { text, verdict, set: (value) => { text.value = value; checking(); check(); } };
 }
 

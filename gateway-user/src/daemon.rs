@@ -27,7 +27,7 @@ use crate::{
     metrics::{self, XdpCollector, history::History},
     terminator::{Terminator, TerminatorMetrics},
     tls::TlsSnapshot,
-    xdp::{ProgramLog, XdpFilter},
+    xdp::{MapSizes, ProgramLog, XdpFilter},
 };
 
 /// How often the configuration and its files are checked for changes.
@@ -245,7 +245,7 @@ fn start_xdp(
     registry: &Registry,
     banner: &mut Vec<String>,
 ) -> anyhow::Result<XdpFilter> {
-    let mut filter = XdpFilter::load_with(opts.program_log, config.xdp.map_sizes())?;
+    let mut filter = XdpFilter::load_with(opts.program_log, MapSizes::of(&config.xdp))?;
     filter.apply(&compiled.xdp)?;
     let attached = filter.attach(interface, opts.mode.unwrap_or(config.xdp.mode))?;
     registry.register(Box::new(XdpCollector::new(filter.stats())))?;

@@ -4,7 +4,10 @@
 use http::Method;
 use serde_json::{Value, json};
 
-use super::admin::{Api, Shape, TokenCommand, text};
+use super::{
+    admin_args::TokenCommand,
+    api_client::{Api, Shape, text},
+};
 
 /// Runs a `gateway token` command.
 pub(super) fn token(api: &Api, command: TokenCommand) -> anyhow::Result<(Value, Shape)> {

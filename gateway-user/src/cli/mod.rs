@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 mod admin;
 mod admin_args;
 mod admin_tokens;
+mod api_client;
 mod fleet_args;
 
 use crate::{
@@ -23,7 +24,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "gateway", version, about)]
 struct Cli {
     #[command(flatten)]
-    api: admin::ApiArgs,
+    api: api_client::ApiArgs,
     #[command(subcommand)]
     command: Command,
 }

@@ -116,13 +116,25 @@ impl Default for XdpSection {
 }
 
 impl XdpSection {
-    /// The table sizes this section asks for.
-    pub fn map_sizes(&self) -> crate::xdp::MapSizes {
-        crate::xdp::MapSizes {
-            anchors: self.flow_anchors,
-            hello_flows: self.hello_flows,
-            hostnames: self.hostnames,
+    /// Checks that the flow tables' sizes are powers of two within bounds, and
+    /// the hostname table's within bounds.
+    pub fn validate_tables(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=1 << 24).contains(&self.hostnames),
+            "[xdp] hostnames = {}: must be from 1 to {}",
+            self.hostnames,
+            1 << 24
+        );
+        for (name, n, max) in [
+            ("flow_anchors", self.flow_anchors, 1 << 24),
+            ("hello_flows", self.hello_flows, 1 << 20),
+        ] {
+            anyhow::ensure!(
+                n.is_power_of_two() && n <= max,
+                "[xdp] {name} = {n}: must be a power of two from 1 to {max}"
+            );
         }
+        Ok(())
     }
 }
 
@@ -330,7 +342,7 @@ impl Config {
         if let Some(p) = self.xdp.ports.iter().find(|p| **p == 0) {
             bail!("[xdp] ports contains {p}: ports are 1..65535");
         }
-        self.xdp.map_sizes().validate()?;
+        self.xdp.validate_tables()?;
         if self.hostnames.len() > self.xdp.hostnames as usize {
             bail!(
                 "{} hostnames: the XDP filter holds at most {} ([xdp] hostnames)",

@@ -24,7 +24,7 @@ pub use policy::XdpPolicy;
 pub use stats::{Counters, StatsMap};
 pub use test_run::{FrameRunner, FrameVerdict, HelloSeen, XDP_DROP, XDP_PASS};
 
-use crate::config::AttachMode;
+use crate::config::{AttachMode, XdpSection};
 
 /// The compiled XDP object, built by `build.rs` from `gateway-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf.o"));
@@ -82,32 +82,20 @@ impl Default for MapSizes {
 }
 
 impl MapSizes {
+    /// The table sizes an `[xdp]` section asks for.
+    pub fn of(section: &XdpSection) -> MapSizes {
+        MapSizes {
+            anchors: section.flow_anchors,
+            hello_flows: section.hello_flows,
+            hostnames: section.hostnames,
+        }
+    }
+
     /// Bytes of kernel memory the two flow tables take (the hostname table
     /// grows with its entries, about 100 bytes each).
     pub fn memory_bytes(&self) -> u64 {
         u64::from(self.anchors) * std::mem::size_of::<FlowAnchor>() as u64
             + u64::from(self.hello_flows) * std::mem::size_of::<HelloFlow>() as u64
-    }
-
-    /// Checks that the flow tables' sizes are powers of two within bounds, and
-    /// the hostname table's within bounds.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            (1..=1 << 24).contains(&self.hostnames),
-            "[xdp] hostnames = {}: must be from 1 to {}",
-            self.hostnames,
-            1 << 24
-        );
-        for (name, n, max) in [
-            ("flow_anchors", self.anchors, 1 << 24),
-            ("hello_flows", self.hello_flows, 1 << 20),
-        ] {
-            anyhow::ensure!(
-                n.is_power_of_two() && n <= max,
-                "[xdp] {name} = {n}: must be a power of two from 1 to {max}"
-            );
-        }
-        Ok(())
     }
 }
 
@@ -131,7 +119,6 @@ impl XdpFilter {
 
     /// Loads the program with flow tables of the given sizes.
     pub fn load_with(log_level: ProgramLog, tables: MapSizes) -> anyhow::Result<XdpFilter> {
-        tables.validate()?;
         raise_memlock_limit();
         let level: u8 = match log_level {
             ProgramLog::Off => 0,

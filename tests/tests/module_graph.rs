@@ -74,7 +74,7 @@ fn referenced(module: &Module, source: &str) -> Vec<Module> {
     let code = code(source);
     let mut paths = Vec::new();
     let mut rest = code.as_str();
-    while let Some(at) = rest.find(|c: char| c == 'c' || c == 's') {
+    while let Some(at) = rest.find(['c', 's']) {
         let before_ok = !rest[..at].ends_with(|c: char| is_word(c) || c == ':');
         rest = &rest[at..];
         let base = if rest.starts_with("crate::") {

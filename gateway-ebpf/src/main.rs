@@ -17,23 +17,18 @@
 
 mod atomic;
 mod hello;
+mod maps;
 mod packet;
 mod policy;
 mod staged;
 mod stream;
 
 use aya_ebpf::{
-    bindings::xdp_action,
-    helpers::generated::bpf_xdp_load_bytes,
-    macros::{map, xdp},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
-    programs::XdpContext,
+    bindings::xdp_action, helpers::generated::bpf_xdp_load_bytes, macros::xdp, programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use gateway_common::{
-    BPF_F_NO_PREALLOC, DEFAULT_FLOW_ANCHORS, DEFAULT_HELLO_FLOWS, FilterConfig, FlowAnchor,
-    FlowKey, HelloFlow, HostPolicy, MAX_HOSTS, MAX_REFUSED_FLOWS, PAYLOAD_CAP, PORT_BITMAP_WORDS,
-    REFUSE_DROP, REFUSE_RESET, SNI_ABSENT, Scratch, Stat,
+    FlowAnchor, PAYLOAD_CAP, REFUSE_DROP, REFUSE_RESET, SNI_ABSENT, Scratch, Stat,
     flow::{
         ANCHOR_FROM_SYN, FLOW_AWAIT, FLOW_DECIDED, FLOW_HELLO, FLOW_REFUSED, flow_hash, flow_tag,
     },
@@ -42,37 +37,11 @@ use gateway_common::{
 use hello::{
     CONTENT_HANDSHAKE, HANDSHAKE_CLIENT_HELLO, MAX_RECORD_LEN, RECORD_HDR_LEN, Slots, slot,
 };
+use maps::{CONFIG, FLOW_ANCHORS, REFUSED_FLOWS, SCRATCH, STATS, TLS_PORTS};
 use packet::{Segment, TCP_ACK, TCP_RST, TCP_SYN};
 use policy::Verdict;
 use staged::Staged;
 use stream::Outcome;
-
-#[map]
-static HOST_POLICY: HashMap<u64, HostPolicy> =
-    HashMap::with_max_entries(MAX_HOSTS, BPF_F_NO_PREALLOC);
-
-#[map]
-static CONFIG: Array<FilterConfig> = Array::with_max_entries(1, 0);
-
-#[map]
-static TLS_PORTS: Array<u64> = Array::with_max_entries(PORT_BITMAP_WORDS, 0);
-
-#[map]
-static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
-
-#[map]
-static REFUSED_FLOWS: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(MAX_REFUSED_FLOWS, 0);
-
-#[map]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
-
-/// Sized by userspace at load time (`[xdp] flow_anchors`).
-#[map]
-static FLOW_ANCHORS: Array<FlowAnchor> = Array::with_max_entries(DEFAULT_FLOW_ANCHORS, 0);
-
-/// Sized by userspace at load time (`[xdp] hello_flows`).
-#[map]
-static HELLO_FLOWS: Array<HelloFlow> = Array::with_max_entries(DEFAULT_HELLO_FLOWS, 0);
 
 /// The ClientHello filter.
 #[xdp(frags)]

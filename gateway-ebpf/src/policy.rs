@@ -5,8 +5,8 @@ use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use gateway_common::{HelloSummary, SNI_ABSENT, SNI_PRESENT, SNI_UNKNOWN, Scratch, Stat, version};
 
 use crate::{
-    CONFIG, HOST_POLICY,
     hello::{self, Slots, slot},
+    maps::{CONFIG, HOST_POLICY},
 };
 
 /// The answer for one hello, as far as its bytes so far allow.

@@ -30,10 +30,11 @@ use gateway_common::{
 };
 
 use crate::{
-    CONFIG, FLOW_ANCHORS, HELLO_FLOWS, atomic,
+    atomic,
     hello::{
         self, CONTENT_HANDSHAKE, HANDSHAKE_HDR_LEN, MAX_RECORD_LEN, RECORD_HDR_LEN, Slots, slot,
     },
+    maps::{CONFIG, FLOW_ANCHORS, HELLO_FLOWS, SCRATCH},
     packet,
     policy::{self, Verdict},
     staged::{self, Staged},
@@ -407,8 +408,7 @@ extern "C" fn compare_word(w: u64, ctx: *mut c_void) -> i64 {
     if start >= end {
         return 1;
     }
-    let (Some(flow), Some(scratch)) = (HELLO_FLOWS.get_ptr(c.slot), crate::SCRATCH.get_ptr(0))
-    else {
+    let (Some(flow), Some(scratch)) = (HELLO_FLOWS.get_ptr(c.slot), SCRATCH.get_ptr(0)) else {
         c.differ = 1;
         return 1;
     };

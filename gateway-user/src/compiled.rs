@@ -91,9 +91,4 @@ impl Compiled {
             max_hostnames: self.max_hostnames,
         })
     }
-
-    /// How many hostnames it serves.
-    pub fn hostname_count(&self) -> usize {
-        self.hostnames.len()
-    }
 }

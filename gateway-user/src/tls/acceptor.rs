@@ -7,8 +7,8 @@ use std::sync::{Arc, LazyLock};
 use arc_swap::ArcSwap;
 use boring::{
     ssl::{
-        ClientHello, NameType, SelectCertError, Ssl, SslAcceptor, SslContextBuilder, SslMethod,
-        SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
+        ClientHello, NameType, SelectCertError, Ssl, SslAcceptor, SslMethod, SslOptions, SslRef,
+        SslSessionCacheMode, SslVerifyMode, SslVersion,
     },
     stack::Stack,
     x509::{X509, X509StoreContext},
@@ -161,9 +161,4 @@ fn failed(why: String) -> ClientAuth {
         failure: Some(why),
         ..ClientAuth::default()
     }
-}
-
-/// A context builder with the ALPN and session settings every hostname context shares.
-pub fn base_context() -> anyhow::Result<SslContextBuilder> {
-    Ok(SslContextBuilder::new(SslMethod::tls())?)
 }

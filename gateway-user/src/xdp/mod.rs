@@ -14,9 +14,7 @@ use aya::{
     maps::{MapData, PerCpuArray},
     programs::{Xdp, XdpMode, links::LinkError, xdp::XdpLinkId},
 };
-use gateway_common::{
-    DEFAULT_FLOW_ANCHORS, DEFAULT_HELLO_FLOWS, FlowAnchor, HelloFlow, maps, programs,
-};
+use gateway_common::{DEFAULT_FLOW_ANCHORS, DEFAULT_HELLO_FLOWS, maps, programs};
 use log::{info, warn};
 
 pub use gateway_common::Stat;
@@ -89,13 +87,6 @@ impl MapSizes {
             hello_flows: section.hello_flows,
             hostnames: section.hostnames,
         }
-    }
-
-    /// Bytes of kernel memory the two flow tables take (the hostname table
-    /// grows with its entries, about 100 bytes each).
-    pub fn memory_bytes(&self) -> u64 {
-        u64::from(self.anchors) * std::mem::size_of::<FlowAnchor>() as u64
-            + u64::from(self.hello_flows) * std::mem::size_of::<HelloFlow>() as u64
     }
 }
 
@@ -215,11 +206,6 @@ impl XdpFilter {
         }
     }
 
-    /// The interface and mode the filter is attached with.
-    pub fn attachment(&self) -> Option<(&str, AttachedMode)> {
-        self.link.as_ref().map(|(i, _, m)| (i.as_str(), *m))
-    }
-
     /// The program's counters, shared with the metrics endpoint.
     pub fn stats(&self) -> Arc<StatsMap> {
         self.stats.clone()
@@ -230,12 +216,6 @@ impl XdpFilter {
         if let Some(logger) = self.logger.as_mut() {
             logger.flush();
         }
-    }
-
-    /// The log ring's file descriptor, to wait on it for new lines.
-    pub fn log_fd(&self) -> Option<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        self.logger.as_ref().map(|l| l.as_raw_fd())
     }
 
     fn program_mut(&mut self, name: &str) -> anyhow::Result<&mut Xdp> {

@@ -1,6 +1,6 @@
 //! The program's per-CPU counters, summed for reading.
 
-use gateway_common::{Stat, StatKind};
+use gateway_common::Stat;
 
 use super::StatsArray;
 
@@ -35,25 +35,6 @@ impl Counters {
             .filter(|(s, _)| s.verdict() == Some("drop"))
             .map(|(_, n)| n)
             .sum()
-    }
-
-    /// Packets seen (sum of all outcomes).
-    pub fn seen(&self) -> u64 {
-        self.outcomes().map(|(_, n)| n).sum()
-    }
-
-    /// ClientHellos whose highest version was determined.
-    pub fn hellos(&self) -> u64 {
-        Stat::ALL
-            .into_iter()
-            .filter(|s| s.kind() == StatKind::HelloVersion)
-            .map(|s| self.get(s))
-            .sum()
-    }
-
-    /// ClientHellos decided from several segments or records.
-    pub fn split_hellos(&self) -> u64 {
-        self.get(Stat::SplitAllowed) + self.get(Stat::SplitRefused)
     }
 }
 

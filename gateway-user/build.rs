@@ -55,7 +55,9 @@ fn main() {
         cmd.env_remove(var);
     }
     // BTF for the program: the kernel wants function info for `bpf_loop` callbacks.
-    cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Clink-arg=--btf");
+    // Warnings are errors, as clippy -D warnings makes them for the host crates
+    // (cargo caps lints to `allow` for registry dependencies).
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Clink-arg=--btf\x1f-Dwarnings");
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("cannot run cargo for the eBPF build: {e}"));

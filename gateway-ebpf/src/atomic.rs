@@ -8,7 +8,7 @@
 
 /// Takes `lock` (0 → 1). `false` if another CPU holds it.
 #[inline(always)]
-pub fn try_lock(lock: *mut u64) -> bool {
+pub(crate) fn try_lock(lock: *mut u64) -> bool {
     let mut old: u64 = 0;
     // SAFETY: `lock` points at a u64 in a map value; BPF_CMPXCHG compares r0
     // with it and stores the new value if equal, leaving the old value in r0.
@@ -25,7 +25,7 @@ pub fn try_lock(lock: *mut u64) -> bool {
 
 /// Releases `lock`; the exchange orders every earlier store before it.
 #[inline(always)]
-pub fn unlock(lock: *mut u64) {
+pub(crate) fn unlock(lock: *mut u64) {
     let mut zero: u64 = 0;
     // SAFETY: `lock` points at a u64 in a map value; BPF_XCHG stores atomically.
     unsafe {

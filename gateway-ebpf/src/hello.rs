@@ -22,22 +22,22 @@ use gateway_common::{
 };
 
 /// Mask that keeps an offset inside the payload buffer.
-pub const MASK: usize = PAYLOAD_CAP - 1;
+pub(crate) const MASK: usize = PAYLOAD_CAP - 1;
 const _: () = assert!(PAYLOAD_CAP.is_power_of_two());
 
 /// The bytes parsed.
-pub type Payload = HelloBytes;
+pub(crate) type Payload = HelloBytes;
 
 /// TLS record content type of handshake records.
-pub const CONTENT_HANDSHAKE: u8 = 22;
+pub(crate) const CONTENT_HANDSHAKE: u8 = 22;
 /// Handshake message type of a ClientHello.
-pub const HANDSHAKE_CLIENT_HELLO: u8 = 1;
+pub(crate) const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 /// Bytes of a TLS record header.
-pub const RECORD_HDR_LEN: usize = 5;
+pub(crate) const RECORD_HDR_LEN: usize = 5;
 /// Bytes of a handshake message header.
-pub const HANDSHAKE_HDR_LEN: usize = 4;
+pub(crate) const HANDSHAKE_HDR_LEN: usize = 4;
 /// Largest record a peer may send (2^14 plus expansion allowance).
-pub const MAX_RECORD_LEN: usize = 16384 + 2048;
+pub(crate) const MAX_RECORD_LEN: usize = 16384 + 2048;
 const EXT_SERVER_NAME: u16 = 0;
 const EXT_SUPPORTED_VERSIONS: u16 = 43;
 /// Extensions walked before giving up (browsers send about 20, GREASE included).
@@ -46,39 +46,39 @@ const MAX_EXTENSIONS: usize = 64;
 const MAX_VERSIONS: usize = 127;
 
 /// Slot numbers in [`Slots`].
-pub mod slot {
+pub(crate) mod slot {
     /// Handshake bytes available so far (input).
-    pub const AVAIL: usize = 0;
+    pub(crate) const AVAIL: usize = 0;
     /// Bytes of the hello that may be read: available, within the message and the buffer.
-    pub const VISIBLE: usize = 1;
+    pub(crate) const VISIBLE: usize = 1;
     /// End of the ClientHello message.
-    pub const HELLO_END: usize = 2;
+    pub(crate) const HELLO_END: usize = 2;
     /// `legacy_version` capped at TLS 1.2.
-    pub const LEGACY_MAX: usize = 3;
+    pub(crate) const LEGACY_MAX: usize = 3;
     /// Walk cursor: offset of the next extension.
-    pub const OFF: usize = 4;
+    pub(crate) const OFF: usize = 4;
     /// End of the extensions block.
-    pub const EXT_END: usize = 5;
+    pub(crate) const EXT_END: usize = 5;
     /// Walk flags (`F_*`).
-    pub const FLAGS: usize = 6;
+    pub(crate) const FLAGS: usize = 6;
     /// Body of `supported_versions`.
-    pub const SV_BODY: usize = 7;
+    pub(crate) const SV_BODY: usize = 7;
     /// End of `supported_versions`.
-    pub const SV_END: usize = 8;
+    pub(crate) const SV_END: usize = 8;
     /// Result: offset of the host name.
-    pub const SNI_OFF: usize = 9;
+    pub(crate) const SNI_OFF: usize = 9;
     /// Result: length of the host name.
-    pub const SNI_LEN: usize = 10;
+    pub(crate) const SNI_LEN: usize = 10;
     /// Result: one of `SNI_UNKNOWN`, `SNI_ABSENT`, `SNI_PRESENT`.
-    pub const SNI_STATE: usize = 11;
+    pub(crate) const SNI_STATE: usize = 11;
     /// Result: highest version offered.
-    pub const MAX_VERSION: usize = 12;
+    pub(crate) const MAX_VERSION: usize = 12;
     /// Body of `server_name`.
-    pub const SN_BODY: usize = 13;
+    pub(crate) const SN_BODY: usize = 13;
     /// End of `server_name`.
-    pub const SN_END: usize = 14;
+    pub(crate) const SN_END: usize = 14;
     /// Reassembly: bytes copied or compared so far in a segment's loop.
-    pub const DONE: usize = 15;
+    pub(crate) const DONE: usize = 15;
 }
 
 /// Walk flags: `server_name` seen, `supported_versions` seen, whole block walked.
@@ -87,19 +87,19 @@ const F_VERSIONS: usize = 2;
 const F_COMPLETE: usize = 4;
 
 /// The parser's working values, in memory.
-pub struct Slots<'a>(pub &'a mut [u32; SCRATCH_SLOTS]);
+pub(crate) struct Slots<'a>(pub &'a mut [u32; SCRATCH_SLOTS]);
 
 impl Slots<'_> {
     /// Reads a slot; the verifier sees an unknown value.
     #[inline(always)]
-    pub fn get(&self, i: usize) -> usize {
+    pub(crate) fn get(&self, i: usize) -> usize {
         // SAFETY: a valid reference; volatile so the value really comes from memory.
         unsafe { core::ptr::read_volatile(&self.0[i]) as usize }
     }
 
     /// Writes a slot.
     #[inline(always)]
-    pub fn set(&mut self, i: usize, v: usize) {
+    pub(crate) fn set(&mut self, i: usize, v: usize) {
         // SAFETY: a valid, exclusive reference.
         unsafe { core::ptr::write_volatile(&mut self.0[i], v as u32) }
     }
@@ -132,7 +132,7 @@ fn need(off: usize, n: usize, visible: usize) -> Result<(), Stat> {
 ///
 /// `Err` carries the pass reason when nothing can be decided (yet).
 #[inline(always)]
-pub fn parse(buf: &Payload, s: &mut Slots) -> Result<(), Stat> {
+pub(crate) fn parse(buf: &Payload, s: &mut Slots) -> Result<(), Stat> {
     handshake_header(buf, s)?;
     if !fixed_fields(buf, s)? {
         return Ok(());
@@ -337,7 +337,7 @@ const SEEN: usize = 1 << 16;
 ///
 /// Only a header whose every length agrees is taken as one; anything else is not TLS.
 #[inline(always)]
-pub fn parse_sslv2(buf: &Payload, copied: usize) -> Result<(), Stat> {
+pub(crate) fn parse_sslv2(buf: &Payload, copied: usize) -> Result<(), Stat> {
     // 2-byte record length (high bit set), msg type 1, version, three lengths.
     const HDR: usize = 11;
     if copied < HDR {
@@ -369,7 +369,7 @@ pub fn parse_sslv2(buf: &Payload, copied: usize) -> Result<(), Stat> {
 /// register would be narrowed by each comparison, and the verifier would then
 /// walk one copy of the loop per possible length.
 #[inline(always)]
-pub fn fingerprint(words: &[u64; SNI_WORDS], s: &Slots) -> [u64; 2] {
+pub(crate) fn fingerprint(words: &[u64; SNI_WORDS], s: &Slots) -> [u64; 2] {
     let mut h = sni::START;
     for (i, &word) in words.iter().enumerate() {
         let done = i * 8;

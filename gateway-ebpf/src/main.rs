@@ -45,7 +45,7 @@ use stream::Outcome;
 
 /// The ClientHello filter.
 #[xdp(frags)]
-pub fn gateway_xdp(ctx: XdpContext) -> u32 {
+pub(crate) fn gateway_xdp(ctx: XdpContext) -> u32 {
     let (stat, action) = filter(&ctx);
     count(stat);
     action
@@ -53,7 +53,7 @@ pub fn gateway_xdp(ctx: XdpContext) -> u32 {
 
 /// A program that passes everything: the baseline the benchmark compares against.
 #[xdp(frags)]
-pub fn baseline_pass(_ctx: XdpContext) -> u32 {
+pub(crate) fn baseline_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 

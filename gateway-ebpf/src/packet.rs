@@ -24,12 +24,12 @@ const IPV6_HDR_LEN: usize = 40;
 const MAX_VLAN_TAGS: usize = 2;
 
 /// TCP flag bits (byte 13 of the header).
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
+pub(crate) const TCP_SYN: u8 = 0x02;
+pub(crate) const TCP_RST: u8 = 0x04;
+pub(crate) const TCP_ACK: u8 = 0x10;
 
 /// A TCP segment located in the frame.
-pub struct Segment {
+pub(crate) struct Segment {
     /// Offset of the TCP header.
     pub tcp_off: usize,
     /// Offset of the TCP payload.
@@ -48,7 +48,7 @@ pub struct Segment {
 
 /// What identifies a segment's flow and place in it, read only for segments
 /// to a TLS port that carry data or a SYN.
-pub struct FlowBits {
+pub(crate) struct FlowBits {
     /// Sequence number, host byte order.
     pub seq: u32,
     /// Source and destination addresses folded into one word (the flow hash's input).
@@ -60,14 +60,14 @@ pub struct FlowBits {
 /// `x`, hidden from the optimiser: the clamps written after it stay in the code
 /// for the verifier to see, instead of being folded into what LLVM can prove.
 #[inline(always)]
-pub fn opaque(x: usize) -> usize {
+pub(crate) fn opaque(x: usize) -> usize {
     // SAFETY: a volatile read of a local.
     unsafe { core::ptr::read_volatile(&x) }
 }
 
 /// Pointer to `N` bytes at `off`, if they are inside the linear frame.
 #[inline(always)]
-pub fn bytes_at<const N: usize>(ctx: &XdpContext, off: usize) -> Option<*mut [u8; N]> {
+pub(crate) fn bytes_at<const N: usize>(ctx: &XdpContext, off: usize) -> Option<*mut [u8; N]> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + off + N > end {
@@ -143,7 +143,7 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<(usize, usize), Stat> {
 
 /// Locates the TCP segment of the frame, or says why there is none to look at.
 #[inline(always)]
-pub fn parse_segment(ctx: &XdpContext) -> Result<Segment, Stat> {
+pub(crate) fn parse_segment(ctx: &XdpContext) -> Result<Segment, Stat> {
     let (proto, l3_off) = parse_eth(ctx).ok_or(Stat::PassNotTcp)?;
     let (tcp_off, l4_len) = match proto {
         ETH_P_IPV4 => parse_ipv4(ctx, l3_off)?,
@@ -168,7 +168,7 @@ pub fn parse_segment(ctx: &XdpContext) -> Result<Segment, Stat> {
 
 /// The segment's flow: addresses, ports and sequence number, read again.
 #[inline(always)]
-pub fn flow_bits(ctx: &XdpContext, seg: &Segment) -> Option<FlowBits> {
+pub(crate) fn flow_bits(ctx: &XdpContext, seg: &Segment) -> Option<FlowBits> {
     let addrs = if seg.ipv6 {
         let hdr = read::<IPV6_HDR_LEN>(ctx, seg.l3_off)?;
         let mut addrs = 0u64;
@@ -192,7 +192,12 @@ pub fn flow_bits(ctx: &XdpContext, seg: &Segment) -> Option<FlowBits> {
 /// The key of a segment's flow: addresses, ports and sequence number, read
 /// again from the headers (only hellos need it: refused, or being reassembled).
 #[inline(always)]
-pub fn flow_key(ctx: &XdpContext, l3_off: usize, ipv6: bool, tcp_off: usize) -> Option<FlowKey> {
+pub(crate) fn flow_key(
+    ctx: &XdpContext,
+    l3_off: usize,
+    ipv6: bool,
+    tcp_off: usize,
+) -> Option<FlowKey> {
     let mut flow = FlowKey::default();
     if ipv6 {
         let hdr = read::<IPV6_HDR_LEN>(ctx, l3_off)?;
@@ -225,7 +230,7 @@ const BPF_F_CURRENT_NETNS: u64 = u64::MAX;
 /// all (nothing listens on the port in this namespace) the stack's own answer
 /// is a reset anyway, so the filter keeps its reset.
 #[inline(always)]
-pub fn has_connection(ctx: &XdpContext, flow: &FlowKey, ipv6: bool) -> bool {
+pub(crate) fn has_connection(ctx: &XdpContext, flow: &FlowKey, ipv6: bool) -> bool {
     // SAFETY: a zeroed tuple is a valid value of this plain-data union.
     let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
     let size = if ipv6 {
@@ -274,7 +279,7 @@ pub fn has_connection(ctx: &XdpContext, flow: &FlowKey, ipv6: bool) -> bool {
 /// the stack ignores data on a RST. Only the flags word changes, so the TCP
 /// checksum is patched incrementally (RFC 1624).
 #[inline(always)]
-pub fn rewrite_to_reset(ctx: &XdpContext, tcp_off: usize) -> bool {
+pub(crate) fn rewrite_to_reset(ctx: &XdpContext, tcp_off: usize) -> bool {
     let Some(p) = bytes_at::<20>(ctx, tcp_off) else {
         return false;
     };

@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// The answer for one hello, as far as its bytes so far allow.
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// At or above the minimum for its hostname.
     Allow,
     /// Below the minimum: refuse, counted as this drop counter.
@@ -24,7 +24,7 @@ pub enum Verdict {
 /// Applies the policy to the parse of the hello in `buf` (its result is in
 /// `scratch.slots`), leaving what was learned in `scratch.summary`/`scratch.sni`.
 #[inline(always)]
-pub fn judge(buf: *const u8, scratch: &mut Scratch, parsed: Result<(), Stat>) -> Verdict {
+pub(crate) fn judge(buf: *const u8, scratch: &mut Scratch, parsed: Result<(), Stat>) -> Verdict {
     scratch.summary = HelloSummary::default();
     match parsed {
         Ok(()) => {}
@@ -83,7 +83,7 @@ pub fn judge(buf: *const u8, scratch: &mut Scratch, parsed: Result<(), Stat>) ->
 
 /// The per-version hello counter.
 #[inline(always)]
-pub fn hello_stat(v: u16) -> Stat {
+pub(crate) fn hello_stat(v: u16) -> Stat {
     match v {
         version::SSL2 => Stat::HelloSsl2,
         version::SSL3 => Stat::HelloSsl3,
@@ -97,7 +97,7 @@ pub fn hello_stat(v: u16) -> Stat {
 
 /// The drop counter for a refused hello.
 #[inline(always)]
-pub fn drop_stat(v: u16) -> Stat {
+pub(crate) fn drop_stat(v: u16) -> Stat {
     match v {
         version::TLS1_0 => Stat::DropTls10,
         version::TLS1_1 => Stat::DropTls11,

@@ -5,7 +5,7 @@
 use gateway_common::{SEGMENT_SLOTS, Scratch};
 
 /// The staged segment and its flow.
-pub struct Staged {
+pub(crate) struct Staged {
     /// Offset of the TCP header.
     pub tcp_off: u32,
     /// Offset of the TCP payload.
@@ -33,32 +33,32 @@ pub struct Staged {
 impl Staged {
     /// The TCP header offset, bounded for the verifier.
     #[inline(always)]
-    pub fn tcp_off(&self) -> usize {
+    pub(crate) fn tcp_off(&self) -> usize {
         self.tcp_off as usize & 0xff
     }
 
     /// The payload offset, bounded for the verifier (headers end before 512).
     #[inline(always)]
-    pub fn payload_off(&self) -> usize {
+    pub(crate) fn payload_off(&self) -> usize {
         self.payload_off as usize & 0x1ff
     }
 
     /// The IP header offset, bounded for the verifier.
     #[inline(always)]
-    pub fn l3_off(&self) -> usize {
+    pub(crate) fn l3_off(&self) -> usize {
         self.l3_off as usize & 0x3f
     }
 
     /// Whether the IP header is IPv6.
     #[inline(always)]
-    pub fn ipv6(&self) -> bool {
+    pub(crate) fn ipv6(&self) -> bool {
         self.ipv6 != 0
     }
 }
 
 /// Stores `seg` for the next stage.
 #[inline(always)]
-pub fn write(scratch: &mut Scratch, seg: &Staged) {
+pub(crate) fn write(scratch: &mut Scratch, seg: &Staged) {
     let v = [
         seg.tcp_off,
         seg.payload_off,
@@ -80,7 +80,7 @@ pub fn write(scratch: &mut Scratch, seg: &Staged) {
 
 /// Loads the staged segment.
 #[inline(always)]
-pub fn read(scratch: &Scratch) -> Staged {
+pub(crate) fn read(scratch: &Scratch) -> Staged {
     // SAFETY: a volatile load from a valid reference.
     let v = unsafe { core::ptr::read_volatile(&scratch.segment) };
     Staged {

@@ -49,7 +49,7 @@ const MAX_CHUNKS: usize = STREAM_CAP / COPY_CHUNK;
 const MAX_RECORD_STEPS: u32 = (2 * STREAM_CAP / (RECORD_HDR_LEN + 1) + MAX_CHUNKS + 2) as u32;
 
 /// What reassembly concluded for one segment.
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Pass the segment, counted as this.
     Pass(Stat),
     /// The hello is allowed; `split` when it took more than one segment or record.
@@ -61,7 +61,7 @@ pub enum Outcome {
 /// Reassembles the staged segment's hello: starts it (`resume` false: the
 /// segment begins the hello) or adds to the one in progress.
 #[inline(always)]
-pub fn reassemble(ctx: &XdpContext, scratch: &mut Scratch, resume: bool) -> Outcome {
+pub(crate) fn reassemble(ctx: &XdpContext, scratch: &mut Scratch, resume: bool) -> Outcome {
     let seg = staged::read(scratch);
     let Some(mut key) = packet::flow_key(ctx, seg.l3_off(), seg.ipv6(), seg.tcp_off()) else {
         return Outcome::Pass(Stat::PassMalformed);
@@ -521,7 +521,7 @@ fn finish(flow: &mut HelloFlow, seg: &Staged, state: u32) {
 
 /// Writes the flow's anchor (taking the slot if another flow had it).
 #[inline(always)]
-pub fn set_anchor(seg: &Staged, state: u32) {
+pub(crate) fn set_anchor(seg: &Staged, state: u32) {
     if let Some(a) = FLOW_ANCHORS.get_ptr_mut(seg.anchor_slot) {
         // SAFETY: a valid map value; 16-byte stores, a racing writer only makes it stale.
         unsafe {

@@ -17,7 +17,7 @@ use crate::{
     xdp::{ProgramLog, XdpFilter, XdpPolicy},
 };
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// XDP-accelerated mTLS gateway.
 #[derive(Parser)]
@@ -33,48 +33,7 @@ struct Cli {
 enum Command {
     /// Run the gateway: attach the XDP filter, terminate TLS, serve metrics and
     /// the admin API, follow the configuration.
-    Run {
-        /// Configuration file (TOML) instead of the store: no admin API, the file is followed.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// The store's directory (created with a zone, CAs and a hostname on the first run).
-        #[arg(long, default_value = "/var/lib/gateway")]
-        data_dir: PathBuf,
-        /// Admin API listen address (keep it on loopback).
-        #[arg(long, default_value = "127.0.0.1:9101")]
-        admin: SocketAddr,
-        /// TLS listen address (repeatable; default 0.0.0.0:443 and [::]:443).
-        #[arg(long)]
-        listen: Vec<SocketAddr>,
-        /// The hostname created on the first run; its certificate answers clients without SNI.
-        #[arg(long, default_value = "localhost")]
-        default_hostname: String,
-        /// Interface to attach the XDP filter to (overrides [xdp] interface).
-        #[arg(long, short)]
-        interface: Option<String>,
-        /// Attach mode (overrides [xdp] mode).
-        #[arg(long, value_enum)]
-        mode: Option<AttachMode>,
-        /// Metrics listen address (overrides [metrics] listen).
-        #[arg(long)]
-        metrics: Option<SocketAddr>,
-        /// Log level of the XDP program itself.
-        #[arg(long, value_enum, default_value_t = ProgramLog::Off)]
-        xdp_log: ProgramLog,
-        /// Serve the admin API in HTTPS with a certificate from the server CA
-        /// (DATA_DIR/server-ca.pem verifies it).
-        #[arg(long)]
-        admin_tls: bool,
-        /// Allow a plain-HTTP admin API on an address other than loopback (behind a TLS proxy).
-        #[arg(long)]
-        admin_insecure: bool,
-        /// Hostnames the XDP filter's table holds, with the store (a
-        /// configuration file sets [xdp] hostnames); default 1,000,000.
-        #[arg(long)]
-        xdp_hostnames: Option<u32>,
-        #[command(flatten)]
-        fleet: fleet_args::FleetArgs,
-    },
+    Run(Box<RunArgs>),
     /// Replace the admin API token of a stopped gateway's store and print the new one.
     RotateToken {
         /// The store's directory.
@@ -93,6 +52,79 @@ enum Command {
     },
     #[command(flatten)]
     Admin(admin::AdminCommand),
+}
+
+/// `gateway run`'s arguments.
+#[derive(Args)]
+struct RunArgs {
+    /// Configuration file (TOML) instead of the store: no admin API, the file is followed.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The store's directory (created with a zone, CAs and a hostname on the first run).
+    #[arg(long, default_value = "/var/lib/gateway")]
+    data_dir: PathBuf,
+    /// Admin API listen address (keep it on loopback).
+    #[arg(long, default_value = "127.0.0.1:9101")]
+    admin: SocketAddr,
+    /// TLS listen address (repeatable; default 0.0.0.0:443 and [::]:443).
+    #[arg(long)]
+    listen: Vec<SocketAddr>,
+    /// The hostname created on the first run; its certificate answers clients without SNI.
+    #[arg(long, default_value = "localhost")]
+    default_hostname: String,
+    /// Interface to attach the XDP filter to (overrides [xdp] interface).
+    #[arg(long, short)]
+    interface: Option<String>,
+    /// Attach mode (overrides [xdp] mode).
+    #[arg(long, value_enum)]
+    mode: Option<AttachMode>,
+    /// Metrics listen address (overrides [metrics] listen).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Log level of the XDP program itself.
+    #[arg(long, value_enum, default_value_t = ProgramLog::Off)]
+    xdp_log: ProgramLog,
+    /// Serve the admin API in HTTPS with a certificate from the server CA
+    /// (DATA_DIR/server-ca.pem verifies it).
+    #[arg(long)]
+    admin_tls: bool,
+    /// Allow a plain-HTTP admin API on an address other than loopback (behind a TLS proxy).
+    #[arg(long)]
+    admin_insecure: bool,
+    /// Hostnames the XDP filter's table holds, with the store (a
+    /// configuration file sets [xdp] hostnames); default 1,000,000.
+    #[arg(long)]
+    xdp_hostnames: Option<u32>,
+    #[command(flatten)]
+    fleet: fleet_args::FleetArgs,
+}
+
+impl RunArgs {
+    /// The daemon's options: the default listeners when none is given.
+    fn options(self) -> anyhow::Result<RunOptions> {
+        Ok(RunOptions {
+            fleet: self.fleet.options()?,
+            config: self.config,
+            data_dir: self.data_dir,
+            admin: self.admin,
+            listen: if self.listen.is_empty() {
+                vec![
+                    SocketAddr::from(([0, 0, 0, 0], 443)),
+                    SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 443)),
+                ]
+            } else {
+                self.listen
+            },
+            default_hostname: self.default_hostname,
+            interface: self.interface,
+            mode: self.mode,
+            metrics: self.metrics,
+            program_log: self.xdp_log,
+            xdp_hostnames: self.xdp_hostnames,
+            admin_tls: self.admin_tls,
+            admin_insecure: self.admin_insecure,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -118,23 +150,27 @@ enum RulesCommand {
 enum XdpCommand {
     /// Run pcap files through the real XDP program (BPF_PROG_TEST_RUN) and print
     /// one JSON object per packet: what the filter would do under a policy.
-    Replay {
-        /// Zone minimum TLS version (1.0, 1.1, 1.2, 1.3).
-        #[arg(long, default_value = "1.2")]
-        zone_min_tls: TlsVersion,
-        /// Minimum for ClientHellos without SNI (default: the zone's).
-        #[arg(long)]
-        no_sni_min_tls: Option<TlsVersion>,
-        /// A hostname's own minimum, as HOST=VERSION (repeatable).
-        #[arg(long, value_parser = parse_host_min)]
-        host_min_tls: Vec<(String, TlsVersion)>,
-        /// TLS port to inspect (repeatable; default 443 and 8443).
-        #[arg(long)]
-        port: Vec<u16>,
-        /// Classic pcap files with Ethernet frames.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
+    Replay(ReplayArgs),
+}
+
+/// `gateway xdp replay`'s arguments.
+#[derive(Args)]
+struct ReplayArgs {
+    /// Zone minimum TLS version (1.0, 1.1, 1.2, 1.3).
+    #[arg(long, default_value = "1.2")]
+    zone_min_tls: TlsVersion,
+    /// Minimum for ClientHellos without SNI (default: the zone's).
+    #[arg(long)]
+    no_sni_min_tls: Option<TlsVersion>,
+    /// A hostname's own minimum, as HOST=VERSION (repeatable).
+    #[arg(long, value_parser = parse_host_min)]
+    host_min_tls: Vec<(String, TlsVersion)>,
+    /// TLS port to inspect (repeatable; default 443 and 8443).
+    #[arg(long)]
+    port: Vec<u16>,
+    /// Classic pcap files with Ethernet frames.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
 }
 
 fn parse_host_min(s: &str) -> Result<(String, TlsVersion), String> {
@@ -158,47 +194,7 @@ pub fn main() -> ExitCode {
         Command::Rules {
             command: RulesCommand::Api(command),
         } => admin::run_rules(&cli.api, command),
-        Command::Run {
-            config,
-            data_dir,
-            admin,
-            listen,
-            default_hostname,
-            interface,
-            mode,
-            metrics,
-            xdp_log,
-            xdp_hostnames,
-            admin_tls,
-            admin_insecure,
-            fleet,
-        } => fleet
-            .options()
-            .and_then(|fleet| Ok((fleet, tokio::runtime::Runtime::new().context("starting the runtime")?)))
-            .and_then(|(fleet, rt)| {
-                rt.block_on(daemon::run(RunOptions {
-                    config,
-                    data_dir,
-                    admin,
-                    listen: if listen.is_empty() {
-                        vec![
-                            SocketAddr::from(([0, 0, 0, 0], 443)),
-                            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 443)),
-                        ]
-                    } else {
-                        listen
-                    },
-                    default_hostname,
-                    interface,
-                    mode,
-                    metrics,
-                    program_log: xdp_log,
-                    xdp_hostnames,
-                    admin_tls,
-                    admin_insecure,
-                    fleet,
-                }))
-            }),
+        Command::Run(args) => run(*args),
         Command::Rules {
             command: RulesCommand::Check { expression },
         } => Expression::compile(&expression)
@@ -206,47 +202,10 @@ pub fn main() -> ExitCode {
             .map_err(anyhow::Error::from),
         Command::Rules {
             command: RulesCommand::Eval { expression, fields },
-        } => {
-            match (
-                Expression::compile(&expression),
-                sample::from_pairs(fields.iter().map(String::as_str)),
-            ) {
-                (Err(e), _) => Err(e.into()),
-                (_, Err(e)) => Err(e),
-                (Ok(e), Ok(request)) => {
-                    println!("{}", e.matches(&request));
-                    Ok(())
-                }
-            }
-        }
+        } => eval_rule(&expression, &fields),
         Command::Xdp {
-            command:
-                XdpCommand::Replay {
-                    zone_min_tls,
-                    no_sni_min_tls,
-                    host_min_tls,
-                    port,
-                    files,
-                },
-        } => {
-            let mut policy = XdpPolicy::uniform(zone_min_tls);
-            policy.no_sni_min = no_sni_min_tls.unwrap_or(zone_min_tls);
-            for (name, min) in host_min_tls {
-                if let Err(e) = policy.set_host(&name, Some(min)) {
-                    eprintln!("gateway: --host-min-tls: {e:#}");
-                    return ExitCode::from(2);
-                }
-            }
-            policy.ports = if port.is_empty() {
-                DEFAULT_TLS_PORTS.into()
-            } else {
-                port.into_iter().collect()
-            };
-            XdpFilter::load(ProgramLog::Off).and_then(|mut filter| {
-                filter.apply(&policy)?;
-                replay::replay(&mut filter, &files, std::io::stdout().lock())
-            })
-        }
+            command: XdpCommand::Replay(args),
+        } => replay_pcaps(args),
     };
     let result = match result {
         Err(e) if e.downcast_ref::<RuleError>().is_some() => {
@@ -262,6 +221,40 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `gateway run`: the daemon on its own runtime.
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let options = args.options()?;
+    let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    rt.block_on(daemon::run(options))
+}
+
+/// `gateway rules eval`: prints whether the expression matches the fields.
+fn eval_rule(expression: &str, fields: &[String]) -> anyhow::Result<()> {
+    let expression = Expression::compile(expression)?;
+    let request = sample::from_pairs(fields.iter().map(String::as_str))?;
+    println!("{}", expression.matches(&request));
+    Ok(())
+}
+
+/// `gateway xdp replay`: the pcap files through the real program under the policy given.
+fn replay_pcaps(args: ReplayArgs) -> anyhow::Result<()> {
+    let mut policy = XdpPolicy::uniform(args.zone_min_tls);
+    policy.no_sni_min = args.no_sni_min_tls.unwrap_or(args.zone_min_tls);
+    for (name, min) in args.host_min_tls {
+        policy
+            .set_host(&name, Some(min))
+            .with_context(|| format!("--host-min-tls {name}"))?;
+    }
+    policy.ports = if args.port.is_empty() {
+        DEFAULT_TLS_PORTS.into()
+    } else {
+        args.port.into_iter().collect()
+    };
+    let mut filter = XdpFilter::load(ProgramLog::Off)?;
+    filter.apply(&policy)?;
+    replay::replay(&mut filter, &args.files, std::io::stdout().lock())
 }
 
 #[cfg(test)]

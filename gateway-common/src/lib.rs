@@ -204,12 +204,22 @@ pub struct Scratch {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are repr(C) plain integers and byte arrays; every bit
-    // pattern is valid, and padding is explicit (reserved fields) or absent.
+    // SAFETY: repr(C) plain integers and byte arrays: every bit pattern is
+    // valid, and padding is explicit (reserved fields) or absent.
     unsafe impl aya::Pod for super::HostPolicy {}
+    // SAFETY: repr(C) plain integers and byte arrays: every bit pattern is
+    // valid, and padding is explicit (reserved fields) or absent.
     unsafe impl aya::Pod for super::FilterConfig {}
+    // SAFETY: repr(C) plain integers and byte arrays: every bit pattern is
+    // valid, and padding is explicit (reserved fields) or absent.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: repr(C) plain integers and byte arrays: every bit pattern is
+    // valid, and padding is explicit (reserved fields) or absent.
     unsafe impl aya::Pod for super::Scratch {}
+    // SAFETY: repr(C) plain integers and byte arrays: every bit pattern is
+    // valid, and padding is explicit (reserved fields) or absent.
     unsafe impl aya::Pod for super::FlowAnchor {}
+    // SAFETY: repr(C) plain integers and byte arrays: every bit pattern is
+    // valid, and padding is explicit (reserved fields) or absent.
     unsafe impl aya::Pod for super::HelloFlow {}
 }

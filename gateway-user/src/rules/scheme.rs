@@ -78,21 +78,37 @@ pub enum Field {
 /// The string fields of `cf.tls_client_auth.*`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CertField {
+    /// `cf.tls_client_auth.cert_issuer_dn`
     IssuerDn,
+    /// `cf.tls_client_auth.cert_issuer_dn_rfc2253`
     IssuerDnRfc2253,
+    /// `cf.tls_client_auth.cert_issuer_dn_legacy`
     IssuerDnLegacy,
+    /// `cf.tls_client_auth.cert_subject_dn`
     SubjectDn,
+    /// `cf.tls_client_auth.cert_subject_dn_rfc2253`
     SubjectDnRfc2253,
+    /// `cf.tls_client_auth.cert_subject_dn_legacy`
     SubjectDnLegacy,
+    /// `cf.tls_client_auth.cert_serial`
     Serial,
+    /// `cf.tls_client_auth.cert_issuer_serial`
     IssuerSerial,
+    /// `cf.tls_client_auth.cert_fingerprint_sha256`
     FingerprintSha256,
+    /// `cf.tls_client_auth.cert_fingerprint_sha1`
     FingerprintSha1,
+    /// `cf.tls_client_auth.cert_not_before`
     NotBefore,
+    /// `cf.tls_client_auth.cert_not_after`
     NotAfter,
+    /// `cf.tls_client_auth.cert_ski`
     Ski,
+    /// `cf.tls_client_auth.cert_issuer_ski`
     IssuerSki,
+    /// `cf.tls_client_auth.cert_rfc9440`
     Rfc9440,
+    /// `cf.tls_client_auth.cert_chain_rfc9440`
     ChainRfc9440,
 }
 

@@ -23,7 +23,7 @@ use crate::{
     compiled::Compiled,
     config::{AttachMode, Config},
     control::{self, ControlPlane, Opened, api::Admin, expiry::Expiry, model::State},
-    layers::Layers,
+    layers::{self, Layers},
     metrics::{self, XdpCollector, history::History},
     terminator::{Terminator, TerminatorMetrics},
     tls::TlsSnapshot,
@@ -394,11 +394,11 @@ async fn event_loop(
             _ = sigterm.recv() => break Ok(()),
             _ = sighup.recv() => {
                 if let Some((w, p)) = &mut watch {
-                    reload(&mut control::lock(layers), p, w);
+                    reload(&mut layers::lock(layers), p, w);
                 }
             }
             _ = tick.tick() => {
-                let mut layers = control::lock(layers);
+                let mut layers = layers::lock(layers);
                 if let Some(filter) = &mut layers.filter {
                     filter.flush_log();
                 }
@@ -433,7 +433,7 @@ async fn shutdown(tasks: Tasks, layers: &Mutex<Layers>) {
     if let Some(fleet) = &tasks.fleet {
         control::fleet::nodes::leave(fleet).await;
     }
-    if let Some(filter) = &mut control::lock(layers).filter {
+    if let Some(filter) = &mut layers::lock(layers).filter {
         filter.detach();
     }
     info!("stopped");

@@ -9,10 +9,7 @@
 //! written), committed to the store in one transaction (only the changed
 //! records), and only then put in force in the XDP maps and the terminator.
 
-use std::{
-    path::Path,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use log::info;
@@ -24,35 +21,28 @@ pub mod crl;
 pub mod dashboard;
 pub mod expiry;
 pub mod fleet;
+mod issue;
+pub use issue::{SERVER_CERT_DAYS, new_hostname, server_cert};
 pub mod model;
 pub mod pki;
 mod render;
 mod replicated;
+mod setup;
 pub use replicated::open_fleet;
+pub(crate) use setup::first_state;
+pub use setup::{Opened, open, rotate_token};
 pub mod ruleset;
 pub mod store;
 pub mod tokens;
 
-use self::{
-    api::ApiError,
-    expiry::Expiry,
-    model::{Authority, AuthorityKind, Hostname, Meta, ServerCert, State, ZoneSettings},
-    pki::Usage,
-    store::Store,
-};
+use self::{api::ApiError, expiry::Expiry, model::State, pki::Usage, store::Store};
 use crate::{
-    config::{CertChain, Config, KeyDer},
-    layers::Layers,
-    tls_version::TlsVersion,
+    config::Config,
+    layers::{Layers, blocking, lock},
 };
 
-/// Validity of the CAs made at the first run: 20 years, so certificates of
-/// the longest validity (10 years) can be issued for the first ten.
-const CA_DAYS: u32 = 7300;
 /// Server certificates renewed in one change.
 pub const RENEWALS_PER_CHANGE: usize = 100;
-/// Validity of server certificates the server CA issues.
-pub const SERVER_CERT_DAYS: u32 = 397;
 
 /// The control plane of a running gateway.
 pub struct ControlPlane {
@@ -73,181 +63,6 @@ pub struct ControlPlane {
     pub expiry: Expiry,
     /// Changes committed so far.
     changes: std::sync::atomic::AtomicU64,
-}
-
-/// What opening the data directory found.
-pub struct Opened {
-    /// The store and its state.
-    pub store: Store,
-    /// The state.
-    pub state: State,
-    /// The admin token, when it was just made (shown once).
-    pub new_token: Option<String>,
-    /// In fleet mode, the fleet the state came from.
-    pub fleet: Option<Arc<fleet::Fleet>>,
-}
-
-/// Opens the store in `dir`; on the first run, creates the zone (minimum TLS
-/// 1.2), the managed client CA, the server CA, a certificate for
-/// `default_hostname`, and the admin token.
-pub fn open(dir: &Path, default_hostname: &str) -> anyhow::Result<Opened> {
-    let (store, state) = Store::open(dir)?;
-    if let Some(state) = state {
-        return Ok(Opened {
-            store,
-            state,
-            new_token: None,
-            fleet: None,
-        });
-    }
-    crate::config::validate_hostname(default_hostname).context("--default-hostname")?;
-    let (state, token) = first_state(default_hostname)?;
-    store.commit(None, &state)?;
-    info!(
-        "created {} with zone {} (minimum TLS 1.2), a managed CA and a certificate for {default_hostname}",
-        store.path().display(),
-        state.meta.zone_id
-    );
-    Ok(Opened {
-        store,
-        state,
-        new_token: Some(token),
-        fleet: None,
-    })
-}
-
-/// The state of a first run: the zone, both CAs, a hostname and the admin token.
-pub(crate) fn first_state(default_hostname: &str) -> anyhow::Result<(State, String)> {
-    let now = crate::clock::now();
-    let token = new_token()?;
-    let mut state = State {
-        meta: Meta {
-            account_id: pki::random_id(),
-            zone_id: pki::random_id(),
-            zone_name: "default".into(),
-            token_sha256: pki::sha256_hex(token.as_bytes()),
-            default_hostname: default_hostname.into(),
-        },
-        zone: ZoneSettings {
-            min_tls_version: TlsVersion::Tls12,
-            ciphers: Vec::new(),
-        },
-        hostnames: Default::default(),
-        cas: Default::default(),
-        certs: Default::default(),
-        rules: Vec::new(),
-        ruleset: ruleset::Ruleset::first(&[], now),
-        tokens: Default::default(),
-    };
-    for (kind, name) in [
-        (AuthorityKind::Managed, "Gateway managed client CA"),
-        (AuthorityKind::Server, "Gateway server CA"),
-    ] {
-        let ca = pki::new_ca(name, CA_DAYS)?;
-        let authority = authority(kind, name, &ca, now)?;
-        state.cas.insert(authority.id.clone(), authority);
-    }
-    let host = new_hostname(&state, default_hostname, false, now)?;
-    state.hostnames.insert(host.id.clone(), host);
-    Ok((state, token))
-}
-
-/// A new admin token: 32 random bytes, hex.
-fn new_token() -> anyhow::Result<String> {
-    let mut token = [0u8; 32];
-    boring::rand::rand_bytes(&mut token)?;
-    Ok(pki::hex(&token))
-}
-
-/// Replaces the admin token of the store in `dir` and returns the new one. The
-/// gateway must be stopped (the store is opened by one process at a time).
-pub fn rotate_token(dir: &Path) -> anyhow::Result<String> {
-    if !dir.join(store::STORE_FILE).exists() {
-        anyhow::bail!(
-            "no store in {}: the first `gateway run --data-dir {}` creates one",
-            dir.display(),
-            dir.display()
-        );
-    }
-    let (store, state) = Store::open(dir)
-        .context("cannot open the store; if the gateway is running, stop it first")?;
-    let state = state.context("the store is empty")?;
-    let token = new_token()?;
-    let mut next = state.clone();
-    next.meta.token_sha256 = pki::sha256_hex(token.as_bytes());
-    let mut entry = audit::Entry {
-        seq: 0,
-        at: crate::clock::now(),
-        actor: audit::Actor::gateway("gateway rotate-token"),
-        resources: vec!["token:first-run".into()],
-        outcome: "success".into(),
-    };
-    store.commit_audited(Some(&state), &next, Some(&mut entry))?;
-    info!("the admin token of {} was replaced", store.path().display());
-    Ok(token)
-}
-
-fn authority(
-    kind: AuthorityKind,
-    name: &str,
-    ca: &pki::Signer,
-    now: i64,
-) -> anyhow::Result<Authority> {
-    let (info, _) = pki::info(&ca.cert.to_der()?)?;
-    Ok(Authority {
-        id: pki::random_id(),
-        name: name.into(),
-        kind,
-        certificate: pki::cert_pem(&ca.cert)?,
-        key: Some(pki::key_pem(&ca.key)?),
-        issuer: info.issuer,
-        serial_number: info.serial,
-        signature: info.signature.into(),
-        uploaded_on: now,
-        expires_on: info.not_after,
-        crl: None,
-    })
-}
-
-/// A hostname with default settings and a certificate from the server CA.
-pub fn new_hostname(
-    state: &State,
-    name: &str,
-    wildcard: bool,
-    now: i64,
-) -> anyhow::Result<Hostname> {
-    Ok(Hostname {
-        id: pki::random_id(),
-        name: name.into(),
-        wildcard,
-        min_tls_version: None,
-        ciphers: Vec::new(),
-        origin: None,
-        forward_client_cert: Default::default(),
-        certificate: server_cert(state, name, wildcard)?,
-        cas: Vec::new(),
-        created_on: now,
-    })
-}
-
-/// A certificate for `name` (and its subdomains, for a wildcard) from the server CA.
-pub fn server_cert(state: &State, name: &str, wildcard: bool) -> anyhow::Result<ServerCert> {
-    let ca = state.server_ca().context("the store has no server CA")?;
-    let signer = pki::Signer::from_pem(&ca.certificate, ca.key.as_deref().unwrap_or_default())?;
-    let key = pki::new_key()?;
-    let mut names = vec![name.to_string()];
-    if wildcard {
-        names.push(format!("*.{name}"));
-    }
-    let cert = pki::issue(&signer, name, &key, Usage::Server(&names), SERVER_CERT_DAYS)?;
-    let der = cert.to_der()?;
-    let (info, _) = pki::info(&der)?;
-    Ok(ServerCert {
-        chain: CertChain::from_ders(&[der])?,
-        key: KeyDer::from_key(&key)?,
-        managed: true,
-        expires_on: info.not_after,
-    })
 }
 
 impl ControlPlane {
@@ -433,24 +248,12 @@ impl ControlPlane {
     }
 }
 
-/// Runs blocking work where the runtime allows it (a multi-threaded runtime
-/// moves its other tasks away); elsewhere, in place.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
-}
-
-/// The layers' lock; a panic elsewhere does not make them unusable.
-pub fn lock(layers: &Mutex<Layers>) -> std::sync::MutexGuard<'_, Layers> {
-    layers.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::tls_version::TlsVersion;
 
     fn scratch(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("gateway-store-{name}-{}", std::process::id()));

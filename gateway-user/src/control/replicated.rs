@@ -11,15 +11,15 @@ use log::{info, warn};
 use super::{
     ControlPlane, Opened,
     api::ApiError,
-    audit, blocking, first_state,
+    audit, first_state,
     fleet::{
         CommitError, Fleet, NodeStatus, Revisions, nodes, rows,
         sync::{self, Follower, Installer},
     },
-    lock,
     store::Store,
 };
 use crate::control::model::State;
+use crate::layers::{blocking, lock};
 
 /// How long a start waits for etcd before it serves the local copy.
 const START_WAIT: Duration = Duration::from_secs(5);

@@ -30,6 +30,7 @@
 //!
 //! [`daemon`] runs it all; [`metrics`] serves both layers' counters.
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod compiled;
@@ -38,9 +39,11 @@ pub mod control;
 pub mod daemon;
 pub mod frame;
 pub mod hello;
+pub mod http_client;
 pub mod layers;
 pub mod metrics;
 pub mod pcap;
+pub mod pki;
 pub mod replay;
 pub mod rules;
 pub mod terminator;

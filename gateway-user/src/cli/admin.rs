@@ -13,7 +13,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 pub use super::admin_args::*;
-use crate::{control::client, tls_version::TlsVersion};
+use crate::{http_client, tls_version::TlsVersion};
 
 /// Where the admin API is and how to call it.
 #[derive(Args)]
@@ -56,7 +56,7 @@ impl Api<'_> {
         )?;
         let url = format!("{}/client/v4/{path}", self.args.api.trim_end_matches('/'));
         let body = body.map(|b| serde_json::to_vec(&b)).transpose()?;
-        let (status, bytes) = self.rt.block_on(client::request_with(
+        let (status, bytes) = self.rt.block_on(http_client::request_with(
             method,
             &url,
             Some(token),

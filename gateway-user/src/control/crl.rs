@@ -11,9 +11,8 @@ use http::Method;
 use super::{
     ControlPlane,
     model::{AuthorityKind, CrlSource},
-    pki,
 };
-use crate::clock;
+use crate::{clock, pki};
 
 /// How long a download or a file read may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,7 +41,7 @@ pub async fn fetch(source: &str) -> anyhow::Result<Vec<u8>> {
     check_source(source)?;
     if source.starts_with("http://") {
         let (status, body) =
-            super::client::request(Method::GET, source, None, None, FETCH_TIMEOUT).await?;
+            crate::http_client::request(Method::GET, source, None, None, FETCH_TIMEOUT).await?;
         if !status.is_success() {
             bail!("{source} answered {status}");
         }

@@ -2,11 +2,11 @@
 
 use anyhow::Context;
 
-use super::{
-    model::{Hostname, ServerCert, State},
+use super::model::{Hostname, ServerCert, State};
+use crate::{
+    config::{CertChain, KeyDer},
     pki::{self, Usage},
 };
-use crate::config::{CertChain, KeyDer};
 
 /// Validity of server certificates the server CA issues.
 pub const SERVER_CERT_DAYS: u32 = 397;

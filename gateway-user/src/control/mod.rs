@@ -11,31 +11,29 @@
 
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use log::info;
 
-pub mod api;
 pub mod audit;
-pub mod client;
+pub mod backend;
 pub mod crl;
-pub mod dashboard;
 pub mod expiry;
-pub mod fleet;
 mod issue;
 pub use issue::{SERVER_CERT_DAYS, new_hostname, server_cert};
 pub mod model;
-pub mod pki;
 mod render;
-mod replicated;
 mod setup;
-pub use replicated::open_fleet;
+pub use backend::fleet::open_fleet;
 pub(crate) use setup::first_state;
 pub use setup::{Opened, open, rotate_token};
 pub mod ruleset;
-pub mod store;
 pub mod tokens;
 
-use self::{api::ApiError, expiry::Expiry, model::State, pki::Usage, store::Store};
+use self::{
+    backend::{fleet, store::Store},
+    expiry::Expiry,
+    model::State,
+};
+use crate::admin::api::ApiError;
 use crate::{
     config::Config,
     layers::{Layers, blocking, lock},
@@ -104,36 +102,6 @@ impl ControlPlane {
                 return;
             }
         }
-    }
-
-    /// A TLS acceptor for the admin API: a certificate for `names` from the
-    /// server CA (made at each start, valid a year), TLS 1.2 and up.
-    pub async fn admin_acceptor(
-        &self,
-        names: &[String],
-    ) -> anyhow::Result<boring::ssl::SslAcceptor> {
-        let signer = self
-            .read(|s| {
-                let ca = s.server_ca().context("the store has no server CA")?;
-                pki::Signer::from_pem(&ca.certificate, ca.key.as_deref().unwrap_or_default())
-            })
-            .await?;
-        let key = pki::new_key()?;
-        let cert = pki::issue(
-            &signer,
-            "gateway admin API",
-            &key,
-            Usage::Server(names),
-            365,
-        )?;
-        let mut b =
-            boring::ssl::SslAcceptor::mozilla_intermediate_v5(boring::ssl::SslMethod::tls())?;
-        b.set_private_key(&key)?;
-        b.set_certificate(&cert)?;
-        b.add_extra_chain_cert(signer.cert.clone())?;
-        b.set_min_proto_version(Some(boring::ssl::SslVersion::TLS1_2))?;
-        b.check_private_key()?;
-        Ok(b.build())
     }
 
     /// Audit entries: see [`Store::audit`] (in fleet mode, [`fleet::Fleet::audit`]).
@@ -244,7 +212,7 @@ impl ControlPlane {
     /// The token a secret belongs to, if it is valid now.
     pub async fn caller(&self, secret: &str) -> Option<tokens::Caller> {
         let now = crate::clock::now();
-        self.read(|s| tokens::check(s, secret, now)).await
+        self.read(|s| s.caller(secret, now)).await
     }
 }
 

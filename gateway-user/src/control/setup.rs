@@ -8,13 +8,16 @@ use anyhow::Context;
 use log::info;
 
 use super::{
-    audit, fleet,
+    audit,
+    backend::{
+        fleet,
+        store::{self, Store},
+    },
     issue::new_hostname,
     model::{Authority, AuthorityKind, Meta, State, ZoneSettings},
-    pki, ruleset,
-    store::{self, Store},
+    ruleset,
 };
-use crate::tls_version::TlsVersion;
+use crate::{pki, tls_version::TlsVersion};
 
 /// Validity of the CAs made at the first run: 20 years, so certificates of
 /// the longest validity (10 years) can be issued for the first ten.

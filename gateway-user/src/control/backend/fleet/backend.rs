@@ -9,16 +9,13 @@ use http::StatusCode;
 use log::{info, warn};
 
 use super::{
-    ControlPlane, Opened,
-    api::ApiError,
-    audit, first_state,
-    fleet::{
-        CommitError, Fleet, NodeStatus, Revisions, nodes, rows,
-        sync::{self, Follower, Installer},
-    },
-    store::Store,
+    CommitError, Fleet, NodeStatus, Revisions, nodes, rows,
+    sync::{self, Follower, Installer},
 };
-use crate::control::model::State;
+use crate::admin::api::ApiError;
+use crate::control::{
+    ControlPlane, Opened, audit, backend::store::Store, first_state, model::State,
+};
 use crate::layers::{blocking, lock};
 
 /// How long a start waits for etcd before it serves the local copy.
@@ -159,7 +156,7 @@ impl ControlPlane {
     /// A change in fleet mode: made on the installed state, checked by
     /// compiling it, committed to etcd in one transaction guarded by the
     /// installed revision, and answered once this node installed it.
-    pub(super) async fn change_in_fleet<T>(
+    pub(crate) async fn change_in_fleet<T>(
         &self,
         fleet: &Fleet,
         mut edit: impl FnMut(&mut State) -> Result<T, ApiError>,

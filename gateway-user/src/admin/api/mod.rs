@@ -44,10 +44,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::{
+use super::dashboard;
+use crate::control::{
     ControlPlane,
     audit::{self, Actor},
-    dashboard,
     tokens::{Caller, Permission},
 };
 use crate::metrics::history::History;
@@ -78,7 +78,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub(super) fn new(status: StatusCode, code: u32, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, code: u32, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,

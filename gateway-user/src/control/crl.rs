@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use http::Method;
 
 use super::{
-    ControlPlane,
+    ControlError, ControlPlane,
     model::{AuthorityKind, CrlSource},
 };
 use crate::{clock, pki};
@@ -145,7 +145,7 @@ pub async fn refresh_all(plane: &ControlPlane) {
         fetched.push((id, source, data));
     }
     let result = plane
-        .change(|s| {
+        .change(|s| -> Result<(), ControlError> {
             for (id, source, data) in &fetched {
                 let Some(ca) = s.cas.get(id) else { continue };
                 if ca.crl.as_ref().map(|c| c.source.as_str()) != Some(source.as_str()) {
@@ -166,6 +166,6 @@ pub async fn refresh_all(plane: &ControlPlane) {
         })
         .await;
     if let Err(e) = result {
-        log::error!("putting the refreshed CRLs in force: {}", e.message);
+        log::error!("putting the refreshed CRLs in force: {e}");
     }
 }

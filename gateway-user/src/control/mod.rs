@@ -1,12 +1,15 @@
-//! The control plane: the store of zones, hostnames, CAs, client certificates
-//! and rules; the admin API, its client and the dashboard it serves; and the
-//! path from a committed change to both running layers.
+//! The control plane's core: the records ([`model`]), rendered into a
+//! configuration ([`render`](self::model::State::to_config)), and the one
+//! path from a change to both running layers ([`ControlPlane::change`]), over
+//! either backend ([`backend`]: its own redb store, or etcd in a fleet). The
+//! admin surface ([`crate::admin`]) sits above it; PKI ([`crate::pki`]) and
+//! the layers ([`crate::layers`]) below.
 //!
 //! A change edits a copy of the [`State`] (a copy costs nothing: its tables are
 //! persistent maps). What it touched is rendered as a configuration
 //! [`Delta`](crate::config::delta::Delta) and compiled on top of the
 //! configuration in force (so an invalid change is refused before anything is
-//! written), committed to the store in one transaction (only the changed
+//! written), committed to the backend in one transaction (only the changed
 //! records), and only then put in force in the XDP maps and the terminator.
 
 use std::sync::{Arc, Mutex};
@@ -15,51 +18,48 @@ use log::info;
 
 pub mod audit;
 pub mod backend;
+mod commit;
 pub mod crl;
+mod error;
 pub mod expiry;
 mod issue;
-pub use issue::{SERVER_CERT_DAYS, new_hostname, server_cert};
 pub mod model;
 mod render;
-mod setup;
-pub use backend::fleet::open_fleet;
-pub(crate) use setup::first_state;
-pub use setup::{Opened, open, rotate_token};
 pub mod ruleset;
+mod setup;
 pub mod tokens;
 
+pub use self::{
+    error::ControlError,
+    issue::{SERVER_CERT_DAYS, new_hostname, server_cert},
+    setup::{Opened, open, open_fleet, rotate_token},
+};
+#[cfg(test)]
+pub(crate) use setup::first_state;
+
 use self::{
-    backend::{fleet, store::Store},
+    backend::{Backend, fleet},
     expiry::Expiry,
     model::State,
 };
-use crate::admin::api::ApiError;
-use crate::{
-    config::Config,
-    layers::{Layers, blocking, lock},
-};
+use crate::{config::Config, layers::Layers};
 
 /// Server certificates renewed in one change.
 pub const RENEWALS_PER_CHANGE: usize = 100;
 
 /// The control plane of a running gateway.
 pub struct ControlPlane {
-    /// The store; in fleet mode, the local copy of the installed configuration.
-    store: Store,
-    /// In fleet mode, etcd: changes are committed there and installed from its watch.
-    fleet: Option<Arc<fleet::Fleet>>,
-    /// Serializes this node's writers in fleet mode (the state lock is the installer's).
-    writer: tokio::sync::Mutex<()>,
-    /// In fleet mode, what the local copy holds (behind the state after a failed write).
-    copied: std::sync::Mutex<Option<State>>,
-    /// The committed state; holding the lock serializes writers.
+    /// Where changes are committed: the redb store, or etcd in a fleet.
+    backend: Backend,
+    /// The committed (in a fleet: installed) state; holding the lock
+    /// serializes writers and installs.
     state: tokio::sync::Mutex<State>,
     /// The runtime sections every rendered configuration starts from.
     base: Config,
     layers: Arc<Mutex<Layers>>,
     /// Certificate expiry gauges and alerts.
     pub expiry: Expiry,
-    /// Changes committed so far.
+    /// Changes put in force so far.
     changes: std::sync::atomic::AtomicU64,
 }
 
@@ -74,10 +74,7 @@ impl ControlPlane {
     ) -> ControlPlane {
         expiry.observe(&opened.state);
         ControlPlane {
-            store: opened.store,
-            copied: std::sync::Mutex::new(opened.fleet.as_ref().map(|_| opened.state.clone())),
-            fleet: opened.fleet,
-            writer: Default::default(),
+            backend: opened.backend,
             state: tokio::sync::Mutex::new(opened.state),
             base,
             layers,
@@ -104,73 +101,19 @@ impl ControlPlane {
         }
     }
 
-    /// Audit entries: see [`Store::audit`] (in fleet mode, [`fleet::Fleet::audit`]).
+    /// Audit entries: see [`Backend::audit`].
     pub async fn audit(
         &self,
         since: Option<i64>,
         before: Option<i64>,
         page: (usize, usize),
     ) -> anyhow::Result<(Vec<audit::Entry>, usize)> {
-        match &self.fleet {
-            Some(fleet) => fleet.audit(since, before, page).await,
-            None => self.store.audit(since, before, page),
-        }
+        self.backend.audit(since, before, page).await
     }
 
     /// Reads the committed state.
     pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&*self.state.lock().await)
-    }
-
-    /// Makes a change: `edit` changes a copy of the state; the result is built
-    /// for both layers, committed, and put in force — or, on any error, nothing
-    /// happens.
-    pub async fn change<T>(
-        &self,
-        mut edit: impl FnMut(&mut State) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
-        if let Some(fleet) = &self.fleet {
-            return self.change_in_fleet(fleet, edit).await;
-        }
-        let mut state = self.state.lock().await;
-        let mut next = state.clone();
-        let out = edit(&mut next)?;
-        if next == *state {
-            return Ok(out);
-        }
-        let mut entry = audit::Entry {
-            seq: 0,
-            at: crate::clock::now(),
-            actor: audit::actor_or(|| audit::Actor::gateway("maintenance")),
-            resources: audit::touched(&state, &next),
-            outcome: "success".into(),
-        };
-        let delta = next.delta_from(&state, &self.base);
-        // Compiling and the durable commit block for milliseconds: off the
-        // runtime's async path, and without holding the layers' lock.
-        let current = lock(&self.layers).current().clone();
-        let compiled = blocking(|| current.update(&delta))
-            .map_err(|e| ApiError::invalid(format!("the change was refused: {e:#}")))?;
-        blocking(|| {
-            self.store
-                .commit_audited(Some(&state), &next, Some(&mut entry))
-        })
-        .map_err(|e| ApiError::internal(format!("the store did not commit: {e:#}")))?;
-        let installed = lock(&self.layers).install(compiled);
-        self.expiry.observe_change(&state, &next);
-        self.changes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        *state = next;
-        match installed {
-            Ok(()) => Ok(out),
-            Err(e) => {
-                log::error!("a committed change is not in force in the XDP filter: {e:#}");
-                Err(ApiError::internal(format!(
-                    "the change is committed and in force in the terminator, but not in the XDP \
-                     filter: {e:#}; the next change applies it again"
-                )))
-            }
-        }
     }
 
     /// Renews the server certificates the gateway issued that expire within
@@ -180,7 +123,7 @@ impl ControlPlane {
         let soon = crate::clock::now() + 30 * 86_400;
         loop {
             let result = self
-                .change(|s| {
+                .change(|s| -> Result<usize, ControlError> {
                     let due: Vec<String> = s
                         .hostnames
                         .values()
@@ -202,7 +145,7 @@ impl ControlPlane {
                 Ok(n) if n == RENEWALS_PER_CHANGE => continue,
                 Ok(_) => return,
                 Err(e) => {
-                    log::error!("renewing server certificates: {}", e.message);
+                    log::error!("renewing server certificates: {e}");
                     return;
                 }
             }
@@ -213,6 +156,45 @@ impl ControlPlane {
     pub async fn caller(&self, secret: &str) -> Option<tokens::Caller> {
         let now = crate::clock::now();
         self.read(|s| s.caller(secret, now)).await
+    }
+
+    /// In fleet mode, the fleet.
+    pub fn fleet(&self) -> Option<&Arc<fleet::Fleet>> {
+        match &self.backend {
+            Backend::Fleet(fleet) => Some(&fleet.fleet),
+            Backend::Local(_) => None,
+        }
+    }
+
+    /// Starts following etcd, reporting this node and keeping its gauges:
+    /// the tasks, none outside fleet mode.
+    pub async fn follow(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let Some(fleet) = self.fleet().cloned() else {
+            return Vec::new();
+        };
+        let state = self.state.lock().await.clone();
+        let follower = fleet::sync::Follower::new(state, fleet.watch_from());
+        vec![
+            tokio::spawn(follower.run(fleet.clone(), self.clone())),
+            tokio::spawn(fleet::nodes::report(fleet.clone())),
+            tokio::spawn(fleet::nodes::tick_gauges(fleet)),
+        ]
+    }
+
+    /// Whether this node does the periodic work: always on its own store, in
+    /// a fleet only while it holds the leader key.
+    pub fn does_periodic_work(&self) -> bool {
+        self.fleet().is_none_or(|f| f.progress.is_leader())
+    }
+
+    /// Every node's report, with the newest revision (how far each is behind).
+    pub async fn fleet_nodes(&self) -> Result<(Vec<fleet::NodeStatus>, i64), ControlError> {
+        match &self.backend {
+            Backend::Fleet(fleet) => fleet.nodes().await,
+            Backend::Local(_) => Err(ControlError::Invalid(
+                "this gateway runs on its own store: fleet mode is `gateway run --etcd`".into(),
+            )),
+        }
     }
 }
 
@@ -241,7 +223,7 @@ mod tests {
         let localhost = next.hostname_by_name("localhost").unwrap().id.clone();
         next.hostnames.remove(&localhost);
         next.zone.min_tls_version = TlsVersion::Tls13;
-        opened.store.commit(Some(&first), &next).unwrap();
+        opened.backend.store().commit(Some(&first), &next).unwrap();
         drop(opened);
         let again = open(&dir, "localhost").unwrap();
         assert!(again.new_token.is_none(), "a second run makes no new token");
@@ -249,7 +231,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
-        assert_eq!(mode(&dir.join(store::STORE_FILE)), 0o600);
+        assert_eq!(mode(&dir.join(backend::store::STORE_FILE)), 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,8 +1,9 @@
-//! First run and token rotation: opening the data directory (and, on the
-//! first run, making the zone, both CAs, a certificate for the default
-//! hostname and the admin token), and replacing the admin token offline.
+//! First run and token rotation: opening the data directory or the fleet
+//! (and, on the first run, making the zone, both CAs, a certificate for the
+//! default hostname and the admin token), and replacing the admin token
+//! offline.
 
-use std::{path::Path, sync::Arc};
+use std::path::Path;
 
 use anyhow::Context;
 use log::info;
@@ -10,7 +11,8 @@ use log::info;
 use super::{
     audit,
     backend::{
-        fleet,
+        Backend,
+        fleet::{self, OpenedFleet},
         store::{self, Store},
     },
     issue::new_hostname,
@@ -23,16 +25,14 @@ use crate::{pki, tls_version::TlsVersion};
 /// the longest validity (10 years) can be issued for the first ten.
 const CA_DAYS: u32 = 7300;
 
-/// What opening the data directory found.
+/// What opening the data directory (or the fleet) found.
 pub struct Opened {
-    /// The store and its state.
-    pub store: Store,
+    /// Where changes are committed.
+    pub backend: Backend,
     /// The state.
     pub state: State,
     /// The admin token, when it was just made (shown once).
     pub new_token: Option<String>,
-    /// In fleet mode, the fleet the state came from.
-    pub fleet: Option<Arc<fleet::Fleet>>,
 }
 
 /// Opens the store in `dir`; on the first run, creates the zone (minimum TLS
@@ -42,10 +42,9 @@ pub fn open(dir: &Path, default_hostname: &str) -> anyhow::Result<Opened> {
     let (store, state) = Store::open(dir)?;
     if let Some(state) = state {
         return Ok(Opened {
-            store,
+            backend: Backend::Local(store),
             state,
             new_token: None,
-            fleet: None,
         });
     }
     crate::config::validate_hostname(default_hostname).context("--default-hostname")?;
@@ -57,10 +56,32 @@ pub fn open(dir: &Path, default_hostname: &str) -> anyhow::Result<Opened> {
         state.meta.zone_id
     );
     Ok(Opened {
-        store,
+        backend: Backend::Local(store),
         state,
         new_token: Some(token),
-        fleet: None,
+    })
+}
+
+/// Opens a fleet node (see [`fleet::open_fleet`]); when the fleet's prefix is
+/// new, its first configuration is the one [`open`] makes on a first run.
+pub async fn open_fleet(
+    dir: &Path,
+    default_hostname: &str,
+    fleet: fleet::Fleet,
+) -> anyhow::Result<Opened> {
+    let first = || {
+        crate::config::validate_hostname(default_hostname).context("--default-hostname")?;
+        first_state(default_hostname)
+    };
+    let OpenedFleet {
+        backend,
+        state,
+        new_token,
+    } = fleet::open_fleet(dir, first, fleet).await?;
+    Ok(Opened {
+        backend: Backend::Fleet(Box::new(backend)),
+        state,
+        new_token,
     })
 }
 

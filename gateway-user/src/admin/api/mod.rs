@@ -46,7 +46,7 @@ use tokio::net::TcpListener;
 
 use super::dashboard;
 use crate::control::{
-    ControlPlane,
+    ControlError, ControlPlane,
     audit::{self, Actor},
     tokens::{Caller, Permission},
 };
@@ -78,7 +78,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: u32, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(status: StatusCode, code: u32, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -114,6 +114,18 @@ impl ApiError {
     /// 500: the gateway failed.
     pub fn internal(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, 1000, message)
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Invalid(m) => ApiError::invalid(m),
+            ControlError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, 1003, m),
+            ControlError::Conflict(m) => ApiError::conflict(m),
+            ControlError::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, 1000, m),
+            ControlError::Internal(m) => ApiError::internal(m),
+        }
     }
 }
 

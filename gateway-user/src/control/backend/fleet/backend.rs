@@ -1,40 +1,70 @@
-//! The control plane in fleet mode: opening from etcd (or from the local copy
-//! when etcd cannot be reached), changes committed to etcd, and revisions
-//! installed from its watch.
+//! The fleet backend: opening from etcd (or from the local copy when etcd
+//! cannot be reached), changes committed to etcd, the compiled form of this
+//! node's own change kept for the revision its watch brings back, and the
+//! local copy of each installed revision.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
-use anyhow::Context;
-use http::StatusCode;
 use log::{info, warn};
 
-use super::{
-    CommitError, Fleet, NodeStatus, Revisions, nodes, rows,
-    sync::{self, Follower, Installer},
+use super::{CommitError, Fleet, NodeStatus, Revisions, nodes, rows, sync};
+use crate::{
+    compiled::Compiled,
+    control::{ControlError, audit, backend::store::Store, model::State},
+    layers::blocking,
 };
-use crate::admin::api::ApiError;
-use crate::control::{
-    ControlPlane, Opened, audit, backend::store::Store, first_state, model::State,
-};
-use crate::layers::{blocking, lock};
 
 /// How long a start waits for etcd before it serves the local copy.
 const START_WAIT: Duration = Duration::from_secs(5);
 /// How long a node may have lost etcd before it refuses writes at once (a
 /// watch moving to another member takes well under this).
 const STALE_REFUSES_WRITES: Duration = Duration::from_secs(3);
-/// How many times a change lost to another node's is made again.
-const RACES_RETRIED: usize = 5;
 /// How long a change waits to be installed here after etcd committed it.
 const INSTALL_WAIT: Duration = Duration::from_secs(3);
 
+/// The control plane's side of a fleet: etcd, and the local copy.
+pub struct FleetBackend {
+    /// The fleet's etcd and this node's progress.
+    pub fleet: Arc<Fleet>,
+    /// The local copy of the installed configuration.
+    store: Store,
+    /// Serializes this node's writers (the state lock is the installer's).
+    pub writer: tokio::sync::Mutex<()>,
+    /// What the local copy holds (behind the state after a failed write).
+    copied: std::sync::Mutex<State>,
+    /// This node's change in flight, compiled once: its watch installs it
+    /// without compiling it again.
+    prepared: std::sync::Mutex<Option<Prepared>>,
+}
+
+/// A change this node compiled before committing it to etcd.
+struct Prepared {
+    /// How many changes were installed when it was compiled: it applies on
+    /// top of that one only.
+    installed: u64,
+    /// The state it is the compiled form of.
+    state: State,
+    compiled: Compiled,
+}
+
+/// What opening a fleet node found.
+pub struct OpenedFleet {
+    /// The backend.
+    pub backend: FleetBackend,
+    /// The configuration it serves.
+    pub state: State,
+    /// The admin token, when this node just wrote the first configuration.
+    pub new_token: Option<String>,
+}
+
 /// Opens a fleet node: the configuration from etcd (written there first if
-/// the prefix is new), or the local copy in `dir` when etcd cannot be reached.
+/// the prefix is new, as `first` makes it: the state and its admin token),
+/// or the local copy in `dir` when etcd cannot be reached.
 pub async fn open_fleet(
     dir: &Path,
-    default_hostname: &str,
+    first: impl FnOnce() -> anyhow::Result<(State, String)>,
     fleet: Fleet,
-) -> anyhow::Result<Opened> {
+) -> anyhow::Result<OpenedFleet> {
     let fleet = Arc::new(fleet);
     let (store, copy) = Store::open_fleet_copy(dir)?;
     let mut new_token = None;
@@ -42,8 +72,7 @@ pub async fn open_fleet(
     if let Ok((None, _)) = loaded {
         // A new prefix: the first configuration, written once by whichever
         // node gets there first (not cut short, so a token is never lost).
-        crate::config::validate_hostname(default_hostname).context("--default-hostname")?;
-        let (first, token) = first_state(default_hostname)?;
+        let (first, token) = first()?;
         if fleet.create(&first).await? {
             info!(
                 "created the fleet's configuration under {}",
@@ -84,11 +113,16 @@ pub async fn open_fleet(
         "fleet node {}: configuration revision {revision}",
         fleet.node
     );
-    Ok(Opened {
-        store,
+    Ok(OpenedFleet {
+        backend: FleetBackend {
+            fleet,
+            store,
+            writer: Default::default(),
+            copied: std::sync::Mutex::new(state.clone()),
+            prepared: Default::default(),
+        },
         state,
         new_token,
-        fleet: Some(fleet),
     })
 }
 
@@ -108,172 +142,142 @@ async fn load_within(fleet: &Fleet) -> anyhow::Result<(Option<State>, Revisions)
     }
 }
 
-impl ControlPlane {
-    /// In fleet mode, the fleet.
-    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
-        self.fleet.as_ref()
+impl FleetBackend {
+    /// The local copy.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
-    /// Starts following etcd, reporting this node and keeping its gauges:
-    /// the tasks, none outside fleet mode.
-    pub async fn follow(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        let Some(fleet) = self.fleet.clone() else {
-            return Vec::new();
-        };
-        let state = self.state.lock().await.clone();
-        let follower = Follower::new(state, fleet.watch_from());
-        vec![
-            tokio::spawn(follower.run(fleet.clone(), self.clone())),
-            tokio::spawn(nodes::report(fleet.clone())),
-            tokio::spawn(nodes::tick_gauges(fleet)),
-        ]
+    /// Refuses writes once etcd has not answered for a while.
+    pub fn check_writable(&self) -> Result<(), ControlError> {
+        let progress = &self.fleet.progress;
+        match progress.stale_for().filter(|s| *s >= STALE_REFUSES_WRITES) {
+            Some(stale) => Err(ControlError::Unavailable(format!(
+                "etcd has not answered this node for {} s: it serves revision {} read-only \
+                 until etcd is back; nothing was changed",
+                stale.as_secs(),
+                progress.applied()
+            ))),
+            None => Ok(()),
+        }
     }
 
-    /// Whether this node does the periodic work: always on its own store, in
-    /// a fleet only while it holds the leader key.
-    pub fn does_periodic_work(&self) -> bool {
-        self.fleet.as_ref().is_none_or(|f| f.progress.is_leader())
+    /// Refuses writes while this node's revision is behind etcd's: a change
+    /// made on it would only lose the race again.
+    pub fn check_current(&self) -> Result<(), ControlError> {
+        match self.fleet.progress.last_error() {
+            Some(why) => Err(ControlError::Unavailable(format!(
+                "this node is behind etcd ({why}); it takes changes again once it installs a \
+                 later revision"
+            ))),
+            None => Ok(()),
+        }
     }
 
-    /// Every node's report, with how far each is behind the newest revision.
-    pub async fn fleet_nodes(&self) -> Result<(Vec<NodeStatus>, i64), ApiError> {
-        let fleet = self.fleet.as_ref().ok_or_else(|| {
-            ApiError::invalid(
-                "this gateway runs on its own store: fleet mode is `gateway run --etcd`",
-            )
-        })?;
-        let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, 1000, e);
-        let nodes = nodes::list(fleet)
-            .await
-            .map_err(|e| unavailable(format!("{e:#}")))?;
-        let head = fleet
-            .head()
-            .await
-            .map_err(|e| unavailable(format!("etcd did not answer: {e}")))?;
-        Ok((nodes, head))
+    /// The revision installed here.
+    pub fn applied(&self) -> i64 {
+        self.fleet.progress.applied()
     }
 
-    /// A change in fleet mode: made on the installed state, checked by
-    /// compiling it, committed to etcd in one transaction guarded by the
-    /// installed revision, and answered once this node installed it.
-    pub(crate) async fn change_in_fleet<T>(
+    /// Keeps the compiled form of `state`, this node's change made on top of
+    /// the `installed`th install, for when its watch brings it back.
+    pub fn prepare(&self, installed: u64, state: State, compiled: Compiled) {
+        *self.lock_prepared() = Some(Prepared {
+            installed,
+            state,
+            compiled,
+        });
+    }
+
+    /// Drops a change's compiled form (it was installed, or not committed).
+    pub fn forget_prepared(&self) {
+        *self.lock_prepared() = None;
+    }
+
+    /// The compiled form of `state` this node prepared, if it is that state
+    /// and nothing was installed since it was compiled.
+    pub fn take_prepared(&self, state: &State, installed: u64) -> Option<Compiled> {
+        let mut prepared = self.lock_prepared();
+        match prepared.take() {
+            Some(p) if p.installed == installed && p.state == *state => Some(p.compiled),
+            _ => None,
+        }
+    }
+
+    fn lock_prepared(&self) -> std::sync::MutexGuard<'_, Option<Prepared>> {
+        self.prepared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Commits the change from `state` (installed as revision `base`) to
+    /// `next` to etcd in one transaction guarded by `base`: the revision it
+    /// committed at.
+    pub async fn commit(
         &self,
-        fleet: &Fleet,
-        mut edit: impl FnMut(&mut State) -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
-        let _writer = self.writer.lock().await;
-        if let Some(stale) = fleet
+        base: i64,
+        state: &State,
+        next: &State,
+        entry: &audit::Entry,
+    ) -> Result<i64, ControlError> {
+        let rows = rows::changes(Some(state), next, &self.fleet.ring)?;
+        self.fleet
+            .commit(base, rows, entry)
+            .await
+            .map_err(|e| match e {
+                CommitError::Conflict(m) => ControlError::Conflict(m),
+                CommitError::Unavailable(m) => ControlError::Unavailable(m),
+                CommitError::Refused(m) => ControlError::Invalid(m),
+            })
+    }
+
+    /// Waits for another node's change (after revision `base`) to be installed here.
+    pub async fn wait_after(&self, base: i64) {
+        self.fleet
             .progress
-            .stale_for()
-            .filter(|s| *s >= STALE_REFUSES_WRITES)
+            .wait_applied(base + 1, INSTALL_WAIT)
+            .await;
+    }
+
+    /// Waits for a committed revision to be installed here (a warning if it
+    /// is not, in time).
+    pub async fn wait_installed(&self, revision: i64) {
+        if !self
+            .fleet
+            .progress
+            .wait_applied(revision, INSTALL_WAIT)
+            .await
         {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                1000,
-                format!(
-                    "etcd has not answered this node for {} s: it serves revision {} read-only \
-                     until etcd is back; nothing was changed",
-                    stale.as_secs(),
-                    fleet.progress.applied()
-                ),
-            ));
-        }
-        let mut lost_races = 0;
-        loop {
-            if let Some(why) = fleet.progress.last_error() {
-                // Its revision is behind etcd's: a change made on it would
-                // only lose the race again.
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    1000,
-                    format!(
-                        "this node is behind etcd ({why}); it takes changes again once it \
-                         installs a later revision"
-                    ),
-                ));
-            }
-            // The state, its revision and the compiled form it was installed
-            // as, taken together (the installer swaps all three under the lock).
-            let (state, base, current) = {
-                let state = self.state.lock().await;
-                let current = lock(&self.layers).current().clone();
-                (state.clone(), fleet.progress.applied(), current)
-            };
-            let mut next = state.clone();
-            let out = edit(&mut next)?;
-            if next == state {
-                return Ok(out);
-            }
-            let delta = next.delta_from(&state, &self.base);
-            blocking(|| current.update(&delta))
-                .map_err(|e| ApiError::invalid(format!("the change was refused: {e:#}")))?;
-            let rows = rows::changes(Some(&state), &next, &fleet.ring)?;
-            let entry = audit::Entry {
-                seq: 0,
-                at: crate::clock::now(),
-                actor: audit::actor_or(|| audit::Actor::gateway("maintenance")),
-                resources: audit::touched(&state, &next),
-                outcome: "success".into(),
-            };
-            let revision = match fleet.commit(base, rows, &entry).await {
-                Ok(revision) => revision,
-                // Another node's change came first: once it is installed
-                // here, this change is made again on top of it.
-                Err(CommitError::Conflict(_)) if lost_races < RACES_RETRIED => {
-                    lost_races += 1;
-                    fleet.progress.wait_applied(base + 1, INSTALL_WAIT).await;
-                    continue;
-                }
-                Err(CommitError::Conflict(m)) => return Err(ApiError::conflict(m)),
-                Err(CommitError::Unavailable(m)) => {
-                    return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, 1000, m));
-                }
-                Err(CommitError::Refused(m)) => return Err(ApiError::invalid(m)),
-            };
-            if !fleet.progress.wait_applied(revision, INSTALL_WAIT).await {
-                warn!(
-                    "revision {revision} is committed but not installed on this node yet (it is \
-                     at {})",
-                    fleet.progress.applied()
-                );
-            }
-            return Ok(out);
+            warn!(
+                "revision {revision} is committed but not installed on this node yet (it is at \
+                 {})",
+                self.fleet.progress.applied()
+            );
         }
     }
-}
 
-impl Installer for ControlPlane {
-    async fn install(&self, next: State, revision: i64) -> anyhow::Result<()> {
-        let fleet = self.fleet.as_ref().context("not in fleet mode")?;
-        let mut state = self.state.lock().await;
-        let delta = next.delta_from(&state, &self.base);
-        let current = lock(&self.layers).current().clone();
-        let compiled = blocking(|| current.update(&delta))?;
-        let installed = lock(&self.layers).install(compiled);
-        // The copy is written as the difference from what it holds, which
-        // trails the state after a failed write.
+    /// Writes installed revision `revision`, `next`, to the local copy, as
+    /// the difference from what it holds (which trails the state after a
+    /// failed write).
+    pub fn write_copy(&self, next: &State, revision: i64) {
         let mut copied = self.copied.lock().unwrap_or_else(|e| e.into_inner());
-        let held = copied.clone().unwrap_or_else(|| state.clone());
-        match blocking(|| self.store.commit_revision(Some(&held), &next, revision)) {
-            Ok(()) => *copied = Some(next.clone()),
+        match blocking(|| self.store.commit_revision(Some(&copied), next, revision)) {
+            Ok(()) => *copied = next.clone(),
             Err(e) => warn!(
                 "the local copy of revision {revision} was not written (it stays at an earlier \
                  one; the next install writes the difference): {e:#}"
             ),
         }
-        drop(copied);
-        self.expiry.set_alerting(fleet.progress.is_leader());
-        self.expiry.observe_change(&state, &next);
-        self.changes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        *state = next;
-        fleet.progress.set_applied(revision);
-        drop(state);
-        if let Err(e) = installed {
-            log::error!(
-                "revision {revision} is in force in the terminator but not in the XDP filter: {e:#}"
-            );
-        }
-        Ok(())
+    }
+
+    /// Every node's report, with the newest revision (how far each is behind).
+    pub async fn nodes(&self) -> Result<(Vec<NodeStatus>, i64), ControlError> {
+        let nodes = nodes::list(&self.fleet)
+            .await
+            .map_err(|e| ControlError::Unavailable(format!("{e:#}")))?;
+        let head = self
+            .fleet
+            .head()
+            .await
+            .map_err(|e| ControlError::Unavailable(format!("etcd did not answer: {e}")))?;
+        Ok((nodes, head))
     }
 }

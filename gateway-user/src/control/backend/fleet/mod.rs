@@ -33,7 +33,7 @@ use self::{
 use crate::control::{audit::Entry, model::State};
 
 mod backend;
-pub use backend::open_fleet;
+pub use backend::{FleetBackend, OpenedFleet, open_fleet};
 pub mod etcd;
 pub mod nodes;
 mod progress;

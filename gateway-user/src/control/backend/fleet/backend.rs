@@ -34,11 +34,15 @@ pub struct FleetBackend {
     copied: std::sync::Mutex<State>,
     /// This node's change in flight, compiled once: its watch installs it
     /// without compiling it again.
-    prepared: std::sync::Mutex<Option<Prepared>>,
+    prepared: Prepared,
 }
 
+/// The change this node compiled before committing it to etcd, if any.
+#[derive(Default)]
+struct Prepared(std::sync::Mutex<Option<PreparedChange>>);
+
 /// A change this node compiled before committing it to etcd.
-struct Prepared {
+struct PreparedChange {
     /// How many changes were installed when it was compiled: it applies on
     /// top of that one only.
     installed: u64,
@@ -182,30 +186,18 @@ impl FleetBackend {
     /// Keeps the compiled form of `state`, this node's change made on top of
     /// the `installed`th install, for when its watch brings it back.
     pub fn prepare(&self, installed: u64, state: State, compiled: Compiled) {
-        *self.lock_prepared() = Some(Prepared {
-            installed,
-            state,
-            compiled,
-        });
+        self.prepared.keep(installed, state, compiled);
     }
 
     /// Drops a change's compiled form (it was installed, or not committed).
     pub fn forget_prepared(&self) {
-        *self.lock_prepared() = None;
+        *self.prepared.lock() = None;
     }
 
     /// The compiled form of `state` this node prepared, if it is that state
     /// and nothing was installed since it was compiled.
     pub fn take_prepared(&self, state: &State, installed: u64) -> Option<Compiled> {
-        let mut prepared = self.lock_prepared();
-        match prepared.take() {
-            Some(p) if p.installed == installed && p.state == *state => Some(p.compiled),
-            _ => None,
-        }
-    }
-
-    fn lock_prepared(&self) -> std::sync::MutexGuard<'_, Option<Prepared>> {
-        self.prepared.lock().unwrap_or_else(|e| e.into_inner())
+        self.prepared.take(state, installed)
     }
 
     /// Commits the change from `state` (installed as revision `base`) to
@@ -279,5 +271,53 @@ impl FleetBackend {
             .await
             .map_err(|e| ControlError::Unavailable(format!("etcd did not answer: {e}")))?;
         Ok((nodes, head))
+    }
+}
+
+impl Prepared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<PreparedChange>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn keep(&self, installed: u64, state: State, compiled: Compiled) {
+        *self.lock() = Some(PreparedChange {
+            installed,
+            state,
+            compiled,
+        });
+    }
+
+    fn take(&self, state: &State, installed: u64) -> Option<Compiled> {
+        match self.lock().take() {
+            Some(p) if p.installed == installed && p.state == *state => Some(p.compiled),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn a_prepared_change_is_taken_once_and_only_for_its_state_and_install() {
+        let (state, _) = crate::control::first_state("localhost").unwrap();
+        let mut next = state.clone();
+        next.zone.min_tls_version = crate::tls_version::TlsVersion::Tls13;
+        let compiled = Compiled::build(&next.to_config(&Config::default()), false).unwrap();
+        let prepared = Prepared::default();
+        prepared.keep(3, next.clone(), compiled.clone());
+        assert!(prepared.take(&state, 3).is_none(), "another state");
+        assert!(prepared.take(&next, 3).is_none(), "a miss drops it");
+        prepared.keep(3, next.clone(), compiled.clone());
+        assert!(
+            prepared.take(&next, 4).is_none(),
+            "something was installed since"
+        );
+        prepared.keep(3, next.clone(), compiled);
+        let taken = prepared.take(&next, 3).expect("its own change");
+        assert_eq!(taken.hostname_count(), 1);
+        assert!(prepared.take(&next, 3).is_none(), "taken once");
     }
 }

@@ -16,7 +16,7 @@ use gateway::{
     compiled::Compiled,
     config::Config,
     control::{
-        self, ControlPlane,
+        self, ControlError, ControlPlane,
         expiry::Expiry,
         model::{AuthorityKind, State},
     },
@@ -164,9 +164,11 @@ impl Harness {
 
     /// Puts the baseline back (one commit, when anything changed).
     pub fn reset(&self) {
-        let reset = self.plane.change(|s| Ok(*s = self.baseline.clone()));
+        let reset = self
+            .plane
+            .change(|s| Ok::<_, ControlError>(*s = self.baseline.clone()));
         if let Err(e) = self.rt.block_on(reset) {
-            panic!("the baseline could not be restored: {}", e.message);
+            panic!("the baseline could not be restored: {e}");
         }
     }
 

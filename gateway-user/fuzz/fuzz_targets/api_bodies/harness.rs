@@ -164,9 +164,10 @@ impl Harness {
 
     /// Puts the baseline back (one commit, when anything changed).
     pub fn reset(&self) {
-        let reset = self
-            .plane
-            .change(|s| Ok::<_, ControlError>(*s = self.baseline.clone()));
+        let reset = self.plane.change(|s| {
+            *s = self.baseline.clone();
+            Ok::<_, ControlError>(())
+        });
         if let Err(e) = self.rt.block_on(reset) {
             panic!("the baseline could not be restored: {e}");
         }

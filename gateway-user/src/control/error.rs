@@ -8,9 +8,6 @@ pub enum ControlError {
     /// The change is not valid (it does not compile, or its store refused it).
     #[error("{0}")]
     Invalid(String),
-    /// What it names does not exist.
-    #[error("{0}")]
-    NotFound(String),
     /// Another change came first, or the object is in use.
     #[error("{0}")]
     Conflict(String),

@@ -121,7 +121,6 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
             ControlError::Invalid(m) => ApiError::invalid(m),
-            ControlError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, 1003, m),
             ControlError::Conflict(m) => ApiError::conflict(m),
             ControlError::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, 1000, m),
             ControlError::Internal(m) => ApiError::internal(m),

@@ -20,10 +20,11 @@ use tokio::{
 };
 
 use crate::{
+    admin::api::Admin,
     compiled::Compiled,
     config::{AttachMode, Config},
-    control::{self, ControlPlane, Opened, api::Admin, expiry::Expiry, model::State},
-    layers::Layers,
+    control::{self, ControlPlane, Opened, backend::fleet, expiry::Expiry, model::State},
+    layers::{self, Layers},
     metrics::{self, XdpCollector, history::History},
     terminator::{Terminator, TerminatorMetrics},
     tls::TlsSnapshot,
@@ -66,7 +67,7 @@ pub struct RunOptions {
     /// Allow a plain-HTTP admin API on an address other than loopback.
     pub admin_insecure: bool,
     /// Fleet mode: the store is etcd (without `config`).
-    pub fleet: Option<control::fleet::FleetOptions>,
+    pub fleet: Option<fleet::FleetOptions>,
 }
 
 /// The runtime sections of the configuration when the store holds the policy.
@@ -101,7 +102,7 @@ impl Source {
         let opened = match &opts.fleet {
             None => control::open(&opts.data_dir, &opts.default_hostname)?,
             Some(fleet) => {
-                let fleet = control::fleet::Fleet::new(fleet.clone(), registry)?;
+                let fleet = fleet::Fleet::new(fleet.clone(), registry)?;
                 control::open_fleet(&opts.data_dir, &opts.default_hostname, fleet).await?
             }
         };
@@ -124,7 +125,7 @@ struct Tasks {
     /// Maintenance and, in fleet mode, following etcd: aborted at shutdown.
     background: Vec<tokio::task::JoinHandle<()>>,
     /// In fleet mode, the fleet to leave at shutdown.
-    fleet: Option<Arc<control::fleet::Fleet>>,
+    fleet: Option<Arc<fleet::Fleet>>,
 }
 
 /// Runs the gateway until SIGINT or SIGTERM: from a configuration file, or
@@ -328,7 +329,9 @@ async fn start_admin(
         .with_context(|| format!("cannot listen for the admin API on {}", opts.admin))?;
     let tls = if opts.admin_tls {
         let names = admin_names(opts.admin);
-        Some(Arc::new(admin.plane.admin_acceptor(&names).await?))
+        Some(Arc::new(
+            crate::admin::acceptor(&admin.plane, &names).await?,
+        ))
     } else {
         None
     };
@@ -338,7 +341,7 @@ async fn start_admin(
         listener.local_addr()?
     ));
     let mut stop = stop.clone();
-    Ok(tokio::spawn(control::api::serve(
+    Ok(tokio::spawn(crate::admin::api::serve(
         listener,
         admin,
         tls,
@@ -394,11 +397,11 @@ async fn event_loop(
             _ = sigterm.recv() => break Ok(()),
             _ = sighup.recv() => {
                 if let Some((w, p)) = &mut watch {
-                    reload(&mut control::lock(layers), p, w);
+                    reload(&mut layers::lock(layers), p, w);
                 }
             }
             _ = tick.tick() => {
-                let mut layers = control::lock(layers);
+                let mut layers = layers::lock(layers);
                 if let Some(filter) = &mut layers.filter {
                     filter.flush_log();
                 }
@@ -431,9 +434,9 @@ async fn shutdown(tasks: Tasks, layers: &Mutex<Layers>) {
         task.abort();
     }
     if let Some(fleet) = &tasks.fleet {
-        control::fleet::nodes::leave(fleet).await;
+        fleet::nodes::leave(fleet).await;
     }
-    if let Some(filter) = &mut control::lock(layers).filter {
+    if let Some(filter) = &mut layers::lock(layers).filter {
         filter.detach();
     }
     info!("stopped");

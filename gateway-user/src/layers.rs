@@ -4,7 +4,7 @@
 //! compiled), then put in force in both ([`Layers::install`]), so a bad one
 //! changes nothing and open connections carry on.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -84,4 +84,19 @@ fn restart_only(t: &TerminatorSection) -> TerminatorSection {
         key: None,
         ..t.clone()
     }
+}
+
+/// Runs blocking work where the runtime allows it (a multi-threaded runtime
+/// moves its other tasks away); elsewhere, in place.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The layers' lock; a panic elsewhere does not make them unusable.
+pub fn lock(layers: &Mutex<Layers>) -> std::sync::MutexGuard<'_, Layers> {
+    layers.lock().unwrap_or_else(|e| e.into_inner())
 }

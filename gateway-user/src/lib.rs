@@ -19,9 +19,10 @@
 //!
 //! **The control path**, one change to both layers:
 //! 1. The configuration comes from a file ([`config`]) or from the control
-//!    plane's store through the admin API ([`control`]); in a fleet the store
-//!    is etcd, and every node installs each revision from its watch
-//!    ([`control::fleet`]).
+//!    plane ([`control`]), changed through the admin API and dashboard
+//!    ([`admin`]) and committed to one of its two backends: its own redb
+//!    store, or etcd in a fleet, where every node installs each revision from
+//!    its watch ([`control::backend::fleet`]). Certificates come from [`pki`].
 //! 2. It is compiled ([`compiled`]): whole at start and on a file's reload, or
 //!    from the delta a store change makes, at the cost of what it touches.
 //! 3. [`layers`] puts it in force: the terminator's snapshot is swapped
@@ -30,6 +31,7 @@
 //!
 //! [`daemon`] runs it all; [`metrics`] serves both layers' counters.
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod compiled;
@@ -38,9 +40,11 @@ pub mod control;
 pub mod daemon;
 pub mod frame;
 pub mod hello;
+pub mod http_client;
 pub mod layers;
 pub mod metrics;
 pub mod pcap;
+pub mod pki;
 pub mod replay;
 pub mod rules;
 pub mod terminator;

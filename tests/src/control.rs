@@ -241,5 +241,5 @@ pub fn bulk_load(
     for h in hosts {
         next.hostnames.insert(h.id.clone(), h);
     }
-    opened.store.commit(Some(&opened.state), &next)
+    opened.backend.store().commit(Some(&opened.state), &next)
 }

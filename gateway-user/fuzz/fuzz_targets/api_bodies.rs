@@ -1,6 +1,6 @@
 //! Every admin API route that takes a body, through the real router: a
 //! store-mode control plane (redb store in a temporary directory, terminator
-//! snapshot in force) serving `control::api::serve` on loopback, driven by an
+//! snapshot in force) serving `admin::api::serve` on loopback, driven by an
 //! HTTP/1.1 client (the API has no entry point without a socket).
 //!
 //! Input: up to four requests separated by `0xff`. A request is a route byte

@@ -16,7 +16,7 @@
 #![no_main]
 
 use boring::{asn1::Asn1Time, hash::MessageDigest};
-use gateway::control::pki;
+use gateway::pki;
 use libfuzzer_sys::fuzz_target;
 use x509_parser::{certificate::X509Certificate, prelude::FromDer};
 

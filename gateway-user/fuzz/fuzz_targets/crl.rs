@@ -31,7 +31,7 @@ use std::{collections::HashSet, sync::LazyLock};
 use boring::{hash::MessageDigest, sign::Verifier, x509::X509};
 use gateway::{
     config::Material,
-    control::pki,
+    pki,
     tls::revocation::{RevocationSet, inspect_crl},
 };
 use libfuzzer_sys::fuzz_target;

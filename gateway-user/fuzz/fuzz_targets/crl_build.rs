@@ -8,7 +8,7 @@
 //! and the serial.
 
 use boring::{hash::MessageDigest, sign::Signer};
-use gateway::control::pki;
+use gateway::pki;
 
 const DAY: i64 = 86_400;
 /// thisUpdate and nextUpdate, from `now`.

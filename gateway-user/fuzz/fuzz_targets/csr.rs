@@ -27,7 +27,7 @@ use boring::{
     rsa::Rsa,
     x509::{X509NameBuilder, X509ReqBuilder},
 };
-use gateway::control::pki::{self, Signer, Usage};
+use gateway::pki::{self, Signer, Usage};
 use libfuzzer_sys::fuzz_target;
 use x509_parser::{certificate::X509Certificate, prelude::FromDer};
 

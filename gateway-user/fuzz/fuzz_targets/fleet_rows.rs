@@ -16,7 +16,7 @@
 use std::sync::OnceLock;
 
 use gateway::control::{
-    fleet::{rows, seal::Keyring},
+    backend::fleet::{rows, seal::Keyring},
     model::State,
 };
 use libfuzzer_sys::fuzz_target;

@@ -15,7 +15,7 @@
 #![no_main]
 
 use boring::x509::X509;
-use gateway::control::pki;
+use gateway::pki;
 use libfuzzer_sys::fuzz_target;
 
 /// The DERs as PEM `CERTIFICATE` blocks, 64 base64 characters a line.

@@ -8,7 +8,7 @@ use clap::Args;
 use http::Method;
 use serde_json::{Value, json};
 
-use crate::control::client;
+use crate::http_client;
 
 /// Where the admin API is and how to call it.
 #[derive(Args)]
@@ -59,7 +59,7 @@ impl<'a> Api<'a> {
         )?;
         let url = format!("{}/client/v4/{path}", self.args.api.trim_end_matches('/'));
         let body = body.map(|b| serde_json::to_vec(&b)).transpose()?;
-        let (status, bytes) = self.rt.block_on(client::request_with(
+        let (status, bytes) = self.rt.block_on(http_client::request_with(
             method,
             &url,
             Some(token),

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::control::fleet::{FleetOptions, etcd::EtcdOptions};
+use crate::control::backend::fleet::{FleetOptions, etcd::EtcdOptions};
 
 /// Fleet mode: many gateways share one configuration in etcd.
 #[derive(clap::Args, Debug)]

@@ -279,7 +279,7 @@ mod tests {
     use super::*;
 
     fn cert(cn: &str) -> Vec<u8> {
-        let ca = crate::control::pki::new_ca(cn, 1).unwrap();
+        let ca = crate::pki::new_ca(cn, 1).unwrap();
         ca.cert.to_der().unwrap()
     }
 
@@ -313,7 +313,7 @@ mod tests {
 
     #[test]
     fn keys_are_kept_as_pkcs8_whatever_pem_they_came_in() {
-        let key = crate::control::pki::new_key().unwrap();
+        let key = crate::pki::new_key().unwrap();
         let pkcs8 = KeyDer::from_key(&key).unwrap();
         let traditional = key.ec_key().unwrap().private_key_to_pem().unwrap();
         assert_eq!(KeyDer::from_pem(&traditional).unwrap(), pkcs8);

@@ -9,11 +9,10 @@ use anyhow::{Context, bail};
 use http::Method;
 
 use super::{
-    ControlPlane,
+    ControlError, ControlPlane,
     model::{AuthorityKind, CrlSource},
-    pki,
 };
-use crate::clock;
+use crate::{clock, pki};
 
 /// How long a download or a file read may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,7 +41,7 @@ pub async fn fetch(source: &str) -> anyhow::Result<Vec<u8>> {
     check_source(source)?;
     if source.starts_with("http://") {
         let (status, body) =
-            super::client::request(Method::GET, source, None, None, FETCH_TIMEOUT).await?;
+            crate::http_client::request(Method::GET, source, None, None, FETCH_TIMEOUT).await?;
         if !status.is_success() {
             bail!("{source} answered {status}");
         }
@@ -146,7 +145,7 @@ pub async fn refresh_all(plane: &ControlPlane) {
         fetched.push((id, source, data));
     }
     let result = plane
-        .change(|s| {
+        .change(|s| -> Result<(), ControlError> {
             for (id, source, data) in &fetched {
                 let Some(ca) = s.cas.get(id) else { continue };
                 if ca.crl.as_ref().map(|c| c.source.as_str()) != Some(source.as_str()) {
@@ -167,6 +166,6 @@ pub async fn refresh_all(plane: &ControlPlane) {
         })
         .await;
     if let Err(e) = result {
-        log::error!("putting the refreshed CRLs in force: {}", e.message);
+        log::error!("putting the refreshed CRLs in force: {e}");
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::tokens::{ApiToken, Caller, FIRST_RUN_ID, Permission};
 use crate::{
     config::{CertChain, CrlDer, ForwardMode, KeyDer},
     rules::RuleSpec,
@@ -34,7 +35,7 @@ pub struct State {
     /// Their ruleset's name and versions.
     pub ruleset: super::ruleset::Ruleset,
     /// Scoped API tokens, by id (the first-run token is `meta.token_sha256`).
-    pub tokens: Table<super::tokens::ApiToken>,
+    pub tokens: Table<ApiToken>,
 }
 
 /// The hostnames table, indexed by name too. A hostname's name never changes
@@ -357,6 +358,32 @@ impl State {
         names.sort();
         names
     }
+
+    /// The token a secret belongs to, if it is valid at `now`: compared in
+    /// constant time against every stored hash.
+    pub fn caller(&self, secret: &str, now: i64) -> Option<Caller> {
+        let s = self;
+        let presented = crate::pki::sha256_hex(secret.as_bytes());
+        let same = |stored: &str| boring::memcmp::eq(presented.as_bytes(), stored.as_bytes());
+        let mut found = None;
+        if same(&s.meta.token_sha256) {
+            found = Some(Caller {
+                id: FIRST_RUN_ID.into(),
+                name: "first-run admin token".into(),
+                permissions: Permission::ALL.to_vec(),
+            });
+        }
+        for t in s.tokens.values() {
+            if same(&t.secret_sha256) && t.expires_on.is_none_or(|at| now < at) {
+                found = Some(Caller {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                    permissions: t.permissions.clone(),
+                });
+            }
+        }
+        found
+    }
 }
 
 #[cfg(test)]
@@ -364,7 +391,7 @@ mod tests {
     use super::*;
 
     fn host(id: &str, name: &str) -> Hostname {
-        let ca = crate::control::pki::new_ca(name, 1).unwrap();
+        let ca = crate::pki::new_ca(name, 1).unwrap();
         Hostname {
             id: id.into(),
             name: name.into(),

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{model::State, pki};
+use crate::pki;
 
 /// A permission group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -151,31 +151,6 @@ pub fn new_secret() -> anyhow::Result<String> {
     let mut secret = [0u8; 32];
     boring::rand::rand_bytes(&mut secret)?;
     Ok(pki::hex(&secret))
-}
-
-/// The token a secret belongs to, if it is valid at `now`: compared in
-/// constant time against every stored hash.
-pub fn check(s: &State, secret: &str, now: i64) -> Option<Caller> {
-    let presented = pki::sha256_hex(secret.as_bytes());
-    let same = |stored: &str| boring::memcmp::eq(presented.as_bytes(), stored.as_bytes());
-    let mut found = None;
-    if same(&s.meta.token_sha256) {
-        found = Some(Caller {
-            id: FIRST_RUN_ID.into(),
-            name: "first-run admin token".into(),
-            permissions: Permission::ALL.to_vec(),
-        });
-    }
-    for t in s.tokens.values() {
-        if same(&t.secret_sha256) && t.expires_on.is_none_or(|at| now < at) {
-            found = Some(Caller {
-                id: t.id.clone(),
-                name: t.name.clone(),
-                permissions: t.permissions.clone(),
-            });
-        }
-    }
-    found
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use std::{
 use anyhow::{Context, bail, ensure};
 use etcd_client::{GetOptions, Txn, TxnOp};
 use gateway::control::{
-    fleet::{Fleet as Handle, FleetOptions, etcd::EtcdOptions, rows, sync},
+    backend::fleet::{Fleet as Handle, FleetOptions, etcd::EtcdOptions, rows, sync},
     new_hostname,
 };
 use gateway_tests::fleet_gateway::{Fleet, METRICS_PORT};

@@ -12,10 +12,11 @@ use std::{
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use gateway::{
+    admin,
     compiled::Compiled,
     config::Config,
     control::{
-        self, ControlPlane,
+        self, ControlError, ControlPlane,
         expiry::Expiry,
         model::{AuthorityKind, State},
     },
@@ -113,11 +114,11 @@ fn setup() -> Harness {
     let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     let forever = std::future::pending();
-    let admin = control::api::Admin {
+    let admin = admin::api::Admin {
         plane: plane.clone(),
         history: gateway::metrics::history::History::new(prometheus::Registry::new()),
     };
-    rt.spawn(control::api::serve(listener, admin, None, forever));
+    rt.spawn(admin::api::serve(listener, admin, None, forever));
     let file = |f: &str| root.join(f).display().to_string();
     let mut subst: Vec<(String, String)> = FIXTURES.map(|(k, v)| (k.into(), v.into())).into();
     subst.push(("@CRL@".into(), file("crl.pem")));
@@ -163,9 +164,12 @@ impl Harness {
 
     /// Puts the baseline back (one commit, when anything changed).
     pub fn reset(&self) {
-        let reset = self.plane.change(|s| Ok(*s = self.baseline.clone()));
+        let reset = self.plane.change(|s| {
+            *s = self.baseline.clone();
+            Ok::<_, ControlError>(())
+        });
         if let Err(e) = self.rt.block_on(reset) {
-            panic!("the baseline could not be restored: {}", e.message);
+            panic!("the baseline could not be restored: {e}");
         }
     }
 

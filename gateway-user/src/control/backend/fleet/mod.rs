@@ -30,8 +30,10 @@ use self::{
     rows::{GUARD, RowChange},
     seal::Keyring,
 };
-use super::{audit::Entry, model::State};
+use crate::control::{audit::Entry, model::State};
 
+mod backend;
+pub use backend::{FleetBackend, OpenedFleet, open_fleet};
 pub mod etcd;
 pub mod nodes;
 mod progress;
@@ -212,7 +214,7 @@ impl Fleet {
         let rows = rows::changes(None, state, &self.ring)?;
         let meta = self.key("config", "settings/meta");
         let guard = self.key("config", GUARD);
-        let nonce = crate::control::pki::random_id();
+        let nonce = crate::pki::random_id();
         let mut ops: Vec<TxnOp> = rows
             .into_iter()
             .filter_map(|(k, v)| Some(TxnOp::put(self.key("config", &k), v?, None)))
@@ -437,7 +439,7 @@ impl Fleet {
             entry.seq = u64::try_from(kv.mod_revision()).unwrap_or(0);
             Ok(entry)
         });
-        super::audit::page_of(entries, since, before, (page, per_page))
+        crate::control::audit::page_of(entries, since, before, (page, per_page))
     }
 
     /// The newest configuration revision in etcd (what nodes' lag is counted from).

@@ -19,9 +19,9 @@ use crate::{
     control::{
         ControlPlane,
         model::State,
-        pki,
         ruleset::{RuleVersion, Version},
     },
+    pki,
     rules::{Action, Expression, RuleSpec},
 };
 

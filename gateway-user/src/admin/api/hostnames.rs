@@ -15,8 +15,9 @@ use crate::{
     control::{
         ControlPlane,
         model::{AuthorityKind, Hostname, ServerCert, State},
-        new_hostname, pki, server_cert,
+        new_hostname, server_cert,
     },
+    pki,
     tls_version::TlsVersion,
 };
 

@@ -16,9 +16,9 @@ use crate::{
     control::{
         ControlPlane,
         model::State,
-        pki,
         tokens::{self, ApiToken, Caller, FIRST_RUN_ID, Permission},
     },
+    pki,
 };
 
 #[derive(Deserialize)]

@@ -12,8 +12,8 @@ use super::{
 use crate::control::{
     ControlPlane, crl,
     model::{Authority, AuthorityKind, State},
-    pki,
 };
+use crate::pki;
 
 /// Bring-your-own CAs per account at most.
 pub const MAX_UPLOADED_CAS: usize = 5;

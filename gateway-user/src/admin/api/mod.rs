@@ -44,10 +44,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::{
-    ControlPlane,
+use super::dashboard;
+use crate::control::{
+    ControlError, ControlPlane,
     audit::{self, Actor},
-    dashboard,
     tokens::{Caller, Permission},
 };
 use crate::metrics::history::History;
@@ -114,6 +114,17 @@ impl ApiError {
     /// 500: the gateway failed.
     pub fn internal(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, 1000, message)
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Invalid(m) => ApiError::invalid(m),
+            ControlError::Conflict(m) => ApiError::conflict(m),
+            ControlError::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, 1000, m),
+            ControlError::Internal(m) => ApiError::internal(m),
+        }
     }
 }
 

@@ -13,8 +13,8 @@ use super::{
 use crate::control::{
     ControlPlane,
     model::{CertStatus, ClientCert, State},
-    pki::{self, MAX_VALIDITY_DAYS, Usage},
 };
+use crate::pki::{self, MAX_VALIDITY_DAYS, Usage};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -15,7 +15,7 @@ use imbl::ordmap::DiffItem;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{
+use crate::control::{
     audit::Entry,
     model::{State, Table},
     ruleset::Ruleset,
@@ -159,7 +159,7 @@ impl Store {
         })()
         .with_context(unreadable)?;
         let mut state = state;
-        let kept: Vec<super::ruleset::Version> = read_table(&txn, RULESET_VERSIONS)
+        let kept: Vec<crate::control::ruleset::Version> = read_table(&txn, RULESET_VERSIONS)
             .with_context(unreadable)?
             .iter()
             .map(|(k, v)| decode(RULESET_VERSIONS, k, v))
@@ -263,7 +263,7 @@ impl Store {
             let (k, v) = row?;
             decode(AUDIT, k.value(), v.value())
         });
-        super::audit::page_of(entries, since, before, (page, per_page))
+        crate::control::audit::page_of(entries, since, before, (page, per_page))
     }
 }
 

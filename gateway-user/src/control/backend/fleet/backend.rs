@@ -317,7 +317,11 @@ mod tests {
         );
         prepared.keep(3, next.clone(), compiled);
         let taken = prepared.take(&next, 3).expect("its own change");
-        assert_eq!(taken.hostname_count(), 1);
+        assert_eq!(
+            taken.xdp.zone_min,
+            crate::tls_version::TlsVersion::Tls13,
+            "the prepared compile"
+        );
         assert!(prepared.take(&next, 3).is_none(), "taken once");
     }
 }

@@ -8,8 +8,9 @@ use http::request::Parts;
 use super::ConnInfo;
 use crate::rules::fields::{ClientAuth, RequestFields};
 
-/// A host lowercased, without port (`name:port`, `[v6]:port`) or trailing dots.
-fn normalise_host(raw: &str) -> String {
+/// A host lowercased, without port (`name:port`, `[v6]:port`) or trailing
+/// dots: borrowed from `raw` unless it had capitals.
+fn normalise_host(raw: &str) -> Cow<'_, str> {
     let raw = raw.trim_end_matches('.');
     let host = match raw.rsplit_once(':') {
         Some((h, port))
@@ -20,15 +21,21 @@ fn normalise_host(raw: &str) -> String {
         }
         _ => raw,
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 /// The request's host, lowercased and without port: the `:authority` (HTTP/2,
 /// or an absolute-form target) and the `Host` header must agree, and there may
 /// be only one `Host`; anything else is refused, since the origin could read a
 /// different name than the one the TLS policy and the rules checked. So is user
-/// info (`user@host`), which no host may carry (RFC 9110 §4.2.4).
-pub fn request_host(parts: &Parts) -> Result<String, &'static str> {
+/// info (`user@host`), which no host may carry (RFC 9110 §4.2.4). The answer
+/// borrows from the request unless the host had to be lowercased.
+pub fn request_host(parts: &Parts) -> Result<Cow<'_, str>, &'static str> {
     let mut hosts = parts.headers.get_all(http::header::HOST).iter();
     let header = match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err("more than one Host header"),

@@ -67,8 +67,9 @@ impl Respond {
 
 /// What the early checks established, for the later phases.
 pub struct RequestCtx<'c> {
-    /// The request's host: lowercased, without port, the only one it names.
-    pub host: String,
+    /// The request's host: lowercased, without port, the only one it names
+    /// (borrowed from the connection's SNI when it is that name, as it must be).
+    pub host: Cow<'c, str>,
     /// The snapshot in force for this request.
     pub snapshot: Guard<Arc<TlsSnapshot>>,
     /// The connection's client-certificate outcome, re-checked against it
@@ -107,6 +108,11 @@ impl Terminator {
     pub fn early_checks<'c>(&self, conn: &'c ConnInfo, parts: &Parts) -> Phase<RequestCtx<'c>> {
         let host = fields::request_host(parts)
             .map_err(|why| Respond::local(Stage::EarlyChecks, StatusCode::BAD_REQUEST, why))?;
+        // Kept without borrowing the request, which the upstream request takes.
+        let host = match conn.sni.as_deref() {
+            Some(sni) if sni == host => Cow::Borrowed(sni),
+            _ => Cow::Owned(host.into_owned()),
+        };
         let snapshot = self.snapshot.load();
         let mut auth = Cow::Borrowed(&*conn.auth);
         if auth.verified && snapshot.is_revoked(&conn.host.name, &auth) {
@@ -150,7 +156,7 @@ impl Terminator {
                 format!("no hostname is configured for this connection's SNI ({sni:?})"),
             ));
         }
-        if Some(ctx.host.as_str()) != conn.sni.as_deref() {
+        if Some(&*ctx.host) != conn.sni.as_deref() {
             return Err(Respond::local(
                 Stage::SniHost,
                 StatusCode::MISDIRECTED_REQUEST,

@@ -253,3 +253,79 @@ impl RuleCounters {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{Action, RuleSpec, sample};
+
+    fn rule(id: &str, expression: &str, action: Action) -> RuleSpec {
+        RuleSpec {
+            id: id.into(),
+            description: String::new(),
+            expression: expression.into(),
+            action,
+            enabled: true,
+        }
+    }
+
+    #[test]
+    fn rule_counters_are_resolved_once_per_rule_set_and_count_exactly() {
+        let registry = Registry::new();
+        let metrics = TerminatorMetrics::new(&registry, 10).unwrap();
+        let rules = Arc::new(
+            RuleSet::compile(&[
+                rule("log-all", "ssl", Action::Log),
+                rule("never", r#"http.host eq "nowhere""#, Action::Block),
+            ])
+            .unwrap(),
+        );
+        let first = metrics.rule_counters(&rules);
+        let request = sample::blank();
+        for _ in 0..3 {
+            let counters = metrics.rule_counters(&rules);
+            assert!(Arc::ptr_eq(&first, &counters), "resolved again");
+            rules.decide(&request, |i| metrics.rule_matched(&counters, i));
+        }
+        let text = crate::metrics::render(&registry);
+        assert!(
+            text.contains("gateway_rule_matches_total{action=\"log\",rule_id=\"log-all\"} 3"),
+            "{text}"
+        );
+        // A rule that never matched has no series (as with `with_label_values`).
+        assert!(!text.contains("rule_id=\"never\""), "{text}");
+        // Another rule set (a rules change) gets its own handles, same series.
+        let next = Arc::new(RuleSet::compile(&[rule("log-all", "ssl", Action::Log)]).unwrap());
+        let counters = metrics.rule_counters(&next);
+        assert!(!Arc::ptr_eq(&first, &counters));
+        next.decide(&request, |i| metrics.rule_matched(&counters, i));
+        let text = crate::metrics::render(&registry);
+        assert!(
+            text.contains("gateway_rule_matches_total{action=\"log\",rule_id=\"log-all\"} 4"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn connection_counters_appear_once_they_count() {
+        let registry = Registry::new();
+        let metrics = TerminatorMetrics::new(&registry, 10).unwrap();
+        assert!(!crate::metrics::render(&registry).contains("gateway_tls_handshakes_total{"));
+        metrics.handshake_ok("TLSv1.3");
+        metrics.handshake_ok("TLSv1.3");
+        metrics.handshake_ok("SSLv9");
+        metrics.handshake_failed(true);
+        metrics.client_cert(ClientCertStatus::Revoked);
+        let text = crate::metrics::render(&registry);
+        for needle in [
+            "gateway_tls_handshakes_total{result=\"ok\",version=\"TLSv1.3\"} 2",
+            "gateway_tls_handshakes_total{result=\"ok\",version=\"SSLv9\"} 1",
+            "gateway_tls_handshakes_total{result=\"timeout\",version=\"none\"} 1",
+            "gateway_tls_client_certificates_total{status=\"revoked\"} 1",
+        ] {
+            assert!(text.contains(needle), "{needle} missing:\n{text}");
+        }
+        assert!(!text.contains("result=\"failed\""), "{text}");
+        assert!(!text.contains("status=\"verified\""), "{text}");
+    }
+}

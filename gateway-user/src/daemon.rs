@@ -275,7 +275,10 @@ fn start_terminator(
         return Ok((None, Vec::new()));
     };
     let snapshot = Arc::new(ArcSwap::new(first.clone()));
-    let metrics = Arc::new(TerminatorMetrics::new(registry)?);
+    let metrics = Arc::new(TerminatorMetrics::new(
+        registry,
+        config.metrics.per_host_limit,
+    )?);
     let terminator = Arc::new(Terminator::new(
         snapshot.clone(),
         config.terminator.clone(),

@@ -220,8 +220,8 @@ fn check(u: &mut Unstructured) -> Result<()> {
     let got = request_host(&parts);
     let want = expected_host(&parts);
     assert_eq!(
-        got.as_ref().ok(),
-        want.as_ref(),
+        got.as_deref().ok(),
+        want.as_deref(),
         "request_host of {parts:?}"
     );
     if let Ok(h) = &got {

@@ -18,6 +18,7 @@
 //!
 //! [metrics]
 //! listen = "127.0.0.1:9100"
+//! per_host_limit = 1000       # hostnames with their own label; the rest: "_other"
 //! ```
 
 use std::{
@@ -256,14 +257,23 @@ pub struct MetricsSection {
     /// Listen address.
     #[serde(default = "default_metrics_listen")]
     pub listen: SocketAddr,
+    /// How many hostnames get a `host` label of their own in
+    /// `gateway_http_requests_total`; the rest are counted as `_other`.
+    #[serde(default = "default_per_host_limit")]
+    pub per_host_limit: usize,
 }
 
 impl Default for MetricsSection {
     fn default() -> Self {
         Self {
             listen: default_metrics_listen(),
+            per_host_limit: default_per_host_limit(),
         }
     }
+}
+
+fn default_per_host_limit() -> usize {
+    1000
 }
 
 fn default_metrics_listen() -> SocketAddr {

@@ -15,12 +15,12 @@ use super::{
 };
 use crate::rules::RequestFields;
 
-type BoolFn = Box<dyn Fn(&RequestFields) -> bool + Send + Sync>;
-type StrFn = Box<dyn for<'a> Fn(&'a RequestFields) -> Option<Cow<'a, str>> + Send + Sync>;
-type IntFn = Box<dyn Fn(&RequestFields) -> Option<i64> + Send + Sync>;
-type IpFn = Box<dyn Fn(&RequestFields) -> IpAddr + Send + Sync>;
-type StrsFn = Box<dyn for<'a> Fn(&'a RequestFields) -> Vec<Cow<'a, str>> + Send + Sync>;
-type BoolsFn = Box<dyn Fn(&RequestFields) -> Vec<bool> + Send + Sync>;
+type BoolFn = Box<dyn Fn(&RequestFields<'_>) -> bool + Send + Sync>;
+type StrFn = Box<dyn for<'a> Fn(&'a RequestFields<'_>) -> Option<Cow<'a, str>> + Send + Sync>;
+type IntFn = Box<dyn Fn(&RequestFields<'_>) -> Option<i64> + Send + Sync>;
+type IpFn = Box<dyn Fn(&RequestFields<'_>) -> IpAddr + Send + Sync>;
+type StrsFn = Box<dyn for<'a> Fn(&'a RequestFields<'_>) -> Vec<Cow<'a, str>> + Send + Sync>;
+type BoolsFn = Box<dyn Fn(&RequestFields<'_>) -> Vec<bool> + Send + Sync>;
 type StrTest = Box<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// A compiled node.

@@ -1,34 +1,39 @@
 //! The rules' execution context: the values one request exposes to them
 //! (`http.*`, `ip.src`, `ssl`, `cf.tls_*`), which the terminator fills in
 //! once per request and every compiled expression reads.
+//!
+//! The context borrows: the terminator points it at the request's method,
+//! path, headers and checked host and at its connection's TLS details and
+//! client-certificate outcome, copying nothing. [`super::sample`] builds owned
+//! ones (`RequestFields<'static>`) for the CLI, the tests and the benchmark.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{borrow::Cow, net::IpAddr};
 
-/// The fields of one request.
+/// The fields of one request, borrowed from it where they can be.
 #[derive(Clone, Debug)]
-pub struct RequestFields {
+pub struct RequestFields<'a> {
     /// `http.host`: the Host (or :authority), lowercased, without port.
-    pub host: String,
+    pub host: Cow<'a, str>,
     /// `http.request.method`.
-    pub method: String,
+    pub method: Cow<'a, str>,
     /// `http.request.uri.path`.
-    pub path: String,
+    pub path: Cow<'a, str>,
     /// `http.request.uri.query` (without `?`).
-    pub query: String,
+    pub query: Cow<'a, str>,
     /// `http.user_agent`.
-    pub user_agent: String,
+    pub user_agent: Cow<'a, str>,
     /// `ip.src`.
     pub src: IpAddr,
     /// `ssl`: always true here.
     pub ssl: bool,
     /// `cf.tls_version`, e.g. `TLSv1.3`.
-    pub tls_version: String,
+    pub tls_version: Cow<'a, str>,
     /// `cf.tls_cipher`, e.g. `AEAD-AES128-GCM-SHA256`.
-    pub tls_cipher: String,
-    /// `cf.tls_client_auth.*` (shared with the connection; copied only if changed).
-    pub client_auth: Arc<ClientAuth>,
+    pub tls_cipher: Cow<'a, str>,
+    /// `cf.tls_client_auth.*` (the connection's; copied only if changed).
+    pub client_auth: Cow<'a, ClientAuth>,
     /// `http.request.headers`: names are lower case.
-    pub headers: http::HeaderMap,
+    pub headers: Cow<'a, http::HeaderMap>,
 }
 
 /// What the handshake established about the client certificate.

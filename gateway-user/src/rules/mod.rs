@@ -2,7 +2,7 @@
 //!
 //! scheme (typed fields) → parser (AST with positions) → compile (type check
 //! and closures) → [`RuleSet`]: an ordered list evaluated on every request
-//! with no parsing, no locks and few allocations. Every error is found when a
+//! with no parsing, no locks and no allocation ([`RuleSet::decide`]). Every error is found when a
 //! rule is saved, with its line, column and a caret.
 
 pub mod compile;
@@ -31,7 +31,7 @@ pub use fields::RequestFields;
 /// A compiled Boolean expression.
 pub struct Expression {
     source: String,
-    eval: Box<dyn Fn(&RequestFields) -> bool + Send + Sync>,
+    eval: Box<dyn Fn(&RequestFields<'_>) -> bool + Send + Sync>,
     /// The only hostnames it can match, when the expression says so.
     hosts: Option<Vec<String>>,
 }
@@ -50,7 +50,7 @@ impl Expression {
     }
 
     /// Evaluates it on a request.
-    pub fn matches(&self, request: &RequestFields) -> bool {
+    pub fn matches(&self, request: &RequestFields<'_>) -> bool {
         (self.eval)(request)
     }
 
@@ -211,25 +211,44 @@ impl RuleSet {
         self.rules.is_empty()
     }
 
+    /// The rules, in order (their position is the index [`RuleSet::decide`] reports).
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
     /// Evaluates the rules in order: the first matching block or allow decides;
     /// log rules are recorded and evaluation goes on.
-    pub fn evaluate(&self, request: &RequestFields) -> Verdict<'_> {
+    pub fn evaluate(&self, request: &RequestFields<'_>) -> Verdict<'_> {
         let mut verdict = Verdict::default();
+        verdict.decided_by = self.decide(request, |index| {
+            let rule = &self.rules[index];
+            verdict.matched.push((rule.id.as_str(), rule.action));
+        });
+        verdict
+    }
+
+    /// Evaluates the rules as [`RuleSet::evaluate`] does, without collecting:
+    /// `matched` is called with the index (in [`RuleSet::rules`]) of every
+    /// rule that matches, in order; the answer is the rule that decided.
+    pub fn decide(
+        &self,
+        request: &RequestFields<'_>,
+        mut matched: impl FnMut(usize),
+    ) -> Option<(&str, Action)> {
         let for_host = self
             .by_host
-            .get(request.host.as_str())
+            .get(&*request.host)
             .map_or(&[][..], Vec::as_slice);
         for index in merged(&self.any_host, for_host) {
             let rule = &self.rules[index];
             if !rule.expression.matches(request) {
                 continue;
             }
-            verdict.matched.push((rule.id.as_str(), rule.action));
+            matched(index);
             if rule.action != Action::Log {
-                verdict.decided_by = Some((rule.id.as_str(), rule.action));
-                break;
+                return Some((rule.id.as_str(), rule.action));
             }
         }
-        verdict
+        None
     }
 }

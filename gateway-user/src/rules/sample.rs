@@ -2,8 +2,8 @@
 //! and the benchmark.
 
 use std::{
+    borrow::Cow,
     net::{IpAddr, Ipv4Addr},
-    sync::Arc,
 };
 
 use anyhow::{Context, bail};
@@ -16,19 +16,19 @@ use crate::{
 };
 
 /// A request with every field empty or false, from 192.0.2.1 over TLS 1.3.
-pub fn blank() -> RequestFields {
+pub fn blank() -> RequestFields<'static> {
     RequestFields {
-        host: String::new(),
-        method: "GET".into(),
-        path: "/".into(),
-        query: String::new(),
-        user_agent: String::new(),
+        host: Cow::Borrowed(""),
+        method: Cow::Borrowed("GET"),
+        path: Cow::Borrowed("/"),
+        query: Cow::Borrowed(""),
+        user_agent: Cow::Borrowed(""),
         src: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
         ssl: true,
-        tls_version: "TLSv1.3".into(),
-        tls_cipher: "TLS_AES_128_GCM_SHA256".into(),
-        client_auth: Arc::new(ClientAuth::default()),
-        headers: http::HeaderMap::new(),
+        tls_version: Cow::Borrowed("TLSv1.3"),
+        tls_cipher: Cow::Borrowed("TLS_AES_128_GCM_SHA256"),
+        client_auth: Cow::Owned(ClientAuth::default()),
+        headers: Cow::Owned(http::HeaderMap::new()),
     }
 }
 
@@ -42,13 +42,13 @@ fn boolean(name: &str, v: &str) -> anyhow::Result<bool> {
 
 /// Sets one field from text: `http.request.headers` takes `name:value`
 /// (repeatable); Booleans take `true`/`false`; `ip.src` an address.
-pub fn set(r: &mut RequestFields, name: &str, value: &str) -> anyhow::Result<()> {
+pub fn set(r: &mut RequestFields<'_>, name: &str, value: &str) -> anyhow::Result<()> {
     let field = Field::by_name(name).with_context(|| format!("unknown field {name:?}"))?;
     match field {
-        Field::Host => r.host = value.to_ascii_lowercase(),
-        Field::Method => r.method = value.to_string(),
-        Field::Path => r.path = value.to_string(),
-        Field::Query => r.query = value.to_string(),
+        Field::Host => r.host = value.to_ascii_lowercase().into(),
+        Field::Method => r.method = value.to_string().into(),
+        Field::Path => r.path = value.to_string().into(),
+        Field::Query => r.query = value.to_string().into(),
         Field::Uri | Field::FullUri => {
             let rest = value
                 .strip_prefix("https://")
@@ -60,16 +60,16 @@ pub fn set(r: &mut RequestFields, name: &str, value: &str) -> anyhow::Result<()>
                 format!("/{rest}")
             };
             let (path, query) = rest.split_once('?').unwrap_or((&rest, ""));
-            (r.path, r.query) = (path.to_string(), query.to_string());
+            (r.path, r.query) = (path.to_string().into(), query.to_string().into());
         }
-        Field::UserAgent => r.user_agent = value.to_string(),
+        Field::UserAgent => r.user_agent = value.to_string().into(),
         Field::Headers => {
             let (n, v) = value
                 .split_once(':')
                 .context("http.request.headers takes name:value")?;
             let n = HeaderName::from_bytes(n.trim().to_ascii_lowercase().as_bytes())
                 .context("bad header name")?;
-            r.headers.append(
+            r.headers.to_mut().append(
                 n,
                 HeaderValue::from_str(v.trim()).context("bad header value")?,
             );
@@ -80,13 +80,15 @@ pub fn set(r: &mut RequestFields, name: &str, value: &str) -> anyhow::Result<()>
                 .with_context(|| format!("ip.src: {value:?} is not an IP address"))?
         }
         Field::Ssl => r.ssl = boolean(name, value)?,
-        Field::TlsVersion => r.tls_version = value.to_string(),
-        Field::TlsCipher => r.tls_cipher = value.to_string(),
-        Field::CertPresented => Arc::make_mut(&mut r.client_auth).presented = boolean(name, value)?,
-        Field::CertVerified => Arc::make_mut(&mut r.client_auth).verified = boolean(name, value)?,
-        Field::CertRevoked => Arc::make_mut(&mut r.client_auth).revoked = boolean(name, value)?,
+        Field::TlsVersion => r.tls_version = value.to_string().into(),
+        Field::TlsCipher => r.tls_cipher = value.to_string().into(),
+        Field::CertPresented => r.client_auth.to_mut().presented = boolean(name, value)?,
+        Field::CertVerified => r.client_auth.to_mut().verified = boolean(name, value)?,
+        Field::CertRevoked => r.client_auth.to_mut().revoked = boolean(name, value)?,
         Field::Cert(f) => {
-            let c = Arc::make_mut(&mut r.client_auth)
+            let c = r
+                .client_auth
+                .to_mut()
                 .cert
                 .get_or_insert_with(CertDetails::default);
             let slot = match f {
@@ -114,7 +116,9 @@ pub fn set(r: &mut RequestFields, name: &str, value: &str) -> anyhow::Result<()>
 }
 
 /// A request from `name=value` pairs applied to [`blank`].
-pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = &'a str>) -> anyhow::Result<RequestFields> {
+pub fn from_pairs<'a>(
+    pairs: impl IntoIterator<Item = &'a str>,
+) -> anyhow::Result<RequestFields<'static>> {
     let mut r = blank();
     for pair in pairs {
         let (name, value) = pair

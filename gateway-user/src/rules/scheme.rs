@@ -219,25 +219,25 @@ impl Field {
     }
 
     /// Reads a string field.
-    pub fn bytes<'a>(self, r: &'a RequestFields) -> Cow<'a, str> {
+    pub fn bytes<'a>(self, r: &'a RequestFields<'_>) -> Cow<'a, str> {
         let cert = r.client_auth.cert.as_ref();
         let c = |f: fn(&crate::rules::fields::CertDetails) -> &String| {
             Cow::Borrowed(cert.map_or("", |c| f(c).as_str()))
         };
         match self {
-            Field::Host => Cow::Borrowed(&r.host),
-            Field::Method => Cow::Borrowed(&r.method),
-            Field::Path => Cow::Borrowed(&r.path),
-            Field::Query => Cow::Borrowed(&r.query),
-            Field::Uri if r.query.is_empty() => Cow::Borrowed(&r.path),
+            Field::Host => Cow::Borrowed(&*r.host),
+            Field::Method => Cow::Borrowed(&*r.method),
+            Field::Path => Cow::Borrowed(&*r.path),
+            Field::Query => Cow::Borrowed(&*r.query),
+            Field::Uri if r.query.is_empty() => Cow::Borrowed(&*r.path),
             Field::Uri => Cow::Owned(format!("{}?{}", r.path, r.query)),
             Field::FullUri if r.query.is_empty() => {
                 Cow::Owned(format!("https://{}{}", r.host, r.path))
             }
             Field::FullUri => Cow::Owned(format!("https://{}{}?{}", r.host, r.path, r.query)),
-            Field::UserAgent => Cow::Borrowed(&r.user_agent),
-            Field::TlsVersion => Cow::Borrowed(&r.tls_version),
-            Field::TlsCipher => Cow::Borrowed(&r.tls_cipher),
+            Field::UserAgent => Cow::Borrowed(&*r.user_agent),
+            Field::TlsVersion => Cow::Borrowed(&*r.tls_version),
+            Field::TlsCipher => Cow::Borrowed(&*r.tls_cipher),
             Field::Cert(f) => match f {
                 CertField::IssuerDn => c(|c| &c.issuer_dn),
                 CertField::IssuerDnRfc2253 => c(|c| &c.issuer_dn_rfc2253),
@@ -261,7 +261,7 @@ impl Field {
     }
 
     /// Reads a boolean field.
-    pub fn boolean(self, r: &RequestFields) -> bool {
+    pub fn boolean(self, r: &RequestFields<'_>) -> bool {
         match self {
             Field::Ssl => r.ssl,
             Field::CertPresented => r.client_auth.presented,
@@ -272,7 +272,7 @@ impl Field {
     }
 
     /// Reads the IP field.
-    pub fn ip(self, r: &RequestFields) -> IpAddr {
+    pub fn ip(self, r: &RequestFields<'_>) -> IpAddr {
         r.src
     }
 }

@@ -236,6 +236,16 @@ fn rule_order_and_actions() {
     assert!(!v.blocked() && v.decided_by.is_none());
     let bad = RuleSet::compile(&[spec("broken", "http.host eq", Action::Block)]).unwrap_err();
     assert_eq!(bad.0, "broken");
+    // `decide` (the terminator's, collecting nothing) agrees with `evaluate`.
+    for request in [&health, &other, &ok] {
+        let mut matched = Vec::new();
+        let decided = set.decide(request, |i| {
+            let rule = &set.rules()[i];
+            matched.push((rule.id.as_str(), rule.action));
+        });
+        let v = set.evaluate(request);
+        assert_eq!((decided, matched), (v.decided_by, v.matched));
+    }
 }
 
 #[test]
@@ -368,10 +378,10 @@ proptest! {
     #[test]
     fn evaluation_on_arbitrary_values_never_panics(host in "\\PC{0,64}", path in "\\PC{0,64}", header in "[ -~]{0,40}") {
         let mut r = sample::blank();
-        r.host = host;
-        r.path = path;
+        r.host = host.into();
+        r.path = path.into();
         if let Ok(v) = http::HeaderValue::from_str(&header) {
-            r.headers.append("x-test", v);
+            r.headers.to_mut().append("x-test", v);
         }
         for expr in [
             r#"url_decode(http.request.uri.path) contains "admin""#,

@@ -1,13 +1,16 @@
 //! A request's host, checked, and the rules' fields of a request
-//! ([`RequestFields`]), built once per request from the request and its connection.
+//! ([`RequestFields`]), borrowed once per request from the request and its connection.
+
+use std::borrow::Cow;
 
 use http::request::Parts;
 
 use super::ConnInfo;
-use crate::rules::fields::RequestFields;
+use crate::rules::fields::{ClientAuth, RequestFields};
 
-/// A host lowercased, without port (`name:port`, `[v6]:port`) or trailing dots.
-fn normalise_host(raw: &str) -> String {
+/// A host lowercased, without port (`name:port`, `[v6]:port`) or trailing
+/// dots: borrowed from `raw` unless it had capitals.
+fn normalise_host(raw: &str) -> Cow<'_, str> {
     let raw = raw.trim_end_matches('.');
     let host = match raw.rsplit_once(':') {
         Some((h, port))
@@ -18,15 +21,21 @@ fn normalise_host(raw: &str) -> String {
         }
         _ => raw,
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 /// The request's host, lowercased and without port: the `:authority` (HTTP/2,
 /// or an absolute-form target) and the `Host` header must agree, and there may
 /// be only one `Host`; anything else is refused, since the origin could read a
 /// different name than the one the TLS policy and the rules checked. So is user
-/// info (`user@host`), which no host may carry (RFC 9110 §4.2.4).
-pub fn request_host(parts: &Parts) -> Result<String, &'static str> {
+/// info (`user@host`), which no host may carry (RFC 9110 §4.2.4). The answer
+/// borrows from the request unless the host had to be lowercased.
+pub fn request_host(parts: &Parts) -> Result<Cow<'_, str>, &'static str> {
     let mut hosts = parts.headers.get_all(http::header::HOST).iter();
     let header = match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err("more than one Host header"),
@@ -53,28 +62,32 @@ pub fn request_host(parts: &Parts) -> Result<String, &'static str> {
     }
 }
 
-/// The fields of a request on a connection, its host already checked.
-pub fn request_fields(parts: &Parts, conn: &ConnInfo, host: String) -> RequestFields {
-    let header = |name| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
+/// The rules' fields of a request on a connection, borrowed from both: its
+/// host already checked, and `auth` the client certificate's outcome as
+/// re-checked for this request.
+pub fn request_fields<'a>(
+    parts: &'a Parts,
+    conn: &'a ConnInfo,
+    host: &'a str,
+    auth: &'a ClientAuth,
+) -> RequestFields<'a> {
+    let user_agent = parts
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     RequestFields {
-        host,
-        method: parts.method.as_str().to_string(),
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().unwrap_or_default().to_string(),
-        user_agent: header(http::header::USER_AGENT),
+        host: Cow::Borrowed(host),
+        method: Cow::Borrowed(parts.method.as_str()),
+        path: Cow::Borrowed(parts.uri.path()),
+        query: Cow::Borrowed(parts.uri.query().unwrap_or_default()),
+        user_agent: Cow::Borrowed(user_agent),
         src: conn.peer.ip(),
         ssl: true,
-        tls_version: conn.tls_version.to_string(),
-        tls_cipher: conn.tls_cipher.clone(),
-        client_auth: conn.auth.clone(),
-        headers: parts.headers.clone(),
+        tls_version: Cow::Borrowed(conn.tls_version),
+        tls_cipher: Cow::Borrowed(&conn.tls_cipher),
+        client_auth: Cow::Borrowed(auth),
+        headers: Cow::Borrowed(&parts.headers),
     }
 }
 

@@ -15,19 +15,21 @@ pub fn is_reserved(name: &HeaderName) -> bool {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.
+pub const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Whether `name` is a hop-by-hop header ([`HOP_BY_HOP`]), never forwarded.
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-    )
+    HOP_BY_HOP.contains(&name.as_str())
 }
 
 /// The headers the `Connection` header names (hop-by-hop for this request).

@@ -1,11 +1,12 @@
 //! The TLS terminator: accepts connections, runs the BoringSSL handshake under
 //! limits and timeouts, and serves HTTP/1.1 and HTTP/2 (by ALPN) on top,
-//! handing each request to [`service`].
+//! handing each request to [`service`], which runs the [`phases`].
 
 pub mod fields;
 pub mod headers;
 pub mod hello_gate;
 pub mod metrics;
+pub mod phases;
 pub mod service;
 
 use std::{
@@ -27,6 +28,7 @@ use hyper_util::{
 use log::{debug, info};
 use tokio::{net::TcpListener, sync::Semaphore};
 
+use metrics::ClientCertStatus;
 pub use metrics::TerminatorMetrics;
 
 use crate::{
@@ -127,13 +129,6 @@ impl Terminator {
         }
     }
 
-    fn handshake_failed(&self, result: &str) {
-        self.metrics
-            .handshakes
-            .with_label_values(&[result, "none"])
-            .inc();
-    }
-
     async fn connection(
         self: &Arc<Self>,
         tcp: tokio::net::TcpStream,
@@ -152,7 +147,7 @@ impl Terminator {
             Ok(_) => return, // closed, or reset (by the XDP filter among others)
             Err(_) => {
                 hello_gate::discard_queued(&tcp);
-                return self.handshake_failed("timeout");
+                return self.metrics.handshake_failed(true);
             }
         }
         let started = Instant::now();
@@ -161,10 +156,10 @@ impl Terminator {
             tokio_boring::accept(&self.acceptor, tcp).await
         };
         let stream = match tokio::time::timeout_at(deadline, handshake).await {
-            Err(_) => return self.handshake_failed("timeout"),
+            Err(_) => return self.metrics.handshake_failed(true),
             Ok(Err(e)) => {
                 debug!("handshake with {peer}: {e}");
-                return self.handshake_failed("failed");
+                return self.metrics.handshake_failed(false);
             }
             Ok(Ok(stream)) => stream,
         };
@@ -176,18 +171,15 @@ impl Terminator {
             return;
         };
         let tls_version = ssl.version_str();
-        self.metrics
-            .handshakes
-            .with_label_values(&["ok", tls_version])
-            .inc();
+        self.metrics.handshake_ok(tls_version);
         if host.mtls.is_some() {
             let status = match (&auth.presented, auth.verified, auth.revoked) {
-                (false, _, _) => "none",
-                (_, true, true) => "revoked",
-                (_, true, false) => "verified",
-                (_, false, _) => "invalid",
+                (false, _, _) => ClientCertStatus::None,
+                (_, true, true) => ClientCertStatus::Revoked,
+                (_, true, false) => ClientCertStatus::Verified,
+                (_, false, _) => ClientCertStatus::Invalid,
             };
-            self.metrics.client_certs.with_label_values(&[status]).inc();
+            self.metrics.client_cert(status);
         }
         let info = Arc::new(ConnInfo {
             peer,

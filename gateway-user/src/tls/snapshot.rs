@@ -11,7 +11,7 @@
 use std::{
     collections::HashSet,
     ffi::{CStr, CString},
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
 use anyhow::{Context, bail};
@@ -31,6 +31,7 @@ use crate::{
     config::{
         CaSection, Config, ForwardMode, HostnameSection, Material, ZoneSection, delta::Delta,
     },
+    metrics::hosts::HostRequests,
     rules::{RuleSet, fields::ClientAuth},
     tls_version::TlsVersion,
 };
@@ -82,6 +83,9 @@ pub struct HostTls {
     ciphers: Option<CString>,
     /// It has no certificate of its own: it uses the default.
     default_identity: bool,
+    /// Its request counters, resolved by the terminator on its first request
+    /// (see `TerminatorMetrics::host_requests`) and kept with the entry.
+    pub request_counters: OnceLock<Arc<HostRequests>>,
 }
 
 /// A CA as the snapshot holds it.
@@ -419,6 +423,7 @@ impl TlsSnapshot {
                 minimum,
                 ciphers: context::cipher_list(&h.ciphers)?,
                 default_identity,
+                request_counters: OnceLock::new(),
             })
         };
         let minimum = h.min_tls_version.map_or(Minimum::Zone, Minimum::Own);
@@ -452,6 +457,7 @@ impl HostTls {
             minimum: self.minimum,
             ciphers: self.ciphers.clone(),
             default_identity: self.default_identity,
+            request_counters: self.request_counters.clone(),
         }
     }
 }
@@ -491,5 +497,6 @@ fn zone_entry(identity: Option<Arc<Identity>>, minimum: Minimum, view: &'static 
         minimum,
         ciphers: None,
         default_identity: true,
+        request_counters: OnceLock::new(),
     }
 }

@@ -179,36 +179,21 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let path = match source {
         Source::File(path) => Some(path),
         Source::Store(store) => {
-            let (opened, base) = *store;
-            let plane = Arc::new(ControlPlane::start(
-                opened,
-                base,
-                layers.clone(),
-                Expiry::new(&registry)?,
-            ));
-            let history = History::new(registry.clone());
-            tasks.background.push(tokio::spawn(history.clone().run()));
-            let admin = Admin {
-                plane: plane.clone(),
-                history,
-            };
-            let admin = start_admin(&opts, admin, &stop_rx, &mut banner).await?;
-            tasks.servers.push(admin);
-            tasks.background.extend(plane.follow().await);
-            tasks.fleet = plane.fleet().cloned();
-            tasks.background.push(start_maintenance(plane));
+            start_control_plane(
+                &opts,
+                *store,
+                &layers,
+                &registry,
+                &stop_rx,
+                &mut tasks,
+                &mut banner,
+            )
+            .await?;
             None
         }
     };
     let listen = opts.metrics.unwrap_or(config.metrics.listen);
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {listen}"))?;
-    banner.push(format!(
-        "metrics on http://{}/metrics",
-        listener.local_addr()?
-    ));
-    let metrics_task = tokio::spawn(metrics::serve(listener, registry));
+    let metrics_task = start_metrics(listen, registry, &mut banner).await?;
     let watch = path.map(|p| (Watch::new(&p, &config), p));
     // Compiled and in force: the rendered configuration is not kept, and what
     // compiling it took goes back to the system, before the gateway says it is ready.
@@ -219,6 +204,53 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let result = event_loop(&layers, watch, metrics_task).await;
     shutdown(tasks, &layers).await;
     result
+}
+
+/// Store mode: the control plane over the layers, its admin API (with the
+/// dashboard's counter history), its watch in fleet mode and its maintenance.
+async fn start_control_plane(
+    opts: &RunOptions,
+    (opened, base): (Opened, Config),
+    layers: &Arc<Mutex<Layers>>,
+    registry: &Registry,
+    stop_rx: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+    banner: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let plane = Arc::new(ControlPlane::start(
+        opened,
+        base,
+        layers.clone(),
+        Expiry::new(registry)?,
+    ));
+    let history = History::new(registry.clone());
+    tasks.background.push(tokio::spawn(history.clone().run()));
+    let admin = Admin {
+        plane: plane.clone(),
+        history,
+    };
+    let admin = start_admin(opts, admin, stop_rx, banner).await?;
+    tasks.servers.push(admin);
+    tasks.background.extend(plane.follow().await);
+    tasks.fleet = plane.fleet().cloned();
+    tasks.background.push(start_maintenance(plane));
+    Ok(())
+}
+
+/// Serves `/metrics` on `listen`.
+async fn start_metrics(
+    listen: SocketAddr,
+    registry: Registry,
+    banner: &mut Vec<String>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {listen}"))?;
+    banner.push(format!(
+        "metrics on http://{}/metrics",
+        listener.local_addr()?
+    ));
+    Ok(tokio::spawn(metrics::serve(listener, registry)))
 }
 
 /// The names the admin API's certificate covers: `localhost`, the loopback

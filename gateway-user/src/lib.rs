@@ -31,6 +31,8 @@
 //!
 //! [`daemon`] runs it all; [`metrics`] serves both layers' counters.
 
+#![cfg_attr(not(test), warn(clippy::too_many_lines))]
+
 pub mod admin;
 pub mod cli;
 pub mod clock;

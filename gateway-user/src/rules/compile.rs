@@ -192,127 +192,158 @@ fn string_arg(src: &str, node: &Node, func: &str) -> Result<StrFn, RuleError> {
 }
 
 fn call(src: &str, at: usize, name: &str, args: &[Node]) -> Result<Compiled, RuleError> {
-    let arity = |n: usize| -> Result<(), RuleError> {
-        if args.len() == n {
+    let call = Call {
+        src,
+        at,
+        name,
+        args,
+    };
+    match name {
+        "lower" => call.map(|s| s.to_lowercase()),
+        "upper" => call.map(|s| s.to_uppercase()),
+        "url_decode" => call.map(text::url_decode),
+        "len" => call.len(),
+        "concat" => call.concat(),
+        "starts_with" | "ends_with" => call.affix(name == "starts_with"),
+        "any" | "all" => call.quantifier(name == "any"),
+        _ => Err(call.error(
+            at,
+            format!(
+                "unknown function {name}(); known: lower, upper, len, concat, url_decode, starts_with, ends_with, any, all"
+            ),
+        )),
+    }
+}
+
+/// A function call being compiled: its name, arguments and position.
+struct Call<'a> {
+    src: &'a str,
+    at: usize,
+    name: &'a str,
+    args: &'a [Node],
+}
+
+impl Call<'_> {
+    fn error(&self, at: usize, message: impl Into<String>) -> RuleError {
+        RuleError::at(self.src, at, message)
+    }
+
+    fn arity(&self, n: usize) -> Result<(), RuleError> {
+        if self.args.len() == n {
             Ok(())
         } else {
-            Err(RuleError::at(
-                src,
-                at,
-                format!("{name}() takes {n} argument(s), found {}", args.len()),
+            Err(self.error(
+                self.at,
+                format!(
+                    "{}() takes {n} argument(s), found {}",
+                    self.name,
+                    self.args.len()
+                ),
             ))
         }
-    };
-    let map = |f: fn(&str) -> String| -> Result<Compiled, RuleError> {
-        arity(1)?;
-        Ok(match compile(src, &args[0])? {
+    }
+
+    /// lower(), upper(), url_decode(): a string function over a value or an array.
+    fn map(&self, f: fn(&str) -> String) -> Result<Compiled, RuleError> {
+        self.arity(1)?;
+        Ok(match compile(self.src, &self.args[0])? {
             Compiled::Str(g) => Compiled::Str(Box::new(move |r| g(r).map(|v| Cow::Owned(f(&v))))),
             Compiled::Strs(g, star) => Compiled::Strs(
                 Box::new(move |r| g(r).iter().map(|v| Cow::Owned(f(v))).collect()),
                 star,
             ),
             other => {
-                return Err(RuleError::at(
-                    src,
-                    args[0].at,
-                    format!("{name}() takes a String, found a {}", other.ty()),
+                return Err(self.error(
+                    self.args[0].at,
+                    format!("{}() takes a String, found a {}", self.name, other.ty()),
                 ));
             }
         })
-    };
-    Ok(match name {
-        "lower" => map(|s| s.to_lowercase())?,
-        "upper" => map(|s| s.to_uppercase())?,
-        "url_decode" => map(text::url_decode)?,
-        "len" => {
-            arity(1)?;
-            match compile(src, &args[0])? {
-                Compiled::Str(g) => Compiled::Int(Box::new(move |r| g(r).map(|v| v.len() as i64))),
-                Compiled::Strs(g, _) => Compiled::Int(Box::new(move |r| Some(g(r).len() as i64))),
-                other => {
-                    return Err(RuleError::at(
-                        src,
-                        args[0].at,
-                        format!("len() takes a String or an array, found a {}", other.ty()),
-                    ));
-                }
-            }
-        }
-        "concat" => {
-            if args.is_empty() {
-                return Err(RuleError::at(
-                    src,
-                    at,
-                    "concat() takes at least one argument",
+    }
+
+    /// len(): a string's length in bytes, or an array's in elements.
+    fn len(&self) -> Result<Compiled, RuleError> {
+        self.arity(1)?;
+        Ok(match compile(self.src, &self.args[0])? {
+            Compiled::Str(g) => Compiled::Int(Box::new(move |r| g(r).map(|v| v.len() as i64))),
+            Compiled::Strs(g, _) => Compiled::Int(Box::new(move |r| Some(g(r).len() as i64))),
+            other => {
+                return Err(self.error(
+                    self.args[0].at,
+                    format!("len() takes a String or an array, found a {}", other.ty()),
                 ));
             }
-            let parts = args
-                .iter()
-                .map(|a| string_arg(src, a, name))
-                .collect::<Result<Vec<_>, _>>()?;
-            Compiled::Str(Box::new(move |r| {
-                let mut out = String::new();
-                for p in &parts {
-                    out.push_str(&p(r)?);
-                }
-                Some(Cow::Owned(out))
-            }))
+        })
+    }
+
+    /// concat(): its string arguments joined.
+    fn concat(&self) -> Result<Compiled, RuleError> {
+        if self.args.is_empty() {
+            return Err(self.error(self.at, "concat() takes at least one argument"));
         }
-        "starts_with" | "ends_with" => {
-            arity(2)?;
-            let Kind::Str(affix) = &args[1].kind else {
-                return Err(RuleError::at(
-                    src,
-                    args[1].at,
-                    format!("{name}() takes a string literal as its second argument"),
-                ));
-            };
-            let (value, affix, starts) = (
-                string_arg(src, &args[0], name)?,
-                affix.clone(),
-                name == "starts_with",
-            );
-            Compiled::Bool(Box::new(move |r| {
-                value(r).is_some_and(|v| {
-                    if starts {
-                        v.starts_with(&affix)
-                    } else {
-                        v.ends_with(&affix)
-                    }
-                })
-            }))
-        }
-        "any" | "all" => {
-            arity(1)?;
-            let Compiled::Bools(g) = compile(src, &args[0])? else {
-                return Err(RuleError::at(
-                    src,
-                    args[0].at,
-                    format!(
-                        "{name}() takes a comparison over [*], e.g. {name}(http.request.headers[\"x\"][*] == \"v\")"
-                    ),
-                ));
-            };
-            if name == "any" {
-                Compiled::Bool(Box::new(move |r| g(r).into_iter().any(|b| b)))
-            } else {
-                // all() of no elements is false: a missing header never satisfies it.
-                Compiled::Bool(Box::new(move |r| {
-                    let results = g(r);
-                    !results.is_empty() && results.into_iter().all(|b| b)
-                }))
+        let parts = self
+            .args
+            .iter()
+            .map(|a| string_arg(self.src, a, self.name))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Compiled::Str(Box::new(move |r| {
+            let mut out = String::new();
+            for p in &parts {
+                out.push_str(&p(r)?);
             }
-        }
-        _ => {
-            return Err(RuleError::at(
-                src,
-                at,
+            Some(Cow::Owned(out))
+        })))
+    }
+
+    /// starts_with() and ends_with(): a value against a string literal.
+    fn affix(&self, starts: bool) -> Result<Compiled, RuleError> {
+        self.arity(2)?;
+        let Kind::Str(affix) = &self.args[1].kind else {
+            return Err(self.error(
+                self.args[1].at,
                 format!(
-                    "unknown function {name}(); known: lower, upper, len, concat, url_decode, starts_with, ends_with, any, all"
+                    "{}() takes a string literal as its second argument",
+                    self.name
                 ),
             ));
-        }
-    })
+        };
+        let (value, affix) = (
+            string_arg(self.src, &self.args[0], self.name)?,
+            affix.clone(),
+        );
+        Ok(Compiled::Bool(Box::new(move |r| {
+            value(r).is_some_and(|v| {
+                if starts {
+                    v.starts_with(&affix)
+                } else {
+                    v.ends_with(&affix)
+                }
+            })
+        })))
+    }
+
+    /// any() and all(): a comparison over `[*]`, reduced.
+    fn quantifier(&self, any: bool) -> Result<Compiled, RuleError> {
+        self.arity(1)?;
+        let name = self.name;
+        let Compiled::Bools(g) = compile(self.src, &self.args[0])? else {
+            return Err(self.error(
+                self.args[0].at,
+                format!(
+                    "{name}() takes a comparison over [*], e.g. {name}(http.request.headers[\"x\"][*] == \"v\")"
+                ),
+            ));
+        };
+        Ok(if any {
+            Compiled::Bool(Box::new(move |r| g(r).into_iter().any(|b| b)))
+        } else {
+            // all() of no elements is false: a missing header never satisfies it.
+            Compiled::Bool(Box::new(move |r| {
+                let results = g(r);
+                !results.is_empty() && results.into_iter().all(|b| b)
+            }))
+        })
+    }
 }
 
 /// The error for an array used where one value is needed.

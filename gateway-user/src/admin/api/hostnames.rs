@@ -198,29 +198,7 @@ pub async fn list(plane: &ControlPlane, call: &Call) -> Listing {
 /// `/zones/Z/custom_hostnames[/ID]` but the listing.
 pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
     match (rest, &call.method) {
-        ([], &Method::POST) => {
-            let body: Body = call.json()?;
-            let name = body
-                .hostname
-                .clone()
-                .ok_or_else(|| ApiError::invalid("\"hostname\" is required"))?;
-            validate_hostname(&name).map_err(|e| ApiError::invalid(e.to_string()))?;
-            plane
-                .change(|s| {
-                    if s.hostname_by_name(&name).is_some() {
-                        return Err(ApiError::conflict(format!(
-                            "hostname {name:?} already exists"
-                        )));
-                    }
-                    let wildcard = body.wildcard.unwrap_or(false);
-                    let mut host = new_hostname(s, &name, wildcard, clock::now())?;
-                    edit(s, &mut host, &body)?;
-                    let out = view(s, &host);
-                    s.hostnames.insert(host.id.clone(), host);
-                    Ok(out)
-                })
-                .await
-        }
+        ([], &Method::POST) => create(plane, call).await,
         ([], _) => Err(method_not_allowed("GET or POST")),
         ([id], &Method::GET) => {
             plane
@@ -233,49 +211,80 @@ pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
                 })
                 .await
         }
-        ([id], &Method::PATCH) => {
-            let body: Body = call.json()?;
-            plane
-                .change(|s| {
-                    let mut host = s
-                        .hostnames
-                        .get(id)
-                        .cloned()
-                        .ok_or_else(|| ApiError::not_found("custom hostname", id))?;
-                    if body.hostname.as_ref().is_some_and(|n| **n != *host.name) {
-                        return Err(ApiError::invalid(
-                            "a hostname cannot be renamed: create the new one and delete this one",
-                        ));
-                    }
-                    edit(s, &mut host, &body)?;
-                    let out = view(s, &host);
-                    s.hostnames.insert(host.id.clone(), host);
-                    Ok(out)
-                })
-                .await
-        }
-        ([id], &Method::DELETE) => {
-            plane
-                .change(|s| {
-                    let host = s
-                        .hostnames
-                        .get(id)
-                        .ok_or_else(|| ApiError::not_found("custom hostname", id))?;
-                    if *host.name == s.meta.default_hostname {
-                        return Err(ApiError::conflict(format!(
-                            "{:?} is the default hostname (its certificate answers clients \
-                             without SNI) and cannot be deleted",
-                            host.name
-                        )));
-                    }
-                    s.hostnames.remove(id);
-                    Ok(json!({"id": id}))
-                })
-                .await
-        }
+        ([id], &Method::PATCH) => patch(plane, call, id).await,
+        ([id], &Method::DELETE) => delete(plane, id).await,
         ([_], _) => Err(method_not_allowed("GET, PATCH or DELETE")),
         _ => Err(ApiError::not_found("route", &rest.join("/"))),
     }
+}
+
+/// POST: a new hostname.
+async fn create(plane: &ControlPlane, call: &Call) -> Answer {
+    let body: Body = call.json()?;
+    let name = body
+        .hostname
+        .clone()
+        .ok_or_else(|| ApiError::invalid("\"hostname\" is required"))?;
+    validate_hostname(&name).map_err(|e| ApiError::invalid(e.to_string()))?;
+    plane
+        .change(|s| {
+            if s.hostname_by_name(&name).is_some() {
+                return Err(ApiError::conflict(format!(
+                    "hostname {name:?} already exists"
+                )));
+            }
+            let wildcard = body.wildcard.unwrap_or(false);
+            let mut host = new_hostname(s, &name, wildcard, clock::now())?;
+            edit(s, &mut host, &body)?;
+            let out = view(s, &host);
+            s.hostnames.insert(host.id.clone(), host);
+            Ok(out)
+        })
+        .await
+}
+
+/// PATCH: a hostname's settings (never its name).
+async fn patch(plane: &ControlPlane, call: &Call, id: &str) -> Answer {
+    let body: Body = call.json()?;
+    plane
+        .change(|s| {
+            let mut host = s
+                .hostnames
+                .get(id)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found("custom hostname", id))?;
+            if body.hostname.as_ref().is_some_and(|n| **n != *host.name) {
+                return Err(ApiError::invalid(
+                    "a hostname cannot be renamed: create the new one and delete this one",
+                ));
+            }
+            edit(s, &mut host, &body)?;
+            let out = view(s, &host);
+            s.hostnames.insert(host.id.clone(), host);
+            Ok(out)
+        })
+        .await
+}
+
+/// DELETE: any hostname but the default one.
+async fn delete(plane: &ControlPlane, id: &str) -> Answer {
+    plane
+        .change(|s| {
+            let host = s
+                .hostnames
+                .get(id)
+                .ok_or_else(|| ApiError::not_found("custom hostname", id))?;
+            if *host.name == s.meta.default_hostname {
+                return Err(ApiError::conflict(format!(
+                    "{:?} is the default hostname (its certificate answers clients \
+                     without SNI) and cannot be deleted",
+                    host.name
+                )));
+            }
+            s.hostnames.remove(id);
+            Ok(json!({"id": id}))
+        })
+        .await
 }
 
 /// Applies a create or patch body to `host`.

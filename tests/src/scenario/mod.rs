@@ -32,7 +32,7 @@ pub use servers::Server;
 pub use sweep::{Outcome, max_steps, run};
 
 use crate::{
-    flood::{FloodResult, stateless},
+    flood::{FloodResult, Generator, stateless},
     lab::{self, IFACE, Lab},
 };
 
@@ -155,6 +155,8 @@ pub struct Step {
     pub flood_rate: u64,
     /// What the flood generator did.
     pub flood: FloodResult,
+    /// Which generator sent a stateless flood (`None`: no flood, or connections).
+    pub generator: Option<Generator>,
     /// Legitimate cycles (handshake + one request) completed.
     pub legit_completed: u64,
     /// Legitimate cycles that failed.

@@ -238,7 +238,7 @@ fn print_header(settings: &Settings) {
          Legitimate load: {conc} concurrent clients, TLS 1.3 full handshakes (ECDSA P-256) with a \
          client certificate, one GET per connection, {step:?} per step.\n\
          CPU: server CPU {scpu}: each server's processes within a budget of {ss:.0}% of it \
-         (cgroup v1 cpu.cfs_quota_us), the veth's receive path (threaded NAPI: XDP, the kernel's \
+         ({cgroups}), the veth's receive path (threaded NAPI: XDP, the kernel's \
          TCP stack) the rest; generator CPU {gcpu}: the flood within a budget of {fs:.0}% of it, \
          the legitimate clients and the origin the rest.\n\
          All servers run at once (ports 443, 8443, 9443; the XDP program inspects 443 only); \
@@ -251,6 +251,9 @@ fn print_header(settings: &Settings) {
             .collect::<Vec<_>>()
             .join("; "),
         conc = settings.concurrency,
+        cgroups = scenario::budget::Hierarchy::find()
+            .map(|h| h.describe())
+            .unwrap_or_else(|e| format!("{e:#}")),
         step = settings.step,
         scpu = settings.server_cpu,
         gcpu = settings.generator_cpu,

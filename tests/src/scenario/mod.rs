@@ -9,7 +9,7 @@
 //! writes and plots the figures.
 //!
 //! Every party has a known CPU: the server's processes a fixed budget of the
-//! server CPU ([`budget`], cgroup v1 `cpu`), the server's receive path (the
+//! server CPU ([`budget`], the cgroup `cpu` controller, v1 or v2), the server's receive path (the
 //! veth's NAPI thread, where XDP runs) the rest of that CPU, and the flood
 //! generator a fixed budget of the other CPU, leaving the legitimate clients
 //! enough of it to keep the server's budget busy.

@@ -2,9 +2,13 @@
 //! each leads its own process group (so nginx's workers, a browser's
 //! renderers and the like are stopped with it) and is killed by the kernel
 //! if the thread that started it ends first (`PR_SET_PDEATHSIG`: a panic that
-//! aborts, `exit`, a SIGKILL of the run).
+//! aborts, `exit`, a SIGKILL of the run). A [`Watchdog`] cleans up after a
+//! run that ended so (e.g. nginx's workers, whose master the kernel killed).
 
-use std::{os::unix::process::CommandExt, process::Command};
+use std::{
+    os::unix::process::CommandExt,
+    process::{Child, Command, Stdio},
+};
 
 /// Makes `cmd`'s process the leader of a new process group and has the kernel
 /// SIGKILL it when the calling thread ends. Its own children stay in its group
@@ -40,6 +44,38 @@ pub fn signal_group(leader: u32, signal: i32) -> bool {
     }
     // SAFETY: kill(2) on a process group we created; a negative pid names the group.
     unsafe { libc::kill(-pgid, signal) == 0 }
+}
+
+/// A shell that runs a cleanup script when this process ends, however it
+/// ends (even SIGKILL): it waits for its stdin, a pipe only this process
+/// writes to, to close. In its own process group, so a Ctrl-C meant for the
+/// run does not stop it first. Dropping it runs the script and waits for it.
+pub struct Watchdog {
+    child: Option<Child>,
+}
+
+impl Watchdog {
+    /// Starts `sh` to run `script` once this process has gone (or the watchdog is dropped).
+    pub fn start(script: &str) -> std::io::Result<Watchdog> {
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("cat >/dev/null; {script}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        Ok(Watchdog { child: Some(child) })
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            drop(child.stdin.take());
+            let _ = child.wait();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -95,6 +131,18 @@ mod tests {
             gone(grandchild),
             "sh's sleep {grandchild} outlived the group"
         );
+    }
+
+    #[test]
+    fn a_watchdog_runs_its_script_once_its_pipe_closes() {
+        let mark = std::env::temp_dir().join(format!("watchdog-{}", std::process::id()));
+        let _ = std::fs::remove_file(&mark);
+        let dog = Watchdog::start(&format!("touch {}", mark.display())).expect("sh starts");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!mark.exists(), "the script ran before the pipe closed");
+        drop(dog);
+        assert!(mark.exists(), "the script did not run when the pipe closed");
+        let _ = std::fs::remove_file(&mark);
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct Lab {
     /// Scratch directory for certificates, configurations and logs.
     pub dir: PathBuf,
     children: Vec<(String, Child)>,
+    /// Kills what is left in the namespaces and deletes them if this process
+    /// dies without dropping the lab (dropped last).
+    _watchdog: Option<crate::child::Watchdog>,
 }
 
 /// What a client run showed.
@@ -86,11 +89,25 @@ impl Lab {
         );
         let dir = std::env::temp_dir().join(format!("{PREFIX}-{id}"));
         fs::create_dir_all(&dir)?;
+        let (server_ns, client_ns) = (format!("{PREFIX}-s-{id}"), format!("{PREFIX}-c-{id}"));
+        let script = format!(
+            "for ns in {server_ns} {client_ns}; do kill -9 $(ip netns pids $ns 2>/dev/null) \
+             2>/dev/null; ip netns del $ns 2>/dev/null; done"
+        );
+        let watchdog = crate::child::Watchdog::start(&script)
+            .inspect_err(|e| {
+                eprintln!(
+                    "!!! lab: no watchdog ({e}): if this process dies without dropping the \
+                     lab, its processes live until the next lab starts"
+                )
+            })
+            .ok();
         let lab = Lab {
-            server_ns: format!("{PREFIX}-s-{id}"),
-            client_ns: format!("{PREFIX}-c-{id}"),
+            server_ns,
+            client_ns,
             dir,
             children: Vec::new(),
+            _watchdog: watchdog,
         };
         let (s, c) = (lab.server_ns.as_str(), lab.client_ns.as_str());
         ip(&["netns", "add", s])?;

@@ -131,6 +131,7 @@ impl CpuBudget {
                 })?;
             }
         }
+        remove_stale_budgets(&hierarchy);
         let dir = hierarchy.root().join(name);
         if dir.exists() {
             release(&hierarchy, &dir); // left by a run that was killed
@@ -232,6 +233,26 @@ fn release(hierarchy: &Hierarchy, dir: &Path) {
         }
     }
     let _ = fs::remove_dir(dir);
+}
+
+/// Releases budgets named `PREFIX-PID-…` (as the bench and tests name them)
+/// whose process has gone without dropping them (killed).
+fn remove_stale_budgets(hierarchy: &Hierarchy) {
+    let Ok(entries) = fs::read_dir(hierarchy.root()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let mut parts = name.split('-');
+        let ours = matches!(parts.next(), Some("gwbench" | "gwtest"));
+        let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid.filter(|_| ours)
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            eprintln!("CPU budget {name} left by process {pid}, which has gone: removed");
+            release(hierarchy, &entry.path());
+        }
+    }
 }
 
 impl Drop for CpuBudget {

@@ -40,6 +40,9 @@ pub struct Lab {
     /// Scratch directory for certificates, configurations and logs.
     pub dir: PathBuf,
     children: Vec<(String, Child)>,
+    /// Kills what is left in the namespaces and deletes them if this process
+    /// dies without dropping the lab (dropped last).
+    _watchdog: Option<crate::child::Watchdog>,
 }
 
 /// What a client run showed.
@@ -86,11 +89,25 @@ impl Lab {
         );
         let dir = std::env::temp_dir().join(format!("{PREFIX}-{id}"));
         fs::create_dir_all(&dir)?;
+        let (server_ns, client_ns) = (format!("{PREFIX}-s-{id}"), format!("{PREFIX}-c-{id}"));
+        let script = format!(
+            "for ns in {server_ns} {client_ns}; do kill -9 $(ip netns pids $ns 2>/dev/null) \
+             2>/dev/null; ip netns del $ns 2>/dev/null; done"
+        );
+        let watchdog = crate::child::Watchdog::start(&script)
+            .inspect_err(|e| {
+                eprintln!(
+                    "!!! lab: no watchdog ({e}): if this process dies without dropping the \
+                     lab, its processes live until the next lab starts"
+                )
+            })
+            .ok();
         let lab = Lab {
-            server_ns: format!("{PREFIX}-s-{id}"),
-            client_ns: format!("{PREFIX}-c-{id}"),
+            server_ns,
+            client_ns,
             dir,
             children: Vec::new(),
+            _watchdog: watchdog,
         };
         let (s, c) = (lab.server_ns.as_str(), lab.client_ns.as_str());
         ip(&["netns", "add", s])?;
@@ -181,9 +198,11 @@ impl Lab {
     }
 
     /// Starts a long-running process; its output goes to `<dir>/<name>.log`.
+    /// It leads its own process group, stopped with it, and dies with the
+    /// calling thread (see [`crate::child`]): call from the thread that owns the lab.
     pub fn spawn(&mut self, name: &str, mut cmd: Command) -> anyhow::Result<()> {
         let log = fs::File::create(self.log_path(name))?;
-        let child = cmd
+        let child = crate::child::bind_to_this_thread(&mut cmd)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -414,6 +433,10 @@ impl Lab {
             reap(child, deadline);
         }
         self.children.clear();
+        // Whatever they left in the namespaces (a worker whose master was killed).
+        for ns in [&self.server_ns, &self.client_ns] {
+            kill_namespace_processes(ns);
+        }
     }
 }
 
@@ -432,23 +455,52 @@ impl Drop for Lab {
     }
 }
 
+/// SIGTERM to a child and its process group (nginx's master and workers).
 fn sigterm(child: &Child) {
-    // SAFETY: kill(2) on a child we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    crate::child::signal_group(child.id(), libc::SIGTERM);
 }
 
 /// Waits until `deadline` for a child told to stop, then kills it; `Some` if it
-/// exited by itself.
+/// exited by itself. Either way what is left of its process group is killed.
 fn reap(child: &mut Child, deadline: Instant) -> Option<std::process::ExitStatus> {
+    let mut exited = None;
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
+            exited = Some(status);
+            break;
         }
         thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
+    if crate::child::signal_group(child.id(), libc::SIGKILL) && exited.is_some() {
+        eprintln!(
+            "lab: process {} exited but left processes in its group; killed them",
+            child.id()
+        );
+    }
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    exited
+}
+
+/// Kills every process in the network namespace `ns` but this one (e.g. a
+/// worker left by a master that died); says which.
+fn kill_namespace_processes(ns: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() else {
+        return;
+    };
+    let ours = std::process::id();
+    for pid in String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .filter(|p| *p != ours)
+    {
+        let what = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        eprintln!("lab: killing process {pid} ({}) left in {ns}", what.trim());
+        // SAFETY: kill(2) on a process in a namespace this lab made.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
 }
 
 /// Runs `f` on a new thread that has entered the network namespace `ns`.
@@ -492,6 +544,7 @@ fn remove_stale_labs() {
         if let Some(pid) = pid
             && !Path::new(&format!("/proc/{pid}")).exists()
         {
+            kill_namespace_processes(name);
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }

@@ -15,6 +15,7 @@ use gateway::{
 };
 
 pub mod browser;
+pub mod child;
 pub mod control;
 pub mod fleet;
 pub mod fleet_gateway;

@@ -49,7 +49,9 @@ impl Drop for TempDir {
     }
 }
 
-/// A child process with its output in a log file; killed when dropped.
+/// A child process with its output in a log file; killed when dropped, with
+/// its process group, and by the kernel if the thread that started it ends
+/// first (see [`crate::child`]).
 pub struct Background {
     child: Child,
     log: PathBuf,
@@ -59,7 +61,7 @@ impl Background {
     /// Starts `cmd`, logging to `log`, and waits until its log contains `ready`.
     pub fn start(mut cmd: Command, log: PathBuf, ready: &str) -> Background {
         let file = fs::File::create(&log).unwrap();
-        let child = cmd
+        let child = crate::child::bind_to_this_thread(&mut cmd)
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -106,6 +108,8 @@ impl Background {
 
 impl Drop for Background {
     fn drop(&mut self) {
+        // The group first, while its leader (not yet reaped) holds its id.
+        crate::child::signal_group(self.child.id(), libc::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -151,7 +151,14 @@ fn bench(args: Args, started: Instant) -> anyhow::Result<()> {
     let mut lab = Lab::create()?;
     let fixtures = Fixtures::new(&lab.dir);
     let origin = Origin::start(&lab)?;
-    let _bpf_stats = cpu::BpfStats::enable()?;
+    let _bpf_stats = cpu::BpfStats::enable()
+        .inspect_err(|e| {
+            eprintln!(
+                "!!! {e:#}: the XDP program's run time is counted only if \
+                 kernel.bpf_stats_enabled is already 1 (else its CPU reads 0)"
+            )
+        })
+        .ok();
 
     let speed = CryptoSpeed::measure();
     print_header(&settings);
@@ -238,7 +245,7 @@ fn print_header(settings: &Settings) {
          Legitimate load: {conc} concurrent clients, TLS 1.3 full handshakes (ECDSA P-256) with a \
          client certificate, one GET per connection, {step:?} per step.\n\
          CPU: server CPU {scpu}: each server's processes within a budget of {ss:.0}% of it \
-         (cgroup v1 cpu.cfs_quota_us), the veth's receive path (threaded NAPI: XDP, the kernel's \
+         ({cgroups}), the veth's receive path (threaded NAPI: XDP, the kernel's \
          TCP stack) the rest; generator CPU {gcpu}: the flood within a budget of {fs:.0}% of it, \
          the legitimate clients and the origin the rest.\n\
          All servers run at once (ports 443, 8443, 9443; the XDP program inspects 443 only); \
@@ -251,6 +258,9 @@ fn print_header(settings: &Settings) {
             .collect::<Vec<_>>()
             .join("; "),
         conc = settings.concurrency,
+        cgroups = scenario::budget::Hierarchy::find()
+            .map(|h| h.describe())
+            .unwrap_or_else(|e| format!("{e:#}")),
         step = settings.step,
         scpu = settings.server_cpu,
         gcpu = settings.generator_cpu,

@@ -5,11 +5,18 @@
 //! - [`stateless`]: crafted Ethernet frames carrying sub-minimum ClientHellos
 //!   with no prior handshake, from spoofed sources, written to the client's veth
 //!   with AF_PACKET at up to millions of packets per second.
+//! - [`live`]: the same hellos as live XDP frames from `BPF_PROG_RUN`, faster
+//!   still where the kernel allows it.
+//! - [`fastest`]: live frames, or AF_PACKET where the kernel refuses them
+//!   (or `GATEWAY_FLOOD_NO_LIVE_FRAMES=1` asks so); says which ran.
 //! - [`connections`]: real TCP connections that each send a sub-minimum
 //!   ClientHello and wait for the server to end them.
 
+pub mod fastest;
 pub mod live;
 pub mod stateless;
+
+pub use fastest::{Generator, blast_fastest};
 
 use std::{
     io::{Read, Write},

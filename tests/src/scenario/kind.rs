@@ -11,7 +11,8 @@ pub enum FloodKind {
     /// Crafted hello segments from spoofed sources, no handshake; rates in
     /// packets per second. Paced rates are sent with AF_PACKET
     /// ([`crate::flood::stateless`]), the unpaced one as live XDP frames
-    /// ([`crate::flood::live`]), the fastest this machine makes.
+    /// ([`crate::flood::live`]), the fastest this machine makes, or with
+    /// AF_PACKET where the kernel refuses live frames ([`crate::flood::fastest`]).
     Stateless,
     /// Real TCP connections, each sending one sub-minimum hello shaped so;
     /// rates in connections per second.
@@ -49,7 +50,8 @@ impl FloodKind {
             FloodKind::Stateless => {
                 "stateless: TLS 1.0/1.1 hello segments with no handshake, spoofed sources in \
                  198.19.0.0/16 and fd00:0:0:19::/64; paced rates from AF_PACKET sendmmsg, max from \
-                 BPF_PROG_RUN live XDP frames"
+                 BPF_PROG_RUN live XDP frames (AF_PACKET where the kernel refuses them; the gen \
+                 column says which ran)"
             }
             FloodKind::Connections(HelloShape::Whole) => {
                 "connections: real TCP connections, each one TLS 1.0/1.1 hello in one segment"

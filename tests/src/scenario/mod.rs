@@ -9,7 +9,8 @@
 //! writes and plots the figures.
 //!
 //! Every party has a known CPU: the server's processes a fixed budget of the
-//! server CPU ([`budget`], cgroup v1 `cpu`), the server's receive path (the
+//! server CPU ([`budget`], the cgroup `cpu` controller, v1 or v2), the
+//! server's receive path (the
 //! veth's NAPI thread, where XDP runs) the rest of that CPU, and the flood
 //! generator a fixed budget of the other CPU, leaving the legitimate clients
 //! enough of it to keep the server's budget busy.
@@ -32,7 +33,7 @@ pub use servers::Server;
 pub use sweep::{Outcome, max_steps, run};
 
 use crate::{
-    flood::{FloodResult, stateless},
+    flood::{FloodResult, Generator, stateless},
     lab::{self, IFACE, Lab},
 };
 
@@ -155,6 +156,8 @@ pub struct Step {
     pub flood_rate: u64,
     /// What the flood generator did.
     pub flood: FloodResult,
+    /// Which generator sent a stateless flood (`None`: no flood, or connections).
+    pub generator: Option<Generator>,
     /// Legitimate cycles (handshake + one request) completed.
     pub legit_completed: u64,
     /// Legitimate cycles that failed.
@@ -290,7 +293,12 @@ pub fn prepare_lab(lab: &Lab, settings: &Settings) -> anyhow::Result<()> {
     );
     for tid in threads {
         cpu::pin_thread(tid, settings.server_cpu)?;
-        cpu::make_real_time(tid)?;
+        if let Err(e) = cpu::make_real_time(tid) {
+            eprintln!(
+                "!!! {e:#}: the server veth's NAPI thread runs at normal priority, so its \
+                 receive ring may drop packets a NIC's softirq would have taken"
+            );
+        }
     }
     Ok(())
 }

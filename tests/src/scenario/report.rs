@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::{FloodKind, KEPT, Limit, Server, Step, kind::rate_label};
+use crate::flood::Generator;
 
 /// How the figures are defined (printed under the tables).
 pub const DEFINITIONS: &str = "legit/s: legitimate TLS 1.3 mTLS handshake+request cycles per \
@@ -16,6 +17,8 @@ everything the server CPU did (its processes, the veth's receive path: XDP and t
 TCP stack); thr %: share of scheduling periods in which the server's budget ran out; rx drop: \
 packets the server veth's receive ring dropped, full (legitimate ones among them); refused: \
 stateless flood packets the server's veth took, or flood connections that sent their hello; \
+gen: the stateless flood's generator (live: live XDP frames; afpkt: AF_PACKET, \
+which also replaces live frames where the kernel refuses them); \
 limit: what bounded the step (server: its budget ran out; rx-path: the server CPU's receive \
 path saturated and dropped packets; generator: the flood fell short of the rate asked; \
 clients: the generator CPU was saturated; latency: none of these). Cost per refused hello: \
@@ -147,9 +150,10 @@ pub fn table(series: &[Series], kind: FloodKind) -> String {
     let _ = writeln!(t, "{} (rates in {})", kind.describe(), kind.unit());
     let _ = writeln!(
         t,
-        "{:<17} {:>6} {:>9} {:>7} {:>5} {:>7} {:>8} {:>6} {:>6} {:>8} {:>5} {:>9} {:>9} {:>9} {:<9} {:>4}",
+        "{:<17} {:>6} {:<5} {:>9} {:>7} {:>5} {:>7} {:>8} {:>6} {:>6} {:>8} {:>5} {:>9} {:>9} {:>9} {:<9} {:>4}",
         "server",
         "flood",
+        "gen",
         "achieved",
         "legit/s",
         "vs 0",
@@ -169,13 +173,14 @@ pub fn table(series: &[Series], kind: FloodKind) -> String {
         for st in &s.steps {
             let _ = writeln!(
                 t,
-                "{:<17} {:>6} {:>9.0} {:>7.0} {:>5} {:>7.2} {:>8.2} {:>6} {:>6.0} {:>8.0} {:>5.0} {:>9} {:>9.0} {:>9} {:<9} {:>4}",
+                "{:<17} {:>6} {:<5} {:>9.0} {:>7.0} {:>5} {:>7.2} {:>8.2} {:>6} {:>6.0} {:>8.0} {:>5.0} {:>9} {:>9.0} {:>9} {:<9} {:>4}",
                 s.server.key(),
                 if st.flood_rate == 0 {
                     "0".into()
                 } else {
                     rate_label(st.flood_rate)
                 },
+                generator_label(st),
                 st.flood_achieved(),
                 st.legit_rate,
                 pct(s.share(st)),
@@ -224,10 +229,11 @@ pub fn flood_only_table(series: &[Series]) -> String {
     let _ = writeln!(
         t,
         "Flood alone (each kind's heaviest rate, no legitimate load): server CPU per refused hello\n\
-         {:<17} {:<13} {:>6} {:>10} {:>10} {:>8} {:>9} {:>12} {:>12}",
+         {:<17} {:<13} {:>6} {:<5} {:>10} {:>10} {:>8} {:>9} {:>12} {:>12}",
         "server",
         "flood",
         "asked",
+        "gen",
         "achieved",
         "refused",
         "srvcpu %",
@@ -240,10 +246,11 @@ pub fn flood_only_table(series: &[Series]) -> String {
         let us = |c: Option<f64>| c.map_or("-".into(), |c| format!("{:.3}", c * 1e6));
         let _ = writeln!(
             t,
-            "{:<17} {:<13} {:>6} {:>10.0} {:>10} {:>8.0} {:>9} {:>12} {:>12}",
+            "{:<17} {:<13} {:>6} {:<5} {:>10.0} {:>10} {:>8.0} {:>9} {:>12} {:>12}",
             s.server.key(),
             s.kind.key(),
             rate_label(st.flood_rate),
+            generator_label(st),
             st.flood_achieved(),
             st.refused(),
             100.0 * st.server_cpu_total() / st.wall,
@@ -255,8 +262,18 @@ pub fn flood_only_table(series: &[Series]) -> String {
     t
 }
 
+/// The stateless flood's generator in a table's "gen" column ("-": none).
+fn generator_label(st: &Step) -> &'static str {
+    match st.generator {
+        Some(Generator::LiveFrames) => "live",
+        Some(Generator::AfPacket) => "afpkt",
+        None => "-",
+    }
+}
+
 fn step_json(s: &Series, st: &Step) -> Value {
     json!({
+        "flood_generator": st.generator.map(Generator::key),
         "flood_rate_target": if st.flood_rate == super::UNPACED { Value::from("max") } else { Value::from(st.flood_rate) },
         "flood_rate_achieved": st.flood_achieved(),
         "flood_sent": st.flood.sent,

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     flood::{
-        self, Bounds, FloodResult, live,
+        self, Bounds, FloodResult, Generator,
         stateless::{self, Target},
     },
     lab::{IFACE, Lab, metric},
@@ -37,8 +37,9 @@ pub struct Bench<'a> {
     pub flood_budget: Arc<CpuBudget>,
     /// Where stateless floods go.
     pub target: Target,
-    /// The paced stateless flood's frames (sent with AF_PACKET; the unpaced
-    /// one comes from live XDP frames, see [`FloodKind::Stateless`]).
+    /// The stateless flood's frames to port 443, sent with AF_PACKET (the
+    /// unpaced flood comes from live XDP frames where the kernel allows them,
+    /// see [`FloodKind::Stateless`]).
     pub frames: Arc<Vec<Vec<u8>>>,
     /// The XDP program's id.
     pub xdp_prog: u32,
@@ -104,7 +105,8 @@ impl Bench<'_> {
     ) -> anyhow::Result<Step> {
         let pids = servers::pids(self.lab, server.host())?;
         let before = self.read(server, &pids)?;
-        let (load, flood) = self.load_and_flood(server, kind, rate, concurrency)?;
+        let (load, flood_generator, flood) =
+            self.load_and_flood(server, kind, rate, concurrency)?;
         let after = self.read(server, &pids)?;
         let wall = (after.at - before.at).as_secs_f64();
         let cpu_busy = after.cpus.since(&before.cpus);
@@ -118,6 +120,7 @@ impl Bench<'_> {
             kind,
             flood_rate: rate,
             flood,
+            generator: flood_generator,
             legit_completed: load.completed,
             legit_errors: load.errors,
             legit_rate: load.rate(),
@@ -142,20 +145,21 @@ impl Bench<'_> {
     }
 
     /// Runs the legitimate load for the step's time with the flood beside it,
-    /// from the client namespace; the flood thread runs in its budget.
+    /// from the client namespace; the flood thread runs in its budget. Says
+    /// which generator sent a stateless flood.
     fn load_and_flood(
         &self,
         server: Server,
         kind: FloodKind,
         rate: u64,
         concurrency: usize,
-    ) -> anyhow::Result<(LoadResult, FloodResult)> {
+    ) -> anyhow::Result<(LoadResult, Option<Generator>, FloodResult)> {
         let client: MtlsClient = self.fixtures.client(server);
         let duration = self.settings.step;
         let (budget, mut target) = (self.flood_budget.clone(), self.target);
         target.port = server.port();
         let frames = match kind {
-            FloodKind::Stateless if rate != UNPACED && server.port() != 443 => {
+            FloodKind::Stateless if server.port() != 443 => {
                 Arc::new(stateless::hello_frames(target))
             }
             _ => self.frames.clone(),
@@ -172,18 +176,33 @@ impl Bench<'_> {
                     max_time: duration,
                 };
                 let server_addr = client.addr;
-                std::thread::spawn(move || -> anyhow::Result<FloodResult> {
-                    budget.enter()?;
-                    Ok(match kind {
-                        FloodKind::Stateless if rate == UNPACED => {
-                            live::blast(IFACE, target, bounds)?
-                        }
-                        FloodKind::Stateless => stateless::blast(IFACE, &frames, bounds)?,
-                        FloodKind::Connections(shape) => {
-                            flood::connections_evented(server_addr, shape, bounds, FLOOD_IN_FLIGHT)
-                        }
-                    })
-                })
+                std::thread::spawn(
+                    move || -> anyhow::Result<(Option<Generator>, FloodResult)> {
+                        budget.enter()?; // unbudgeted where cgroup v2 cannot (said once)
+                        Ok(match kind {
+                            FloodKind::Stateless => {
+                                // Paced floods use AF_PACKET (see `live::blast`).
+                                let first = match rate {
+                                    UNPACED => Generator::preferred(),
+                                    _ => Generator::AfPacket,
+                                };
+                                let (generator, result) = flood::fastest::blast_with(
+                                    first, IFACE, target, &frames, bounds,
+                                )?;
+                                (Some(generator), result)
+                            }
+                            FloodKind::Connections(shape) => (
+                                None,
+                                flood::connections_evented(
+                                    server_addr,
+                                    shape,
+                                    bounds,
+                                    FLOOD_IN_FLIGHT,
+                                ),
+                            ),
+                        })
+                    },
+                )
             });
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -194,13 +213,13 @@ impl Bench<'_> {
                 std::thread::sleep(duration);
                 LoadResult::default()
             };
-            let flood = match flood {
+            let (generator, flood) = match flood {
                 Some(h) => h
                     .join()
                     .map_err(|_| anyhow::anyhow!("the flood thread panicked"))??,
-                None => FloodResult::default(),
+                None => (None, FloodResult::default()),
             };
-            Ok((load, flood))
+            Ok((load, generator, flood))
         })?
     }
 }

@@ -285,7 +285,8 @@ fn stop_reason(step: &Step, share: f64) -> Option<String> {
         && !(step.kind == super::FloodKind::Stateless && step.flood_rate != super::UNPACED)
     {
         // (A paced stateless step's generator is AF_PACKET; the unpaced one,
-        // live XDP frames, goes further, so that ladder goes on to it.)
+        // live XDP frames where the kernel allows them, goes further, so that
+        // ladder goes on to it.)
         Some(format!(
             "generator saturated: {:.0} of {} asked",
             step.flood_achieved(),

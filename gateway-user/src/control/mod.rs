@@ -431,6 +431,11 @@ impl ControlPlane {
         let now = crate::clock::now();
         self.read(|s| tokens::check(s, secret, now)).await
     }
+
+    /// Whether an XDP filter is attached (a gateway run without an interface has none).
+    pub fn xdp_attached(&self) -> bool {
+        lock(&self.layers).filter.is_some()
+    }
 }
 
 /// Runs blocking work where the runtime allows it (a multi-threaded runtime

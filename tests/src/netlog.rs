@@ -74,26 +74,25 @@ pub fn report(netlog: &str, host: &str) -> String {
     )
 }
 
-/// The sources (requests, jobs, sockets) whose events name `host`, and those
-/// they depend on.
+/// The sources (requests, stream jobs, sockets) whose events name `host` as
+/// where they go: a request's URL, a job's socket group, a socket's address.
 fn sources_for(events: &[Value], host: &str) -> HashSet<i64> {
-    let mut found = HashSet::new();
-    for event in events {
-        if event["params"].to_string().contains(host)
-            && let Some(id) = event["source"]["id"].as_i64()
-        {
-            found.insert(id);
-        }
-    }
-    for event in events {
-        let source = event["source"]["id"].as_i64().unwrap_or(-1);
-        if found.contains(&source)
-            && let Some(dependency) = event["params"]["source_dependency"]["id"].as_i64()
-        {
-            found.insert(dependency);
-        }
-    }
-    found
+    const WHERE: [&str; 5] = [
+        "url",
+        "group_id",
+        "address",
+        "address_list",
+        "remote_address",
+    ];
+    events
+        .iter()
+        .filter(|event| {
+            WHERE
+                .iter()
+                .any(|key| event["params"][key].to_string().contains(host))
+        })
+        .filter_map(|event| event["source"]["id"].as_i64())
+        .collect()
 }
 
 fn counted(counts: &BTreeMap<String, usize>) -> String {

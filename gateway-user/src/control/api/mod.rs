@@ -243,6 +243,9 @@ where
             Ok(handle(&admin, req).await)
         }
     });
+    // hyper runs this timeout on an idle keep-alive connection too: 10 s after
+    // its last answer it is closed (with a 408). A browser that sends on it at
+    // that instant sends again on another connection (Chromium does, on a reused one).
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))

@@ -244,10 +244,11 @@ impl Browser {
     /// logged (a page that says "Failed to fetch" does not say why).
     pub fn what_went_wrong(&self) -> String {
         let netlog = std::fs::read_to_string(&self.netlog).unwrap_or_default();
+        let host = self.run("return location.host");
         format!(
-            "{}\n[Chromium's network errors so far: {}]",
+            "{}\n[Chromium's network log so far: {}]",
             self.page_text(),
-            network_errors(&netlog)
+            crate::netlog::report(&netlog, host.as_str().unwrap_or("?"))
         )
     }
 
@@ -293,61 +294,5 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let client = self.client.clone();
         let _ = self.runtime.block_on(client.close());
-    }
-}
-
-/// The net errors in a Chromium network log (`--log-net-log`), counted by
-/// name: e.g. `ERR_CONNECTION_RESET ×1`. The log is read as it is being
-/// written, so it need not be whole JSON.
-fn network_errors(netlog: &str) -> String {
-    let names: std::collections::HashMap<i64, &str> = netlog
-        .split_once("\"netError\":{")
-        .and_then(|(_, rest)| rest.split_once('}'))
-        .map(|(table, _)| {
-            table
-                .split(',')
-                .filter_map(|pair| pair.split_once(':'))
-                .filter_map(|(name, code)| Some((code.parse().ok()?, name.trim_matches('"'))))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut counts = std::collections::BTreeMap::<i64, usize>::new();
-    let key = "\"net_error\":";
-    for (at, _) in netlog.match_indices(key) {
-        let code: String = netlog[at + key.len()..]
-            .chars()
-            .take_while(|c| *c == '-' || c.is_ascii_digit())
-            .collect();
-        if let Ok(code) = code.parse() {
-            *counts.entry(code).or_default() += 1;
-        }
-    }
-    if counts.is_empty() {
-        return "none".into();
-    }
-    counts
-        .iter()
-        .map(|(code, n)| {
-            let name = names.get(code).copied().unwrap_or("?");
-            format!("{name} ({code}) ×{n}")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::network_errors;
-
-    #[test]
-    fn network_errors_are_counted_by_name() {
-        let log = r#"{"constants":{"netError":{"ERR_ABORTED":-3,"ERR_CONNECTION_RESET":-101}},
-            "events":[{"params":{"net_error":-101}},{"params":{"net_error":-3}},{"params":{"net_error":-101}},
-            {"params":{"net_error":-7"#;
-        assert_eq!(
-            network_errors(log),
-            "ERR_CONNECTION_RESET (-101) ×2, ? (-7) ×1, ERR_ABORTED (-3) ×1"
-        );
-        assert_eq!(network_errors(""), "none");
     }
 }

@@ -24,6 +24,7 @@ pub mod lab;
 pub mod load;
 pub mod local;
 pub mod mtls;
+pub mod netlog;
 pub mod nginx;
 pub mod pki;
 pub mod scenario;

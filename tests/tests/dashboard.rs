@@ -71,6 +71,13 @@ fn the_seeds_flows_run_end_to_end_in_the_dashboard() {
     b.fill("#expression", "http.host eq");
     let error = b.wait_text("#expression-check", "Line 1, column");
     assert!(error.contains("column 13"), "{error}");
+    // A refused Deploy leaves the live check in place: it still answers as one types.
+    b.press("#new-rule", "Deploy");
+    b.wait_text("#new-rule > .error", "column 13");
+    b.fill("#expression", "http.host eq \"a.test\"");
+    b.wait_text("#expression-check", "The expression is valid.");
+    b.fill("#expression", "http.host eq \"a.test\" and");
+    b.wait_text("#expression-check", "Line 1, column");
     b.choose("#mtls-hosts", HOST);
     b.press("#mtls-builder", "Fill in the expression");
     let expression = b.run("return document.getElementById('expression').value");
@@ -144,6 +151,16 @@ fn the_seeds_flows_run_end_to_end_in_the_dashboard() {
     b.wait_text("#chart-client_certs", "verified");
     b.wait_text("#chart-requests", "403");
     b.wait_text("#chart-rules", "block");
+    // This gateway runs without an interface: no XDP rate is claimed.
+    let headline = b.text("#refusals-now");
+    assert!(
+        headline.contains("XDP is not attached") && !headline.contains("refusing"),
+        "{headline}"
+    );
+    assert_eq!(
+        b.run("return document.getElementById('refusals-now').dataset.xdp"),
+        "not-attached"
+    );
     b.screenshot("charts");
 }
 

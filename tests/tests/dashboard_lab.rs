@@ -17,7 +17,7 @@ use gateway::metrics::history::INTERVAL;
 use gateway_tests::{
     browser::Browser,
     flood::{self, Bounds, stateless},
-    lab::{IFACE, Lab, METRICS, SERVER_V4},
+    lab::{IFACE, Lab, METRICS, SERVER_V4, run},
 };
 
 const ADMIN: &str = "127.0.0.1:9180";
@@ -54,6 +54,16 @@ fn during_a_flood_the_xdp_chart_shows_the_refusals() {
     lab.spawn("gateway", cmd).unwrap();
     lab.wait_for("gateway", Duration::from_secs(20), |lab| {
         lab.metrics().is_ok()
+    })
+    .unwrap();
+    // The dashboard itself answers before Chromium opens it: the metrics
+    // answering says nothing of the admin listener.
+    lab.wait_for("gateway", Duration::from_secs(20), |lab| {
+        let dashboard = format!("http://{ADMIN}/");
+        run(lab
+            .in_server("curl")
+            .args(["-sf", "--max-time", "2", &dashboard]))
+        .is_ok()
     })
     .unwrap();
     let token = lab

@@ -158,6 +158,11 @@ impl ControlPlane {
         self.read(|s| s.caller(secret, now)).await
     }
 
+    /// Whether an XDP filter is attached (a gateway run without an interface has none).
+    pub fn xdp_attached(&self) -> bool {
+        crate::layers::lock(&self.layers).filter.is_some()
+    }
+
     /// In fleet mode, the fleet.
     pub fn fleet(&self) -> Option<&Arc<fleet::Fleet>> {
         match &self.backend {

@@ -110,30 +110,26 @@ pub fn seed(s: &Setup) {
     }
 }
 
-/// Signs in on the dashboard at `base` and waits for the first page. A sign-in
-/// that got no answer at all (a network error, never a refusal) is tried
-/// again, twice at most, printing what went wrong.
+/// Signs in on the dashboard at `base` and waits for the first page. Once,
+/// with no retry: a sign-in that gets no answer fails the test with the page
+/// and Chromium's network log for the gateway (errors, closed sockets, resent
+/// requests, network changes), so its cause is named. Checked and not the
+/// cause of the one seen in CI: the admin listener not yet up (it is waited
+/// for), `localhost` or a proxy (the URL is 127.0.0.1, the proxy config
+/// direct), another origin (the API is same-origin), the flood (it starts
+/// after the sign-in), an address change in the namespace (none happens then;
+/// one flushes idle sockets, a request in flight survives it), and the admin
+/// server closing connections idle for 10 s (sign-ins timed to land then pass).
 pub fn sign_in(b: &Browser, base: &str, token: &str) {
-    const ATTEMPTS: usize = 3;
-    for attempt in 1..=ATTEMPTS {
-        b.go(base);
-        b.fill("#token", token);
-        b.click("#sign-in button[type=submit]");
-        let outcome = sign_in_outcome(b);
-        if outcome == "ready" {
-            return;
-        }
-        let unanswered = outcome.starts_with("No answer from the gateway");
-        assert!(
-            unanswered && attempt < ATTEMPTS,
-            "sign-in attempt {attempt} failed: {outcome}\n{}",
-            b.what_went_wrong()
-        );
-        println!(
-            "sign-in attempt {attempt} got no answer; trying again. {}",
-            b.what_went_wrong()
-        );
-    }
+    b.go(base);
+    b.fill("#token", token);
+    b.click("#sign-in button[type=submit]");
+    let outcome = sign_in_outcome(b);
+    assert!(
+        outcome == "ready",
+        "the sign-in failed: {outcome}\n{}",
+        b.what_went_wrong()
+    );
 }
 
 /// "ready" once the first page drew, or the sign-in form's error.

@@ -23,7 +23,7 @@
 //! | `/client/v4/accounts/A/audit_logs?since=&before=` | GET |
 //! | `/client/v4/accounts/A/fleet/nodes` (fleet mode) | GET |
 //! | `/client/v4/zones/Z/filters/validate-expr` | POST `{"expression":…}` |
-//! | `/client/v4/accounts/A/gateway/charts` | GET: the last 15 minutes of both layers' counters |
+//! | `/client/v4/accounts/A/gateway/charts` | GET: the last 15 minutes of both layers' counters, and whether XDP is attached |
 //! | `/client/v4/user/tokens[/ID[/value]]`, `…/verify`, `…/permission_groups` | see [`tokens`] |
 //!
 //! Lists take `page` and `per_page` and answer `result_info` ([`page`]).
@@ -254,6 +254,9 @@ where
             Ok(handle(&admin, req).await)
         }
     });
+    // hyper runs this timeout on an idle keep-alive connection too: 10 s after
+    // its last answer it is closed (with a 408). A browser that sends on it at
+    // that instant sends again on another connection (Chromium does, on a reused one).
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
@@ -470,7 +473,10 @@ async fn route(admin: &Admin, call: &Call, caller: &Caller) -> Listing {
         }
         ["accounts", a, "gateway", "charts"] => {
             account_read(a, &account_id, get)?;
-            Ok(Reply::from(admin.history.charts()))
+            let mut charts = admin.history.charts();
+            // The page says "not attached" rather than "refusing 0 packets/s".
+            charts["xdp_attached"] = plane.xdp_attached().into();
+            Ok(Reply::from(charts))
         }
         ["accounts", a, "mtls_certificates", rest @ ..] => {
             if *a != account_id {

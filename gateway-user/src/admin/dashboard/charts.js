@@ -98,8 +98,15 @@ async function render(main) {
     const refusals = (xdp?.series || []).filter((x) => refusal(x.label));
     const refused = refusals.reduce((sum, x) => sum + (x.rates.at(-1) || 0), 0);
     const peak = refusals.reduce((top, x) => Math.max(top, ...x.rates), 0);
-    replace(summary, `XDP refusing ${rate(refused)} packets/s now; peak ${rate(peak)}/s in the last 15 minutes`);
-    summary.dataset.rate = refused;
+    // A gateway run without an interface has no filter: no rate to claim.
+    summary.dataset.xdp = data.xdp_attached ? "attached" : "not-attached";
+    if (data.xdp_attached) {
+      replace(summary, `XDP refusing ${rate(refused)} packets/s now; peak ${rate(peak)}/s in the last 15 minutes`);
+      summary.dataset.rate = refused;
+    } else {
+      replace(summary, "XDP is not attached (the gateway runs without an interface): the terminator refuses alone.");
+      delete summary.dataset.rate;
+    }
     replace(grid, data.charts.map((chart) => figure(chart, data, now)));
     grid.dataset.samples = data.times.length;
   };

@@ -38,7 +38,9 @@ function editor() {
     } catch (error) {
       if (mine !== asked) return;
       text.setAttribute("aria-invalid", "true");
-      verdict.className = "error";
+      // Not `.error`: a refused Deploy clears the form's `.error` boxes, and
+      // the live check must stay.
+      verdict.className = "invalid";
       const where = error.source ? `Line ${error.source.line}, column ${error.source.column}: ` : "";
       replace(verdict, where, error.message.replace(/^expression: error at line \d+, column \d+: /, ""));
     }

@@ -13,7 +13,7 @@ use super::{
     api::ApiError,
     audit, blocking, first_state,
     fleet::{
-        CommitError, Fleet, NodeStatus, Revisions, nodes, rows,
+        CommitError, Fleet, NodeStatus, Revisions, STALE_REFUSES_WRITES, nodes, rows,
         sync::{self, Follower, Installer},
     },
     lock,
@@ -23,9 +23,6 @@ use crate::control::model::State;
 
 /// How long a start waits for etcd before it serves the local copy.
 const START_WAIT: Duration = Duration::from_secs(5);
-/// How long a node may have lost etcd before it refuses writes at once (a
-/// watch moving to another member takes well under this).
-const STALE_REFUSES_WRITES: Duration = Duration::from_secs(3);
 /// How many times a change lost to another node's is made again.
 const RACES_RETRIED: usize = 5;
 /// How long a change waits to be installed here after etcd committed it.

@@ -73,7 +73,10 @@ impl Progress {
         }
         Ok(Progress {
             applied: tokio::sync::watch::Sender::new(0),
-            stale_since: Mutex::new(None),
+            // Made at the process's start: it has not heard from etcd since,
+            // so a start that waits for etcd in vain is stale from the first
+            // moment, not from when the wait ends.
+            stale_since: Mutex::new(Some(Instant::now())),
             last_error: Mutex::new(None),
             leader: AtomicBool::new(false),
             lease: Default::default(),

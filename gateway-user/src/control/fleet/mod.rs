@@ -394,15 +394,39 @@ impl Fleet {
         txn: Txn,
         sent: &mut bool,
     ) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
-        let mut c = self.etcd.client().await?;
         let guard = self.key("config", GUARD);
-        tokio::time::timeout(etcd::CALL_TIMEOUT, c.get(guard, None))
-            .await
-            .unwrap_or_else(|_| etcd::timed_out())?;
+        let read = async {
+            let mut c = self.etcd.client().await?;
+            tokio::time::timeout(etcd::CALL_TIMEOUT, c.get(guard, None))
+                .await
+                .unwrap_or_else(|_| etcd::timed_out())?;
+            Ok::<_, etcd_client::Error>(c)
+        };
+        // Nothing is sent yet: a node that loses etcd meanwhile stops waiting.
+        let mut c = tokio::select! {
+            c = read => c?,
+            () = self.lost_etcd() => {
+                return Err(etcd_client::Error::EndpointError(format!(
+                    "this node has not heard from etcd for {} s",
+                    STALE_REFUSES_WRITES.as_secs()
+                )));
+            }
+        };
         *sent = true;
         tokio::time::timeout(etcd::CALL_TIMEOUT, c.txn(txn))
             .await
             .unwrap_or_else(|_| etcd::timed_out())
+    }
+
+    /// Resolves once this node has not heard from etcd for [`STALE_REFUSES_WRITES`].
+    async fn lost_etcd(&self) {
+        while self
+            .progress
+            .stale_for()
+            .is_none_or(|s| s < STALE_REFUSES_WRITES)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The revision an audit row was committed at, if it was.

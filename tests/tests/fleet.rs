@@ -239,7 +239,8 @@ fn quorum_loss(fleet: &mut Fleet) {
     println!("quorum loss: the first change answered 503 in {took:?}");
     assert!(
         took < Duration::from_secs(5),
-        "the first change after quorum loss took {took:?} to be refused"
+        "the first change after quorum loss took {took:?} to be refused; node 2's log:\n{}",
+        fleet.lab.log("gw2")
     );
     // Once the node has lost etcd for 3 s, a change is refused at once.
     thread::sleep(Duration::from_secs(3));

@@ -311,7 +311,10 @@ impl Fleet {
                         return Err(not_made(&e));
                     }
                     if Instant::now() + backoff.peek() < deadline {
-                        backoff.wait().await;
+                        tokio::select! {
+                            () = backoff.wait() => {}
+                            () = self.lost_etcd(), if !sent => return Err(not_made(&e)),
+                        }
                         if sent && let Ok(Some(revision)) = self.committed(&audit_key).await {
                             return Ok(revision);
                         }

@@ -163,6 +163,14 @@ impl Follower {
                 return lost(format!("cancelled: {}", message.cancel_reason()), delivered);
             }
             if message.created() {
+                // A member without a leader creates watches too (and cancels
+                // them seconds later): a stale node is back only once a read
+                // that needs etcd's quorum answers.
+                if fleet.progress.stale_for().is_some()
+                    && let Err(e) = quorum_read(fleet).await
+                {
+                    return lost(format!("no quorum behind the watch: {e}"), false);
+                }
                 if fleet.progress.stale_for().is_some() {
                     fleet.progress.reconnects.inc();
                     log::info!("etcd watch resumed from revision {}", self.seen + 1);
@@ -290,6 +298,17 @@ impl Follower {
         self.settle(fleet, installer, revision).await;
         Ok(())
     }
+}
+
+/// A linearizable read of the guard row: it answers only while etcd has a
+/// leader heard by a quorum.
+async fn quorum_read(fleet: &Fleet) -> Result<(), etcd_client::Error> {
+    let mut c = fleet.etcd.client().await?;
+    let guard = fleet.key("config", rows::GUARD);
+    tokio::time::timeout(super::etcd::CALL_TIMEOUT, c.get(guard, None))
+        .await
+        .unwrap_or_else(|_| super::etcd::timed_out())?;
+    Ok(())
 }
 
 /// Reads the configuration at one revision, for a start: the state (none: the

@@ -390,8 +390,7 @@ impl Fleet {
     /// One attempt at a change's transaction. A linearizable read goes
     /// first: it needs a leader heard by a quorum, so the change is not handed
     /// to a leader that lost its quorum (which would keep it, and commit it
-    /// after this node answered 503).
-    /// `sent` is set once the transaction itself is handed to etcd.
+    /// after this node answered 503). `sent` is set once the transaction itself is handed to etcd.
     async fn attempt(
         &self,
         txn: Txn,

@@ -179,3 +179,22 @@ impl Progress {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_stale_from_its_start_until_it_hears_from_etcd() {
+        let progress = Progress::new(&Registry::new()).unwrap();
+        assert!(progress.stale_for().is_some(), "stale before etcd answered");
+        std::thread::sleep(Duration::from_millis(20));
+        progress.set_stale(true);
+        assert!(
+            progress.stale_for().unwrap() >= Duration::from_millis(20),
+            "marking it stale again keeps the clock of its start"
+        );
+        progress.set_stale(false);
+        assert_eq!(progress.stale_for(), None);
+    }
+}

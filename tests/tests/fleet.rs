@@ -3,7 +3,8 @@
 //! A change made through any node must be in force on every node (terminator
 //! and XDP map), survive the etcd leader's death, and wait out quorum loss,
 //! partitions and compaction; a node must start from its local copy with etcd
-//! down and refuse a revision that does not compile.
+//! down, refuse a revision that does not decode or does not compile, and
+//! answer a change etcd never received with a quick 503 that says it was not made.
 
 use std::{
     sync::{
@@ -52,6 +53,7 @@ fn the_fleet_rides_out_quorum_loss_partitions_compaction_and_bad_rows() {
     partition(&fleet);
     compaction(&mut fleet);
     bad_rows(&fleet);
+    rules_that_do_not_compile(&fleet);
     cold_start(&mut fleet);
 }
 
@@ -161,6 +163,34 @@ fn member_loss(fleet: &mut Fleet) {
     println!("every node at revision {revision} with all 199 changes");
 }
 
+/// Adds `host` through node `k`, which must refuse it with a 503 marked stale
+/// that says the change was not made (not that its outcome is unknown); how
+/// long the answer took.
+fn refused_as_not_made(fleet: &Fleet, k: usize, host: &str) -> Duration {
+    let asked = Instant::now();
+    let (status, body, marked) = fleet
+        .call(
+            k,
+            "POST",
+            &format!("zones/{}/custom_hostnames", fleet.zone),
+            Some(&json!({"hostname": host})),
+        )
+        .unwrap();
+    let took = asked.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert!(marked, "answers say the node is stale: {body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("etcd") && message.contains("nothing was changed"),
+        "the 503 says the change was not made: {body}"
+    );
+    assert!(
+        !message.contains("cannot tell"),
+        "a change never sent to etcd is not of unknown outcome: {body}"
+    );
+    took
+}
+
 /// One node does the periodic work; when it stops, another takes over
 /// once its lease ends.
 fn leadership_moves(fleet: &mut Fleet) {
@@ -202,20 +232,23 @@ fn quorum_loss(fleet: &mut Fleet) {
         })
     });
     assert!(stale.is_some(), "the nodes never noticed etcd lost quorum");
-    let (status, body, marked) = fleet
-        .call(
-            2,
-            "POST",
-            &format!("zones/{}/custom_hostnames", fleet.zone),
-            Some(&json!({"hostname": "lost.fleet.test"})),
-        )
-        .unwrap();
-    assert_eq!(status, 503, "{body}");
-    assert!(marked, "answers say the node is stale");
-    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    // The first change after the loss: its read fails before the commit is
+    // sent, so it is refused without waiting out the 10 s budget (at the
+    // latest once the node has lost etcd for 3 s), and said not to be made.
+    let took = refused_as_not_made(fleet, 2, "lost.fleet.test");
+    println!("quorum loss: the first change answered 503 in {took:?}");
     assert!(
-        message.contains("etcd") && message.contains("not"),
-        "the 503 says etcd has not committed it: {body}"
+        took < Duration::from_secs(5),
+        "the first change after quorum loss took {took:?} to be refused; node 2's log:\n{}",
+        fleet.lab.log("gw2")
+    );
+    // Once the node has lost etcd for 3 s, a change is refused at once.
+    thread::sleep(Duration::from_secs(3));
+    let took = refused_as_not_made(fleet, 2, "lost.fleet.test");
+    println!("quorum loss: a change 3 s later answered 503 in {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "a node stale for 3 s took {took:?} to refuse a change"
     );
     let first = fleet
         .metric(3, "gateway_config_stale_seconds", &[])
@@ -361,6 +394,75 @@ fn bad_rows(fleet: &Fleet) {
     assert!(cleared.is_some(), "the error clears: {:?}", fleet.nodes(1));
 }
 
+/// A rules row that decodes but does not compile, written straight into etcd:
+/// every node keeps serving its last good revision, counts the refusal and
+/// reports the row and the compile error; once the row is mended, every node
+/// puts the mended rule in force.
+fn rules_that_do_not_compile(fleet: &Fleet) {
+    let key = "/gateway/config/settings/rules";
+    let kept_rules = fleet.lab.get_raw(key).unwrap().expect("a rules row");
+    fleet.add_host(1, "ruled.fleet.test").unwrap();
+    fleet.converged(&NODES, Duration::from_secs(10)).unwrap();
+    let refused = |k| {
+        fleet
+            .metric(k, "gateway_config_refused_total", &[])
+            .unwrap()
+    };
+    let before: Vec<f64> = NODES.iter().map(|&k| refused(k)).collect();
+    let rule = |expression: &str| {
+        json!([{"id": "hand-ruled", "description": "", "expression": expression,
+                "action": "block", "enabled": true}])
+        .to_string()
+    };
+    fleet.lab.put_raw(key, &rule("http.host eq")).unwrap();
+    let reported = until(Duration::from_secs(10), || {
+        fleet.nodes(1).is_ok_and(|n| {
+            n.len() == 3
+                && n.iter().all(|n| {
+                    n["error"].as_str().is_some_and(|e| {
+                        e.contains("\"settings/rules\"") && e.contains("rule \"hand-ruled\"")
+                    })
+                })
+        })
+    });
+    assert!(
+        reported.is_some(),
+        "every node names the row and the compile error: {:?}",
+        fleet.nodes(1)
+    );
+    for (i, k) in NODES.into_iter().enumerate() {
+        assert!(
+            refused(k) > before[i],
+            "node {k} counts the refusal in gateway_config_refused_total"
+        );
+        assert_eq!(
+            fleet.request(k, "ruled.fleet.test"),
+            200,
+            "node {k} keeps serving its last good revision (no rule)"
+        );
+    }
+    fleet
+        .lab
+        .put_raw(key, &rule("http.host eq \"ruled.fleet.test\""))
+        .unwrap();
+    fleet.converged(&NODES, Duration::from_secs(10)).unwrap();
+    for k in NODES {
+        let blocked = until(Duration::from_secs(5), || {
+            fleet.request(k, "ruled.fleet.test") == 403
+        });
+        assert!(blocked.is_some(), "node {k} puts the mended rule in force");
+        assert_eq!(fleet.request(k, "kept.fleet.test"), 200, "node {k}");
+    }
+    let cleared = until(Duration::from_secs(10), || {
+        fleet
+            .nodes(1)
+            .is_ok_and(|n| n.iter().all(|n| n["error"].is_null()))
+    });
+    assert!(cleared.is_some(), "the error clears: {:?}", fleet.nodes(1));
+    fleet.lab.put_raw(key, &kept_rules).unwrap();
+    fleet.converged(&NODES, Duration::from_secs(10)).unwrap();
+}
+
 /// Cold start with etcd down: node 2 serves from its local copy.
 fn cold_start(fleet: &mut Fleet) {
     fleet.stop_node(2).unwrap();
@@ -387,6 +489,21 @@ fn cold_start(fleet: &mut Fleet) {
         )
         .unwrap();
     assert_eq!((status, marked), (200, true), "reads work, marked stale");
+    // The node has not heard from etcd since it started (its 5 s wait for
+    // etcd included): a change right after the start is refused at once.
+    let stale = fleet
+        .metric(2, "gateway_config_stale_seconds", &[])
+        .unwrap();
+    assert!(
+        stale >= 5.0,
+        "stale since the process started, not since its wait for etcd ended: {stale} s"
+    );
+    let took = refused_as_not_made(fleet, 2, "cold.fleet.test");
+    println!("cold start without etcd: a change answered 503 in {took:?} (stale {stale} s)");
+    assert!(
+        took < Duration::from_secs(1),
+        "a node cold-started without etcd took {took:?} to refuse a change"
+    );
     for m in 1..=3 {
         fleet.lab.start_member(m).unwrap();
     }

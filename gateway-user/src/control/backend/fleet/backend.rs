@@ -7,7 +7,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use log::{info, warn};
 
-use super::{CommitError, Fleet, NodeStatus, Revisions, nodes, rows, sync};
+use super::{CommitError, Fleet, NodeStatus, Revisions, STALE_REFUSES_WRITES, nodes, rows, sync};
 use crate::{
     compiled::Compiled,
     control::{ControlError, audit, backend::store::Store, model::State},
@@ -16,9 +16,6 @@ use crate::{
 
 /// How long a start waits for etcd before it serves the local copy.
 const START_WAIT: Duration = Duration::from_secs(5);
-/// How long a node may have lost etcd before it refuses writes at once (a
-/// watch moving to another member takes well under this).
-const STALE_REFUSES_WRITES: Duration = Duration::from_secs(3);
 /// How long a change waits to be installed here after etcd committed it.
 const INSTALL_WAIT: Duration = Duration::from_secs(3);
 

@@ -43,6 +43,9 @@ pub mod sync;
 
 /// etcd refuses transactions of more operations than this (`--max-txn-ops`).
 const MAX_TXN_OPS: usize = 128;
+/// How long a node may have lost etcd before it refuses changes at once (a
+/// watch moving to another member takes well under this).
+pub const STALE_REFUSES_WRITES: Duration = Duration::from_secs(3);
 /// How long a change may wait for etcd to confirm it.
 const COMMIT_BUDGET: Duration = Duration::from_secs(10);
 /// The most record bytes one change may carry (etcd's `--max-request-bytes`
@@ -97,6 +100,16 @@ fn unknown_outcome() -> CommitError {
          again"
             .into(),
     )
+}
+
+/// The answer to a change that failed before its transaction was sent to etcd
+/// (no connection, or the read before it failed): certainly not made.
+fn not_made(e: &etcd_client::Error) -> CommitError {
+    CommitError::Unavailable(format!(
+        "etcd did not answer this node (no quorum, or no member reachable: {e}); the change \
+         was not sent to etcd, so it has not been made: nothing was changed and nothing is \
+         queued; retry it when etcd is back"
+    ))
 }
 
 /// Why a change was not committed.
@@ -261,9 +274,12 @@ impl Fleet {
         let (txn, audit_key) = self.change_txn(base, changes, entry)?;
         let deadline = Instant::now() + COMMIT_BUDGET;
         let mut backoff = etcd::Backoff::new();
+        // Whether the transaction was ever handed to etcd: until it is, a
+        // failure is certain to have changed nothing.
+        let mut sent = false;
         loop {
             let generation = self.etcd.generation();
-            match self.attempt(txn.clone()).await {
+            match self.attempt(txn.clone(), &mut sent).await {
                 Ok(r) if r.succeeded() => return Ok(r.header().map_or(0, |h| h.revision())),
                 Ok(_) => {
                     return match self.outcome(&audit_key, deadline).await {
@@ -287,9 +303,21 @@ impl Fleet {
                     );
                     self.etcd.failed(&e);
                     self.etcd.fail_over(generation).await;
+                    // A node that lost etcd for this long refuses changes at
+                    // once; one never sent need not wait out the budget.
+                    let lost = self
+                        .progress
+                        .stale_for()
+                        .is_some_and(|s| s >= STALE_REFUSES_WRITES);
+                    if !sent && (lost || Instant::now() + backoff.peek() >= deadline) {
+                        return Err(not_made(&e));
+                    }
                     if Instant::now() + backoff.peek() < deadline {
-                        backoff.wait().await;
-                        if let Ok(Some(revision)) = self.committed(&audit_key).await {
+                        tokio::select! {
+                            () = backoff.wait() => {}
+                            () = self.lost_etcd(), if !sent => return Err(not_made(&e)),
+                        }
+                        if sent && let Ok(Some(revision)) = self.committed(&audit_key).await {
                             return Ok(revision);
                         }
                         continue;
@@ -364,16 +392,45 @@ impl Fleet {
     /// One attempt at a change's transaction. A linearizable read goes
     /// first: it needs a leader heard by a quorum, so the change is not handed
     /// to a leader that lost its quorum (which would keep it, and commit it
-    /// after this node answered 503).
-    async fn attempt(&self, txn: Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
-        let mut c = self.etcd.client().await?;
+    /// after this node answered 503). `sent` is set once the transaction itself is handed to etcd.
+    async fn attempt(
+        &self,
+        txn: Txn,
+        sent: &mut bool,
+    ) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
         let guard = self.key("config", GUARD);
-        tokio::time::timeout(etcd::CALL_TIMEOUT, c.get(guard, None))
-            .await
-            .unwrap_or_else(|_| etcd::timed_out())?;
+        let read = async {
+            let mut c = self.etcd.client().await?;
+            tokio::time::timeout(etcd::CALL_TIMEOUT, c.get(guard, None))
+                .await
+                .unwrap_or_else(|_| etcd::timed_out())?;
+            Ok::<_, etcd_client::Error>(c)
+        };
+        // Nothing is sent yet: a node that loses etcd meanwhile stops waiting.
+        let mut c = tokio::select! {
+            c = read => c?,
+            () = self.lost_etcd() => {
+                return Err(etcd_client::Error::EndpointError(format!(
+                    "this node has not heard from etcd for {} s",
+                    STALE_REFUSES_WRITES.as_secs()
+                )));
+            }
+        };
+        *sent = true;
         tokio::time::timeout(etcd::CALL_TIMEOUT, c.txn(txn))
             .await
             .unwrap_or_else(|_| etcd::timed_out())
+    }
+
+    /// Resolves once this node has not heard from etcd for [`STALE_REFUSES_WRITES`].
+    async fn lost_etcd(&self) {
+        while self
+            .progress
+            .stale_for()
+            .is_none_or(|s| s < STALE_REFUSES_WRITES)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The revision an audit row was committed at, if it was.

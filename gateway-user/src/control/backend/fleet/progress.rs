@@ -73,7 +73,10 @@ impl Progress {
         }
         Ok(Progress {
             applied: tokio::sync::watch::Sender::new(0),
-            stale_since: Mutex::new(None),
+            // Made at the process's start: it has not heard from etcd since,
+            // so a start that waits for etcd in vain is stale from the first
+            // moment, not from when the wait ends.
+            stale_since: Mutex::new(Some(Instant::now())),
             last_error: Mutex::new(None),
             leader: AtomicBool::new(false),
             lease: Default::default(),
@@ -175,4 +178,23 @@ impl Progress {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_stale_from_its_start_until_it_hears_from_etcd() {
+        let progress = Progress::new(&Registry::new()).unwrap();
+        assert!(progress.stale_for().is_some(), "stale before etcd answered");
+        std::thread::sleep(Duration::from_millis(20));
+        progress.set_stale(true);
+        assert!(
+            progress.stale_for().unwrap() >= Duration::from_millis(20),
+            "marking it stale again keeps the clock of its start"
+        );
+        progress.set_stale(false);
+        assert_eq!(progress.stale_for(), None);
+    }
 }

@@ -33,6 +33,8 @@ pub trait Installer: Send + Sync + 'static {
 /// later revision mends or removes them.
 pub struct Follower {
     desired: State,
+    /// The state last installed: what a refused revision's rows are told from.
+    installed: State,
     broken: BTreeMap<String, String>,
     /// The revision the watch has delivered everything up to.
     seen: i64,
@@ -56,6 +58,7 @@ impl Follower {
     /// Starts from the state installed, everything up to revision `seen` known.
     pub fn new(state: State, seen: i64) -> Follower {
         Follower {
+            installed: state.clone(),
             desired: state,
             broken: BTreeMap::new(),
             seen,
@@ -160,6 +163,14 @@ impl Follower {
                 return lost(format!("cancelled: {}", message.cancel_reason()), delivered);
             }
             if message.created() {
+                // A member without a leader creates watches too (and cancels
+                // them seconds later): a stale node is back only once a read
+                // that needs etcd's quorum answers.
+                if fleet.progress.stale_for().is_some()
+                    && let Err(e) = quorum_read(fleet).await
+                {
+                    return lost(format!("no quorum behind the watch: {e}"), false);
+                }
                 if fleet.progress.stale_for().is_some() {
                     fleet.progress.reconnects.inc();
                     log::info!("etcd watch resumed from revision {}", self.seen + 1);
@@ -243,8 +254,25 @@ impl Follower {
             );
             return;
         }
-        if let Err(e) = installer.install(self.desired.clone(), revision).await {
-            fleet.progress.refuse(revision, format!("{e:#}"));
+        match installer.install(self.desired.clone(), revision).await {
+            Ok(()) => self.installed = self.desired.clone(),
+            Err(e) => {
+                let rows = rows::changes(Some(&self.installed), &self.desired, &fleet.ring)
+                    .map(|changed| {
+                        let keys: Vec<String> =
+                            changed.into_iter().map(|(k, _)| format!("{k:?}")).collect();
+                        keys.join(", ")
+                    })
+                    .unwrap_or_else(|e| format!("unknown ({e:#})"));
+                fleet.progress.refuse(
+                    revision,
+                    format!(
+                        "it does not compile: {e:#}; the rows it changes since revision {} \
+                         ({rows}) must be mended or removed",
+                        fleet.progress.applied()
+                    ),
+                );
+            }
         }
     }
 
@@ -260,6 +288,7 @@ impl Follower {
             !fresh.desired.meta.zone_id.is_empty(),
             "the prefix holds no configuration (its settings rows are missing)"
         );
+        fresh.installed = std::mem::replace(&mut self.installed, State::empty_tables());
         *self = fresh;
         fleet.progress.set_stale(false);
         // The newest row's revision misses a row deleted since (by hand:
@@ -269,6 +298,17 @@ impl Follower {
         self.settle(fleet, installer, revision).await;
         Ok(())
     }
+}
+
+/// A linearizable read of the guard row: it answers only while etcd has a
+/// leader heard by a quorum.
+async fn quorum_read(fleet: &Fleet) -> Result<(), etcd_client::Error> {
+    let mut c = fleet.etcd.client().await?;
+    let guard = fleet.key("config", rows::GUARD);
+    tokio::time::timeout(super::etcd::CALL_TIMEOUT, c.get(guard, None))
+        .await
+        .unwrap_or_else(|_| super::etcd::timed_out())?;
+    Ok(())
 }
 
 /// Reads the configuration at one revision, for a start: the state (none: the

@@ -91,6 +91,11 @@ fn a_tls_handshake_completes_through_cookies_and_a_refused_hello_never_reaches_t
     // Native XDP on veth sends XDP_TX frames to the peer only through its NAPI (GRO on).
     gateway_tests::lab::run(lab.in_client("ethtool").args(["-K", IFACE, "gro", "on"]))
         .expect("GRO on the client's veth");
+    if std::env::var_os("SYNCOOKIE_LAB_TCPDUMP").is_some() {
+        let mut dump = lab.in_client("tcpdump");
+        dump.args(["-nn", "-vv", "-i", IFACE, "tcp"]);
+        lab.spawn("tcpdump", dump).expect("tcpdump");
+    }
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let (ask_tx, ask_rx) = mpsc::channel::<Ask>();
     std::thread::scope(|scope| {
@@ -98,7 +103,7 @@ fn a_tls_handshake_completes_through_cookies_and_a_refused_hello_never_reaches_t
         scope.spawn(move || {
             let held = lab_ref.in_server_thread(move || {
                 let loaded = Syncookies::load(443).and_then(|mut cookies| {
-                    cookies.attach(IFACE, XdpMode::Driver)?;
+                    cookies.attach(IFACE, XdpMode::Skb)?;
                     Ok(cookies)
                 });
                 let cookies = match loaded {

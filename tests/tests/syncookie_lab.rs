@@ -51,6 +51,16 @@ fn the_kfunc_program_passes_the_verifier_and_attaches() {
     assert_eq!(counters, [0; STAT_COUNT as usize], "no traffic yet");
 }
 
+/// Generic XDP unless `SYNCOOKIE_LAB_NATIVE` is set: native XDP_TX on a veth
+/// reaches the peer only when the peer runs NAPI (see the test's GRO step).
+fn xdp_mode() -> XdpMode {
+    if std::env::var_os("SYNCOOKIE_LAB_NATIVE").is_some() {
+        XdpMode::Driver
+    } else {
+        XdpMode::Skb
+    }
+}
+
 /// What the thread holding the programs in the server namespace is asked.
 enum Ask {
     Counters(mpsc::Sender<Result<Counters, String>>),
@@ -91,11 +101,12 @@ fn a_tls_handshake_completes_through_cookies_and_a_refused_hello_never_reaches_t
     // Native XDP on veth sends XDP_TX frames to the peer only through its NAPI (GRO on).
     gateway_tests::lab::run(lab.in_client("ethtool").args(["-K", IFACE, "gro", "on"]))
         .expect("GRO on the client's veth");
-    if std::env::var_os("SYNCOOKIE_LAB_TCPDUMP").is_some() {
+    if std::env::var_os("SYNCOOKIE_LAB_DEBUG").is_some() {
         let mut dump = lab.in_client("tcpdump");
         dump.args(["-nn", "-vv", "-i", IFACE, "tcp"]);
         lab.spawn("tcpdump", dump).expect("tcpdump");
     }
+    let mode = xdp_mode();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let (ask_tx, ask_rx) = mpsc::channel::<Ask>();
     std::thread::scope(|scope| {
@@ -103,7 +114,7 @@ fn a_tls_handshake_completes_through_cookies_and_a_refused_hello_never_reaches_t
         scope.spawn(move || {
             let held = lab_ref.in_server_thread(move || {
                 let loaded = Syncookies::load(443).and_then(|mut cookies| {
-                    cookies.attach(IFACE, XdpMode::Skb)?;
+                    cookies.attach(IFACE, mode)?;
                     Ok(cookies)
                 });
                 let cookies = match loaded {
@@ -136,6 +147,13 @@ fn a_tls_handshake_completes_through_cookies_and_a_refused_hello_never_reaches_t
         let started = Instant::now();
         let modern = lab.s_client(SERVER_V4, "lab.test", &["-tls1_2"]);
         let after_modern = counters();
+        if std::env::var_os("SYNCOOKIE_LAB_DEBUG").is_some() {
+            for cmd in [lab.in_server("ethtool"), lab.in_client("ethtool")] {
+                let mut cmd = cmd;
+                let out = cmd.args(["-S", IFACE]).output().expect("ethtool -S");
+                println!("{}", String::from_utf8_lossy(&out.stdout));
+            }
+        }
         let opens_after_modern = passive_opens(&lab);
         println!(
             "TLS 1.2 through cookies: ok={} in {:?}; {}",
@@ -172,6 +190,11 @@ fn a_tls_handshake_completes_through_cookies_and_a_refused_hello_never_reaches_t
         let opens_after_old = passive_opens(&lab);
         println!("TLS 1.0: ok={}; {}", old.ok, show(&after_old));
         assert!(!old.ok, "TLS 1.0 handshake should fail:\n{}", old.output);
+        assert!(
+            old.output.contains("errno=104"),
+            "the client should see a reset (ECONNRESET):\n{}",
+            old.output
+        );
         assert_eq!(
             after_old[STAT_HELLO_REFUSED as usize],
             after_modern[STAT_HELLO_REFUSED as usize] + 1,

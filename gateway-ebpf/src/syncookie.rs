@@ -36,11 +36,13 @@ fn config(index: u32) -> u64 {
     SYNCOOKIE_CONFIG.get(index).copied().unwrap_or(0)
 }
 
-/// The settings, or `None` while no port is configured (everything passes).
+/// The settings for a segment to `dport`, or `None` unless that is the
+/// guarded port (none while userspace has set none): the clock and the key
+/// are read only for segments to the guarded port.
 #[inline(always)]
-pub fn settings() -> Option<Settings> {
+pub fn settings(dport: u16) -> Option<Settings> {
     let port = config(CONFIG_PORT) as u16;
-    if port == 0 {
+    if port == 0 || port != dport {
         return None;
     }
     // SAFETY: a helper without arguments.

@@ -62,9 +62,9 @@ pub fn syncookie_tc(ctx: TcContext) -> i32 {
     TC_ACT_OK
 }
 
-/// The IPv4 and TCP headers of a non-SYN data segment to the guarded port.
+/// The IPv4 and TCP headers of a non-SYN data segment.
 #[inline(always)]
-fn data_segment(ctx: &TcContext, port: u16) -> Option<([u8; 20], [u8; 20])> {
+fn data_segment(ctx: &TcContext) -> Option<([u8; 20], [u8; 20])> {
     let proto = u16::from_be(ctx.load::<u16>(12).ok()?);
     if proto != ETH_P_IPV4 {
         return None;
@@ -75,9 +75,6 @@ fn data_segment(ctx: &TcContext, port: u16) -> Option<([u8; 20], [u8; 20])> {
         return None;
     }
     let tcp = ctx.load::<[u8; 20]>(ETH_HDR_LEN + 20).ok()?;
-    if u16::from_be_bytes([tcp[2], tcp[3]]) != port {
-        return None;
-    }
     if tcp[13] & (TCP_SYN | TCP_RST | TCP_FIN | TCP_ACK) != TCP_ACK {
         return None;
     }
@@ -91,8 +88,8 @@ fn data_segment(ctx: &TcContext, port: u16) -> Option<([u8; 20], [u8; 20])> {
 
 #[inline(always)]
 fn hand_over(ctx: &TcContext) -> Option<()> {
-    let settings = settings()?;
-    let (ip, tcp) = data_segment(ctx, settings.port)?;
+    let (ip, tcp) = data_segment(ctx)?;
+    let settings = settings(u16::from_be_bytes([tcp[2], tcp[3]]))?;
     let flow = handshake(&ip, &tcp, 1);
     let cookie = ack_number(&tcp).wrapping_sub(1);
     let mss = check(settings.key, &flow, settings.slot, cookie)?;

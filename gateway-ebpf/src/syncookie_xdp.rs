@@ -49,10 +49,10 @@ pub fn syncookie_xdp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn decide(ctx: &XdpContext) -> Option<u32> {
     let seg = packet::parse_segment(ctx).ok()?;
-    let settings = settings()?;
-    if seg.ipv6 || seg.dport != settings.port || seg.tcp_off != seg.l3_off + IPV4_HDR_LEN {
+    if seg.ipv6 || seg.tcp_off != seg.l3_off + IPV4_HDR_LEN {
         return None;
     }
+    let settings = settings(seg.dport)?;
     let flags = seg.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN);
     if flags == TCP_SYN {
         return Some(answer_syn(ctx, &seg, &settings));

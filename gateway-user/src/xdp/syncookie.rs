@@ -16,7 +16,7 @@ pub use aya::programs::XdpMode;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray},
-    programs::{SchedClassifier, TcAttachType, Xdp, tc},
+    programs::{SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, tc},
 };
 use aya_obj::btf::BtfKind;
 use gateway_common::syncookie::{
@@ -167,6 +167,22 @@ impl Syncookies {
         xdp.attach(interface, mode)
             .map_err(program_error(programs::XDP))?;
         Ok(())
+    }
+
+    /// Runs `frame` through the XDP program `repeat` times (BPF_PROG_TEST_RUN):
+    /// its action and the average nanoseconds per run, as the kernel measures.
+    pub fn time_xdp(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, u128), SyncookieError> {
+        let xdp: &mut Xdp = program(&mut self.ebpf, programs::XDP)?;
+        let mut output = vec![0u8; frame.len() + 256];
+        let result = xdp
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut output),
+                repeat,
+                ..Default::default()
+            })
+            .map_err(program_error(programs::XDP))?;
+        Ok((result.return_value, result.duration.as_nanos()))
     }
 
     /// The counters, summed over CPUs, indexed by `gateway_common::syncookie::STAT_*`.

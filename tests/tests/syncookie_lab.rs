@@ -337,3 +337,30 @@ fn cookies_with_generic_xdp() {
 fn cookies_with_native_xdp() {
     cookies_in_a_lab(XdpMode::Driver);
 }
+
+/// The kernel takes a connection built by `bpf_sk_assign_tcp_reqsk` only
+/// through its cookie path, which `net.ipv4.tcp_syncookies = 0` closes: the
+/// kfunc succeeds, and the kernel then drops the segment. The loader must
+/// check (or set) the sysctl in the gateway's namespace.
+#[test]
+fn the_kernel_needs_tcp_syncookies_on() {
+    if !kfunc_available() {
+        return;
+    }
+    let mut lab = Lab::create().expect("lab");
+    let (cert, key) = lab.self_signed(&["lab.test"]).expect("certificate");
+    lab.start_tls_server(&cert, &key).expect("TLS server");
+    gateway_tests::lab::run(
+        lab.in_server("sysctl")
+            .args(["-w", "net.ipv4.tcp_syncookies=0"]),
+    )
+    .expect("sysctl");
+    std::thread::scope(|scope| {
+        let held = hold_programs(scope, &lab, XdpMode::Skb);
+        let run = lab.s_client(SERVER_V4, "lab.test", &["-tls1_2"]);
+        let after = held.counters();
+        println!("tcp_syncookies=0: ok={}; {}", run.ok, show(&after));
+        assert!(!run.ok, "TLS 1.2 completed with tcp_syncookies=0");
+        assert!(after[STAT_TC_ASSIGNED as usize] >= 1, "{}", show(&after));
+    });
+}

@@ -50,6 +50,7 @@ fn the_kfunc_program_passes_the_verifier_and_attaches() {
     let attached = lab
         .in_server_thread(|| -> Result<Counters, SyncookieError> {
             let mut cookies = Syncookies::load(443)?;
+            println!("verified: {:?}", cookies.verified_instructions());
             cookies.attach(IFACE, XdpMode::Skb)?;
             cookies.counters()
         })

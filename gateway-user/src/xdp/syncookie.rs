@@ -169,6 +169,20 @@ impl Syncookies {
         Ok(())
     }
 
+    /// How many instructions the verifier processed for each program (`None`
+    /// when the kernel does not say).
+    pub fn verified_instructions(&mut self) -> [(&'static str, Option<u32>); 2] {
+        let xdp = program::<Xdp>(&mut self.ebpf, programs::XDP)
+            .ok()
+            .and_then(|p| p.info().ok())
+            .and_then(|i| i.verified_instruction_count());
+        let tc = program::<SchedClassifier>(&mut self.ebpf, programs::TC)
+            .ok()
+            .and_then(|p| p.info().ok())
+            .and_then(|i| i.verified_instruction_count());
+        [(programs::XDP, xdp), (programs::TC, tc)]
+    }
+
     /// Runs `frame` through the XDP program `repeat` times (BPF_PROG_TEST_RUN):
     /// its action and the average nanoseconds per run, as the kernel measures.
     pub fn time_xdp(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, u128), SyncookieError> {

@@ -15,7 +15,7 @@ use gateway::{
     config::AttachMode,
     xdp::{
         ProgramLog, XdpFilter,
-        syncookie::{SyncookieError, Syncookies, XdpMode, kfunc_btf_id},
+        syncookie::{SyncookieError, Syncookies, XdpMode, kfunc_btf_id, tcp_syncookies_enabled},
     },
 };
 use gateway_common::syncookie::{
@@ -376,6 +376,11 @@ fn the_kernel_needs_tcp_syncookies_on() {
             .args(["-w", "net.ipv4.tcp_syncookies=0"]),
     )
     .expect("sysctl");
+    let seen = lab
+        .in_server_thread(tcp_syncookies_enabled)
+        .expect("server thread")
+        .expect("read the sysctl");
+    assert!(!seen, "tcp_syncookies_enabled() should see the 0");
     std::thread::scope(|scope| {
         let held = hold_programs(scope, &lab, XdpMode::Skb);
         let run = lab.s_client(SERVER_V4, "lab.test", &["-tls1_2"]);

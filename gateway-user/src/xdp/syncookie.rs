@@ -66,6 +66,15 @@ pub fn kfunc_btf_id() -> Result<u32, SyncookieError> {
         .map_err(|_| SyncookieError::KfuncMissing)
 }
 
+/// Whether `net.ipv4.tcp_syncookies` is on in the calling thread's network
+/// namespace: the kernel takes a connection built by the kfunc only through its
+/// cookie path, which 0 closes (the client is then reset). Not yet enforced by
+/// [`Syncookies::attach`]: the lab test shows the failure it prevents.
+pub fn tcp_syncookies_enabled() -> std::io::Result<bool> {
+    let value = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_syncookies")?;
+    Ok(value.trim() != "0")
+}
+
 /// The placeholder kfunc call instruction as it sits in the object (little endian).
 fn placeholder_instruction() -> [u8; 8] {
     let mut insn = [0x85, 0x20, 0, 0, 0, 0, 0, 0];

@@ -25,8 +25,6 @@ pub(crate) static SYNCOOKIE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entr
 pub struct Settings {
     /// The SipHash key.
     pub key: [u64; 2],
-    /// The guarded port, host byte order.
-    pub port: u16,
     /// The current time slot.
     pub slot: u64,
 }
@@ -49,7 +47,6 @@ pub fn settings(dport: u16) -> Option<Settings> {
     let now = unsafe { bpf_ktime_get_ns() };
     Some(Settings {
         key: [config(CONFIG_KEY0), config(CONFIG_KEY1)],
-        port,
         slot: time_slot(now),
     })
 }

@@ -8,6 +8,7 @@
 pub mod flow;
 pub mod sni;
 pub mod stats;
+pub mod syncookie;
 pub mod version;
 
 pub use flow::{FlowAnchor, HelloFlow};

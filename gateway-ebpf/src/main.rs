@@ -22,6 +22,9 @@ mod packet;
 mod policy;
 mod staged;
 mod stream;
+mod syncookie;
+mod syncookie_tc;
+mod syncookie_xdp;
 
 use aya_ebpf::{
     bindings::xdp_action, helpers::generated::bpf_xdp_load_bytes, macros::xdp, programs::XdpContext,

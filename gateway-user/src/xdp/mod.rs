@@ -4,6 +4,7 @@
 pub mod change;
 mod policy;
 mod stats;
+pub mod syncookie;
 mod test_run;
 
 use std::sync::Arc;
@@ -25,7 +26,8 @@ pub use test_run::{FrameRunner, FrameVerdict, HelloSeen, XDP_DROP, XDP_PASS};
 use crate::config::{AttachMode, XdpSection};
 
 /// The compiled XDP object, built by `build.rs` from `gateway-ebpf`.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf.o"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway-ebpf.o"));
 
 /// How the program ended up attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -22,7 +22,7 @@ pub(crate) static SYNCOOKIE_CONFIG: Array<u64> = Array::with_max_entries(CONFIG_
 pub(crate) static SYNCOOKIE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 
 /// What the programs need from `SYNCOOKIE_CONFIG`, read once per segment.
-pub struct Settings {
+pub(crate) struct Settings {
     /// The SipHash key.
     pub key: [u64; 2],
     /// The current time slot.
@@ -38,7 +38,7 @@ fn config(index: u32) -> u64 {
 /// guarded port (none while userspace has set none): the clock and the key
 /// are read only for segments to the guarded port.
 #[inline(always)]
-pub fn settings(dport: u16) -> Option<Settings> {
+pub(crate) fn settings(dport: u16) -> Option<Settings> {
     let port = config(CONFIG_PORT) as u16;
     if port == 0 || port != dport {
         return None;
@@ -53,7 +53,7 @@ pub fn settings(dport: u16) -> Option<Settings> {
 
 /// Bumps a counter.
 #[inline(always)]
-pub fn count(stat: u32) {
+pub(crate) fn count(stat: u32) {
     if let Some(slot) = SYNCOOKIE_STATS.get_ptr_mut(stat) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
         unsafe { *slot += 1 };
@@ -64,7 +64,7 @@ pub fn count(stat: u32) {
 /// identify; `client_isn` is the sequence number minus `isn_offset` (0 for a
 /// SYN, 1 for the segments after it).
 #[inline(always)]
-pub fn handshake(ip: &[u8; 20], tcp: &[u8; 20], isn_offset: u32) -> Handshake {
+pub(crate) fn handshake(ip: &[u8; 20], tcp: &[u8; 20], isn_offset: u32) -> Handshake {
     let saddr = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]) as u64;
     let daddr = u32::from_ne_bytes([ip[16], ip[17], ip[18], ip[19]]) as u64;
     let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
@@ -77,6 +77,6 @@ pub fn handshake(ip: &[u8; 20], tcp: &[u8; 20], isn_offset: u32) -> Handshake {
 
 /// The acknowledgment number of a TCP header, host order.
 #[inline(always)]
-pub fn ack_number(tcp: &[u8; 20]) -> u32 {
+pub(crate) fn ack_number(tcp: &[u8; 20]) -> u32 {
     u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]])
 }

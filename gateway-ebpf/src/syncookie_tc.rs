@@ -10,7 +10,7 @@
 
 use aya_ebpf::{
     bindings::{
-        TC_ACT_OK, __sk_buff, bpf_sock_tuple,
+        __sk_buff, TC_ACT_OK, bpf_sock_tuple,
         bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 as Ipv4Tuple, tcp_sock,
     },
     helpers::generated::{bpf_sk_release, bpf_skc_lookup_tcp, bpf_skc_to_tcp_sock},
@@ -57,7 +57,7 @@ const KFUNC_CALL_INSN: u64 = 0x85 | (0x20 << 8) | ((KFUNC_PLACEHOLDER as u64) <<
 
 /// Hands the connection of a segment with a valid cookie to the kernel.
 #[classifier]
-pub fn syncookie_tc(ctx: TcContext) -> i32 {
+pub(crate) fn syncookie_tc(ctx: TcContext) -> i32 {
     hand_over(&ctx);
     TC_ACT_OK
 }

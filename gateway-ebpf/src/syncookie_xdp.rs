@@ -42,7 +42,7 @@ const TLS12: u16 = 0x0303;
 
 /// Answers SYNs, drops handshake ACKs, refuses or passes first data.
 #[xdp]
-pub fn syncookie_xdp(ctx: XdpContext) -> u32 {
+pub(crate) fn syncookie_xdp(ctx: XdpContext) -> u32 {
     decide(&ctx).unwrap_or(xdp_action::XDP_PASS)
 }
 
@@ -144,7 +144,11 @@ fn answer_syn(ctx: &XdpContext, seg: &Segment, settings: &Settings) -> u32 {
 /// What to send back.
 enum Reply {
     /// The handshake's second step, with the cookie as sequence number.
-    SynAck { cookie: u32, mss: u16, with_mss: bool },
+    SynAck {
+        cookie: u32,
+        mss: u16,
+        with_mss: bool,
+    },
     /// A reset at the sequence number the client expects.
     Reset,
 }

@@ -338,8 +338,9 @@ fn a_cpu_budget_holds_a_busy_thread_to_its_share() {
         while start.elapsed() < Duration::from_secs(1) {
             std::hint::black_box(0u64);
         }
-        // SAFETY: getrusage on a zeroed struct owned here.
+        // SAFETY: rusage is plain integers; all zeroes is a valid value.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage writes into the struct owned here.
         unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
         let spent = usage.ru_utime.tv_sec as f64
             + usage.ru_utime.tv_usec as f64 / 1e6

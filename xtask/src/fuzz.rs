@@ -27,11 +27,11 @@ struct Run {
 }
 
 /// Seconds per target of the short runs `cargo xtask test` makes.
-pub const SMOKE_SECONDS: u64 = 20;
+pub(crate) const SMOKE_SECONDS: u64 = 20;
 
 /// Runs `target` (or every target) for `seconds` each, or until `runs`
 /// executions, then prints a table.
-pub fn fuzz(
+pub(crate) fn fuzz(
     root: &Path,
     target: Option<&str>,
     seconds: u64,

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use http::Method;
 use serde_json::{Value, json};
 
-pub use super::admin_args::*;
+pub(super) use super::admin_args::*;
 use super::api_client::{Api, ApiArgs, Shape, print, text};
 use crate::tls_version::TlsVersion;
 
@@ -17,7 +17,7 @@ fn read(path: &PathBuf) -> anyhow::Result<String> {
 }
 
 /// Runs an admin command.
-pub fn run(args: &ApiArgs, command: AdminCommand) -> anyhow::Result<()> {
+pub(super) fn run(args: &ApiArgs, command: AdminCommand) -> anyhow::Result<()> {
     let api = Api::new(args)?;
     let (result, shape) = match command {
         AdminCommand::Zone { command } => zone(&api, command)?,
@@ -50,7 +50,7 @@ pub fn run(args: &ApiArgs, command: AdminCommand) -> anyhow::Result<()> {
 }
 
 /// Runs a `gateway rules` command that goes through the API.
-pub fn run_rules(args: &ApiArgs, command: RulesApi) -> anyhow::Result<()> {
+pub(super) fn run_rules(args: &ApiArgs, command: RulesApi) -> anyhow::Result<()> {
     let api = Api::new(args)?;
     let base = api.zone_path("rulesets/phases/http_request_firewall_custom/entrypoint")?;
     let result = match command {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 /// Commands that talk to the admin API.
 #[derive(Subcommand)]
-pub enum AdminCommand {
+pub(super) enum AdminCommand {
     /// The zone's TLS settings.
     Zone {
         #[command(subcommand)]
@@ -58,7 +58,7 @@ pub enum AdminCommand {
 
 /// `gateway fleet`.
 #[derive(Subcommand)]
-pub enum FleetCommand {
+pub(super) enum FleetCommand {
     /// Each node, the configuration revision it runs, its lag behind the
     /// newest revision and why it refused one, if it did.
     Status,
@@ -66,7 +66,7 @@ pub enum FleetCommand {
 
 /// `gateway token`.
 #[derive(Subcommand)]
-pub enum TokenCommand {
+pub(super) enum TokenCommand {
     /// Make a token (its secret is shown once).
     Create {
         /// A name for people.
@@ -91,7 +91,7 @@ pub enum TokenCommand {
 
 /// `gateway zone`.
 #[derive(Subcommand)]
-pub enum ZoneCommand {
+pub(super) enum ZoneCommand {
     /// Show the zone and its settings.
     Show,
     /// Change the zone's minimum TLS version and/or ciphers.
@@ -107,7 +107,7 @@ pub enum ZoneCommand {
 
 /// Settings shared by `hostname add` and `hostname edit`.
 #[derive(Args)]
-pub struct HostnameSettings {
+pub(super) struct HostnameSettings {
     /// Its own minimum TLS version (1.0 to 1.3; "zone" for the zone's).
     #[arg(long)]
     pub(super) min_tls: Option<String>,
@@ -136,7 +136,7 @@ pub struct HostnameSettings {
 
 /// `gateway hostname`.
 #[derive(Subcommand)]
-pub enum HostnameCommand {
+pub(super) enum HostnameCommand {
     /// List hostnames.
     List,
     /// Show one hostname (by name or id).
@@ -159,7 +159,7 @@ pub enum HostnameCommand {
 
 /// `gateway ca`.
 #[derive(Subcommand)]
-pub enum CaCommand {
+pub(super) enum CaCommand {
     /// Upload a bring-your-own CA (PEM); at most 5.
     Upload {
         file: PathBuf,
@@ -205,7 +205,7 @@ pub enum CaCommand {
 
 /// `gateway cert`.
 #[derive(Subcommand)]
-pub enum CertCommand {
+pub(super) enum CertCommand {
     /// Issue a client certificate from a CSR, or with a new key (--cn).
     Issue {
         /// A PEM certificate request.
@@ -237,7 +237,7 @@ pub enum CertCommand {
 
 /// `gateway rules` commands that go through the API.
 #[derive(Subcommand)]
-pub enum RulesApi {
+pub(super) enum RulesApi {
     /// List the zone's rules in order.
     List,
     /// Add a rule (at the end unless placed).
@@ -280,7 +280,7 @@ pub enum RulesApi {
 
 /// Where a rule goes.
 #[derive(Args)]
-pub struct PositionArgs {
+pub(super) struct PositionArgs {
     /// Before the rule with this id.
     #[arg(long, conflicts_with_all = ["after", "index"])]
     pub(super) before: Option<String>,
@@ -294,7 +294,7 @@ pub struct PositionArgs {
 
 impl PositionArgs {
     /// The API's `position` object, if a place was given.
-    pub fn json(&self) -> Option<Value> {
+    pub(super) fn json(&self) -> Option<Value> {
         match (&self.before, &self.after, self.index) {
             (Some(b), _, _) => Some(json!({"before": b})),
             (_, Some(a), _) => Some(json!({"after": a})),

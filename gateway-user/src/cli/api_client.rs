@@ -12,7 +12,7 @@ use crate::http_client;
 
 /// Where the admin API is and how to call it.
 #[derive(Args)]
-pub struct ApiArgs {
+pub(super) struct ApiArgs {
     /// The admin API's address.
     #[arg(
         long,

@@ -8,7 +8,7 @@ use crate::control::backend::fleet::{FleetOptions, etcd::EtcdOptions};
 
 /// Fleet mode: many gateways share one configuration in etcd.
 #[derive(clap::Args, Debug)]
-pub struct FleetArgs {
+pub(super) struct FleetArgs {
     /// Fleet mode: etcd's client URLs (comma-separated) become the store, shared by every
     /// gateway given the same URLs and prefix; DATA_DIR keeps a local copy.
     #[arg(
@@ -42,7 +42,7 @@ pub struct FleetArgs {
 
 impl FleetArgs {
     /// The fleet options, if `--etcd` was given.
-    pub fn options(self) -> anyhow::Result<Option<FleetOptions>> {
+    pub(super) fn options(self) -> anyhow::Result<Option<FleetOptions>> {
         if self.etcd.is_empty() {
             return Ok(None);
         }

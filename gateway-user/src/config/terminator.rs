@@ -45,22 +45,22 @@ impl Default for TerminatorSection {
 }
 
 mod defaults {
-    pub fn handshake_timeout_ms() -> u64 {
+    pub(super) fn handshake_timeout_ms() -> u64 {
         10_000
     }
-    pub fn header_timeout_ms() -> u64 {
+    pub(super) fn header_timeout_ms() -> u64 {
         10_000
     }
-    pub fn origin_timeout_ms() -> u64 {
+    pub(super) fn origin_timeout_ms() -> u64 {
         30_000
     }
-    pub fn max_connections() -> usize {
+    pub(super) fn max_connections() -> usize {
         10_000
     }
-    pub fn max_handshakes() -> usize {
+    pub(super) fn max_handshakes() -> usize {
         512
     }
-    pub fn max_requests_per_connection() -> u64 {
+    pub(super) fn max_requests_per_connection() -> u64 {
         10_000
     }
 }

@@ -3,21 +3,21 @@
 use gateway_common::version;
 
 /// Extension type numbers used here.
-pub mod ext_type {
+pub(super) mod ext_type {
     /// server_name (RFC 6066)
-    pub const SERVER_NAME: u16 = 0;
+    pub(crate) const SERVER_NAME: u16 = 0;
     /// supported_groups
-    pub const SUPPORTED_GROUPS: u16 = 10;
+    pub(crate) const SUPPORTED_GROUPS: u16 = 10;
     /// signature_algorithms
-    pub const SIGNATURE_ALGORITHMS: u16 = 13;
+    pub(crate) const SIGNATURE_ALGORITHMS: u16 = 13;
     /// ALPN
-    pub const ALPN: u16 = 16;
+    pub(crate) const ALPN: u16 = 16;
     /// padding (RFC 7685)
-    pub const PADDING: u16 = 21;
+    pub(crate) const PADDING: u16 = 21;
     /// supported_versions (RFC 8446)
-    pub const SUPPORTED_VERSIONS: u16 = 43;
+    pub(crate) const SUPPORTED_VERSIONS: u16 = 43;
     /// key_share (RFC 8446)
-    pub const KEY_SHARE: u16 = 51;
+    pub(crate) const KEY_SHARE: u16 = 51;
 }
 
 /// One extension of a ClientHello.

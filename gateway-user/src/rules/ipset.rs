@@ -24,7 +24,7 @@ fn merge<T: Copy + Ord + num_like::Successor>(mut ranges: Vec<(T, T)>) -> Vec<(T
 
 mod num_like {
     /// The next value, saturating.
-    pub trait Successor {
+    pub(super) trait Successor {
         fn successor(self) -> Self;
     }
     impl Successor for u32 {

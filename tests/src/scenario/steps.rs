@@ -21,10 +21,10 @@ use crate::{
 /// Flood connections open at once at most: a hello refused in XDP ends its
 /// connection only at the client's first retransmission (~200 ms later), so
 /// 16,000/s keeps about 3,200 open.
-pub const FLOOD_IN_FLIGHT: usize = 8192;
+pub(super) const FLOOD_IN_FLIGHT: usize = 8192;
 
 /// What a step needs besides its server, kind and rate.
-pub struct Bench<'a> {
+pub(super) struct Bench<'a> {
     /// The lab.
     pub lab: &'a Lab,
     /// The certificates.
@@ -96,7 +96,7 @@ impl Bench<'_> {
 
     /// One step: the legitimate load against `server` (none at concurrency 0)
     /// with a flood of `kind` at `rate` beside it (none at 0).
-    pub fn measure(
+    pub(super) fn measure(
         &self,
         server: Server,
         kind: FloodKind,

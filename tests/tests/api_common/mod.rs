@@ -3,14 +3,14 @@
 // Each test file uses part of this.
 #![allow(dead_code, unused_imports)]
 
-pub use std::{
+pub(crate) use std::{
     fs,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Command,
 };
 
-pub use boring::{
+pub(crate) use boring::{
     asn1::Asn1Time,
     bn::BigNum,
     ec::{EcGroup, EcKey},
@@ -22,19 +22,19 @@ pub use boring::{
         extension::{BasicConstraints, SubjectAlternativeName},
     },
 };
-pub use gateway_tests::{
+pub(crate) use gateway_tests::{
     control::StoreGateway,
     lab::run,
     local::{Background, TempDir, curl, free_port},
     pki::{TestCa, new_p256_request, server_cert},
 };
-pub use serde_json::{Value, json};
+pub(crate) use serde_json::{Value, json};
 
-pub const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
+pub(crate) const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
 
 /// A gateway on a fresh store, with its ids. The gateway stops before the
 /// directory is removed (fields drop in order).
-pub struct Setup {
+pub(crate) struct Setup {
     pub gw: StoreGateway,
     pub zone: String,
     pub account: String,
@@ -42,7 +42,7 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn start(test: &str) -> Setup {
+    pub(crate) fn start(test: &str) -> Setup {
         let dir = TempDir::new(test);
         let gw = StoreGateway::start(Path::new(GATEWAY), &dir.0.join("data"), None, &[]);
         let (zone, account) = (gw.zone(), gw.account());
@@ -55,12 +55,12 @@ impl Setup {
     }
 
     /// A path under the zone.
-    pub fn zone_path(&self, rest: &str) -> String {
+    pub(crate) fn zone_path(&self, rest: &str) -> String {
         format!("zones/{}/{rest}", self.zone)
     }
 
     /// A path under the account's mTLS certificates.
-    pub fn cas_path(&self, rest: &str) -> String {
+    pub(crate) fn cas_path(&self, rest: &str) -> String {
         let base = format!("accounts/{}/mtls_certificates", self.account);
         if rest.is_empty() {
             base
@@ -70,25 +70,25 @@ impl Setup {
     }
 
     /// A file in the scratch directory.
-    pub fn file(&self, name: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.dir.0.join(name)
     }
 
     /// The managed CA's id.
-    pub fn managed_ca(&self) -> String {
+    pub(crate) fn managed_ca(&self) -> String {
         text(&self.gw.ok("GET", &self.zone_path("managed_ca"), None)["id"])
     }
 }
 
 #[track_caller]
-pub fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     v.as_str()
         .unwrap_or_else(|| panic!("not a string: {v}"))
         .to_string()
 }
 
 /// The first error's message.
-pub fn message(answer: &Value) -> String {
+pub(crate) fn message(answer: &Value) -> String {
     answer["errors"][0]["message"]
         .as_str()
         .unwrap_or_default()
@@ -97,7 +97,7 @@ pub fn message(answer: &Value) -> String {
 
 /// Asserts that a call fails with `status` and a message containing each of `says`.
 #[track_caller]
-pub fn refused(
+pub(crate) fn refused(
     gw: &StoreGateway,
     method: &str,
     path: &str,
@@ -112,7 +112,7 @@ pub fn refused(
 
 /// As [`refused`], with a raw body and any token.
 #[track_caller]
-pub fn refused_raw(
+pub(crate) fn refused_raw(
     gw: &StoreGateway,
     token: Option<&str>,
     method: &str,
@@ -128,7 +128,7 @@ pub fn refused_raw(
 
 /// Asserts an API refusal: the status, the envelope and the message's words.
 #[track_caller]
-pub fn check_refusal(
+pub(crate) fn check_refusal(
     method: &str,
     path: &str,
     code: u16,
@@ -149,11 +149,11 @@ pub fn check_refusal(
 }
 
 #[track_caller]
-pub fn pem(path: &Path) -> String {
+pub(crate) fn pem(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-pub fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -162,13 +162,13 @@ pub fn now() -> i64 {
 
 /// A self-signed P-256 CA (CA:TRUE) valid from `not_before` to `not_after`
 /// (Unix seconds), made with BoringSSL so that any dates can be set.
-pub fn dated_ca(common_name: &str, not_before: i64, not_after: i64) -> String {
+pub(crate) fn dated_ca(common_name: &str, not_before: i64, not_after: i64) -> String {
     dated(common_name, &[], not_before, not_after).0
 }
 
 /// A self-signed P-256 certificate (CA:TRUE) for `names` (subjectAltName) with
 /// any dates; its PEM and its key's PEM.
-pub fn dated(
+pub(crate) fn dated(
     common_name: &str,
     names: &[&str],
     not_before: i64,
@@ -218,7 +218,7 @@ pub fn dated(
 
 /// A self-signed CA made by `openssl req` with `key_args` (e.g. an Ed25519 key
 /// or a SHA-224 signature).
-pub fn openssl_ca(dir: &Path, file: &str, key_args: &[&str]) -> String {
+pub(crate) fn openssl_ca(dir: &Path, file: &str, key_args: &[&str]) -> String {
     let cert = dir.join(format!("{file}.pem"));
     run(Command::new("openssl")
         .args(["req", "-x509", "-nodes", "-days", "30"])
@@ -234,7 +234,7 @@ pub fn openssl_ca(dir: &Path, file: &str, key_args: &[&str]) -> String {
 }
 
 /// A certificate request for `CN=cn` with a new key from `key` (`ec` or `rsa:N`).
-pub fn csr(dir: &Path, cn: &str, key: &str) -> String {
+pub(crate) fn csr(dir: &Path, cn: &str, key: &str) -> String {
     let out = dir.join(format!("{cn}.csr"));
     let mut cmd = if key == "ec" {
         new_p256_request(None)
@@ -254,7 +254,7 @@ pub fn csr(dir: &Path, cn: &str, key: &str) -> String {
 }
 
 /// `openssl verify` of a PEM certificate against a CA file.
-pub fn verifies(dir: &Path, cert_pem: &str, ca: &Path) -> bool {
+pub(crate) fn verifies(dir: &Path, cert_pem: &str, ca: &Path) -> bool {
     let path = dir.join("to-verify.pem");
     fs::write(&path, cert_pem).unwrap();
     Command::new("openssl")

@@ -2,38 +2,38 @@
 // Each test file uses part of this.
 #![allow(dead_code, unused_imports)]
 
-pub use std::{
+pub(crate) use std::{
     fs,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Command,
 };
 
-pub use gateway_tests::{
+pub(crate) use gateway_tests::{
     control::StoreGateway,
     lab::run,
     local::{Output, TempDir, output},
     pki::{TestCa, new_p256_request, server_cert},
 };
-pub use serde_json::{Value, json};
+pub(crate) use serde_json::{Value, json};
 
-pub const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
+pub(crate) const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
 
 /// A gateway on a fresh store; it stops before the directory is removed.
-pub struct Setup {
+pub(crate) struct Setup {
     pub gw: StoreGateway,
     pub dir: TempDir,
 }
 
 impl Setup {
-    pub fn start(test: &str) -> Setup {
+    pub(crate) fn start(test: &str) -> Setup {
         let dir = TempDir::new(test);
         let gw = StoreGateway::start(Path::new(GATEWAY), &dir.0.join("data"), None, &[]);
         Setup { gw, dir }
     }
 
     /// Runs the CLI and fails unless it succeeds; its stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let out = self.gw.cli(args);
         assert!(
             out.ok,
@@ -44,7 +44,7 @@ impl Setup {
     }
 
     /// Runs the CLI with `--json` and parses what it prints.
-    pub fn json(&self, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let stdout = self.ok(&all);
@@ -53,18 +53,18 @@ impl Setup {
     }
 
     /// Runs the CLI, expects it to fail, and checks that stderr says each of `says`.
-    pub fn fails(&self, args: &[&str], says: &[&str]) -> Output {
+    pub(crate) fn fails(&self, args: &[&str], says: &[&str]) -> Output {
         let out = self.gw.cli(args);
         expect_failure(args, &out, says);
         out
     }
 
-    pub fn file(&self, name: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.dir.0.join(name)
     }
 }
 
-pub fn expect_failure(args: &[&str], out: &Output, says: &[&str]) {
+pub(crate) fn expect_failure(args: &[&str], out: &Output, says: &[&str]) {
     assert!(
         !out.ok,
         "gateway {args:?} should fail:\n{}{}",
@@ -80,7 +80,7 @@ pub fn expect_failure(args: &[&str], out: &Output, says: &[&str]) {
 }
 
 /// The lines of a table whose cells include all of `cells`.
-pub fn rows<'a>(table: &'a str, cells: &[&str]) -> Vec<&'a str> {
+pub(crate) fn rows<'a>(table: &'a str, cells: &[&str]) -> Vec<&'a str> {
     table
         .lines()
         .filter(|l| {
@@ -90,18 +90,18 @@ pub fn rows<'a>(table: &'a str, cells: &[&str]) -> Vec<&'a str> {
         .collect()
 }
 
-pub fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     v.as_str()
         .unwrap_or_else(|| panic!("not a string: {v}"))
         .to_string()
 }
 
-pub fn mode(path: &Path) -> u32 {
+pub(crate) fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
 /// Whether `cert` (PEM file) chains to `ca` and `key` belongs to it.
-pub fn check_pair(cert: &Path, key: Option<&Path>, ca: &Path) {
+pub(crate) fn check_pair(cert: &Path, key: Option<&Path>, ca: &Path) {
     run(Command::new("openssl")
         .args(["verify", "-CAfile"])
         .arg(ca)

@@ -13,10 +13,10 @@ use gateway_tests::{
 };
 use serde_json::{Value, json};
 
-pub const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
+pub(crate) const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
 
 /// Every page of the dashboard, as its `#/` path.
-pub const PAGES: [&str; 7] = [
+pub(crate) const PAGES: [&str; 7] = [
     "hostnames",
     "zone",
     "client-certificates",
@@ -27,12 +27,12 @@ pub const PAGES: [&str; 7] = [
 ];
 
 /// Where the screenshots go: `target/dashboard/`.
-pub fn shots() -> PathBuf {
+pub(crate) fn shots() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard")
 }
 
 /// A gateway on loopback with an echo origin.
-pub struct Setup {
+pub(crate) struct Setup {
     pub dir: TempDir,
     pub gw: StoreGateway,
     pub origin_port: u16,
@@ -40,7 +40,7 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn start(test: &str) -> Setup {
+    pub(crate) fn start(test: &str) -> Setup {
         let dir = TempDir::new(test);
         let origin_port = free_port();
         let origin = origin(&dir.0, origin_port);
@@ -54,14 +54,14 @@ impl Setup {
     }
 
     /// A browser on the dashboard, signed in with `token`.
-    pub fn browser(&self, token: &str) -> Browser {
+    pub(crate) fn browser(&self, token: &str) -> Browser {
         let b = Browser::local(&self.dir.0, &shots());
         sign_in(&b, &self.gw.api, token);
         b
     }
 
     /// A token holding `groups`; its secret.
-    pub fn token(&self, name: &str, groups: &[&str]) -> String {
+    pub(crate) fn token(&self, name: &str, groups: &[&str]) -> String {
         let groups: Vec<Value> = groups.iter().map(|g| json!({"name": g})).collect();
         let body =
             json!({"name": name, "policies": [{"effect": "allow", "permission_groups": groups}]});
@@ -72,12 +72,12 @@ impl Setup {
     }
 
     /// `zones/<zone>/<rest>`.
-    pub fn zone_path(&self, rest: &str) -> String {
+    pub(crate) fn zone_path(&self, rest: &str) -> String {
         format!("zones/{}/{rest}", self.gw.zone())
     }
 
     /// The zone's custom firewall rules: its entry point ruleset.
-    pub fn entrypoint(&self) -> String {
+    pub(crate) fn entrypoint(&self) -> String {
         self.zone_path("rulesets/phases/http_request_firewall_custom/entrypoint")
     }
 }
@@ -85,7 +85,7 @@ impl Setup {
 /// Something on every page: a rule, a client certificate, an uploaded CA
 /// with a CRL source, and `localhost` requiring certificates from it and from
 /// the managed CA (so the rules' picker has a host).
-pub fn seed(s: &Setup) {
+pub(crate) fn seed(s: &Setup) {
     let rules = format!("{}/rules", s.entrypoint());
     let rule =
         json!({"description": "seeded", "expression": "http.host eq \"x.test\"", "action": "log"});
@@ -120,7 +120,7 @@ pub fn seed(s: &Setup) {
 /// after the sign-in), an address change in the namespace (none happens then;
 /// one flushes idle sockets, a request in flight survives it), and the admin
 /// server closing connections idle for 10 s (sign-ins timed to land then pass).
-pub fn sign_in(b: &Browser, base: &str, token: &str) {
+pub(crate) fn sign_in(b: &Browser, base: &str, token: &str) {
     b.go(base);
     b.fill("#token", token);
     b.click("#sign-in button[type=submit]");
@@ -147,7 +147,7 @@ fn sign_in_outcome(b: &Browser) -> String {
 }
 
 /// The texts of the buttons on the page's main part.
-pub fn buttons(b: &Browser) -> Vec<String> {
+pub(crate) fn buttons(b: &Browser) -> Vec<String> {
     b.run("return [...document.querySelectorAll('main button:not(.download)')].map(e => e.textContent.trim())")
         .as_array()
         .unwrap()

@@ -22,7 +22,7 @@ use std::{
 const PADDING: u16 = 21;
 
 /// A client run: who it is, the SNI it was given, and the command (`{PORT}` is the listener's port).
-pub struct Client {
+pub(crate) struct Client {
     /// What the summary calls it, e.g. "openssl s_client -tls1_1".
     pub label: String,
     /// The server name the client was told to send (`None`: it sends none).
@@ -126,7 +126,7 @@ fn clients() -> Vec<Client> {
 }
 
 /// One captured hello and what the policy (zone 1.2, strict.test 1.3) must do with it.
-pub struct Captured {
+pub(crate) struct Captured {
     /// Who sent it.
     pub client: Client,
     /// The bytes, records included.
@@ -140,13 +140,13 @@ pub struct Captured {
 }
 
 /// "1.0" for 0x0301 and so on.
-pub fn version_name(v: u16) -> String {
+pub(crate) fn version_name(v: u16) -> String {
     format!("1.{}", v.saturating_sub(0x0301))
 }
 
 /// Captures every client's hello, prints what each offers, and checks that the
 /// set covers what the test needs (sub-minimum and allowed hellos to both names).
-pub fn capture_all() -> Vec<Captured> {
+pub(crate) fn capture_all() -> Vec<Captured> {
     let start = Instant::now();
     let mut captured = Vec::new();
     for client in clients() {
@@ -303,7 +303,7 @@ fn be(bytes: &[u8]) -> usize {
 
 /// What a ClientHello says, read from the bytes a client sent.
 #[derive(Clone, Debug)]
-pub struct Hello {
+pub(crate) struct Hello {
     /// Version in the first record header.
     pub record_version: u16,
     /// The handshake message (type, length, body), records taken out.
@@ -327,7 +327,7 @@ pub struct Hello {
 
 impl Hello {
     /// Parses a client's stream: handshake records carrying one ClientHello. Panics if it is not.
-    pub fn parse(stream: &[u8]) -> Hello {
+    pub(crate) fn parse(stream: &[u8]) -> Hello {
         let (mut message, mut msg_to_stream, mut record_starts) =
             (Vec::new(), Vec::new(), Vec::new());
         let mut pos = 0;
@@ -400,7 +400,7 @@ impl Hello {
 
     /// The highest version offered: `supported_versions` without GREASE, else
     /// `legacy_version` capped at TLS 1.2.
-    pub fn max_version(&self) -> u16 {
+    pub(crate) fn max_version(&self) -> u16 {
         let real = |v: &&u16| !(**v & 0x0f0f == 0x0a0a && **v >> 8 == **v & 0xff);
         match self
             .supported_versions
@@ -414,7 +414,7 @@ impl Hello {
 
     /// Every offset of the stream at which a field, a length or a record header
     /// begins or ends (excluding 0 and the end: each is a cut into two non-empty parts).
-    pub fn stream_cuts(&self) -> Vec<usize> {
+    pub(crate) fn stream_cuts(&self) -> Vec<usize> {
         let mut cuts: Vec<usize> = self
             .record_starts
             .iter()
@@ -434,7 +434,7 @@ impl Hello {
 
     /// The message grown to `message_len` bytes by a `padding` extension (zeros): the
     /// client's own grown if it sent one, else a new one after the last extension.
-    pub fn padded(&self, message_len: usize) -> Vec<u8> {
+    pub(crate) fn padded(&self, message_len: usize) -> Vec<u8> {
         let mut m = self.message.clone();
         let grow = message_len
             .checked_sub(m.len())
@@ -462,7 +462,7 @@ impl Hello {
 }
 
 /// `message` in handshake records of `record_version`, a new record starting at each offset of `cuts`.
-pub fn reframe(message: &[u8], record_version: u16, cuts: &[usize]) -> Vec<u8> {
+pub(crate) fn reframe(message: &[u8], record_version: u16, cuts: &[usize]) -> Vec<u8> {
     let mut bounds = vec![0];
     bounds.extend(cuts.iter().copied().filter(|&c| c > 0 && c < message.len()));
     bounds.push(message.len());

@@ -10,7 +10,7 @@ use gateway_common::version;
 use proptest::{prelude::*, sample::Index};
 
 /// Names the policy knows, in varied case, plus names it does not.
-pub const NAMES: [&str; 8] = [
+pub(crate) const NAMES: [&str; 8] = [
     "api.test",
     "API.Test",
     "old.test",
@@ -22,7 +22,7 @@ pub const NAMES: [&str; 8] = [
 ];
 
 /// Versions offered in `supported_versions`: real ones, GREASE, drafts, SSL 2's.
-pub const VERSIONS: [u16; 11] = [
+pub(crate) const VERSIONS: [u16; 11] = [
     version::SSL3,
     version::TLS1_0,
     version::TLS1_1,
@@ -37,11 +37,11 @@ pub const VERSIONS: [u16; 11] = [
 ];
 
 /// Segments cut by the plan's sizes before the rest goes in full-size segments.
-pub const MAX_CUT_SEGMENTS: usize = 40;
+pub(crate) const MAX_CUT_SEGMENTS: usize = 40;
 
 /// What the stream begins with.
 #[derive(Clone, Debug)]
-pub enum Start {
+pub(crate) enum Start {
     Hello(ClientHello),
     Sslv2(u16),
     Bytes(Vec<u8>),
@@ -49,7 +49,7 @@ pub enum Start {
 
 /// How the hello is put into records.
 #[derive(Clone, Debug)]
-pub enum Records {
+pub(crate) enum Records {
     One,
     Fixed(usize),
     Sizes(Vec<usize>),
@@ -57,7 +57,7 @@ pub enum Records {
 
 /// A change to one record header.
 #[derive(Clone, Copy, Debug)]
-pub enum Header {
+pub(crate) enum Header {
     ContentType(u8),
     Major(u8),
     Length(u16),
@@ -66,7 +66,7 @@ pub enum Header {
 
 /// What follows the hello in the stream.
 #[derive(Clone, Copy, Debug)]
-pub enum Trailer {
+pub(crate) enum Trailer {
     Nothing,
     ChangeCipherSpec,
     AppData(u8),
@@ -75,14 +75,14 @@ pub enum Trailer {
 
 /// How a run of the stream is cut into segments.
 #[derive(Clone, Copy, Debug)]
-pub enum Cut {
+pub(crate) enum Cut {
     Size(usize),
     Ones(usize),
 }
 
 /// A change to the arrival order.
 #[derive(Clone, Copy, Debug)]
-pub enum Event {
+pub(crate) enum Event {
     Duplicate(Index),
     Changed(Index, Index, u8),
     Swap,
@@ -95,7 +95,7 @@ pub enum Event {
 
 /// One generated flow, before it is turned into bytes and segments.
 #[derive(Clone, Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub start: Start,
     pub record_version: u16,
     pub records: Records,
@@ -111,7 +111,7 @@ pub struct Plan {
 
 /// How the flow's frames look on the wire.
 #[derive(Clone, Copy, Debug)]
-pub struct Wire {
+pub(crate) struct Wire {
     pub v6: bool,
     pub vlan: bool,
     /// A TCP timestamp option in every segment, as Linux clients send.
@@ -122,7 +122,7 @@ pub struct Wire {
 
 /// One segment the client sends.
 #[derive(Clone, Copy, Debug)]
-pub enum Send {
+pub(crate) enum Send {
     Syn,
     Ack,
     Rst {
@@ -137,7 +137,7 @@ pub enum Send {
 }
 
 /// A flow: the client's stream and its segments in arrival order.
-pub struct Case {
+pub(crate) struct Case {
     pub stream: Vec<u8>,
     pub sends: Vec<Send>,
     pub syn: bool,
@@ -146,7 +146,7 @@ pub struct Case {
 }
 
 /// Host names the policy knows with one byte changed, or of any length.
-pub fn odd_name() -> impl Strategy<Value = Vec<u8>> {
+pub(crate) fn odd_name() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         (
             prop::sample::select(NAMES.to_vec()),
@@ -165,7 +165,7 @@ pub fn odd_name() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-pub fn ext() -> impl Strategy<Value = Ext> {
+pub(crate) fn ext() -> impl Strategy<Value = Ext> {
     prop_oneof![
         3 => prop::sample::select(NAMES.to_vec()).prop_map(Ext::sni),
         1 => odd_name().prop_map(Ext::ServerName),
@@ -179,7 +179,7 @@ pub fn ext() -> impl Strategy<Value = Ext> {
 }
 
 /// Adds a padding extension that brings the message to about `size` bytes.
-pub fn pad_to(h: &mut ClientHello, size: usize) {
+pub(crate) fn pad_to(h: &mut ClientHello, size: usize) {
     let len = h.message().len();
     if let Some(exts) = h.extensions.as_mut().filter(|_| len + 4 < size) {
         exts.push(Ext::padding(size - len - 4));
@@ -188,7 +188,7 @@ pub fn pad_to(h: &mut ClientHello, size: usize) {
 
 /// A few extensions, or more than the filter walks (64) with some of them
 /// around the limit.
-pub fn extensions() -> impl Strategy<Value = Vec<Ext>> {
+pub(crate) fn extensions() -> impl Strategy<Value = Vec<Ext>> {
     let many = (
         prop::collection::vec(ext(), 0..3),
         58usize..72,
@@ -202,7 +202,7 @@ pub fn extensions() -> impl Strategy<Value = Vec<Ext>> {
     prop_oneof![9 => prop::collection::vec(ext(), 0..8), 1 => many]
 }
 
-pub fn random_hello() -> impl Strategy<Value = ClientHello> {
+pub(crate) fn random_hello() -> impl Strategy<Value = ClientHello> {
     (
         prop::sample::select(vec![0x0300u16, 0x0301, 0x0302, 0x0303, 0x0304, 0x0200]),
         0usize..34,
@@ -224,7 +224,7 @@ pub fn random_hello() -> impl Strategy<Value = ClientHello> {
 
 /// Hellos like browsers' and older clients': SNI (or none), versions, a key
 /// share of up to post-quantum size, padding to browser size.
-pub fn browser_hello() -> impl Strategy<Value = ClientHello> {
+pub(crate) fn browser_hello() -> impl Strategy<Value = ClientHello> {
     let versions = vec![
         vec![0x3a3a, version::TLS1_3, version::TLS1_2],
         vec![version::TLS1_3],
@@ -265,7 +265,7 @@ pub fn browser_hello() -> impl Strategy<Value = ClientHello> {
         })
 }
 
-pub fn start(browser: bool) -> BoxedStrategy<Start> {
+pub(crate) fn start(browser: bool) -> BoxedStrategy<Start> {
     if browser {
         return browser_hello().prop_map(Start::Hello).boxed();
     }
@@ -283,7 +283,7 @@ pub fn start(browser: bool) -> BoxedStrategy<Start> {
     .boxed()
 }
 
-pub fn records() -> impl Strategy<Value = Records> {
+pub(crate) fn records() -> impl Strategy<Value = Records> {
     prop_oneof![
         4 => Just(Records::One),
         1 => Just(Records::Fixed(1)),
@@ -294,7 +294,7 @@ pub fn records() -> impl Strategy<Value = Records> {
     ]
 }
 
-pub fn header() -> impl Strategy<Value = Header> {
+pub(crate) fn header() -> impl Strategy<Value = Header> {
     prop_oneof![
         prop::sample::select(vec![20u8, 21, 23, 0x96]).prop_map(Header::ContentType),
         prop::sample::select(vec![0u8, 2, 4]).prop_map(Header::Major),
@@ -304,7 +304,7 @@ pub fn header() -> impl Strategy<Value = Header> {
     ]
 }
 
-pub fn cut() -> impl Strategy<Value = Cut> {
+pub(crate) fn cut() -> impl Strategy<Value = Cut> {
     prop_oneof![
         4 => Just(Cut::Size(1448)),
         1 => prop::sample::select(vec![536usize, 1460]).prop_map(Cut::Size),
@@ -315,7 +315,7 @@ pub fn cut() -> impl Strategy<Value = Cut> {
     ]
 }
 
-pub fn event() -> impl Strategy<Value = Event> {
+pub(crate) fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
         3 => any::<Index>().prop_map(Event::Duplicate),
         2 => (any::<Index>(), any::<Index>(), 1u8..=255).prop_map(|(s, b, x)| Event::Changed(s, b, x)),
@@ -329,7 +329,7 @@ pub fn event() -> impl Strategy<Value = Event> {
 }
 
 /// Up to `n` items, none at all with probability `1 - p`.
-pub fn some<T: std::fmt::Debug>(
+pub(crate) fn some<T: std::fmt::Debug>(
     p: f64,
     n: usize,
     s: impl Strategy<Value = T>,
@@ -337,7 +337,7 @@ pub fn some<T: std::fmt::Debug>(
     prop::option::weighted(p, prop::collection::vec(s, 1..=n)).prop_map(Option::unwrap_or_default)
 }
 
-pub fn wire() -> impl Strategy<Value = Wire> {
+pub(crate) fn wire() -> impl Strategy<Value = Wire> {
     (
         prop::bool::weighted(0.25),
         prop::bool::weighted(0.2),
@@ -353,7 +353,7 @@ pub fn wire() -> impl Strategy<Value = Wire> {
 }
 
 /// Flows of browser-like hellos (`browser`) or of random and mutated ones.
-pub fn plan(browser: bool) -> impl Strategy<Value = Plan> {
+pub(crate) fn plan(browser: bool) -> impl Strategy<Value = Plan> {
     let mutate = if browser { 0.05 } else { 0.2 };
     (
         start(browser),
@@ -404,7 +404,7 @@ pub fn plan(browser: bool) -> impl Strategy<Value = Plan> {
 
 impl Plan {
     /// The flow the plan describes.
-    pub fn case(&self) -> Case {
+    pub(crate) fn case(&self) -> Case {
         let stream = self.stream();
         let mut sends = self.segments(stream.len());
         for (at, event) in &self.events {
@@ -424,7 +424,7 @@ impl Plan {
     }
 
     /// The client's stream: the hello in its records, mutated, then the trailer.
-    pub fn stream(&self) -> Vec<u8> {
+    pub(crate) fn stream(&self) -> Vec<u8> {
         let (mut stream, heads) = match &self.start {
             Start::Hello(h) => self.layout(&h.message()),
             Start::Sslv2(v) => (sslv2_hello(*v), Vec::new()),
@@ -460,7 +460,7 @@ impl Plan {
     }
 
     /// The message in records as the plan says, and where each header is.
-    pub fn layout(&self, message: &[u8]) -> (Vec<u8>, Vec<usize>) {
+    pub(crate) fn layout(&self, message: &[u8]) -> (Vec<u8>, Vec<usize>) {
         let (mut out, mut heads) = (Vec::new(), Vec::new());
         let mut at = 0;
         while at < message.len() {
@@ -481,7 +481,7 @@ impl Plan {
     }
 
     /// The stream cut into segments, in order.
-    pub fn segments(&self, len: usize) -> Vec<Send> {
+    pub(crate) fn segments(&self, len: usize) -> Vec<Send> {
         let mut sends = Vec::new();
         let mut off = 0;
         let mut cuts = self.cuts.iter().cycle();
@@ -509,7 +509,7 @@ impl Plan {
 }
 
 /// Applies an event to the arrival order at position `at` (`0..=sends.len()`).
-pub fn apply(sends: &mut Vec<Send>, at: usize, event: Event, stream_len: usize) {
+pub(crate) fn apply(sends: &mut Vec<Send>, at: usize, event: Event, stream_len: usize) {
     let n = sends.len();
     match event {
         Event::Duplicate(which) if n > 0 => {
@@ -552,7 +552,7 @@ pub fn apply(sends: &mut Vec<Send>, at: usize, event: Event, stream_len: usize) 
 
 impl Case {
     /// The flags, sequence number and payload of one segment.
-    pub fn segment(&self, send: &Send) -> (u8, u32, Vec<u8>) {
+    pub(crate) fn segment(&self, send: &Send) -> (u8, u32, Vec<u8>) {
         let first = if self.syn {
             self.isn.wrapping_add(1)
         } else {
@@ -581,7 +581,7 @@ impl Case {
     }
 
     /// Everything needed to replay the case by hand.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let hex: String = self.stream.iter().map(|b| format!("{b:02x}")).collect();
         format!(
             "isn {:#010x}, syn {}, {:?}, {} stream bytes (data offsets count from \

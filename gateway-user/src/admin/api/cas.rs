@@ -16,7 +16,7 @@ use crate::control::{
 use crate::pki;
 
 /// Bring-your-own CAs per account at most.
-pub const MAX_UPLOADED_CAS: usize = 5;
+pub(super) const MAX_UPLOADED_CAS: usize = 5;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,7 +35,7 @@ struct CrlBody {
 }
 
 /// `GET /accounts/A/mtls_certificates`: the uploaded CAs, oldest first (five at most).
-pub async fn list(plane: &ControlPlane, call: &Call) -> Listing {
+pub(super) async fn list(plane: &ControlPlane, call: &Call) -> Listing {
     let paging = Paging::of(call, page::WHOLE)?;
     plane
         .read(|s| {
@@ -50,7 +50,7 @@ pub async fn list(plane: &ControlPlane, call: &Call) -> Listing {
 
 /// `GET /accounts/A/mtls_certificates/ID/associations`: the services using
 /// the CA, one per associated hostname (by name).
-pub async fn associations(plane: &ControlPlane, call: &Call, id: &str) -> Listing {
+pub(super) async fn associations(plane: &ControlPlane, call: &Call, id: &str) -> Listing {
     let paging = Paging::of(call, page::WHOLE)?;
     plane
         .read(|s| {
@@ -68,7 +68,7 @@ pub async fn associations(plane: &ControlPlane, call: &Call, id: &str) -> Listin
 }
 
 /// `/accounts/A/mtls_certificates[/ID[/crl[/refresh]]]` but the listings.
-pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
+pub(super) async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
     match (rest, &call.method) {
         ([], &Method::POST) => upload(plane, call).await,
         ([], _) => Err(method_not_allowed("GET or POST")),

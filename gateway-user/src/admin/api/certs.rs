@@ -42,7 +42,7 @@ struct Edit {
 /// `GET /zones/Z/client_certificates`: oldest first, a page at a time,
 /// `status` `all` (the default), `active` or `revoked` (nothing is ever
 /// pending here: a revocation is in force at once).
-pub async fn list(plane: &ControlPlane, call: &Call) -> Listing {
+pub(super) async fn list(plane: &ControlPlane, call: &Call) -> Listing {
     let paging = Paging::of(call, page::STANDARD)?;
     let status = match call.query.get("status").map(String::as_str) {
         None | Some("all") => None,
@@ -72,7 +72,7 @@ pub async fn list(plane: &ControlPlane, call: &Call) -> Listing {
 }
 
 /// `/zones/Z/client_certificates[/ID]` but the listing.
-pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
+pub(super) async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
     match (rest, &call.method) {
         ([], &Method::POST) => issue(plane, call).await,
         ([], _) => Err(method_not_allowed("GET or POST")),
@@ -98,7 +98,7 @@ pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
 }
 
 /// `GET /zones/Z/managed_ca`: the managed CA's certificate, for clients and origins.
-pub async fn managed_ca(plane: &ControlPlane, call: &Call) -> Answer {
+pub(super) async fn managed_ca(plane: &ControlPlane, call: &Call) -> Answer {
     if call.method != Method::GET {
         return Err(method_not_allowed("GET"));
     }

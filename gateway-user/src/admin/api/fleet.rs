@@ -7,7 +7,7 @@ use super::{ApiError, Reply};
 use crate::control::ControlPlane;
 
 /// The nodes' reports, by name.
-pub async fn nodes(plane: &ControlPlane) -> Result<Reply, ApiError> {
+pub(super) async fn nodes(plane: &ControlPlane) -> Result<Reply, ApiError> {
     let (mut nodes, head) = plane.fleet_nodes().await?;
     nodes.sort_by(|a, b| a.node.cmp(&b.node));
     let views: Vec<Value> = nodes
@@ -32,7 +32,7 @@ pub async fn nodes(plane: &ControlPlane) -> Result<Reply, ApiError> {
 
 /// What a fleet node adds to every answer.
 #[derive(Default)]
-pub struct Marks {
+pub(super) struct Marks {
     /// The revision installed when it answered (`X-Gateway-Revision`): after
     /// a change, the change's own or a later one (an earlier one only if the
     /// change was not installed here within the wait, which is logged).
@@ -43,7 +43,7 @@ pub struct Marks {
 }
 
 /// This node's marks (none outside fleet mode).
-pub fn marks(plane: &ControlPlane) -> Marks {
+pub(super) fn marks(plane: &ControlPlane) -> Marks {
     let Some(fleet) = plane.fleet() else {
         return Marks::default();
     };

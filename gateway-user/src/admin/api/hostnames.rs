@@ -157,7 +157,7 @@ impl Filter {
 }
 
 /// `GET /zones/Z/custom_hostnames`: by name, a page at a time, filtered.
-pub async fn list(plane: &ControlPlane, call: &Call) -> Listing {
+pub(super) async fn list(plane: &ControlPlane, call: &Call) -> Listing {
     let paging = Paging::of(call, page::STANDARD)?;
     let filter = Filter::of(call)?;
     let descending = match call.query.get("direction").map(String::as_str) {
@@ -196,7 +196,7 @@ pub async fn list(plane: &ControlPlane, call: &Call) -> Listing {
 }
 
 /// `/zones/Z/custom_hostnames[/ID]` but the listing.
-pub async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
+pub(super) async fn route(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
     match (rest, &call.method) {
         ([], &Method::POST) => create(plane, call).await,
         ([], _) => Err(method_not_allowed("GET or POST")),
@@ -449,7 +449,7 @@ struct Associations {
 }
 
 /// `GET|PUT /zones/Z/certificate_authorities/hostname_associations`.
-pub async fn associations(plane: &ControlPlane, call: &Call) -> Answer {
+pub(super) async fn associations(plane: &ControlPlane, call: &Call) -> Answer {
     let ca_of = |s: &State, id: Option<&String>| -> Result<String, ApiError> {
         match id {
             None => s

@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// The phase of the rules (the reference service's name).
-pub const PHASE: &str = "http_request_firewall_custom";
+pub(super) const PHASE: &str = "http_request_firewall_custom";
 
 /// One rule as a request gives it.
 #[derive(Deserialize)]
@@ -65,12 +65,12 @@ struct RulesetBody {
 }
 
 /// The ruleset's id: fixed for the zone.
-pub fn ruleset_id(s: &State) -> String {
+pub(super) fn ruleset_id(s: &State) -> String {
     pki::sha256_hex(format!("ruleset\0{}\0{PHASE}", s.meta.zone_id).as_bytes())[..32].to_string()
 }
 
 /// `GET|POST /zones/Z/rulesets`.
-pub async fn collection(plane: &ControlPlane, call: &Call) -> Listing {
+pub(super) async fn collection(plane: &ControlPlane, call: &Call) -> Listing {
     match call.method {
         Method::GET => {
             let paging = Paging::of(call, page::WHOLE)?;
@@ -117,7 +117,12 @@ pub async fn collection(plane: &ControlPlane, call: &Call) -> Listing {
 
 /// `/zones/Z/rulesets/{id|phases/…/entrypoint}[/rules[/ID]|/versions[/N]]`,
 /// `rest` after the ruleset's id or the phase's entry point.
-pub async fn route(plane: &ControlPlane, call: &Call, id: Option<&str>, rest: &[&str]) -> Listing {
+pub(super) async fn route(
+    plane: &ControlPlane,
+    call: &Call,
+    id: Option<&str>,
+    rest: &[&str],
+) -> Listing {
     if let Some(id) = id {
         let known = plane.read(ruleset_id).await;
         if id != known {
@@ -375,7 +380,7 @@ struct ExpressionBody {
 /// `POST /zones/Z/filters/validate-expr`: whether `{"expression":…}` would be
 /// accepted in a rule, and if not, the error at its line and column (the
 /// dashboard's editor checks as the user types).
-pub fn validate(call: &Call) -> Answer {
+pub(super) fn validate(call: &Call) -> Answer {
     let body: ExpressionBody = call.json()?;
     check(&body.expression, "/expression")?;
     Ok(json!({"valid": true}))

@@ -56,7 +56,12 @@ struct Group {
 }
 
 /// `/user/tokens[/verify|/permission_groups|/ID[/value]]`.
-pub async fn route(plane: &ControlPlane, call: &Call, caller: &Caller, rest: &[&str]) -> Listing {
+pub(super) async fn route(
+    plane: &ControlPlane,
+    call: &Call,
+    caller: &Caller,
+    rest: &[&str],
+) -> Listing {
     let one = |answer: Answer| answer.map(Reply::from);
     match (rest, &call.method) {
         ([], &Method::GET) => list(plane, call).await,

@@ -17,7 +17,7 @@ use crate::{
 
 /// The zone as the API shows it, with the fields the reference's zone has
 /// (it was created with the store, at the first run).
-pub fn view(s: &State) -> Value {
+pub(super) fn view(s: &State) -> Value {
     let created = clock::rfc3339(s.server_ca().map_or(0, |ca| ca.uploaded_on));
     json!({
         "id": s.meta.zone_id,
@@ -41,7 +41,7 @@ pub fn view(s: &State) -> Value {
 }
 
 /// `GET /zones`: the one zone, filtered by `name` if given.
-pub async fn list(plane: &ControlPlane, call: &Call) -> Listing {
+pub(super) async fn list(plane: &ControlPlane, call: &Call) -> Listing {
     let paging = Paging::of(call, page::STANDARD)?;
     let name = call.query.get("name").map(|n| n.to_ascii_lowercase());
     plane
@@ -63,7 +63,7 @@ struct Setting<T> {
 }
 
 /// `GET|PATCH /zones/Z/settings/{min_tls_version,ciphers}`.
-pub async fn settings(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
+pub(super) async fn settings(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
     let setting = |id: &str, value: Value| json!({"id": id, "value": value, "editable": true});
     match (rest, &call.method) {
         (["min_tls_version"], &Method::GET) => {
@@ -100,7 +100,7 @@ pub async fn settings(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answe
 }
 
 /// `GET /zones/Z/expiring_certificates?days=30`: what expires within that many days.
-pub async fn expiring(plane: &ControlPlane, call: &Call) -> Listing {
+pub(super) async fn expiring(plane: &ControlPlane, call: &Call) -> Listing {
     if call.method != Method::GET {
         return Err(method_not_allowed("GET"));
     }

@@ -1,5 +1,6 @@
-//! The crates' modules import one another downward only: no import circle.
+//! Rules of the code that no compiler lint checks here.
 //!
+//! **No import circle.** The crates' modules import one another downward only.
 //! Each source file is a module. A `crate::a::b` or `super::…` path in one
 //! module (comments and `#[cfg(test)] mod tests` left out) is an arrow to the
 //! longest module that path names. Arrows between a module and its own
@@ -7,6 +8,10 @@
 //! count. Every other arrow is lifted to the two sibling subtrees it joins
 //! (`config::delta → compiled` is `config → compiled`), and the siblings'
 //! graph must have no cycle.
+//!
+//! **A SAFETY comment on every unsafe block of the eBPF crate.** Clippy's
+//! `undocumented_unsafe_blocks` checks the host crates; the eBPF crate is built
+//! with Debian's toolchain, which has no clippy, so this test reads it instead.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -245,4 +250,55 @@ fn the_scan_finds_a_planted_circle() {
         vec![vec!["a".to_string(), "b".to_string()]],
         "{arrows:?}"
     );
+}
+
+/// The `unsafe` blocks and impls in `source` with no `SAFETY:` comment in the
+/// lines just above them (a comment may sit above a multi-line statement).
+fn undocumented_unsafe(source: &str) -> Vec<usize> {
+    let lines: Vec<&str> = source.lines().collect();
+    let opens_unsafe = |line: &str| {
+        let code = line.split("//").next().unwrap_or("");
+        code.contains("unsafe {") || code.contains("unsafe impl")
+    };
+    (0..lines.len())
+        .filter(|&i| opens_unsafe(lines[i]))
+        .filter(|&i| {
+            !lines[i.saturating_sub(6)..=i]
+                .iter()
+                .any(|l| l.contains("SAFETY:"))
+        })
+        .map(|i| i + 1)
+        .collect()
+}
+
+#[test]
+fn every_unsafe_block_of_the_ebpf_crate_says_why_it_is_safe() {
+    let src = workspace().join("gateway-ebpf/src");
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for path in modules(&src).into_values() {
+        let source =
+            fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        seen += source.matches("unsafe {").count();
+        missing.extend(
+            undocumented_unsafe(&source)
+                .into_iter()
+                .map(|line| format!("{}:{line}", path.display())),
+        );
+    }
+    assert!(
+        seen > 20,
+        "only {seen} unsafe blocks found: the scan is broken"
+    );
+    assert!(
+        missing.is_empty(),
+        "unsafe without a SAFETY comment:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn the_unsafe_scan_finds_a_bare_block() {
+    let source = "fn a() {\n    // SAFETY: fine.\n    unsafe { x() };\n}\n\n\n\n\n\n\nfn b() {\n    unsafe { y() };\n}\n";
+    assert_eq!(undocumented_unsafe(source), vec![12]);
 }

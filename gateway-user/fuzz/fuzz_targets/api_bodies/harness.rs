@@ -1,7 +1,8 @@
 //! The process-wide setup of `api_bodies`: a store-mode control plane in a
 //! temporary data directory (its terminator snapshot in force, no XDP filter),
 //! the real admin API on a loopback listener and an HTTP/1.1 client for it, a
-//! baseline state every input starts from, and the placeholders bodies use.
+//! baseline state every input starts from (with a scoped API token), and the
+//! placeholders bodies use.
 
 use std::{
     net::SocketAddr,
@@ -59,7 +60,23 @@ PUT zones/{Z}/certificate_authorities/hostname_associations {"hostnames":
     ["fuzz.example.com"],"mtls_certificate_id":"@CAID@"}
 POST zones/{Z}/client_certificates {"csr":"@CSR@","validity_days":30}
 POST zones/{Z}/{E}/rules {"expression":"http.host eq \"a.test\"","action":"block"}
-POST zones/{Z}/{E}/rules {"expression":"not cf.tls_client_auth.cert_verified","action":"log"}"#;
+POST zones/{Z}/{E}/rules {"expression":"not cf.tls_client_auth.cert_verified","action":"log"}
+POST user/tokens {"name":"fuzz scoped","policies":[{"effect":"allow","permission_groups":[
+    {"name":"SSL and Certificates Read"},{"name":"Firewall Services Write"},
+    {"name":"API Tokens Write"}]}]}"#;
+
+/// Who a call is made as.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Caller {
+    /// The first-run admin token (every permission).
+    Admin,
+    /// The baseline's scoped token (SSL and Certificates Read, Firewall
+    /// Services Write, API Tokens Write).
+    Scoped,
+    /// No token, or one that is not valid.
+    Nobody,
+}
+
 
 /// The process's control plane and its client.
 pub struct Harness {
@@ -67,6 +84,10 @@ pub struct Harness {
     plane: Arc<ControlPlane>,
     addr: SocketAddr,
     token: String,
+    /// The scoped token: its id and secret.
+    pub scoped: (String, String),
+    /// The ruleset's id (`{S}`).
+    ruleset_id: String,
     /// The temporary directory (data directory, CRL files).
     pub root: PathBuf,
     /// Placeholder → text.
@@ -130,6 +151,8 @@ fn setup() -> Harness {
         plane,
         addr,
         token,
+        scoped: (String::new(), String::new()),
+        ruleset_id: String::new(),
         root,
         subst,
         baseline,
@@ -138,13 +161,21 @@ fn setup() -> Harness {
         let (method, rest) = call.split_once(' ').unwrap();
         let (path, body) = rest.split_once(' ').unwrap();
         let body = h.expand(body.as_bytes(), true);
-        let (status, answer) = h.call(method.parse().unwrap(), &h.path(path, 0), &body, true);
+        let path = h.path(path, 0);
+        let (status, answer) = h.call(method.parse().unwrap(), &path, &body, Caller::Admin);
         assert_eq!(status, StatusCode::OK, "baseline {call}: {answer}");
+        let id = answer["result"]["id"].as_str().unwrap_or_default().to_string();
         if path.ends_with("mtls_certificates") {
-            let id = answer["result"]["id"].as_str().unwrap();
-            h.subst.push(("@CAID@".into(), id.into()));
+            h.subst.push(("@CAID@".into(), id));
+        } else if path.ends_with("user/tokens") {
+            let secret = answer["result"]["value"].as_str().unwrap();
+            h.scoped = (id.clone(), secret.into());
+            h.subst.push(("@TOKEN@".into(), id));
         }
     }
+    let (_, rulesets) = h.call(Method::GET, &h.path("zones/{Z}/rulesets", 0), b"", Caller::Admin);
+    h.ruleset_id = rulesets["result"][0]["id"].as_str().unwrap().into();
+    h.subst.push(("@RULESET@".into(), h.ruleset_id.clone()));
     let s = h.state();
     let ca = |k| s.cas.values().find(|c| c.kind == k).unwrap().id.clone();
     let (managed, server) = (ca(AuthorityKind::Managed), ca(AuthorityKind::Server));
@@ -160,6 +191,12 @@ impl Harness {
     /// The committed state.
     pub fn state(&self) -> State {
         self.rt.block_on(self.plane.read(State::clone))
+    }
+
+    /// The SHA-256 of the scoped token's secret, as the baseline keeps it.
+    pub fn baseline_scoped_hash(&self) -> String {
+        let token = self.baseline.tokens.get(&self.scoped.0);
+        token.map(|t| t.secret_sha256.clone()).unwrap_or_default()
     }
 
     /// Puts the baseline back (one commit, when anything changed).
@@ -194,36 +231,41 @@ impl Harness {
 
     /// A route template with its ids: `{Z}` zone, `{A}` account, `{E}` the
     /// rules' entry point, and the `pick`-th (or a missing) hostname `{H}` (by
-    /// name), client certificate `{C}` (by common name), rule `{R}` (in order)
-    /// or uploaded CA `{U}` (by name).
+    /// name), client certificate `{C}` (by common name), rule `{R}` (in order),
+    /// uploaded CA `{U}` (by name), API token `{T}` (by name, `first-run`
+    /// among them), ruleset `{S}` or kept ruleset version `{V}` (newest first).
     pub fn path(&self, template: &str, pick: u8) -> String {
         let s = self.state();
         let mut path = template.replace("{Z}", &s.meta.zone_id);
         path = path.replace("{A}", &s.meta.account_id);
         path = path.replace("{E}", ENTRY);
-        let ids = |token: &str| -> Vec<(&str, &String)> {
+        let ids = |token: &str| -> Vec<(String, String)> {
+            let pair = |name: &str, id: &str| (name.to_string(), id.to_string());
             match token {
-                "{H}" => s.hostnames.values().map(|h| (&*h.name, &h.id)).collect(),
-                "{C}" => s.certs.values().map(|c| (&*c.common_name, &c.id)).collect(),
-                "{R}" => s.rules.iter().map(|r| (&*r.id, &r.id)).collect(),
+                "{H}" => s.hostnames.values().map(|h| pair(&h.name, &h.id)).collect(),
+                "{C}" => s.certs.values().map(|c| pair(&c.common_name, &c.id)).collect(),
+                "{R}" => s.rules.iter().map(|r| pair(&r.id, &r.id)).collect(),
+                "{T}" => s.tokens.values().map(|t| pair(&t.name, &t.id)).chain([pair("", "first-run")]).collect(),
+                "{S}" => vec![pair("", &self.ruleset_id)],
+                "{V}" => s.ruleset.history.iter().rev().map(|v| pair("", &v.version.to_string())).collect(),
                 _ => s
                     .cas
                     .values()
                     .filter(|c| c.kind == AuthorityKind::Uploaded)
-                    .map(|c| (&*c.name, &c.id))
+                    .map(|c| pair(&c.name, &c.id))
                     .collect(),
             }
         };
-        for token in ["{H}", "{C}", "{R}", "{U}"]
+        for token in ["{H}", "{C}", "{R}", "{U}", "{T}", "{S}", "{V}"]
             .into_iter()
             .filter(|t| template.contains(t))
         {
             let mut ids = ids(token);
-            if token != "{R}" {
+            if !matches!(token, "{R}" | "{V}") {
                 ids.sort();
             }
             let id = match ids.get(pick as usize % (ids.len() + 1)) {
-                Some((_, id)) => id.to_string(),
+                Some((_, id)) => id.clone(),
                 None => format!("{pick:032x}"),
             };
             path = path.replace(token, &id);
@@ -231,21 +273,26 @@ impl Harness {
         path
     }
 
-    /// One API call on a new connection (`authed`: with the admin token, else
-    /// with none or a wrong one): the status and the answer, checked to be JSON.
+    /// One API call on a new connection, as `caller` (`Nobody`: with no token,
+    /// or a wrong one): the status and the answer, checked to be JSON.
     pub fn call(
         &self,
         method: Method,
         path: &str,
         body: &[u8],
-        authed: bool,
+        caller: Caller,
     ) -> (StatusCode, Value) {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("http://{}/client/v4/{path}", self.addr))
             .header(header::CONTENT_TYPE, "application/json");
-        if authed {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {}", self.token));
+        let secret = match caller {
+            Caller::Admin => Some(&self.token),
+            Caller::Scoped => Some(&self.scoped.1),
+            Caller::Nobody => None,
+        };
+        if let Some(secret) = secret {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {secret}"));
         } else if body.len() % 2 == 1 {
             req = req.header(header::AUTHORIZATION, "Bearer 00");
         }

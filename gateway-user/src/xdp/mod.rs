@@ -90,6 +90,18 @@ impl MapSizes {
             hostnames: section.hostnames,
         }
     }
+
+    /// Checks the sizes as an `[xdp]` section's are checked (powers of two
+    /// within bounds for the flow tables; the hostname table within bounds).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        XdpSection {
+            flow_anchors: self.anchors,
+            hello_flows: self.hello_flows,
+            hostnames: self.hostnames,
+            ..XdpSection::default()
+        }
+        .validate_tables()
+    }
 }
 
 /// The loaded XDP program with its maps.
@@ -112,6 +124,7 @@ impl XdpFilter {
 
     /// Loads the program with flow tables of the given sizes.
     pub fn load_with(log_level: ProgramLog, tables: MapSizes) -> anyhow::Result<XdpFilter> {
+        tables.validate()?;
         raise_memlock_limit();
         let level: u8 = match log_level {
             ProgramLog::Off => 0,

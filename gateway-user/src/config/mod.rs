@@ -117,26 +117,35 @@ impl Default for XdpSection {
 }
 
 impl XdpSection {
-    /// Checks that the flow tables' sizes are powers of two within bounds, and
-    /// the hostname table's within bounds.
+    /// Checks that the table sizes this section asks for are within bounds
+    /// (see [`check_table_sizes`]).
     pub fn validate_tables(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            (1..=1 << 24).contains(&self.hostnames),
-            "[xdp] hostnames = {}: must be from 1 to {}",
-            self.hostnames,
-            1 << 24
-        );
-        for (name, n, max) in [
-            ("flow_anchors", self.flow_anchors, 1 << 24),
-            ("hello_flows", self.hello_flows, 1 << 20),
-        ] {
-            anyhow::ensure!(
-                n.is_power_of_two() && n <= max,
-                "[xdp] {name} = {n}: must be a power of two from 1 to {max}"
-            );
-        }
-        Ok(())
+        check_table_sizes(self.flow_anchors, self.hello_flows, self.hostnames)
     }
+}
+
+/// Checks the XDP tables' sizes, named as `[xdp]` names them: the flow tables
+/// powers of two within bounds, the hostname table within bounds.
+pub fn check_table_sizes(
+    flow_anchors: u32,
+    hello_flows: u32,
+    hostnames: u32,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=1 << 24).contains(&hostnames),
+        "[xdp] hostnames = {hostnames}: must be from 1 to {}",
+        1 << 24
+    );
+    for (name, n, max) in [
+        ("flow_anchors", flow_anchors, 1 << 24),
+        ("hello_flows", hello_flows, 1 << 20),
+    ] {
+        anyhow::ensure!(
+            n.is_power_of_two() && n <= max,
+            "[xdp] {name} = {n}: must be a power of two from 1 to {max}"
+        );
+    }
+    Ok(())
 }
 
 fn default_flow_anchors() -> u32 {

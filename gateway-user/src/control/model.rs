@@ -362,18 +362,17 @@ impl State {
     /// The token a secret belongs to, if it is valid at `now`: compared in
     /// constant time against every stored hash.
     pub fn caller(&self, secret: &str, now: i64) -> Option<Caller> {
-        let s = self;
         let presented = crate::pki::sha256_hex(secret.as_bytes());
         let same = |stored: &str| boring::memcmp::eq(presented.as_bytes(), stored.as_bytes());
         let mut found = None;
-        if same(&s.meta.token_sha256) {
+        if same(&self.meta.token_sha256) {
             found = Some(Caller {
                 id: FIRST_RUN_ID.into(),
                 name: "first-run admin token".into(),
                 permissions: Permission::ALL.to_vec(),
             });
         }
-        for t in s.tokens.values() {
+        for t in self.tokens.values() {
             if same(&t.secret_sha256) && t.expires_on.is_none_or(|at| now < at) {
                 found = Some(Caller {
                     id: t.id.clone(),

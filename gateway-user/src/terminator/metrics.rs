@@ -145,11 +145,7 @@ impl TerminatorMetrics {
         else {
             return;
         };
-        cell.get_or_init(|| {
-            self.rule_matches
-                .with_label_values(&[&rule.id, rule.action.as_str()])
-        })
-        .inc();
+        cached(cell, &self.rule_matches, &[&rule.id, rule.action.as_str()]).inc();
     }
 
     /// Counts a handshake that did not complete (`failed` or `timeout`).

@@ -23,7 +23,7 @@ pub use policy::XdpPolicy;
 pub use stats::{Counters, StatsMap};
 pub use test_run::{FrameRunner, FrameVerdict, HelloSeen, XDP_DROP, XDP_PASS};
 
-use crate::config::{AttachMode, XdpSection};
+use crate::config::{AttachMode, XdpSection, check_table_sizes};
 
 /// The compiled XDP object, built by `build.rs` from `gateway-ebpf`.
 pub(crate) static OBJECT: &[u8] =
@@ -91,16 +91,9 @@ impl MapSizes {
         }
     }
 
-    /// Checks the sizes as an `[xdp]` section's are checked (powers of two
-    /// within bounds for the flow tables; the hostname table within bounds).
+    /// Checks the sizes as an `[xdp]` section's are checked.
     pub fn validate(&self) -> anyhow::Result<()> {
-        XdpSection {
-            flow_anchors: self.anchors,
-            hello_flows: self.hello_flows,
-            hostnames: self.hostnames,
-            ..XdpSection::default()
-        }
-        .validate_tables()
+        check_table_sizes(self.anchors, self.hello_flows, self.hostnames)
     }
 }
 

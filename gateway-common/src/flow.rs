@@ -31,6 +31,9 @@ pub const FLOW_GAVE_UP: u32 = 5;
 
 /// [`FlowAnchor::flags`]: the anchor was written by the flow's SYN.
 pub const ANCHOR_FROM_SYN: u32 = 1;
+/// [`FlowAnchor::flags`]: the flow's handshake was answered with a SYN cookie,
+/// and the anchor was written by its first data segment.
+pub const ANCHOR_FROM_COOKIE: u32 = 2;
 
 /// [`HelloFlow::layout`]: not known yet (fewer than 9 stream bytes).
 pub const LAYOUT_UNKNOWN: u32 = 0;

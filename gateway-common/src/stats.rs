@@ -75,12 +75,17 @@ pub enum Stat {
     SplitAllowed,
     /// Hellos decided from several segments or records, and refused.
     SplitRefused,
+    /// A SYN answered with a cookie SYN-ACK (XDP_TX): the kernel never saw it.
+    AnswerSynCookie,
+    /// A bare ACK completing a cookie handshake: dropped, nothing to remember.
+    DropCookieAck,
 }
 
 /// What a counter counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatKind {
-    /// One packet's outcome: `"pass"` or `"drop"`.
+    /// One packet's outcome: `"pass"`, `"drop"` or `"cookie"` (a SYN answered,
+    /// or the bare ACK of a cookie handshake dropped).
     Outcome(&'static str),
     /// A hello by the highest version it offered.
     HelloVersion,
@@ -90,7 +95,7 @@ pub enum StatKind {
 
 impl Stat {
     /// Number of slots in the `STATS` map.
-    pub const COUNT: u32 = Stat::SplitRefused as u32 + 1;
+    pub const COUNT: u32 = Stat::DropCookieAck as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Stat; Stat::COUNT as usize] = [
@@ -124,6 +129,8 @@ impl Stat {
         Stat::PassContended,
         Stat::SplitAllowed,
         Stat::SplitRefused,
+        Stat::AnswerSynCookie,
+        Stat::DropCookieAck,
     ];
 
     /// What the counter counts.
@@ -137,7 +144,7 @@ impl Stat {
         }
     }
 
-    /// `"pass"` or `"drop"` for outcome counters, `None` for the others.
+    /// `"pass"`, `"drop"` or `"cookie"` for outcome counters, `None` for the others.
     pub const fn verdict(self) -> Option<&'static str> {
         match self {
             Stat::PassNotTcp
@@ -162,6 +169,7 @@ impl Stat {
             | Stat::DropSsl3
             | Stat::DropSsl2
             | Stat::DropRetransmit => Some("drop"),
+            Stat::AnswerSynCookie | Stat::DropCookieAck => Some("cookie"),
             _ => None,
         }
     }
@@ -200,6 +208,8 @@ impl Stat {
             Stat::PassContended => "reassembly_contended",
             Stat::SplitAllowed => "allowed",
             Stat::SplitRefused => "refused",
+            Stat::AnswerSynCookie => "syn_answered",
+            Stat::DropCookieAck => "handshake_ack",
         }
     }
 }

@@ -11,20 +11,22 @@
 //! reassembly (`stream`); a payload that begins the stream with a ClientHello
 //! header is parsed at once when the hello fits it, else reassembly starts;
 //! other data costs one load of the flow's anchor; ACKs, FINs and RSTs none.
+//! On a port with SYN cookies on, SYNs and bare ACKs go to the cookie
+//! programs (`cookie`) by tail call, and so does a refused hello that no
+//! connection owns (it may be a cookie handshake's first data).
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]
 
 mod atomic;
+mod cookie;
 mod hello;
 mod maps;
 mod packet;
 mod policy;
 mod staged;
 mod stream;
-mod syncookie;
-mod syncookie_tc;
-mod syncookie_xdp;
+mod tc;
 
 use aya_ebpf::{
     bindings::xdp_action, helpers::generated::bpf_xdp_load_bytes, macros::xdp, programs::XdpContext,
@@ -50,7 +52,18 @@ use stream::Outcome;
 #[xdp(frags)]
 pub(crate) fn gateway_xdp(ctx: XdpContext) -> u32 {
     let (stat, action) = filter(&ctx);
+    if action == cookie::TAIL_SYN || action == cookie::TAIL_ACK {
+        // The cookie program counts the packet's outcome.
+        cookie::hand_off(&ctx, action);
+        // It is missing: fail open.
+        count(Stat::PassControl);
+        return xdp_action::XDP_PASS;
+    }
     count(stat);
+    if action == cookie::TAIL_RESET {
+        cookie::hand_off(&ctx, action);
+        return xdp_action::XDP_DROP;
+    }
     action
 }
 
@@ -90,7 +103,19 @@ fn filter(ctx: &XdpContext) -> (Stat, u32) {
     let control = seg.payload_len == 0 || seg.flags & (TCP_SYN | TCP_RST) != 0;
     let syn = seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN;
     if control && !syn {
-        return (Stat::PassControl, pass); // pure ACKs, FINs, RSTs: no flow lookup
+        // Pure ACKs, FINs, RSTs: no flow lookup; on a cookie port, a bare ACK
+        // may complete a cookie handshake.
+        let bare_ack = seg.payload_len == 0 && seg.flags & (TCP_SYN | TCP_RST) == 0;
+        if bare_ack && cookie::checks(cookie::port_flags(seg.dport)) {
+            return (Stat::PassControl, cookie::TAIL_ACK);
+        }
+        return (Stat::PassControl, pass);
+    }
+    if syn {
+        cookie::count_syn(seg.dport);
+        if cookie::answers(cookie::port_flags(seg.dport)) {
+            return (Stat::PassControl, cookie::TAIL_SYN);
+        }
     }
     let (Some(config), Some(bits)) = (CONFIG.get(0), packet::flow_bits(ctx, &seg)) else {
         return (Stat::PassUndecidable, pass);
@@ -386,7 +411,8 @@ fn sslv2(ctx: &XdpContext, scratch: &mut Scratch, seg: &Staged) -> Outcome {
 /// which no longer knows the flow, answers the client with a RST and it fails
 /// at once instead of retrying. A hello on a flow the stack holds no
 /// connection for (a spoofed segment: only the listener matches) is dropped,
-/// since there is nothing to reset and a RST would only cost the stack work.
+/// since there is nothing to reset and a RST would only cost the stack work,
+/// unless it is a cookie handshake's first data (`cookie::TAIL_RESET`).
 #[inline(always)]
 fn refuse(ctx: &XdpContext, scratch: &Scratch, stat: Stat) -> (Stat, u32) {
     let seg = staged::read(scratch);
@@ -399,6 +425,11 @@ fn refuse(ctx: &XdpContext, scratch: &Scratch, stat: Stat) -> (Stat, u32) {
         return (Stat::DropRetransmit, xdp_action::XDP_PASS);
     }
     if !packet::has_connection(ctx, &flow, seg.ipv6()) {
+        if cookie::checks(cookie::port_flags(u16::from_be(flow.dport))) {
+            // Maybe a cookie handshake's first data: the reset program
+            // answers the client if its cookie is valid, else drops it.
+            return (stat, cookie::TAIL_RESET);
+        }
         return (stat, xdp_action::XDP_DROP);
     }
     let _ = REFUSED_FLOWS.insert(&flow, &0, 0);

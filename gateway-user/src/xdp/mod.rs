@@ -357,6 +357,32 @@ impl Drop for XdpFilter {
     }
 }
 
+/// A program that passes every frame, attached in native mode: on a veth
+/// pair, the peer of a device whose XDP program answers with XDP_TX (as the
+/// SYN cookies do) must run XDP itself to receive those frames. Labs attach it
+/// to their client side; dropping it detaches it.
+pub struct PassProgram {
+    _ebpf: Ebpf,
+}
+
+impl PassProgram {
+    /// Loads `baseline_pass` and attaches it to `interface` in native mode.
+    pub fn attach(interface: &str) -> anyhow::Result<PassProgram> {
+        let (object, _) = kfunc::patch_kfunc_calls(OBJECT, 0);
+        let mut ebpf = EbpfLoader::new()
+            .load(object.bytes())
+            .context("loading the XDP object")?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(programs::BASELINE)
+            .ok_or_else(|| anyhow!("program {} missing", programs::BASELINE))?
+            .try_into()?;
+        prog.load().map_err(verifier_error(programs::BASELINE))?;
+        prog.attach(interface, XdpMode::Driver)
+            .with_context(|| format!("native XDP on {interface}"))?;
+        Ok(PassProgram { _ebpf: ebpf })
+    }
+}
+
 /// Takes a map out of the object, to be owned by its reader.
 fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
     ebpf.take_map(name)

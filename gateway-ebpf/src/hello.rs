@@ -34,6 +34,9 @@ pub(crate) const CONTENT_HANDSHAKE: u8 = 22;
 pub(crate) const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 /// Bytes of a TLS record header.
 pub(crate) const RECORD_HDR_LEN: usize = 5;
+/// Bytes of an SSL 2.0 ClientHello's header: the 2-byte record length (high
+/// bit set), message type 1, version, and three 2-byte lengths.
+pub(crate) const SSLV2_HDR_LEN: usize = 11;
 /// Bytes of a handshake message header.
 pub(crate) const HANDSHAKE_HDR_LEN: usize = 4;
 /// Largest record a peer may send (2^14 plus expansion allowance).
@@ -338,8 +341,7 @@ const SEEN: usize = 1 << 16;
 /// Only a header whose every length agrees is taken as one; anything else is not TLS.
 #[inline(always)]
 pub(crate) fn parse_sslv2(buf: &Payload, copied: usize) -> Result<(), Stat> {
-    // 2-byte record length (high bit set), msg type 1, version, three lengths.
-    const HDR: usize = 11;
+    const HDR: usize = SSLV2_HDR_LEN;
     if copied < HDR {
         return Err(Stat::PassNotTls);
     }

@@ -81,6 +81,24 @@ pub(crate) fn judge(buf: *const u8, scratch: &mut Scratch, parsed: Result<(), St
     }
 }
 
+/// The verdict on an SSL 2.0-format hello whose header was recognised: it
+/// offers SSL 2 and carries no SNI, so the no-SNI minimum applies (and it can
+/// never offer TLS 1.3). Leaves the summary in `scratch`.
+#[inline(always)]
+pub(crate) fn judge_sslv2(scratch: &mut Scratch) -> Verdict {
+    scratch.summary = HelloSummary {
+        max_version: version::SSL2,
+        sni_state: SNI_ABSENT,
+        sni_len: 0,
+    };
+    let min = CONFIG.get(0).map_or(0, |c| c.no_sni_min);
+    if version::SSL2 < min {
+        Verdict::Refuse(Stat::DropSsl2)
+    } else {
+        Verdict::Allow
+    }
+}
+
 /// The per-version hello counter.
 #[inline(always)]
 pub(crate) fn hello_stat(v: u16) -> Stat {

@@ -1,4 +1,5 @@
-//! Header walk: Ethernet → up to two VLAN tags → IPv4/IPv6 → TCP.
+//! Header walk: Ethernet → up to two VLAN tags → IPv4/IPv6 (and up to four
+//! IPv6 extension headers) → TCP.
 //!
 //! Each step takes an offset and returns the next one, or the reason to stop.
 //! Every read is preceded by a `data_end` check the verifier can follow; all
@@ -20,6 +21,17 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
 const IPV6_HDR_LEN: usize = 40;
+/// IPv6 extension headers the walk looks through (next-header values).
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_DSTOPTS: u8 = 60;
+/// IPv6 extension headers it does not: ESP, AH, mobility, HIP, shim6, experiments.
+const IPV6_EXT_OTHER: [u8; 7] = [50, 51, 135, 139, 140, 253, 254];
+/// IPv6 extension headers walked before giving up.
+const MAX_IPV6_EXT: usize = 4;
+/// The furthest a TCP header may start (the staged offsets are masked to 8 bits).
+const MAX_TCP_OFF: usize = 255;
 /// VLAN tags we look through (802.1ad outer + 802.1Q inner).
 const MAX_VLAN_TAGS: usize = 2;
 
@@ -129,16 +141,68 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<(usize, usize), Stat> {
     Ok((off + ihl, total - ihl))
 }
 
-/// Parses an IPv6 header (no extension headers); returns the L4 offset and length.
+/// Parses an IPv6 header; returns the L4 offset and length.
 #[inline(always)]
 fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<(usize, usize), Stat> {
     let p = bytes_at::<IPV6_HDR_LEN>(ctx, off).ok_or(Stat::PassNotTcp)?;
     // SAFETY: bytes_at checked the 40 bytes are inside the frame.
     let hdr = unsafe { &*p };
-    if hdr[0] >> 4 != 6 || hdr[6] != IPPROTO_TCP {
+    if hdr[0] >> 4 != 6 {
         return Err(Stat::PassNotTcp);
     }
-    Ok((off + IPV6_HDR_LEN, be16([hdr[4], hdr[5]]) as usize))
+    let len = be16([hdr[4], hdr[5]]) as usize;
+    if hdr[6] == IPPROTO_TCP {
+        return Ok((off + IPV6_HDR_LEN, len));
+    }
+    ipv6_extensions(ctx, hdr[6], off + IPV6_HDR_LEN, len)
+}
+
+/// Walks IPv6 extension headers from `off` (`next` names the first, `len`
+/// bytes of payload follow the fixed header) to TCP: hop-by-hop and
+/// destination options, a routing header with no segments left (this host is
+/// the last destination, so the addresses are the connection's) and an atomic
+/// fragment (offset 0, no more fragments: the whole packet, RFC 6946).
+/// Returns the L4 offset and length, or why not.
+#[inline(always)]
+fn ipv6_extensions(
+    ctx: &XdpContext,
+    mut next: u8,
+    mut off: usize,
+    mut len: usize,
+) -> Result<(usize, usize), Stat> {
+    for _ in 0..MAX_IPV6_EXT {
+        let ext_len = match next {
+            IPPROTO_HOPOPTS | IPPROTO_DSTOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT => {
+                let h = read::<8>(ctx, off).ok_or(Stat::PassMalformed)?;
+                if next == IPPROTO_ROUTING && h[3] != 0 {
+                    return Err(Stat::PassIpv6ExtHeaders); // segments left
+                }
+                if next == IPPROTO_FRAGMENT && be16([h[2], h[3]]) & 0xfff9 != 0 {
+                    return Err(Stat::PassFragment); // an offset, or more to come
+                }
+                let ext_len = match next {
+                    IPPROTO_FRAGMENT => 8, // fixed size; byte 1 is reserved
+                    _ => ((h[1] as usize) + 1) * 8,
+                };
+                next = h[0];
+                ext_len
+            }
+            _ if IPV6_EXT_OTHER.contains(&next) => return Err(Stat::PassIpv6ExtHeaders),
+            _ => return Err(Stat::PassNotTcp),
+        };
+        if ext_len > len {
+            return Err(Stat::PassMalformed);
+        }
+        off += ext_len;
+        len -= ext_len;
+        if off > MAX_TCP_OFF {
+            return Err(Stat::PassIpv6ExtHeaders);
+        }
+        if next == IPPROTO_TCP {
+            return Ok((off, len));
+        }
+    }
+    Err(Stat::PassIpv6ExtHeaders)
 }
 
 /// Locates the TCP segment of the frame, or says why there is none to look at.

@@ -242,15 +242,34 @@ pub(crate) fn flow_bits(ctx: &XdpContext, seg: &Segment) -> Option<FlowBits> {
         }
         addrs
     } else {
-        let a = read::<8>(ctx, seg.l3_off + 12)?;
-        word(&a, 0) | (word(&a, 4) << 32)
+        // Source and destination address, as `word` would fold them.
+        load8(ctx, seg.l3_off + 12)?
     };
-    let tcp = read::<8>(ctx, seg.tcp_off)?;
+    let tcp = load8(ctx, seg.tcp_off)?; // ports, then sequence number
     Some(FlowBits {
-        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        seq: ((tcp >> 32) as u32).swap_bytes(),
         addrs,
-        ports: u32::from_ne_bytes([tcp[0], tcp[1], tcp[2], tcp[3]]),
+        ports: tcp as u32,
     })
+}
+
+/// The 8 frame bytes at `off` as a little-endian word, in one load: the BPF
+/// target splits a read it cannot prove aligned into eight byte loads, while
+/// the kernel lets XDP read packet data unaligned wherever the CPU can.
+#[inline(always)]
+fn load8(ctx: &XdpContext, off: usize) -> Option<u64> {
+    let p = bytes_at::<8>(ctx, off)?;
+    let w: u64;
+    // SAFETY: bytes_at checked the 8 bytes are inside the frame; nothing is written.
+    unsafe {
+        core::arch::asm!(
+            "{w} = *(u64 *)({p} + 0)",
+            p = in(reg) p,
+            w = lateout(reg) w,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    Some(w)
 }
 
 /// The key of a segment's flow: addresses, ports and sequence number, read

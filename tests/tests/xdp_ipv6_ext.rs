@@ -159,11 +159,17 @@ fn a_split_hello_behind_extension_headers_is_reassembled() {
         (t.flags, t.seq) = (f, seq);
         with_exts(&t, &exts())
     };
-    assert_eq!(run(&filter, &seg(flags::SYN, isn, &[])).stat, Stat::PassControl);
+    assert_eq!(
+        run(&filter, &seg(flags::SYN, isn, &[])).stat,
+        Stat::PassControl
+    );
     let first = run(&filter, &seg(flags::ACK, isn + 1, &stream[..1200]));
     assert_eq!(first.stat, Stat::PassHelloPartial);
     let rest = run(&filter, &seg(flags::ACK, isn + 1201, &stream[1200..]));
-    assert_eq!((rest.stat, rest.split), (Stat::DropTls10, Some(Stat::SplitRefused)));
+    assert_eq!(
+        (rest.stat, rest.split),
+        (Stat::DropTls10, Some(Stat::SplitRefused))
+    );
 }
 
 #[test]
@@ -172,7 +178,9 @@ fn other_extension_headers_and_fragments_pass_with_their_own_reason() {
     let old = ClientHello::legacy(version::TLS1_0, Some("zone.test")).record();
     let ah = Ext6 {
         kind: AH,
-        body: vec![2, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        body: vec![
+            2, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
     };
     let five = (0..5).map(|_| options(DEST_OPTS, 1)).collect::<Vec<_>>();
     let cases: Vec<(&str, Vec<Ext6>, Stat)> = vec![
@@ -188,9 +196,21 @@ fn other_extension_headers_and_fragments_pass_with_their_own_reason() {
             vec![options(HOP_BY_HOP, 26)],
             Stat::PassIpv6ExtHeaders,
         ),
-        ("first fragment", vec![fragment(0, true)], Stat::PassFragment),
-        ("later fragment", vec![fragment(185, true)], Stat::PassFragment),
-        ("last fragment", vec![fragment(185, false)], Stat::PassFragment),
+        (
+            "first fragment",
+            vec![fragment(0, true)],
+            Stat::PassFragment,
+        ),
+        (
+            "later fragment",
+            vec![fragment(185, true)],
+            Stat::PassFragment,
+        ),
+        (
+            "last fragment",
+            vec![fragment(185, false)],
+            Stat::PassFragment,
+        ),
     ];
     let before = filter.stats().read().unwrap();
     for (what, exts, stat) in cases {

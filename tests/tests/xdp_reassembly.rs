@@ -433,18 +433,28 @@ fn an_sslv2_hello_whose_first_segment_is_shorter_than_its_header_is_decided() {
                 (Stat::PassHelloPartial, XDP_PASS),
                 "cut at {cut}, SYN seen: {syn}"
             );
-            assert_eq!(model.segment(first.seq, first.flags, &first.payload).stat, v.stat);
+            assert_eq!(
+                model.segment(first.seq, first.flags, &first.payload).stat,
+                v.stat
+            );
             let rest = conn.data(cut, &hello[cut..]);
             let v = run(&filter, &rest);
             assert_eq!(v.stat, Stat::DropSsl2, "cut at {cut}, SYN seen: {syn}");
             assert_eq!(v.split, Some(Stat::SplitRefused), "cut at {cut}");
             let seen = v.hello.as_ref().expect("the hello was reported");
-            assert_eq!((seen.max_version, seen.sni.as_deref()), (version::SSL2, None));
+            assert_eq!(
+                (seen.max_version, seen.sni.as_deref()),
+                (version::SSL2, None)
+            );
             let reset = tcp_view(&v.output).expect("still a TCP frame");
             assert_eq!(reset.flags, flags::RST | flags::ACK, "cut at {cut}");
             assert!(reset.checksum_ok);
             let m = model.segment(rest.seq, rest.flags, &rest.payload);
-            assert_eq!((m.stat, m.split), (v.stat, v.split), "program and model, cut at {cut}");
+            assert_eq!(
+                (m.stat, m.split),
+                (v.stat, v.split),
+                "program and model, cut at {cut}"
+            );
             // Its retransmission passes unchanged.
             assert_eq!(run(&filter, &rest).stat, Stat::DropRetransmit);
         }
@@ -461,14 +471,24 @@ fn a_short_start_that_is_no_sslv2_header_passes_once_the_header_is_in() {
     bad[10] = 0; // a 0-byte challenge: not an SSL 2 ClientHello
     let conn = Conn::v4();
     run(&filter, &conn.syn());
-    assert_eq!(run(&filter, &conn.data(0, &bad[..4])).stat, Stat::PassHelloPartial);
+    assert_eq!(
+        run(&filter, &conn.data(0, &bad[..4])).stat,
+        Stat::PassHelloPartial
+    );
     let v = run(&filter, &conn.data(4, &bad[4..]));
     assert_eq!((v.stat, v.action), (Stat::PassNotTls, XDP_PASS));
-    assert_eq!(v.output, conn.data(4, &bad[4..]).build(), "passed unchanged");
+    assert_eq!(
+        v.output,
+        conn.data(4, &bad[4..]).build(),
+        "passed unchanged"
+    );
     // Bytes whose third is not 1 cannot begin one: decided at once, nothing kept.
     let conn = Conn::v4();
     run(&filter, &conn.syn());
-    assert_eq!(run(&filter, &conn.data(0, &[0x80, 0x2e, 0x02])).stat, Stat::PassNotTls);
+    assert_eq!(
+        run(&filter, &conn.data(0, &[0x80, 0x2e, 0x02])).stat,
+        Stat::PassNotTls
+    );
     // In drop mode the completing segment is dropped.
     let mut p = policy(Tls12, &[]);
     p.refuse = gateway::config::RefuseMode::Drop;
@@ -496,7 +516,11 @@ fn a_fast_open_syn_with_a_hello_passes_and_the_resent_hello_is_decided() {
         let mut syn = conn.syn();
         syn.payload = hello.clone();
         let v = run(&filter, &syn);
-        assert_eq!((v.stat, v.action), (Stat::PassControl, XDP_PASS), "v6: {v6}");
+        assert_eq!(
+            (v.stat, v.action),
+            (Stat::PassControl, XDP_PASS),
+            "v6: {v6}"
+        );
         assert_eq!(v.output, syn.build(), "the SYN passes unchanged");
         assert_eq!(v.hello, None, "its data is not parsed");
         // The SYN anchored the stream: the resent hello at ISN + 1 is refused.

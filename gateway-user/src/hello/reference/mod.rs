@@ -224,7 +224,10 @@ mod tests {
             assert_eq!(first.stat, Stat::PassHelloPartial, "cut at {cut}");
             assert_eq!(flow.anchor().map(|a| a.state), Some(AnchorState::Hello));
             let rest = flow.segment(10 + cut as u32, 0, &hello[cut..]);
-            assert_eq!((rest.stat, rest.split), (Stat::DropSsl2, Some(Stat::SplitRefused)));
+            assert_eq!(
+                (rest.stat, rest.split),
+                (Stat::DropSsl2, Some(Stat::SplitRefused))
+            );
             assert_eq!(flow.anchor().map(|a| a.state), Some(AnchorState::Refused));
         }
     }

@@ -435,7 +435,8 @@ impl Flow {
 /// first bytes (a short payload is judged on the bytes it has).
 fn not_a_hello(p: &[u8]) -> Option<Stat> {
     if p[0] & 0x80 != 0 {
-        let sslv2 = p.get(2).is_none_or(|&t| t == 1) && p.get(3).is_none_or(|&m| matches!(m, 0 | 3));
+        let sslv2 =
+            p.get(2).is_none_or(|&t| t == 1) && p.get(3).is_none_or(|&m| matches!(m, 0 | 3));
         (!sslv2).then_some(Stat::PassNotTls)
     } else if p[0] != 22 || (p.len() >= 2 && p[1] != 3) {
         Some(Stat::PassNotTls)

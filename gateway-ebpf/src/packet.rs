@@ -122,19 +122,24 @@ fn word(b: &[u8], at: usize) -> u64 {
 /// Parses an IPv4 header; returns the L4 offset and the L4 length.
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<(usize, usize), Stat> {
-    let hdr = read::<20>(ctx, off).ok_or(Stat::PassNotTcp)?;
-    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
-    if hdr[0] >> 4 != 4 || ihl < 20 {
+    let p = bytes_at::<20>(ctx, off).ok_or(Stat::PassNotTcp)?;
+    // Bytes 0..8 (version and length, total length, id, fragment word) and
+    // 8..16 (TTL, protocol, checksum, source address), as little-endian words.
+    // SAFETY: bytes_at checked the 20 bytes are inside the frame.
+    let (w0, w1) = unsafe { (load8_at(p.cast()), load8_at(p.cast::<u8>().add(8))) };
+    let b0 = w0 as u8;
+    let ihl = ((b0 & 0x0f) as usize) * 4;
+    if b0 >> 4 != 4 || ihl < 20 {
         return Err(Stat::PassNotTcp);
     }
-    if hdr[9] != IPPROTO_TCP {
+    if (w1 >> 8) as u8 != IPPROTO_TCP {
         return Err(Stat::PassNotTcp);
     }
     // More-fragments flag or a non-zero fragment offset.
-    if be16([hdr[6], hdr[7]]) & 0x3fff != 0 {
+    if ((w0 >> 48) as u16).swap_bytes() & 0x3fff != 0 {
         return Err(Stat::PassFragment);
     }
-    let total = be16([hdr[2], hdr[3]]) as usize;
+    let total = ((w0 >> 16) as u16).swap_bytes() as usize;
     if total < ihl {
         return Err(Stat::PassMalformed);
     }
@@ -214,8 +219,12 @@ pub(crate) fn parse_segment(ctx: &XdpContext) -> Result<Segment, Stat> {
         ETH_P_IPV6 => parse_ipv6(ctx, l3_off)?,
         _ => return Err(Stat::PassNotTcp),
     };
-    let tcp = read::<20>(ctx, tcp_off).ok_or(Stat::PassNotTcp)?;
-    let doff = ((tcp[12] >> 4) as usize) * 4;
+    let p = bytes_at::<20>(ctx, tcp_off).ok_or(Stat::PassNotTcp)?;
+    // Bytes 0..8 (ports, sequence number) and 8..16 (acknowledgment number,
+    // data offset, flags, window), as little-endian words.
+    // SAFETY: bytes_at checked the 20 bytes are inside the frame.
+    let (w0, w1) = unsafe { (load8_at(p.cast()), load8_at(p.cast::<u8>().add(8))) };
+    let doff = (((w1 >> 32) as u8 >> 4) as usize) * 4;
     if doff < 20 || doff > l4_len {
         return Err(Stat::PassMalformed);
     }
@@ -223,8 +232,8 @@ pub(crate) fn parse_segment(ctx: &XdpContext) -> Result<Segment, Stat> {
         tcp_off,
         payload_off: tcp_off + doff,
         payload_len: l4_len - doff,
-        flags: tcp[13],
-        dport: be16([tcp[2], tcp[3]]),
+        flags: (w1 >> 40) as u8,
+        dport: ((w0 >> 16) as u16).swap_bytes(),
         l3_off,
         ipv6: proto == ETH_P_IPV6,
     })
@@ -259,8 +268,20 @@ pub(crate) fn flow_bits(ctx: &XdpContext, seg: &Segment) -> Option<FlowBits> {
 #[inline(always)]
 fn load8(ctx: &XdpContext, off: usize) -> Option<u64> {
     let p = bytes_at::<8>(ctx, off)?;
+    // SAFETY: bytes_at checked the 8 bytes are inside the frame.
+    Some(unsafe { load8_at(p.cast()) })
+}
+
+/// The 8 bytes at `p` as a little-endian word, in one load.
+///
+/// # Safety
+///
+/// The 8 bytes must be inside the frame, checked against `data_end` where the
+/// verifier can see it.
+#[inline(always)]
+unsafe fn load8_at(p: *const u8) -> u64 {
     let w: u64;
-    // SAFETY: bytes_at checked the 8 bytes are inside the frame; nothing is written.
+    // SAFETY: the caller checked the bounds; nothing is written.
     unsafe {
         core::arch::asm!(
             "{w} = *(u64 *)({p} + 0)",
@@ -269,7 +290,7 @@ fn load8(ctx: &XdpContext, off: usize) -> Option<u64> {
             options(readonly, nostack, preserves_flags),
         );
     }
-    Some(w)
+    w
 }
 
 /// The key of a segment's flow: addresses, ports and sequence number, read

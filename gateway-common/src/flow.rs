@@ -42,6 +42,9 @@ pub const LAYOUT_UNKNOWN: u32 = 0;
 pub const LAYOUT_ONE_RECORD: u32 = 1;
 /// [`HelloFlow::layout`]: the message spans records; their bodies are copied into `hello`.
 pub const LAYOUT_RECORDS: u32 = 2;
+/// [`HelloFlow::layout`]: an SSL 2.0-format hello (first byte's high bit set),
+/// decided from its 11-byte header once that is in.
+pub const LAYOUT_SSLV2: u32 = 3;
 
 /// One slot of [`maps::FLOW_ANCHORS`](crate::maps::FLOW_ANCHORS).
 #[repr(C)]

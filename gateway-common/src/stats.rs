@@ -9,13 +9,15 @@
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stat {
-    /// Not IPv4/IPv6 TCP (or an IPv6 extension header we do not walk).
+    /// Not IPv4/IPv6 TCP.
     PassNotTcp = 0,
     /// TCP to a port that is not a TLS port.
     PassOtherPort,
     /// SYN (even with Fast Open data), RST, or a segment without payload.
     PassControl,
-    /// IPv4 fragment: the TCP header or payload may be elsewhere.
+    /// IP fragment (IPv4, or IPv6 with a fragment header whose offset is not 0
+    /// or whose more-fragments flag is set): the TCP header or payload may be
+    /// elsewhere, and the kernel reassembles after XDP.
     PassFragment,
     /// Payload that does not start a TLS handshake record (application data, continuations).
     PassNotTls,
@@ -79,6 +81,12 @@ pub enum Stat {
     AnswerSynCookie,
     /// A bare ACK completing a cookie handshake: dropped, nothing to remember.
     DropCookieAck,
+    /// IPv6 with extension headers the filter does not look through: kinds
+    /// other than hop-by-hop, destination options, routing and fragment (ESP,
+    /// AH, mobility, ...), a routing header with segments left (this host is
+    /// not the packet's last destination), or more than 4 headers, or a TCP
+    /// header that starts beyond the frame's first 255 bytes.
+    PassIpv6ExtHeaders,
 }
 
 /// What a counter counts.
@@ -95,7 +103,7 @@ pub enum StatKind {
 
 impl Stat {
     /// Number of slots in the `STATS` map.
-    pub const COUNT: u32 = Stat::DropCookieAck as u32 + 1;
+    pub const COUNT: u32 = Stat::PassIpv6ExtHeaders as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Stat; Stat::COUNT as usize] = [
@@ -131,6 +139,7 @@ impl Stat {
         Stat::SplitRefused,
         Stat::AnswerSynCookie,
         Stat::DropCookieAck,
+        Stat::PassIpv6ExtHeaders,
     ];
 
     /// What the counter counts.
@@ -162,7 +171,8 @@ impl Stat {
             | Stat::PassOverlapMismatch
             | Stat::PassTooLarge
             | Stat::PassEvicted
-            | Stat::PassContended => Some("pass"),
+            | Stat::PassContended
+            | Stat::PassIpv6ExtHeaders => Some("pass"),
             Stat::DropTls10
             | Stat::DropTls11
             | Stat::DropTls12
@@ -210,6 +220,7 @@ impl Stat {
             Stat::SplitRefused => "refused",
             Stat::AnswerSynCookie => "syn_answered",
             Stat::DropCookieAck => "handshake_ack",
+            Stat::PassIpv6ExtHeaders => "ipv6_ext_headers",
         }
     }
 }

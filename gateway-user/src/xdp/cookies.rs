@@ -119,6 +119,21 @@ impl CookieControl {
         self.tick(Instant::now())
     }
 
+    /// Takes the settings a configuration (re)load asks for: in force at once
+    /// once started; before that, they are what [`CookieControl::start`] gets.
+    pub(super) fn follow(&mut self, settings: CookieSettings) {
+        if settings == self.settings {
+            return;
+        }
+        if self.ready {
+            info!(
+                "SYN cookies now {:?} (at {} SYNs/s per port)",
+                settings.mode, settings.rate
+            );
+        }
+        self.settings = settings;
+    }
+
     /// Stops answering and checking on every port.
     pub(super) fn stop(&mut self) {
         self.ready = false;

@@ -209,15 +209,15 @@ impl XdpFilter {
     }
 
     /// Starts SYN cookies on the attached interface as `settings` say: attaches
-    /// the TC program and lets the ports answer. Returns a line for the banner;
+    /// the TC program (with `off` too, so that a configuration change can turn
+    /// them on live) and lets the ports answer. Returns a line for the banner;
     /// where the kernel cannot take cookies it says why, and the gateway runs
     /// without them.
     pub fn start_cookies(&mut self, settings: CookieSettings) -> String {
-        if settings.mode == SynCookies::Off {
-            return "SYN cookies off".into();
-        }
         if let Some(why) = &self.cookies_unavailable {
-            warn!("SYN cookies unavailable, running without them: {why}");
+            if settings.mode != SynCookies::Off {
+                warn!("SYN cookies unavailable, running without them: {why}");
+            }
             return format!("SYN cookies unavailable ({why})");
         }
         let Some(interface) = self.link.as_ref().map(|(name, ..)| name.clone()) else {
@@ -243,8 +243,9 @@ impl XdpFilter {
             warn!("SYN cookies: {e:#}");
         }
         match settings.mode {
+            SynCookies::Off => "SYN cookies off".into(),
             SynCookies::On => "SYN cookies on".into(),
-            _ => format!("SYN cookies auto (at {} SYNs/s per port)", settings.rate),
+            SynCookies::Auto => format!("SYN cookies auto (at {} SYNs/s per port)", settings.rate),
         }
     }
 

@@ -37,6 +37,8 @@ pub struct XdpPolicy {
     pub ports: BTreeSet<u16>,
     /// What happens to a refused hello.
     pub refuse: RefuseMode,
+    /// Whether SYNs are answered with cookies (`[xdp] syn_cookies`).
+    pub syn_cookies: super::cookies::CookieSettings,
 }
 
 impl XdpPolicy {
@@ -50,6 +52,7 @@ impl XdpPolicy {
             minimums: [0; 4],
             ports: crate::config::DEFAULT_TLS_PORTS.into_iter().collect(),
             refuse: RefuseMode::default(),
+            syn_cookies: super::cookies::CookieSettings::of(&Default::default()),
         }
     }
 
@@ -59,6 +62,7 @@ impl XdpPolicy {
         let mut p = XdpPolicy::uniform(config.zone.min_tls_version);
         p.ports = config.xdp.ports.iter().copied().collect();
         p.refuse = config.xdp.refuse;
+        p.syn_cookies = super::cookies::CookieSettings::of(&config.xdp);
         p.update(&Delta::everything(config))
     }
 
@@ -200,7 +204,9 @@ impl XdpFilter {
                     .context("writing a hostname policy")?;
             }
         }
-        self.write_config(new)
+        self.write_config(new)?;
+        self.follow_cookie_settings(policy);
+        Ok(())
     }
 
     /// Moves the maps from `old` (what they hold) to `new`, writing only the
@@ -236,7 +242,13 @@ impl XdpFilter {
                 }
             }
         }
+        self.follow_cookie_settings(new);
         Ok(())
+    }
+
+    /// `[xdp] syn_cookies` and `syn_cookie_rate` follow the configuration live.
+    fn follow_cookie_settings(&mut self, policy: &XdpPolicy) {
+        super::cookies::lock(&self.cookies).follow(policy.syn_cookies);
     }
 
     fn host_map(&mut self) -> anyhow::Result<HashMap<&mut aya::maps::MapData, u64, HostPolicy>> {

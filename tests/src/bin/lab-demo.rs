@@ -11,6 +11,7 @@ use gateway_tests::lab::{IFACE, Lab, SERVER_V4, metric};
 
 const CONFIG: &str = r#"[xdp]
 interface = "gw0"
+syn_cookies = "on"
 
 [zone]
 min_tls_version = "1.2"
@@ -54,7 +55,11 @@ fn demo(gateway: PathBuf) -> anyhow::Result<()> {
     let banner = lab.log("gateway");
     let attached = banner.lines().find_map(|l| l.strip_prefix("gateway: "));
     println!("gateway {}", attached.unwrap_or("started"));
-    println!("policy  zone minimum TLS 1.2; strict.lab.test minimum TLS 1.3\n");
+    println!("policy  zone minimum TLS 1.2; strict.lab.test minimum TLS 1.3");
+    println!(
+        "        SYN cookies on: XDP answers every SYN, so a refused client gets its RST \
+         from XDP and the kernel never builds its socket\n"
+    );
 
     println!(
         "{:<52} {:<40} {:>8}",
@@ -98,7 +103,8 @@ fn demo(gateway: PathBuf) -> anyhow::Result<()> {
 
     let scrape = lab.metrics()?;
     println!("\ncounters from the gateway's /metrics (non-zero):");
-    for line in scrape.lines().filter(|l| l.starts_with("gateway_xdp_")) {
+    let shown = |l: &&str| l.starts_with("gateway_xdp_") || l.starts_with("gateway_syn_cookies_");
+    for line in scrape.lines().filter(shown) {
         if line.rsplit_once(' ').is_some_and(|(_, v)| v != "0") {
             println!("  {line}");
         }

@@ -24,6 +24,7 @@ mod hello;
 mod maps;
 mod packet;
 mod policy;
+mod reply;
 mod staged;
 mod stream;
 mod tc;

@@ -2,7 +2,7 @@
 //! reads the counters through the names in `gateway_common::maps`; the stages
 //! import what they use from here.
 
-use crate::{cookie::ReplyWork, tc::AckSegment};
+use crate::{reply::ReplyWork, tc::AckSegment};
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},

@@ -27,7 +27,8 @@ use gateway_common::syncookie::{
 };
 
 use crate::{
-    cookie::{self, Headers},
+    cookie,
+    reply::Headers,
     maps::{OPTIONS_READ, TC_WORK},
 };
 

@@ -6,7 +6,7 @@
 //! hello never makes a socket (`nstat` TcpPassiveOpens does not move, `ss`
 //! never lists the connection, even between the handshake and the hello), the
 //! client is reset within milliseconds of its hello, and a served one gets a
-//! socket built from the cookie with the options its SYN asked for (`ss -tni`
+//! socket built from the cookie with the options its SYN asked for (`ss -tnie`
 //! on the accepted socket). Figures are printed; run with `--nocapture`.
 //!
 //! The XDP mode is native unless `GATEWAY_SYNCOOKIE_LAB_MODE` names another
@@ -386,11 +386,11 @@ ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
 raw = socket.create_connection((sys.argv[1], 443), timeout=5)
 tls = ctx.wrap_socket(raw, server_hostname=sys.argv[2])
-print("connected", raw.getsockname()[1], tls.version(), flush=True)
+print("connected", tls.getsockname()[1], tls.version(), flush=True)
 time.sleep(6)
 "#;
 
-/// The TCP options `ss -tni` shows for one connection.
+/// The TCP options `ss -tnie` shows for one connection.
 #[derive(Debug, PartialEq)]
 struct SocketOptions {
     /// (snd_wscale, rcv_wscale).
@@ -407,8 +407,8 @@ fn socket_options(cmd: &mut Command, port: u16, local: bool) -> SocketOptions {
     } else {
         format!("dport = :{port}")
     };
-    let out = run(cmd.args(["-tniH", "state", "established"]).args(filter.split(' ')))
-        .expect("run ss -tni");
+    let out = run(cmd.args(["-tnieH", "state", "established"]).args(filter.split(' ')))
+        .expect("run ss -tnie");
     let line = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .collect::<Vec<_>>()

@@ -10,7 +10,7 @@
 //! on the accepted socket). Figures are printed; run with `--nocapture`.
 //!
 //! The XDP mode is native unless `GATEWAY_SYNCOOKIE_LAB_MODE` names another
-//! (`generic`).
+//! (`generic`); see `gateway_tests::cookie_lab`.
 
 use std::{
     io::{Read, Write},
@@ -22,133 +22,14 @@ use std::{
 
 use gateway::hello::{ClientHello, records};
 use gateway_tests::{
-    lab::{IFACE, Lab, SERVER_V4, SERVER_V6, metric, run},
+    cookie_lab::{HOST, Snapshot, lab},
+    lab::{Lab, SERVER_V4, SERVER_V6, run},
     split::require_program,
 };
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
-const HOST: &str = "lab.test";
 /// The longest a refused client may wait for its reset after its hello.
 const RESET_WITHIN: Duration = Duration::from_millis(10);
-
-fn xdp_mode() -> String {
-    std::env::var("GATEWAY_SYNCOOKIE_LAB_MODE").unwrap_or_else(|_| "native".into())
-}
-
-fn config() -> String {
-    format!(
-        "[xdp]\ninterface = \"{IFACE}\"\nmode = \"{mode}\"\nsyn_cookies = \"on\"\n\n\
-         [zone]\nmin_tls_version = \"1.2\"\n\n\
-         [metrics]\nlisten = \"127.0.0.1:9100\"\n\n\
-         [terminator]\nlisten = [\"{SERVER_V4}:443\", \"[{SERVER_V6}]:443\"]\n\
-         certificate = \"server.crt\"\nkey = \"server.key\"\n\n\
-         [[hostname]]\nname = \"{HOST}\"\norigin = \"http://127.0.0.1:8080\"\n",
-        mode = xdp_mode()
-    )
-}
-
-/// The lab with the origin and the gateway (cookies on) running; fails
-/// loudly if the gateway could not turn SYN cookies on.
-fn lab() -> Lab {
-    gateway_tests::require_root("the network-namespace lab");
-    require_program("openssl", "openssl");
-    require_program("nstat", "iproute2");
-    let mut lab = Lab::create().expect("create the lab");
-    lab.self_signed(&[HOST]).expect("make a certificate");
-    let origin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab_origin.py");
-    let mut cmd = lab.in_server("python3");
-    cmd.arg(origin).args(["--port", "8080"]);
-    lab.spawn("origin", cmd).expect("start the origin");
-    lab.wait_for("origin", Duration::from_secs(10), |lab| {
-        lab.log("origin").contains("listening")
-    })
-    .expect("origin listening");
-    lab.start_gateway(Path::new(GATEWAY), &config())
-        .expect("start the gateway");
-    let log = lab.log("gateway");
-    assert!(
-        !log.contains("SYN cookies unavailable"),
-        "!!! SYN COOKIES UNAVAILABLE on this kernel or interface (needs the kfunc \
-         bpf_sk_assign_tcp_reqsk, Linux 6.9+, and TC ingress); nothing here can be tested:\n{log}"
-    );
-    let engaged = metric(
-        &lab.metrics().expect("scrape"),
-        "gateway_syn_cookies_engaged",
-        &[("port", "443")],
-    );
-    assert_eq!(engaged, 1.0, "cookies not engaged on port 443:\n{log}");
-    println!("gateway up, XDP mode {}", xdp_mode());
-    lab
-}
-
-/// The server namespace's kernel and the gateway's cookie counters at one moment.
-#[derive(Debug, Clone)]
-struct Snapshot {
-    passive_opens: u64,
-    scrape: String,
-}
-
-impl Snapshot {
-    /// Reads TcpPassiveOpens first, then scrapes (the scrape is itself a
-    /// passive open, which then falls before the reading).
-    fn take(lab: &Lab) -> Snapshot {
-        let passive_opens = passive_opens(lab);
-        let scrape = lab.metrics().expect("scrape the gateway");
-        Snapshot {
-            passive_opens,
-            scrape,
-        }
-    }
-
-    fn cookies(&self, outcome: &str) -> f64 {
-        metric(
-            &self.scrape,
-            "gateway_syn_cookies_total",
-            &[("outcome", outcome)],
-        )
-    }
-
-    /// Counter moves from `self` to `after`: PassiveOpens (without the
-    /// scrape between them) and each cookie outcome.
-    fn moved(&self, after: &Snapshot) -> Moves {
-        let outcome = |o: &str| after.cookies(o) - self.cookies(o);
-        Moves {
-            // The scrape of `self` came after its nstat reading: one passive open.
-            passive_opens: after.passive_opens as i64 - self.passive_opens as i64 - 1,
-            sent: outcome("sent"),
-            not_answered: outcome("not_answered"),
-            ack_dropped: outcome("ack_dropped"),
-            bad_cookie: outcome("bad_cookie"),
-            refused: outcome("refused_without_socket"),
-            socket_made: outcome("socket_made"),
-            assign_failed: outcome("assign_failed"),
-        }
-    }
-}
-
-#[derive(Debug, PartialEq)]
-struct Moves {
-    passive_opens: i64,
-    sent: f64,
-    not_answered: f64,
-    ack_dropped: f64,
-    bad_cookie: f64,
-    refused: f64,
-    socket_made: f64,
-    assign_failed: f64,
-}
-
-/// TcpPassiveOpens of the server namespace (`nstat -az`, history untouched).
-fn passive_opens(lab: &Lab) -> u64 {
-    let out = run(lab.in_server("nstat").args(["-asz", "TcpPassiveOpens"])).expect("run nstat");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| {
-            let mut f = l.split_whitespace();
-            (f.next() == Some("TcpPassiveOpens")).then(|| f.next()?.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no TcpPassiveOpens in nstat's output:\n{text}"))
-}
 
 /// `ss -tan` in the server namespace.
 fn server_sockets(lab: &Lab) -> String {
@@ -278,7 +159,10 @@ fn assert_s_client_refused(lab: &Lab, server: &str, flag: &str) {
         run.elapsed,
         run.output
     );
-    assert_eq!(moves.passive_opens, 0, "{flag}: a socket was made: {moves:?}");
+    assert_eq!(
+        moves.passive_opens, 0,
+        "{flag}: a socket was made: {moves:?}"
+    );
     assert_eq!(moves.refused, 1.0, "{flag}: {moves:?}");
     assert_eq!(moves.socket_made, 0.0, "{flag}: {moves:?}");
     let client = if server.contains(':') {
@@ -317,7 +201,7 @@ fn assert_s_client_served(lab: &Lab, server: &str) {
 
 #[test]
 fn old_clients_are_refused_without_a_socket_and_reset_within_ten_ms() {
-    let lab = lab();
+    let lab = lab(Path::new(GATEWAY));
     for flag in ["-tls1", "-tls1_1"] {
         assert_s_client_refused(&lab, SERVER_V4, flag);
     }
@@ -330,7 +214,7 @@ fn old_clients_are_refused_without_a_socket_and_reset_within_ten_ms() {
 
 #[test]
 fn tls13_and_curl_are_served_with_a_socket_built_from_the_cookie() {
-    let lab = lab();
+    let lab = lab(Path::new(GATEWAY));
     require_program("curl", "curl");
     for _ in 0..3 {
         assert_s_client_served(&lab, SERVER_V4);
@@ -367,7 +251,7 @@ fn tls13_and_curl_are_served_with_a_socket_built_from_the_cookie() {
 
 #[test]
 fn ipv6_is_served_and_refused_the_same_way() {
-    let lab = lab();
+    let lab = lab(Path::new(GATEWAY));
     assert_s_client_refused(&lab, SERVER_V6, "-tls1");
     assert_s_client_served(&lab, SERVER_V6);
     let server: SocketAddr = format!("[{SERVER_V6}]:443").parse().unwrap();
@@ -407,8 +291,10 @@ fn socket_options(cmd: &mut Command, port: u16, local: bool) -> SocketOptions {
     } else {
         format!("dport = :{port}")
     };
-    let out = run(cmd.args(["-tnieH", "state", "established"]).args(filter.split(' ')))
-        .expect("run ss -tnie");
+    let out = run(cmd
+        .args(["-tnieH", "state", "established"])
+        .args(filter.split(' ')))
+    .expect("run ss -tnie");
     let line = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -436,7 +322,7 @@ fn socket_options(cmd: &mut Command, port: u16, local: bool) -> SocketOptions {
 
 #[test]
 fn python_ssl_with_and_without_timestamps_gets_the_options_it_asked_for() {
-    let mut lab = lab();
+    let mut lab = lab(Path::new(GATEWAY));
     let py = require_program("python3", "python3");
     for timestamps in [true, false] {
         let value = if timestamps { "1" } else { "0" };
@@ -475,7 +361,12 @@ fn python_ssl_with_and_without_timestamps_gets_the_options_it_asked_for() {
         let (Some((s_snd, s_rcv)), Some((c_snd, c_rcv))) = (ws, wc) else {
             panic!("no window scale: server {ws:?}, client {wc:?}");
         };
-        assert_eq!(s_rcv, gateway_common::syncookie::OUR_WSCALE, "{}", server.line);
+        assert_eq!(
+            s_rcv,
+            gateway_common::syncookie::OUR_WSCALE,
+            "{}",
+            server.line
+        );
         assert_eq!(s_snd, c_rcv, "the client's shift, as the cookie carried it");
         assert_eq!(c_snd, s_rcv, "the shift the SYN-ACK announced");
         let want_mss = if timestamps { 1448 } else { 1460 };

@@ -1,0 +1,148 @@
+//! The SYN-cookie lab: `gateway run` with `[xdp] syn_cookies = "on"` in front
+//! of its own terminator and the echo origin, and what the server
+//! namespace's kernel and the gateway count (for the `syncookie_*lab` tests).
+
+use std::{path::Path, time::Duration};
+
+use crate::{
+    lab::{IFACE, Lab, SERVER_V4, SERVER_V6, metric, run},
+    split::require_program,
+};
+
+/// The hostname the lab serves.
+pub const HOST: &str = "lab.test";
+
+/// The XDP mode the lab runs in: native unless `GATEWAY_SYNCOOKIE_LAB_MODE`
+/// names another (`generic`).
+pub fn xdp_mode() -> String {
+    std::env::var("GATEWAY_SYNCOOKIE_LAB_MODE").unwrap_or_else(|_| "native".into())
+}
+
+/// The gateway's configuration: cookies on, its terminator on both lab
+/// addresses in front of the echo origin, [`HOST`] with the zone's TLS 1.2 minimum.
+pub fn config() -> String {
+    format!(
+        "[xdp]\ninterface = \"{IFACE}\"\nmode = \"{mode}\"\nsyn_cookies = \"on\"\n\n\
+         [zone]\nmin_tls_version = \"1.2\"\n\n\
+         [metrics]\nlisten = \"127.0.0.1:9100\"\n\n\
+         [terminator]\nlisten = [\"{SERVER_V4}:443\", \"[{SERVER_V6}]:443\"]\n\
+         certificate = \"server.crt\"\nkey = \"server.key\"\n\n\
+         [[hostname]]\nname = \"{HOST}\"\norigin = \"http://127.0.0.1:8080\"\n",
+        mode = xdp_mode()
+    )
+}
+
+/// The lab with the origin and the gateway (cookies on) running; fails
+/// loudly if the gateway could not turn SYN cookies on.
+pub fn lab(gateway: &Path) -> Lab {
+    crate::require_root("the network-namespace lab");
+    require_program("openssl", "openssl");
+    require_program("nstat", "iproute2");
+    let mut lab = Lab::create().expect("create the lab");
+    lab.self_signed(&[HOST]).expect("make a certificate");
+    let origin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab_origin.py");
+    let mut cmd = lab.in_server("python3");
+    cmd.arg(origin).args(["--port", "8080"]);
+    lab.spawn("origin", cmd).expect("start the origin");
+    lab.wait_for("origin", Duration::from_secs(10), |lab| {
+        lab.log("origin").contains("listening")
+    })
+    .expect("origin listening");
+    lab.start_gateway(gateway, &config())
+        .expect("start the gateway");
+    let log = lab.log("gateway");
+    assert!(
+        !log.contains("SYN cookies unavailable"),
+        "!!! SYN COOKIES UNAVAILABLE on this kernel or interface (needs the kfunc \
+         bpf_sk_assign_tcp_reqsk, Linux 6.9+, and TC ingress); nothing here can be tested:\n{log}"
+    );
+    let engaged = metric(
+        &lab.metrics().expect("scrape"),
+        "gateway_syn_cookies_engaged",
+        &[("port", "443")],
+    );
+    assert_eq!(engaged, 1.0, "cookies not engaged on port 443:\n{log}");
+    println!("gateway up, XDP mode {}", xdp_mode());
+    lab
+}
+
+/// The server namespace's kernel and the gateway's cookie counters at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// TcpPassiveOpens.
+    pub passive_opens: u64,
+    /// The gateway's metrics.
+    pub scrape: String,
+}
+
+impl Snapshot {
+    /// Reads TcpPassiveOpens first, then scrapes (the scrape is itself a
+    /// passive open, which then falls before the reading).
+    pub fn take(lab: &Lab) -> Snapshot {
+        let passive_opens = passive_opens(lab);
+        let scrape = lab.metrics().expect("scrape the gateway");
+        Snapshot {
+            passive_opens,
+            scrape,
+        }
+    }
+
+    /// `gateway_syn_cookies_total{outcome}`.
+    pub fn cookies(&self, outcome: &str) -> f64 {
+        metric(
+            &self.scrape,
+            "gateway_syn_cookies_total",
+            &[("outcome", outcome)],
+        )
+    }
+
+    /// Counter moves from `self` to `after`: PassiveOpens (without the
+    /// scrape between them) and each cookie outcome.
+    pub fn moved(&self, after: &Snapshot) -> Moves {
+        let outcome = |o: &str| after.cookies(o) - self.cookies(o);
+        Moves {
+            // The scrape of `self` came after its nstat reading: one passive open.
+            passive_opens: after.passive_opens as i64 - self.passive_opens as i64 - 1,
+            sent: outcome("sent"),
+            not_answered: outcome("not_answered"),
+            ack_dropped: outcome("ack_dropped"),
+            bad_cookie: outcome("bad_cookie"),
+            refused: outcome("refused_without_socket"),
+            socket_made: outcome("socket_made"),
+            assign_failed: outcome("assign_failed"),
+        }
+    }
+}
+
+/// How the counters moved between two [`Snapshot`]s.
+#[derive(Debug, PartialEq)]
+pub struct Moves {
+    /// Sockets the server's kernel made (TcpPassiveOpens).
+    pub passive_opens: i64,
+    /// `outcome="sent"`.
+    pub sent: f64,
+    /// `outcome="not_answered"`.
+    pub not_answered: f64,
+    /// `outcome="ack_dropped"`.
+    pub ack_dropped: f64,
+    /// `outcome="bad_cookie"`.
+    pub bad_cookie: f64,
+    /// `outcome="refused_without_socket"`.
+    pub refused: f64,
+    /// `outcome="socket_made"`.
+    pub socket_made: f64,
+    /// `outcome="assign_failed"`.
+    pub assign_failed: f64,
+}
+
+/// TcpPassiveOpens of the server namespace (`nstat -az`, history untouched).
+pub fn passive_opens(lab: &Lab) -> u64 {
+    let out = run(lab.in_server("nstat").args(["-asz", "TcpPassiveOpens"])).expect("run nstat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some("TcpPassiveOpens")).then(|| f.next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no TcpPassiveOpens in nstat's output:\n{text}"))
+}

@@ -21,6 +21,7 @@ use std::{
 };
 
 use gateway::hello::{ClientHello, records};
+use gateway_common::syncookie::OUR_WSCALE;
 use gateway_tests::{
     cookie_lab::{HOST, Snapshot, lab},
     lab::{Lab, SERVER_V4, SERVER_V6, run},
@@ -281,6 +282,7 @@ struct SocketOptions {
     wscale: Option<(u8, u8)>,
     sack: bool,
     ts: bool,
+    ecn: bool,
     mss: Option<u32>,
     line: String,
 }
@@ -315,61 +317,116 @@ fn socket_options(cmd: &mut Command, port: u16, local: bool) -> SocketOptions {
         wscale,
         sack: words.contains(&"sack"),
         ts: words.contains(&"ts"),
+        ecn: words.contains(&"ecn"),
         mss,
         line,
     }
+}
+
+/// Client sysctls for one run of the Python client, and what the server's
+/// socket must show for them.
+struct Variant {
+    /// `net.ipv4.tcp_timestamps`, `tcp_sack`, `tcp_window_scaling`, `tcp_ecn`.
+    sysctls: [u8; 4],
+}
+
+impl Variant {
+    fn name(&self) -> String {
+        let [ts, sack, ws, ecn] = self.sysctls;
+        format!("timestamps={ts} sack={sack} window_scaling={ws} ecn={ecn}")
+    }
+}
+
+/// Runs the Python client once; returns its port and what it printed.
+fn python_client(lab: &mut Lab, py: &Path, name: &str) -> (u16, String) {
+    let mut cmd = lab.in_client(py);
+    cmd.args(["-c", PY_CLIENT, SERVER_V4, HOST]);
+    lab.spawn(name, cmd).expect("start the Python client");
+    lab.wait_for(name, Duration::from_secs(10), |lab| {
+        lab.log(name).contains("connected")
+    })
+    .expect("the Python client connects");
+    let said = lab.log(name);
+    let port = said
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {said:?}"));
+    (port, said)
+}
+
+/// One variant: served through a cookie, and the server's socket has the
+/// options the client's SYN asked for, as the client's own socket sees them.
+fn check_variant(lab: &mut Lab, py: &Path, v: &Variant) {
+    for (name, value) in [
+        "tcp_timestamps",
+        "tcp_sack",
+        "tcp_window_scaling",
+        "tcp_ecn",
+    ]
+    .iter()
+    .zip(v.sysctls)
+    {
+        run(lab
+            .in_client("sysctl")
+            .args(["-qw", &format!("net.ipv4.{name}={value}")]))
+        .expect("set a client sysctl");
+    }
+    let [ts, sack, ws, ecn] = v.sysctls.map(|x| x != 0);
+    let ecn = ecn && v.sysctls[3] == 1;
+    let before = Snapshot::take(lab);
+    let name = format!("py-{}", v.sysctls.map(|x| x.to_string()).join(""));
+    let (port, said) = python_client(lab, py, &name);
+    let server = socket_options(&mut lab.in_server("ss"), port, false);
+    let client = socket_options(&mut lab.in_client("ss"), port, true);
+    lab.stop(&name).ok();
+    let moves = before.moved(&Snapshot::take(lab));
+    println!("{}: {}", v.name(), said.trim());
+    println!(
+        "  server: {}\n  client: {}\n  {moves:?}",
+        server.line, client.line
+    );
+    assert!(said.contains("TLSv1.3"), "{said}");
+    assert_eq!(moves.socket_made, 1.0, "{moves:?}");
+    assert_eq!(moves.passive_opens, 1, "{moves:?}");
+    assert_eq!((server.ts, client.ts), (ts, ts), "ts: {}", server.line);
+    assert_eq!(
+        (server.sack, client.sack),
+        (sack, sack),
+        "sack: {}",
+        server.line
+    );
+    assert_eq!((server.ecn, client.ecn), (ecn, ecn), "ecn: {}", server.line);
+    if ws {
+        let (Some((s_snd, s_rcv)), Some((c_snd, c_rcv))) = (server.wscale, client.wscale) else {
+            panic!("no window scale: {}\n{}", server.line, client.line);
+        };
+        assert_eq!(s_rcv, OUR_WSCALE, "{}", server.line);
+        assert_eq!(s_snd, c_rcv, "the client's shift, as the cookie carried it");
+        assert_eq!(c_snd, s_rcv, "the shift the SYN-ACK announced");
+    } else {
+        assert_eq!(
+            (server.wscale, client.wscale),
+            (None, None),
+            "{}",
+            server.line
+        );
+    }
+    let want_mss = if ts { 1448 } else { 1460 };
+    assert_eq!(server.mss, Some(want_mss), "{}", server.line);
 }
 
 #[test]
 fn python_ssl_with_and_without_timestamps_gets_the_options_it_asked_for() {
     let mut lab = lab(Path::new(GATEWAY));
     let py = require_program("python3", "python3");
-    for timestamps in [true, false] {
-        let value = if timestamps { "1" } else { "0" };
-        run(lab
-            .in_client("sysctl")
-            .args(["-qw", &format!("net.ipv4.tcp_timestamps={value}")]))
-        .expect("set the client's tcp_timestamps");
-        let before = Snapshot::take(&lab);
-        let name = format!("py-ts-{value}");
-        let mut cmd = lab.in_client(&py);
-        cmd.args(["-c", PY_CLIENT, SERVER_V4, HOST]);
-        lab.spawn(&name, cmd).expect("start the Python client");
-        lab.wait_for(&name, Duration::from_secs(10), |lab| {
-            lab.log(&name).contains("connected")
-        })
-        .expect("the Python client connects");
-        let said = lab.log(&name);
-        let port: u16 = said
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {said:?}"));
-        let server = socket_options(&mut lab.in_server("ss"), port, false);
-        let client = socket_options(&mut lab.in_client("ss"), port, true);
-        lab.stop(&name).ok();
-        let after = Snapshot::take(&lab);
-        let moves = before.moved(&after);
-        println!("timestamps {timestamps}: {said}  server: {}", server.line);
-        println!("  client: {}\n  {moves:?}", client.line);
-        assert!(said.contains("TLSv1.3"), "{said}");
-        assert_eq!(moves.socket_made, 1.0, "{moves:?}");
-        assert_eq!(server.ts, timestamps, "server socket's ts: {}", server.line);
-        assert_eq!(client.ts, timestamps, "client socket's ts: {}", client.line);
-        assert!(server.sack, "server socket lacks sack: {}", server.line);
-        let (ws, wc) = (server.wscale, client.wscale);
-        let (Some((s_snd, s_rcv)), Some((c_snd, c_rcv))) = (ws, wc) else {
-            panic!("no window scale: server {ws:?}, client {wc:?}");
-        };
-        assert_eq!(
-            s_rcv,
-            gateway_common::syncookie::OUR_WSCALE,
-            "{}",
-            server.line
-        );
-        assert_eq!(s_snd, c_rcv, "the client's shift, as the cookie carried it");
-        assert_eq!(c_snd, s_rcv, "the shift the SYN-ACK announced");
-        let want_mss = if timestamps { 1448 } else { 1460 };
-        assert_eq!(server.mss, Some(want_mss), "{}", server.line);
+    for sysctls in [
+        [1, 1, 1, 2],
+        [0, 1, 1, 2],
+        [1, 0, 1, 1],
+        [0, 1, 0, 1],
+        [1, 1, 0, 2],
+    ] {
+        check_variant(&mut lab, &py, &Variant { sysctls });
     }
 }

@@ -25,7 +25,7 @@ use gateway_common::syncookie::OUR_WSCALE;
 use gateway_tests::{
     cookie_lab::{HOST, Snapshot, lab},
     lab::{Lab, SERVER_V4, SERVER_V6, run},
-    split::require_program,
+    split::{End, chunks, require_program, send_chunks, server_sockets as split_server_sockets},
 };
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
@@ -248,6 +248,36 @@ fn tls13_and_curl_are_served_with_a_socket_built_from_the_cookie() {
         "PassiveOpens moved {}: {moves:?}",
         moves.passive_opens
     );
+}
+
+#[test]
+fn a_refused_two_segment_hello_gets_a_socket_then_a_reset() {
+    let lab = lab(Path::new(GATEWAY));
+    let server: SocketAddr = format!("{SERVER_V4}:443").parse().unwrap();
+    let before = Snapshot::take(&lab);
+    // 20 bytes first: no SNI yet, so the first segment cannot be decided.
+    let parts = chunks(&tls10_hello(), &[20]);
+    let pause = Duration::from_millis(30);
+    let run = send_chunks(&lab, server, parts, pause, Duration::from_secs(5)).expect("send");
+    let after = Snapshot::take(&lab);
+    let moves = before.moved(&after);
+    let left = split_server_sockets(&lab, run.local_port).expect("ss");
+    println!(
+        "two-segment TLS 1.0 hello: {:?} {:?} after the last write; {moves:?}",
+        run.end, run.after_last_write
+    );
+    assert_eq!(run.end, End::Reset, "{run:?}");
+    assert_eq!(
+        moves.socket_made, 1.0,
+        "the first segment made the socket: {moves:?}"
+    );
+    assert_eq!(moves.passive_opens, 1, "{moves:?}");
+    assert!(
+        run.after_last_write < Duration::from_secs(2),
+        "the reset took {:?}",
+        run.after_last_write
+    );
+    assert!(left.is_empty(), "the server still has the socket:\n{left}");
 }
 
 #[test]

@@ -23,8 +23,8 @@ use std::{
 use gateway::hello::{ClientHello, records};
 use gateway_common::syncookie::OUR_WSCALE;
 use gateway_tests::{
-    cookie_lab::{HOST, Snapshot, lab},
-    lab::{Lab, SERVER_V4, SERVER_V6, run},
+    cookie_lab::{HOST, Snapshot, lab, xdp_mode},
+    lab::{IFACE, Lab, SERVER_V4, SERVER_V6, run},
     split::{End, chunks, require_program, send_chunks, server_sockets as split_server_sockets},
 };
 
@@ -102,13 +102,39 @@ fn timed_refusal(lab: &Lab, server: SocketAddr) -> TimedRefusal {
     .expect("client thread")
 }
 
+/// The server veth's native XDP_TX counters (`ethtool -S`: every queue's
+/// `xdp_tx` and `xdp_tx_errors`); generic mode does not count there.
+fn server_xdp_tx(lab: &Lab) -> (u64, u64) {
+    let out = run(lab.in_server("ethtool").args(["-S", IFACE])).expect("run ethtool -S");
+    let mut sums = (0, 0);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((name, value)) = line.trim().split_once(": ") else {
+            continue;
+        };
+        let value: u64 = value.trim().parse().unwrap_or(0);
+        if name.ends_with("_xdp_tx") {
+            sums.0 += value;
+        } else if name.ends_with("_xdp_tx_errors") {
+            sums.1 += value;
+        }
+    }
+    sums
+}
+
 /// Checks one hand-made refusal: no socket between handshake and hello, a
 /// reset within [`RESET_WITHIN`], nothing built; returns the reset time.
 fn assert_refused_without_socket(lab: &Lab, server: SocketAddr) -> Duration {
+    let tx_before = server_xdp_tx(lab);
     let before = Snapshot::take(lab);
     let r = timed_refusal(lab, server);
     let after = Snapshot::take(lab);
     let moves = before.moved(&after);
+    let tx_after = server_xdp_tx(lab);
+    if xdp_mode() == "native" {
+        // The SYN-ACK and the RST left through the veth's native XDP_TX.
+        assert_eq!(tx_after.0 - tx_before.0, 2, "native xdp_tx on {IFACE}");
+        assert_eq!(tx_after.1, tx_before.1, "xdp_tx_errors on {IFACE}");
+    }
     println!(
         "hand-made TLS 1.0 hello to {server} from port {}: {} after {:?}; {moves:?}",
         r.client_port, r.read, r.reset_after

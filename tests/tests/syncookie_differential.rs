@@ -5,9 +5,12 @@
 //! in `gateway_common::syncookie`: addresses, MACs and ports swapped, the
 //! acknowledgment the client's ISN + 1, a cookie that checks with the key the
 //! loader wrote and carries the options the model agrees to, those options
-//! written as the model writes them, and valid IP and TCP checksums.
+//! written as the model writes them, and valid IP and TCP checksums. Then the
+//! client's next segment: a bare ACK is dropped by `cookie_ack` only with the
+//! cookie intact, and a refused first hello is answered by `cookie_reset` with
+//! a RST only then (else dropped).
 
-use gateway::xdp::{ProgramLog, XDP_PASS, XDP_TX, XdpFilter, cookies};
+use gateway::xdp::{ProgramLog, XDP_DROP, XDP_PASS, XDP_TX, XdpFilter, cookies};
 use gateway_common::syncookie::{
     self, CookieKey, Handshake, SYNACK_OPTIONS_MAX, SYNACK_WINDOW, SynOptions,
 };
@@ -150,17 +153,29 @@ impl Syn {
 
     /// The frame, and the offset of its IP header.
     fn frame(&self) -> (Vec<u8>, usize) {
-        let area = self.area();
+        self.segment(self.flags(), self.isn, 0, &self.area(), &[])
+    }
+
+    /// A segment of this flow from the client, and the offset of its IP header.
+    fn segment(
+        &self,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        area: &[u8],
+        payload: &[u8],
+    ) -> (Vec<u8>, usize) {
         let mut tcp = Vec::new();
         tcp.extend(self.sport.to_be_bytes());
         tcp.extend(self.dport.to_be_bytes());
-        tcp.extend(self.isn.to_be_bytes());
-        tcp.extend([0u8; 4]);
+        tcp.extend(seq.to_be_bytes());
+        tcp.extend(ack.to_be_bytes());
         tcp.push((((20 + area.len()) / 4) as u8) << 4);
-        tcp.push(self.flags());
+        tcp.push(flags);
         tcp.extend(64240u16.to_be_bytes());
         tcp.extend([0u8; 4]);
-        tcp.extend(&area);
+        tcp.extend(area);
+        tcp.extend(payload);
         let sum = tcp_sum(&self.client_ip(), &self.server_ip(), &tcp);
         tcp[16..18].copy_from_slice(&(!sum).to_be_bytes());
         let mut f = Vec::new();
@@ -431,4 +446,94 @@ fn a_syn_with_ip_options_is_left_to_the_kernel() {
         action, XDP_TX,
         "the same SYN without IP options is answered"
     );
+}
+
+/// How a segment after the handshake is changed before it is sent.
+#[derive(Clone, Copy, Debug)]
+enum Tamper {
+    /// As the client sends it.
+    None,
+    /// One bit of the cookie's hash flipped.
+    Hash(u8),
+    /// The cookie's option bits changed.
+    Options(u8),
+    /// Another client port.
+    Port,
+}
+
+fn tamper() -> impl Strategy<Value = Tamper> {
+    prop_oneof![
+        2 => Just(Tamper::None),
+        1 => (8u8..32).prop_map(Tamper::Hash),
+        1 => (1u8..=255).prop_map(Tamper::Options),
+        1 => Just(Tamper::Port),
+    ]
+}
+
+/// The client's segment after the cookie SYN-ACK: a bare ACK, or its first
+/// data (a TLS 1.0 hello, refused), as `tamper` says.
+fn after_handshake(syn: &Syn, cookie: u32, tamper: Tamper, data: bool) -> Vec<u8> {
+    let mut syn = syn.clone();
+    let ack = match tamper {
+        Tamper::Hash(bit) => cookie ^ (1 << bit),
+        Tamper::Options(x) => cookie ^ u32::from(x),
+        Tamper::None | Tamper::Port => cookie,
+    };
+    if let Tamper::Port = tamper {
+        syn.sport = syn.sport.wrapping_add(1).max(1);
+    }
+    let payload = if data {
+        gateway::hello::records(
+            &gateway::hello::ClientHello::legacy(0x0301, Some("lab.test")).message(),
+            0x0301,
+            usize::MAX,
+        )
+    } else {
+        Vec::new()
+    };
+    let flags = if data { TCP_ACK | 0x08 } else { TCP_ACK };
+    let seq = syn.isn.wrapping_add(1);
+    syn.segment(flags, seq, ack.wrapping_add(1), &[], &payload)
+        .0
+}
+
+#[test]
+fn cookie_ack_and_cookie_reset_take_only_valid_cookies() {
+    let filter = loaded();
+    let control = filter.cookie_control();
+    let config = proptest::test_runner::Config {
+        cases: 500,
+        ..Default::default()
+    };
+    proptest!(config, |(syn in syn(), tamper in tamper())| {
+        cookies::lock(&control).write_allow(syn.allow).expect("write the allowed options");
+        let (frame, l3) = syn.frame();
+        let (action, out) = filter.run_program("cookie_syn", &frame).expect("test run");
+        prop_assert_eq!(action, XDP_TX);
+        let tcp = l3 + if syn.ipv6 { 40 } else { 20 };
+        let cookie = u32::from_be_bytes([out[tcp + 4], out[tcp + 5], out[tcp + 6], out[tcp + 7]]);
+        let valid = matches!(tamper, Tamper::None);
+        let bare = after_handshake(&syn, cookie, tamper, false);
+        let (action, _) = filter.run_program("cookie_ack", &bare).expect("test run");
+        prop_assert_eq!(action, if valid { XDP_DROP } else { XDP_PASS }, "bare ACK, {:?}", tamper);
+        let data = after_handshake(&syn, cookie, tamper, true);
+        let (action, out) = filter.run_program("cookie_reset", &data).expect("test run");
+        if !valid {
+            prop_assert_eq!(action, XDP_DROP, "refused hello with a bad cookie, {:?}", tamper);
+            return Ok(());
+        }
+        prop_assert_eq!(action, XDP_TX, "refused hello with a valid cookie: a RST back");
+        let t = &out[tcp..];
+        prop_assert_eq!(t.len(), 20, "a bare RST");
+        prop_assert_eq!(t[13], 0x04, "RST only");
+        prop_assert_eq!(u16::from_be_bytes([t[0], t[1]]), syn.dport);
+        prop_assert_eq!(u16::from_be_bytes([t[2], t[3]]), syn.sport);
+        let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+        prop_assert_eq!(seq, cookie.wrapping_add(1), "at the sequence number the client expects");
+        let (src, dst) = (syn.server_ip(), syn.client_ip());
+        prop_assert_eq!(tcp_sum(&src, &dst, t), 0xffff, "RST checksum");
+        if !syn.ipv6 {
+            prop_assert_eq!(fold(sum16(&out[l3..l3 + 20], 0)), 0xffff, "IPv4 checksum");
+        }
+    });
 }

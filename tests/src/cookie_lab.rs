@@ -11,6 +11,13 @@ use crate::{
 
 /// The hostname the lab serves.
 pub const HOST: &str = "lab.test";
+/// The port of the gateway's terminator, which accepts with `TCP_DEFER_ACCEPT`
+/// (without cookies, a refused hello there leaves only a request socket).
+pub const TERMINATOR_PORT: u16 = 443;
+/// The port of the lab's plain TLS server (`scripts/lab_tls_server.py`, every
+/// version from 1.0 allowed, no `TCP_DEFER_ACCEPT`: without cookies, every
+/// handshake there makes a socket, a TcpPassiveOpens).
+pub const PLAIN_PORT: u16 = 8443;
 
 /// The XDP mode the lab runs in: native unless `GATEWAY_SYNCOOKIE_LAB_MODE`
 /// names another (`generic`).
@@ -18,11 +25,12 @@ pub fn xdp_mode() -> String {
     std::env::var("GATEWAY_SYNCOOKIE_LAB_MODE").unwrap_or_else(|_| "native".into())
 }
 
-/// The gateway's configuration: cookies on, its terminator on both lab
-/// addresses in front of the echo origin, [`HOST`] with the zone's TLS 1.2 minimum.
-pub fn config() -> String {
+/// The gateway's configuration: `syn_cookies = cookies` (`on`, `auto`,
+/// `off`), its terminator on both lab addresses in front of the echo origin,
+/// [`HOST`] with the zone's TLS 1.2 minimum.
+pub fn config(cookies: &str) -> String {
     format!(
-        "[xdp]\ninterface = \"{IFACE}\"\nmode = \"{mode}\"\nsyn_cookies = \"on\"\n\n\
+        "[xdp]\ninterface = \"{IFACE}\"\nports = [{TERMINATOR_PORT}, {PLAIN_PORT}]\nmode = \"{mode}\"\nsyn_cookies = \"{cookies}\"\n\n\
          [zone]\nmin_tls_version = \"1.2\"\n\n\
          [metrics]\nlisten = \"127.0.0.1:9100\"\n\n\
          [terminator]\nlisten = [\"{SERVER_V4}:443\", \"[{SERVER_V6}]:443\"]\n\
@@ -35,11 +43,30 @@ pub fn config() -> String {
 /// The lab with the origin and the gateway (cookies on) running; fails
 /// loudly if the gateway could not turn SYN cookies on.
 pub fn lab(gateway: &Path) -> Lab {
+    lab_with(gateway, "on")
+}
+
+/// [`lab`] with `syn_cookies = cookies`; with `on`, cookies must be engaged on 443.
+pub fn lab_with(gateway: &Path, cookies: &str) -> Lab {
     crate::require_root("the network-namespace lab");
     require_program("openssl", "openssl");
     require_program("nstat", "iproute2");
     let mut lab = Lab::create().expect("create the lab");
-    lab.self_signed(&[HOST]).expect("make a certificate");
+    let (cert, key) = lab.self_signed(&[HOST]).expect("make a certificate");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab_tls_server.py");
+    let mut cmd = lab.in_server("python3");
+    cmd.arg(script)
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key);
+    cmd.args(["--port", &PLAIN_PORT.to_string()]);
+    cmd.arg("--log").arg(lab.log_path("tls-events"));
+    lab.spawn("tls-server", cmd).expect("start the TLS server");
+    lab.wait_for("tls-server", Duration::from_secs(10), |lab| {
+        lab.log("tls-events").contains("listening")
+    })
+    .expect("TLS server listening");
     let origin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab_origin.py");
     let mut cmd = lab.in_server("python3");
     cmd.arg(origin).args(["--port", "8080"]);
@@ -48,7 +75,7 @@ pub fn lab(gateway: &Path) -> Lab {
         lab.log("origin").contains("listening")
     })
     .expect("origin listening");
-    lab.start_gateway(gateway, &config())
+    lab.start_gateway(gateway, &config(cookies))
         .expect("start the gateway");
     let log = lab.log("gateway");
     assert!(
@@ -61,8 +88,12 @@ pub fn lab(gateway: &Path) -> Lab {
         "gateway_syn_cookies_engaged",
         &[("port", "443")],
     );
-    assert_eq!(engaged, 1.0, "cookies not engaged on port 443:\n{log}");
-    println!("gateway up, XDP mode {}", xdp_mode());
+    let want = if cookies == "on" { 1.0 } else { 0.0 };
+    assert_eq!(
+        engaged, want,
+        "gateway_syn_cookies_engaged on 443 at start:\n{log}"
+    );
+    println!("gateway up, XDP mode {}, syn_cookies {cookies}", xdp_mode());
     lab
 }
 
@@ -145,4 +176,32 @@ pub fn passive_opens(lab: &Lab) -> u64 {
             (f.next() == Some("TcpPassiveOpens")).then(|| f.next()?.parse().ok())?
         })
         .unwrap_or_else(|| panic!("no TcpPassiveOpens in nstat's output:\n{text}"))
+}
+
+/// Runs `openssl s_client` from the client namespace against `server`:`port`
+/// with `args` (e.g. `-tls1`), stdin closed at once.
+pub fn s_client(lab: &Lab, server: &str, port: u16, args: &[&str]) -> crate::lab::ClientRun {
+    let target = if server.contains(':') {
+        format!("[{server}]:{port}")
+    } else {
+        format!("{server}:{port}")
+    };
+    let start = std::time::Instant::now();
+    let out = lab
+        .in_client("timeout")
+        .args(["10", "openssl", "s_client", "-connect", &target])
+        .args(["-servername", HOST, "-cipher", "DEFAULT:@SECLEVEL=0"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    crate::lab::ClientRun {
+        ok: out.status.success(),
+        elapsed: start.elapsed(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
 }

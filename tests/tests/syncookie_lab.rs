@@ -23,7 +23,7 @@ use std::{
 use gateway::hello::{ClientHello, records};
 use gateway_common::syncookie::OUR_WSCALE;
 use gateway_tests::{
-    cookie_lab::{HOST, Snapshot, lab, xdp_mode},
+    cookie_lab::{HOST, PLAIN_PORT, Snapshot, TERMINATOR_PORT, lab, lab_with, s_client, xdp_mode},
     lab::{IFACE, Lab, SERVER_V4, SERVER_V6, run},
     split::{End, chunks, require_program, send_chunks, server_sockets as split_server_sockets},
 };
@@ -168,15 +168,16 @@ fn assert_refused_without_socket(lab: &Lab, server: SocketAddr) -> Duration {
     r.reset_after
 }
 
-/// `openssl s_client` with `flag` to `server` is refused without a socket.
-fn assert_s_client_refused(lab: &Lab, server: &str, flag: &str) {
+/// `openssl s_client` with `flag` to `server`:`port` is refused without a socket.
+fn assert_s_client_refused(lab: &Lab, server: &str, port: u16, flag: &str) {
+    let hellos = lab.tls_events("client_hello").len();
     let before = Snapshot::take(lab);
-    let run = lab.s_client(server, HOST, &[flag]);
+    let run = s_client(lab, server, port, &[flag]);
     let listing = server_sockets(lab);
     let after = Snapshot::take(lab);
     let moves = before.moved(&after);
     println!(
-        "s_client {flag} to {server}: ok={} after {:?} (process included); {moves:?}",
+        "s_client {flag} to {server}:{port}: ok={} after {:?} (process included); {moves:?}",
         run.ok, run.elapsed
     );
     assert!(!run.ok, "{flag} must fail:\n{}", run.output);
@@ -192,6 +193,11 @@ fn assert_s_client_refused(lab: &Lab, server: &str, flag: &str) {
     );
     assert_eq!(moves.refused, 1.0, "{flag}: {moves:?}");
     assert_eq!(moves.socket_made, 0.0, "{flag}: {moves:?}");
+    assert_eq!(
+        lab.tls_events("client_hello").len(),
+        hellos,
+        "the TLS server saw it"
+    );
     let client = if server.contains(':') {
         gateway_tests::lab::CLIENT_V6
     } else {
@@ -203,14 +209,14 @@ fn assert_s_client_refused(lab: &Lab, server: &str, flag: &str) {
     );
 }
 
-/// `openssl s_client -tls1_3` to `server` is served, with one socket made from a cookie.
-fn assert_s_client_served(lab: &Lab, server: &str) {
+/// `openssl s_client -tls1_3` to `server`:`port` is served, with one socket made from a cookie.
+fn assert_s_client_served(lab: &Lab, server: &str, port: u16) {
     let before = Snapshot::take(lab);
-    let run = lab.s_client(server, HOST, &["-tls1_3"]);
+    let run = s_client(lab, server, port, &["-tls1_3"]);
     let after = Snapshot::take(lab);
     let moves = before.moved(&after);
     println!(
-        "s_client -tls1_3 to {server}: ok={} after {:?}; {moves:?}",
+        "s_client -tls1_3 to {server}:{port}: ok={} after {:?}; {moves:?}",
         run.ok, run.elapsed
     );
     assert!(
@@ -229,22 +235,24 @@ fn assert_s_client_served(lab: &Lab, server: &str) {
 #[test]
 fn old_clients_are_refused_without_a_socket_and_reset_within_ten_ms() {
     let lab = lab(Path::new(GATEWAY));
-    for flag in ["-tls1", "-tls1_1"] {
-        assert_s_client_refused(&lab, SERVER_V4, flag);
+    for port in [TERMINATOR_PORT, PLAIN_PORT] {
+        for flag in ["-tls1", "-tls1_1"] {
+            assert_s_client_refused(&lab, SERVER_V4, port, flag);
+        }
+        let server = SocketAddr::new(SERVER_V4.parse().unwrap(), port);
+        let times: Vec<Duration> = (0..5)
+            .map(|_| assert_refused_without_socket(&lab, server))
+            .collect();
+        println!("IPv4 port {port}: reset after the hello, 5 runs: {times:?}");
     }
-    let server: SocketAddr = format!("{SERVER_V4}:443").parse().unwrap();
-    let times: Vec<Duration> = (0..5)
-        .map(|_| assert_refused_without_socket(&lab, server))
-        .collect();
-    println!("IPv4 reset after the hello, 5 runs: {times:?}");
 }
 
 #[test]
 fn tls13_and_curl_are_served_with_a_socket_built_from_the_cookie() {
     let lab = lab(Path::new(GATEWAY));
     require_program("curl", "curl");
-    for _ in 0..3 {
-        assert_s_client_served(&lab, SERVER_V4);
+    for port in [TERMINATOR_PORT, PLAIN_PORT, TERMINATOR_PORT, PLAIN_PORT] {
+        assert_s_client_served(&lab, SERVER_V4, port);
     }
     let before = Snapshot::take(&lab);
     let out = lab
@@ -306,16 +314,108 @@ fn a_refused_two_segment_hello_gets_a_socket_then_a_reset() {
     assert!(left.is_empty(), "the server still has the socket:\n{left}");
 }
 
+/// `gateway_syn_cookies_engaged{port="443"}` now.
+fn engaged(lab: &Lab) -> f64 {
+    let scrape = lab.metrics().expect("scrape the gateway");
+    gateway_tests::lab::metric(&scrape, "gateway_syn_cookies_engaged", &[("port", "443")])
+}
+
+/// Opens and closes `n` connections to `server` from the client namespace as
+/// fast as it can; returns how long that took.
+fn connection_burst(lab: &Lab, server: SocketAddr, n: usize) -> Duration {
+    lab.in_client_thread(move || {
+        let start = Instant::now();
+        for _ in 0..n {
+            let _ = TcpStream::connect_timeout(&server, Duration::from_secs(1));
+        }
+        start.elapsed()
+    })
+    .expect("client thread")
+}
+
+#[test]
+fn auto_mode_engages_on_a_syn_burst_and_calms_down() {
+    let lab = lab_with(Path::new(GATEWAY), "auto");
+    // Not engaged: a refused hello costs a socket on the plain server, and a
+    // request socket on the terminator's (TCP_DEFER_ACCEPT), as without
+    // cookies; the checks the other tests make would see both.
+    let before = Snapshot::take(&lab);
+    let run = s_client(&lab, SERVER_V4, PLAIN_PORT, &["-tls1"]);
+    let moves = before.moved(&Snapshot::take(&lab));
+    println!("auto, idle: -tls1 to {PLAIN_PORT} ok={} {moves:?}", run.ok);
+    assert!(!run.ok, "{}", run.output);
+    assert_eq!((moves.sent, moves.passive_opens), (0.0, 1), "{moves:?}");
+    let terminator = SocketAddr::new(SERVER_V4.parse().unwrap(), TERMINATOR_PORT);
+    let r = timed_refusal(&lab, terminator);
+    let request = lines_for_port(&r.before_hello, r.client_port);
+    println!(
+        "auto, idle: before the hello the server lists {request:?}; {}",
+        r.read
+    );
+    assert!(
+        request.iter().any(|l| l.contains("SYN-RECV")),
+        "without cookies, the handshake leaves a request socket:\n{}",
+        r.before_hello
+    );
+
+    let took = connection_burst(&lab, terminator, 1500);
+    println!(
+        "1500 connections in {took:?} ({:.0}/s)",
+        1500.0 / took.as_secs_f64()
+    );
+    // The control ticks every 100 ms: give it a few.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while engaged(&lab) != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "auto did not engage after the burst:\n{}",
+            lab.log("gateway")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Per port: the burst went to the terminator's port only.
+    let plain = gateway_tests::lab::metric(
+        &lab.metrics().expect("scrape"),
+        "gateway_syn_cookies_engaged",
+        &[("port", &PLAIN_PORT.to_string())],
+    );
+    assert_eq!(
+        plain, 0.0,
+        "port {PLAIN_PORT} engaged by another port's SYNs"
+    );
+    let reset_after = assert_refused_without_socket(&lab, terminator);
+    println!("auto, engaged: refused without a socket, reset after {reset_after:?}");
+
+    let start = Instant::now();
+    while engaged(&lab) == 1.0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "auto never calmed down"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!(
+        "auto disengaged {:?} after the burst",
+        start.elapsed() + took
+    );
+    assert!(
+        lab.log("gateway")
+            .contains("SYN cookies disengaged on port 443")
+    );
+}
+
 #[test]
 fn ipv6_is_served_and_refused_the_same_way() {
     let lab = lab(Path::new(GATEWAY));
-    assert_s_client_refused(&lab, SERVER_V6, "-tls1");
-    assert_s_client_served(&lab, SERVER_V6);
-    let server: SocketAddr = format!("[{SERVER_V6}]:443").parse().unwrap();
-    let times: Vec<Duration> = (0..3)
-        .map(|_| assert_refused_without_socket(&lab, server))
-        .collect();
-    println!("IPv6 reset after the hello, 3 runs: {times:?}");
+    for port in [TERMINATOR_PORT, PLAIN_PORT] {
+        assert_s_client_refused(&lab, SERVER_V6, port, "-tls1");
+        assert_s_client_served(&lab, SERVER_V6, port);
+        let server = SocketAddr::new(SERVER_V6.parse().unwrap(), port);
+        let times: Vec<Duration> = (0..3)
+            .map(|_| assert_refused_without_socket(&lab, server))
+            .collect();
+        println!("IPv6 port {port}: reset after the hello, 3 runs: {times:?}");
+    }
 }
 
 /// A Python `ssl` client that completes a handshake, prints its port and

@@ -2,7 +2,7 @@
 //! of its own terminator and the echo origin, and what the server
 //! namespace's kernel and the gateway count (for the `syncookie_*lab` tests).
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, process::Command, time::Duration};
 
 use crate::{
     lab::{IFACE, Lab, SERVER_V4, SERVER_V6, metric, run},
@@ -204,4 +204,90 @@ pub fn s_client(lab: &Lab, server: &str, port: u16, args: &[&str]) -> crate::lab
             String::from_utf8_lossy(&out.stderr)
         ),
     }
+}
+
+/// A Python `ssl` client that completes a handshake, prints its port and
+/// holds the connection for a few seconds.
+pub const PY_CLIENT: &str = r#"
+import socket, ssl, sys, time
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+raw = socket.create_connection((sys.argv[1], 443), timeout=5)
+tls = ctx.wrap_socket(raw, server_hostname=sys.argv[2])
+print("connected", tls.getsockname()[1], tls.version(), flush=True)
+time.sleep(6)
+"#;
+
+/// The TCP options `ss -tnie` shows for one connection.
+#[derive(Debug, PartialEq)]
+pub struct SocketOptions {
+    /// (snd_wscale, rcv_wscale).
+    pub wscale: Option<(u8, u8)>,
+    /// SACK agreed.
+    pub sack: bool,
+    /// Timestamps agreed.
+    pub ts: bool,
+    /// ECN agreed.
+    pub ecn: bool,
+    /// The socket's MSS.
+    pub mss: Option<u32>,
+    /// The whole `ss` line.
+    pub line: String,
+}
+
+/// What `ss -tnie` (run by `cmd`, in one namespace) shows of the established
+/// connection whose local (`local`) or peer port is `port`.
+pub fn socket_options(cmd: &mut Command, port: u16, local: bool) -> SocketOptions {
+    let filter = if local {
+        format!("sport = :{port}")
+    } else {
+        format!("dport = :{port}")
+    };
+    let out = run(cmd
+        .args(["-tnieH", "state", "established"])
+        .args(filter.split(' ')))
+    .expect("run ss -tnie");
+    let line = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let words: Vec<&str> = line.split(' ').collect();
+    let wscale = words
+        .iter()
+        .find_map(|w| w.strip_prefix("wscale:"))
+        .and_then(|v| {
+            let (a, b) = v.split_once(',')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        });
+    let mss = words
+        .iter()
+        .find_map(|w| w.strip_prefix("mss:"))
+        .and_then(|v| v.parse().ok());
+    SocketOptions {
+        wscale,
+        sack: words.contains(&"sack"),
+        ts: words.contains(&"ts"),
+        ecn: words.contains(&"ecn"),
+        mss,
+        line,
+    }
+}
+
+/// Runs [`PY_CLIENT`] once from the client namespace to the terminator, as process `name`; returns its port and what it printed.
+pub fn python_client(lab: &mut Lab, py: &Path, name: &str) -> (u16, String) {
+    let mut cmd = lab.in_client(py);
+    cmd.args(["-c", PY_CLIENT, SERVER_V4, HOST]);
+    lab.spawn(name, cmd).expect("start the Python client");
+    lab.wait_for(name, Duration::from_secs(10), |lab| {
+        lab.log(name).contains("connected")
+    })
+    .expect("the Python client connects");
+    let said = lab.log(name);
+    let port = said
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {said:?}"));
+    (port, said)
 }

@@ -16,14 +16,17 @@ use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::Path,
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 use gateway::hello::{ClientHello, records};
 use gateway_common::syncookie::OUR_WSCALE;
 use gateway_tests::{
-    cookie_lab::{HOST, PLAIN_PORT, Snapshot, TERMINATOR_PORT, lab, lab_with, s_client, xdp_mode},
+    cookie_lab::{
+        HOST, PLAIN_PORT, Snapshot, TERMINATOR_PORT, lab, lab_with, python_client, s_client,
+        socket_options, xdp_mode,
+    },
     lab::{IFACE, Lab, SERVER_V4, SERVER_V6, run},
     split::{End, chunks, require_program, send_chunks, server_sockets as split_server_sockets},
 };
@@ -418,67 +421,6 @@ fn ipv6_is_served_and_refused_the_same_way() {
     }
 }
 
-/// A Python `ssl` client that completes a handshake, prints its port and
-/// holds the connection for a few seconds.
-const PY_CLIENT: &str = r#"
-import socket, ssl, sys, time
-ctx = ssl.create_default_context()
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-raw = socket.create_connection((sys.argv[1], 443), timeout=5)
-tls = ctx.wrap_socket(raw, server_hostname=sys.argv[2])
-print("connected", tls.getsockname()[1], tls.version(), flush=True)
-time.sleep(6)
-"#;
-
-/// The TCP options `ss -tnie` shows for one connection.
-#[derive(Debug, PartialEq)]
-struct SocketOptions {
-    /// (snd_wscale, rcv_wscale).
-    wscale: Option<(u8, u8)>,
-    sack: bool,
-    ts: bool,
-    ecn: bool,
-    mss: Option<u32>,
-    line: String,
-}
-
-fn socket_options(cmd: &mut Command, port: u16, local: bool) -> SocketOptions {
-    let filter = if local {
-        format!("sport = :{port}")
-    } else {
-        format!("dport = :{port}")
-    };
-    let out = run(cmd
-        .args(["-tnieH", "state", "established"])
-        .args(filter.split(' ')))
-    .expect("run ss -tnie");
-    let line = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    let words: Vec<&str> = line.split(' ').collect();
-    let wscale = words
-        .iter()
-        .find_map(|w| w.strip_prefix("wscale:"))
-        .and_then(|v| {
-            let (a, b) = v.split_once(',')?;
-            Some((a.parse().ok()?, b.parse().ok()?))
-        });
-    let mss = words
-        .iter()
-        .find_map(|w| w.strip_prefix("mss:"))
-        .and_then(|v| v.parse().ok());
-    SocketOptions {
-        wscale,
-        sack: words.contains(&"sack"),
-        ts: words.contains(&"ts"),
-        ecn: words.contains(&"ecn"),
-        mss,
-        line,
-    }
-}
-
 /// Client sysctls for one run of the Python client, and what the server's
 /// socket must show for them.
 struct Variant {
@@ -491,24 +433,6 @@ impl Variant {
         let [ts, sack, ws, ecn] = self.sysctls;
         format!("timestamps={ts} sack={sack} window_scaling={ws} ecn={ecn}")
     }
-}
-
-/// Runs the Python client once; returns its port and what it printed.
-fn python_client(lab: &mut Lab, py: &Path, name: &str) -> (u16, String) {
-    let mut cmd = lab.in_client(py);
-    cmd.args(["-c", PY_CLIENT, SERVER_V4, HOST]);
-    lab.spawn(name, cmd).expect("start the Python client");
-    lab.wait_for(name, Duration::from_secs(10), |lab| {
-        lab.log(name).contains("connected")
-    })
-    .expect("the Python client connects");
-    let said = lab.log(name);
-    let port = said
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {said:?}"));
-    (port, said)
 }
 
 /// One variant: served through a cookie, and the server's socket has the

@@ -17,6 +17,7 @@ use gateway::{
 pub mod browser;
 pub mod child;
 pub mod control;
+pub mod cookie_lab;
 pub mod fleet;
 pub mod fleet_gateway;
 pub mod flood;

@@ -226,9 +226,24 @@ impl CookieControl {
         Ok(())
     }
 
+    /// Test hook: the key ring as the programs read it, by ring index.
+    pub fn key_ring(&self) -> anyhow::Result<[CookieKey; KEY_RING as usize]> {
+        let at = |i: u32| self.maps.keys.get(&i, 0);
+        Ok([at(0)?, at(1)?, at(2)?])
+    }
+
+    /// Test hook: writes the options the programs may agree to
+    /// (`ALLOW_*` bits) as [`CookieControl::tick`] does from the sysctls.
+    pub fn write_allow(&mut self, allow: u32) -> anyhow::Result<()> {
+        let config = CookieConfig { allow, reserved: 0 };
+        self.maps.config.set(0, config, 0)?;
+        Ok(())
+    }
+
     /// Writes the keys of the current and the next slot where missing; the
-    /// previous slot's key stays, so its cookies still check.
-    fn rotate_keys(&mut self) -> anyhow::Result<()> {
+    /// previous slot's key stays, so its cookies still check. The tick does
+    /// this; a test running the programs without an interface calls it.
+    pub fn rotate_keys(&mut self) -> anyhow::Result<()> {
         let slot = time_slot(monotonic_ns());
         for s in [slot, slot + 1] {
             let index = key_index(s);

@@ -31,7 +31,7 @@ use log::{info, warn};
 pub use gateway_common::Stat;
 pub use policy::XdpPolicy;
 pub use stats::{Counters, StatsMap};
-pub use test_run::{FrameRunner, FrameVerdict, HelloSeen, XDP_DROP, XDP_PASS};
+pub use test_run::{FrameRunner, FrameVerdict, HelloSeen, XDP_DROP, XDP_PASS, XDP_TX};
 
 use crate::config::{AttachMode, SynCookies, XdpSection, check_table_sizes};
 

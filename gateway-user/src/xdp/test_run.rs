@@ -16,6 +16,8 @@ use super::XdpFilter;
 pub const XDP_DROP: u32 = 1;
 /// `XDP_PASS`.
 pub const XDP_PASS: u32 = 2;
+/// `XDP_TX`.
+pub const XDP_TX: u32 = 3;
 
 /// What the program learned from a ClientHello.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,6 +122,24 @@ impl XdpFilter {
             ..Default::default()
         })?;
         Ok(result.duration.as_nanos() as f64)
+    }
+
+    /// Test hook: runs `frame` through one of the object's XDP programs by
+    /// name (e.g. `cookie_syn`, which `gateway_xdp` tail-calls) and returns
+    /// its action and the frame as it left it. Nothing is counted or decoded;
+    /// the cookie key ring is [`CookieControl`](super::cookies::CookieControl)'s.
+    pub fn run_program(&self, name: &str, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
+        let mut output = vec![0u8; frame.len() + 256];
+        let result = self
+            .program(name)?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut output),
+                ..Default::default()
+            })
+            .with_context(|| format!("BPF_PROG_TEST_RUN of {name}"))?;
+        output.truncate(result.data_size_out as usize);
+        Ok((result.return_value, output))
     }
 
     fn hello_seen(&self, cpu: usize) -> anyhow::Result<HelloSeen> {

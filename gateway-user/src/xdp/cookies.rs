@@ -232,6 +232,13 @@ impl CookieControl {
         Ok([at(0)?, at(1)?, at(2)?])
     }
 
+    /// Benchmark hook: sets a port's `PORT_*` flags directly, as auto or on
+    /// mode would (the tick, once started, keeps them to its own decisions).
+    pub fn set_port_flags(&mut self, port: u16, flags: u8) -> anyhow::Result<()> {
+        self.maps.ports.set(port as u32, flags, 0)?;
+        Ok(())
+    }
+
     /// Test hook: writes the options the programs may agree to
     /// (`ALLOW_*` bits) as [`CookieControl::tick`] does from the sysctls.
     pub fn write_allow(&mut self, allow: u32) -> anyhow::Result<()> {

@@ -10,7 +10,9 @@
 //! - [`fastest`]: live frames, or AF_PACKET where the kernel refuses them
 //!   (or `GATEWAY_FLOOD_NO_LIVE_FRAMES=1` asks so); says which ran.
 //! - [`connections`]: real TCP connections that each send a sub-minimum
-//!   ClientHello and wait for the server to end them.
+//!   ClientHello and wait for the server to end them;
+//!   [`connections_evented`] the same from one thread, the hello shaped as a
+//!   [`HelloShape`] (or none sent: [`HelloShape::Idle`]).
 
 pub mod fastest;
 pub mod live;
@@ -107,14 +109,22 @@ pub enum HelloShape {
     TwoSegments,
     /// Padded to [`BROWSER_HELLO`] bytes, cut into TLS records of 256 bytes, one segment.
     Records,
+    /// No hello at all: the connection completes the TCP handshake, sends
+    /// nothing and waits (at most [`CONNECTION_WAIT`]) for the server to end it.
+    Idle,
 }
+
+/// How long a flood connection waits for its connect and then for the server
+/// to end it, each.
+pub const CONNECTION_WAIT: Duration = Duration::from_secs(2);
 
 impl HelloShape {
     /// Every shape.
-    pub const ALL: [HelloShape; 3] = [
+    pub const ALL: [HelloShape; 4] = [
         HelloShape::Whole,
         HelloShape::TwoSegments,
         HelloShape::Records,
+        HelloShape::Idle,
     ];
 
     /// Short name, for tables and JSON.
@@ -123,13 +133,16 @@ impl HelloShape {
             HelloShape::Whole => "connections",
             HelloShape::TwoSegments => "two-segments",
             HelloShape::Records => "records",
+            HelloShape::Idle => "idle",
         }
     }
 
     /// The writes, each leaving as its own segment, that carry hello `i`.
     pub fn writes(self, i: u64) -> Vec<Vec<u8>> {
-        if self == HelloShape::Whole {
-            return vec![old_hello(i)];
+        match self {
+            HelloShape::Whole => return vec![old_hello(i)],
+            HelloShape::Idle => return Vec::new(),
+            HelloShape::TwoSegments | HelloShape::Records => {}
         }
         let mut hello = old(i);
         let bare = hello.message().len() + 5;
@@ -236,7 +249,7 @@ pub fn connections_evented(
     let start = Instant::now();
     runtime.block_on(async {
         let slots = Arc::new(tokio::sync::Semaphore::new(in_flight as usize));
-        let limit = Duration::from_secs(2);
+        let limit = CONNECTION_WAIT;
         for i in 0..bounds.count {
             if bounds.rate > 0 {
                 let due = start + Duration::from_secs_f64(i as f64 / bounds.rate as f64);

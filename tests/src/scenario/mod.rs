@@ -43,6 +43,11 @@ pub struct Settings {
     /// The stateless flood's rates, packets per second, rising ([`UNPACED`]: as
     /// fast as the generator goes).
     pub stateless_rates: Vec<u64>,
+    /// The SYN flood's rates, SYNs per second, rising ([`UNPACED`] as above).
+    pub syn_rates: Vec<u64>,
+    /// The server configurations a run may sweep (each kind takes those of
+    /// them that [`Settings::servers`] gives it).
+    pub servers: Vec<Server>,
     /// The connection floods' rates, connections per second, rising.
     pub connection_rates: Vec<u64>,
     /// The kinds of flood swept.
@@ -78,11 +83,11 @@ pub const KEPT: f64 = 0.9;
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
-            stateless_rates: vec![
-                10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, UNPACED,
-            ],
-            connection_rates: vec![500, 1_000, 2_000, 4_000, 8_000, 16_000],
-            kinds: FloodKind::ALL.to_vec(),
+            stateless_rates: vec![10_000, 100_000, 1_000_000, UNPACED],
+            syn_rates: vec![10_000, 100_000, 1_000_000, UNPACED],
+            servers: Server::ALL.to_vec(),
+            connection_rates: vec![1_000, 3_000, 8_000, 16_000],
+            kinds: FloodKind::DEFAULT.to_vec(),
             step: Duration::from_secs(4),
             warmup: Duration::from_secs(2),
             concurrency: 16,
@@ -100,17 +105,27 @@ impl Settings {
     pub fn rates(&self, kind: FloodKind) -> &[u64] {
         match kind {
             FloodKind::Stateless => &self.stateless_rates,
+            FloodKind::Syn => &self.syn_rates,
             FloodKind::Connections(_) => &self.connection_rates,
         }
     }
 
-    /// The server configurations swept with `kind`: both XDP modes for the
-    /// stateless flood, the default (reset) mode for connection floods, whose
-    /// clients it makes fail at once.
+    /// The server configurations swept with `kind`, of those chosen
+    /// ([`Settings::servers`]): drop mode for the stateless hello flood only
+    /// (elsewhere it only makes clients wait), SYN cookies for the floods
+    /// that open connections (SYN and connection floods) where the gateway
+    /// has them ([`servers::syn_cookies_known`]).
     pub fn servers(&self, kind: FloodKind) -> Vec<Server> {
         Server::ALL
             .into_iter()
-            .filter(|s| kind == FloodKind::Stateless || *s != Server::GatewayXdpDrop)
+            .filter(|s| self.servers.contains(s))
+            .filter(|s| match s {
+                Server::GatewayXdpDrop => kind == FloodKind::Stateless,
+                Server::GatewayXdpCookies => {
+                    kind != FloodKind::Stateless && servers::syn_cookies_known()
+                }
+                _ => true,
+            })
             .collect()
     }
 }
@@ -142,6 +157,14 @@ impl Limit {
             Limit::Clients => "clients",
             Limit::Latency => "latency",
         }
+    }
+
+    /// Whether a step so bounded says something about the server, so that a
+    /// goal may be judged on it: bound by its budget, or by nothing outside
+    /// it (latency: its own queues and the kernel's). Steps bound by the
+    /// generator, the receive path or the clients' CPU are shown, not judged.
+    pub fn judged(self) -> bool {
+        matches!(self, Limit::Server | Limit::Latency)
     }
 }
 
@@ -219,13 +242,15 @@ impl Step {
         self.cpu_busy.get(cpu).map_or(0.0, |c| c.0)
     }
 
-    /// Refused hellos: for the stateless flood, the flood packets the server's
-    /// veth took (each is a hello refused, by XDP or by the kernel's TCP stack);
-    /// for connection floods, connections that sent their hello.
+    /// Refused flood units: for the stateless flood, the flood packets the
+    /// server's veth took (each is a hello refused, by XDP or by the kernel's
+    /// TCP stack); for the SYN flood, the SYNs it took (each answered, by XDP
+    /// or the kernel); for connection floods, connections that sent their
+    /// hello (idle ones: that were opened).
     pub fn refused(&self) -> u64 {
         match self.kind {
-            FloodKind::Stateless if self.flood_rate > 0 => self.rx_packets,
-            FloodKind::Stateless => 0,
+            FloodKind::Stateless | FloodKind::Syn if self.flood_rate > 0 => self.rx_packets,
+            FloodKind::Stateless | FloodKind::Syn => 0,
             FloodKind::Connections(_) => self.flood.sent,
         }
     }

@@ -28,8 +28,9 @@ fn register_font() -> anyhow::Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 5] = [
     RGBColor(0, 114, 178),
+    RGBColor(204, 121, 167),
     RGBColor(86, 180, 233),
     RGBColor(213, 94, 0),
     RGBColor(0, 158, 115),
@@ -98,7 +99,8 @@ where
             .map_err(e)?;
     }
     for s in mine {
-        let color = COLORS[Server::ALL.iter().position(|x| *x == s.server).unwrap_or(0) % 4];
+        let color =
+            COLORS[Server::ALL.iter().position(|x| *x == s.server).unwrap_or(0) % COLORS.len()];
         let mut points: Vec<(f64, f64)> = s
             .steps
             .iter()
@@ -128,10 +130,10 @@ where
     Ok(())
 }
 
-/// Draws one panel per kind of flood, two by two, into `path` (PNG).
+/// Draws one panel per kind of flood, two a row, into `path` (PNG).
 pub fn draw(path: &Path, series: &[Series], subtitle: &str) -> anyhow::Result<()> {
     register_font()?;
-    let root = BitMapBackend::new(path, (1400, 1000)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1400, 1450)).into_drawing_area();
     let e = |e: DrawingAreaErrorKind<_>| anyhow!("drawing {}: {e:?}", path.display());
     root.fill(&WHITE).map_err(e)?;
     let (top, body) = root.split_vertically(40);
@@ -141,7 +143,7 @@ pub fn draw(path: &Path, series: &[Series], subtitle: &str) -> anyhow::Result<()
         .into_iter()
         .filter(|k| series.iter().any(|s| s.kind == *k))
         .collect();
-    for (area, kind) in body.split_evenly((2, 2)).iter().zip(kinds) {
+    for (area, kind) in body.split_evenly((3, 2)).iter().zip(kinds) {
         panel(area, series, kind)?;
     }
     root.present()

@@ -12,7 +12,7 @@ use super::{
 use crate::{
     flood::{
         self, Bounds, FloodResult, Generator,
-        stateless::{self, Target},
+        stateless::{self, Packet, Target},
     },
     lab::{IFACE, Lab, metric},
     load::{LoadResult, MtlsClient},
@@ -37,10 +37,10 @@ pub(super) struct Bench<'a> {
     pub flood_budget: Arc<CpuBudget>,
     /// Where stateless floods go.
     pub target: Target,
-    /// The stateless flood's frames to port 443, sent with AF_PACKET (the
-    /// unpaced flood comes from live XDP frames where the kernel allows them,
-    /// see [`FloodKind::Stateless`]).
-    pub frames: Arc<Vec<Vec<u8>>>,
+    /// The spoofed floods' frames to port 443 (hellos, SYNs), sent with
+    /// AF_PACKET (the unpaced flood comes from live XDP frames where the
+    /// kernel allows them, see [`FloodKind::Stateless`]).
+    pub frames: Vec<(Packet, Arc<Vec<Vec<u8>>>)>,
     /// The XDP program's id.
     pub xdp_prog: u32,
 }
@@ -158,11 +158,14 @@ impl Bench<'_> {
         let duration = self.settings.step;
         let (budget, mut target) = (self.flood_budget.clone(), self.target);
         target.port = server.port();
-        let frames = match kind {
-            FloodKind::Stateless if server.port() != 443 => {
-                Arc::new(stateless::hello_frames(target))
-            }
-            _ => self.frames.clone(),
+        let packet = match kind {
+            FloodKind::Syn => Packet::Syn,
+            _ => Packet::Hello,
+        };
+        let frames = match self.frames.iter().find(|(p, _)| *p == packet) {
+            Some((_, frames)) if server.port() == 443 => frames.clone(),
+            _ if kind.spoofed() && rate > 0 => Arc::new(stateless::frames(target, packet)),
+            _ => Arc::new(Vec::new()),
         };
         self.lab.in_client_thread(move || -> anyhow::Result<_> {
             let flood = (rate > 0).then(|| {
@@ -180,14 +183,14 @@ impl Bench<'_> {
                     move || -> anyhow::Result<(Option<Generator>, FloodResult)> {
                         budget.enter()?; // unbudgeted where cgroup v2 cannot (said once)
                         Ok(match kind {
-                            FloodKind::Stateless => {
+                            FloodKind::Stateless | FloodKind::Syn => {
                                 // Paced floods use AF_PACKET (see `live::blast`).
                                 let first = match rate {
                                     UNPACED => Generator::preferred(),
                                     _ => Generator::AfPacket,
                                 };
-                                let (generator, result) = flood::fastest::blast_with(
-                                    first, IFACE, target, &frames, bounds,
+                                let (generator, result) = flood::fastest::blast_packets(
+                                    first, IFACE, target, packet, &frames, bounds,
                                 )?;
                                 (Some(generator), result)
                             }

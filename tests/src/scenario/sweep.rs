@@ -12,7 +12,7 @@ use super::{
     prepare_lab, servers, steps::Bench,
 };
 use crate::{
-    flood::stateless::Target,
+    flood::stateless::{self, Packet, Target},
     lab::{IFACE, Lab},
 };
 
@@ -70,7 +70,10 @@ pub fn run(
             settings.flood_share,
         )?),
         target,
-        frames: Arc::new(crate::flood::stateless::hello_frames(target)),
+        frames: [Packet::Hello, Packet::Syn]
+            .into_iter()
+            .map(|p| (p, Arc::new(stateless::frames(target, p))))
+            .collect(),
         xdp_prog: cpu::xdp_prog_id(&lab.server_link(IFACE)?)
             .context("no XDP program attached to the lab's veth")?,
     };
@@ -282,9 +285,9 @@ fn stop_reason(step: &Step, share: f64) -> Option<String> {
             super::kind::rate_label(step.flood_rate)
         ))
     } else if step.limit() == Limit::Generator
-        && !(step.kind == super::FloodKind::Stateless && step.flood_rate != super::UNPACED)
+        && !(step.kind.spoofed() && step.flood_rate != super::UNPACED)
     {
-        // (A paced stateless step's generator is AF_PACKET; the unpaced one,
+        // (A paced spoofed step's generator is AF_PACKET; the unpaced one,
         // live XDP frames where the kernel allows them, goes further, so that
         // ladder goes on to it.)
         Some(format!(

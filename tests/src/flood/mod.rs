@@ -221,8 +221,9 @@ fn connection_worker(server: SocketAddr, bounds: Bounds, first: u64) -> FloodRes
 /// The same flood as [`connections`], hellos shaped as `shape`, driven from the calling thread with
 /// non-blocking sockets, at most `in_flight` connections open at once: many
 /// connections in flight then cost the generator little and take no more than
-/// one thread's share of its CPU from whatever else runs there. Must run inside
-/// the client namespace.
+/// one thread's share of its CPU from whatever else runs there. Its
+/// `elapsed` is the time the connections were opened in (a rate's divisor),
+/// not the wait for the last ones to end. Must run inside the client namespace.
 pub fn connections_evented(
     server: SocketAddr,
     shape: HelloShape,
@@ -247,6 +248,7 @@ pub fn connections_evented(
     let in_flight = in_flight.clamp(1, 65_536) as u32;
     let (sent, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let start = Instant::now();
+    let mut issuing = Duration::ZERO;
     runtime.block_on(async {
         let slots = Arc::new(tokio::sync::Semaphore::new(in_flight as usize));
         let limit = CONNECTION_WAIT;
@@ -282,12 +284,15 @@ pub fn connections_evented(
                 drop(slot);
             });
         }
+        issuing = start.elapsed();
         // Wait for the connections still open (each ends within `limit`).
         let _ = slots.acquire_many(in_flight).await;
     });
     FloodResult {
         sent: sent.load(std::sync::atomic::Ordering::Relaxed),
         errors: errors.load(std::sync::atomic::Ordering::Relaxed),
-        elapsed: start.elapsed(),
+        // The rate is of connections opened over the time they were opened
+        // in: the wait for the last ones to end is not the flood's.
+        elapsed: issuing.max(Duration::from_millis(1)),
     }
 }

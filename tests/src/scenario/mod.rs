@@ -83,10 +83,10 @@ pub const KEPT: f64 = 0.9;
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
-            stateless_rates: vec![10_000, 100_000, 1_000_000, UNPACED],
-            syn_rates: vec![10_000, 100_000, 1_000_000, UNPACED],
+            stateless_rates: vec![100_000, 1_000_000, UNPACED],
+            syn_rates: vec![100_000, UNPACED],
             servers: Server::ALL.to_vec(),
-            connection_rates: vec![1_000, 3_000, 8_000, 16_000],
+            connection_rates: vec![1_000, 4_000, 16_000],
             kinds: FloodKind::DEFAULT.to_vec(),
             step: Duration::from_secs(4),
             warmup: Duration::from_secs(2),

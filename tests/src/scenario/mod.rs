@@ -195,6 +195,9 @@ pub struct Step {
     pub wall: f64,
     /// utime + stime of the server's processes over the step, seconds.
     pub process_cpu: f64,
+    /// utime + stime of the server veth's NAPI threads over the step (its
+    /// receive path: XDP, the kernel's TCP stack), seconds.
+    pub napi_cpu: f64,
     /// Run time of the XDP program over the step (kernel BPF statistics), seconds.
     pub xdp_cpu: f64,
     /// Runs of the XDP program over the step (every packet the server's veth took).
@@ -218,9 +221,10 @@ pub struct Step {
     pub generator_cpu_number: usize,
     /// utime + stime of this process (legitimate load, flood, origin), seconds.
     pub generator_cpu: f64,
-    /// Work of others seen during the step: busy - softirq - this run's
-    /// processes and the server's receive path, on the generator CPU, as a
-    /// fraction of it (errs low).
+    /// Work of others seen during the step, as a fraction of a CPU (errs
+    /// low): busy - softirq - this run's processes on the generator CPU, or
+    /// busy - softirq - the server's processes and its receive path's NAPI
+    /// thread on the server CPU, whichever is more.
     pub foreign_load: f64,
     /// Runs of this step made (see [`Settings::max_attempts`]).
     pub attempts: u32,
@@ -236,6 +240,18 @@ impl Step {
     /// the veth's receive path (XDP, the kernel's TCP stack) and anything else.
     pub fn server_cpu_total(&self) -> f64 {
         self.busy(self.server_cpu_number) * self.wall
+    }
+
+    /// The server's own CPU over the step, seconds: its processes, its
+    /// receive path's NAPI thread and the softirq time of the server CPU
+    /// (timers, retransmissions); not the work of others on that CPU, which
+    /// [`server_cpu_total`](Self::server_cpu_total) counts.
+    pub fn server_cpu_own(&self) -> f64 {
+        let softirq = self
+            .cpu_busy
+            .get(self.server_cpu_number)
+            .map_or(0.0, |c| c.1);
+        self.process_cpu + self.napi_cpu + softirq * self.wall
     }
 
     fn busy(&self, cpu: usize) -> f64 {

@@ -25,9 +25,13 @@ path saturated and dropped packets; generator: the flood fell short of the rate 
 queues); judged: whether goals may use the step: only steps the server bounds (server, \
 latency) are judged, the others are shown and not judged, and a goal on a rate uses the \
 heaviest judged step; achieved: the flood rate the generator reached of the rate asked. \
-Cost per refused hello: server CPU in a flood-alone step over the flood units refused in it \
+Cost per refusal: server CPU in a flood-alone step over the flood units refused in it \
 (a ratio, judged whatever bounded the step: a flood short of its rate only makes the \
-cheaper server's fixed costs weigh more).";
+cheaper server's fixed costs weigh more): whole (everything the server CPU did, others' work \
+on it included), own (the goals' measure: the server's processes, its veth's NAPI thread, \
+where XDP and the kernel's TCP stack run, and the server CPU's softirq time; others' work \
+excluded), proc (processes and XDP program only); other %: others' work seen on either CPU \
+(a step is run again above 10%).";
 
 /// One server's steps under one kind of flood.
 pub struct Series<'a> {
@@ -95,6 +99,12 @@ impl Series<'_> {
     pub fn cost_whole(&self) -> Option<f64> {
         let st = self.flood_only?;
         (st.refused() > 0).then(|| st.server_cpu_total() / st.refused() as f64)
+    }
+
+    /// The server's own CPU ([`Step::server_cpu_own`]) per refusal, flood alone, seconds.
+    pub fn cost_own(&self) -> Option<f64> {
+        let st = self.flood_only?;
+        (st.refused() > 0).then(|| st.server_cpu_own() / st.refused() as f64)
     }
 
     /// The server's processes (+ XDP program) per refused hello, flood alone, seconds.
@@ -270,13 +280,13 @@ pub fn breaking_table(series: &[Series]) -> String {
     t
 }
 
-/// The flood-alone steps: server CPU per refused hello.
+/// The flood-alone steps: server CPU per refusal.
 pub fn flood_only_table(series: &[Series]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "Flood alone (each kind's heaviest rate, no legitimate load): server CPU per refused hello\n\
-         {:<19} {:<13} {:>6} {:<5} {:>13} {:>10} {:>8} {:>9} {:>12} {:>12} {:<9}",
+        "Flood alone (each kind's heaviest rate, no legitimate load): server CPU per refusal\n\
+         {:<19} {:<13} {:>6} {:<5} {:>13} {:>10} {:>8} {:>6} {:>7} {:>9} {:>12} {:>10} {:>11} {:<9}",
         "server",
         "flood",
         "asked",
@@ -284,8 +294,11 @@ pub fn flood_only_table(series: &[Series]) -> String {
         "achieved",
         "refused",
         "srvcpu %",
+        "own %",
+        "other %",
         "rx drop",
         "whole µs/ref",
+        "own µs/ref",
         "proc µs/ref",
         "limit"
     );
@@ -294,7 +307,7 @@ pub fn flood_only_table(series: &[Series]) -> String {
         let us = |c: Option<f64>| c.map_or("-".into(), |c| format!("{:.3}", c * 1e6));
         let _ = writeln!(
             t,
-            "{:<19} {:<13} {:>6} {:<5} {:>13} {:>10} {:>8.0} {:>9} {:>12} {:>12} {:<9}",
+            "{:<19} {:<13} {:>6} {:<5} {:>13} {:>10} {:>8.0} {:>6.0} {:>7.0} {:>9} {:>12} {:>10} {:>11} {:<9}",
             s.server.key(),
             s.kind.key(),
             rate_label(st.flood_rate),
@@ -302,8 +315,11 @@ pub fn flood_only_table(series: &[Series]) -> String {
             achieved_label(st),
             st.refused(),
             100.0 * st.server_cpu_total() / st.wall,
+            100.0 * st.server_cpu_own() / st.wall,
+            100.0 * st.foreign_load,
             st.rx_dropped,
             us(s.cost_whole()),
+            us(s.cost_own()),
             us(s.cost_process()),
             st.limit().key(),
         );
@@ -339,6 +355,8 @@ fn step_json(s: &Series, st: &Step) -> Value {
         "xdp_program_cpu_seconds": st.xdp_cpu,
         "xdp_program_runs": st.xdp_runs,
         "server_whole_cpu_seconds": st.server_cpu_total(),
+        "server_napi_cpu_seconds": st.napi_cpu,
+        "server_own_cpu_seconds": st.server_cpu_own(),
         "server_budget_throttled_share": st.server_throttled,
         "server_veth_rx_packets": st.rx_packets,
         "server_veth_rx_dropped": st.rx_dropped,
@@ -370,6 +388,7 @@ pub fn series_json(series: &[Series]) -> Vec<Value> {
                 "first_rate_below_90_percent": s.below_kept(),
                 "flood_only_whole_cpu_per_refused_seconds": s.cost_whole(),
                 "flood_only_process_cpu_per_refused_seconds": s.cost_process(),
+                "flood_only_own_cpu_per_refused_seconds": s.cost_own(),
                 "flood_only_step": s.flood_only.map(|st| step_json(s, st)),
                 "steps": s.steps.iter().map(|st| step_json(s, st)).collect::<Vec<_>>(),
             })

@@ -43,12 +43,16 @@ pub(super) struct Bench<'a> {
     pub frames: Vec<(Packet, Arc<Vec<Vec<u8>>>)>,
     /// The XDP program's id.
     pub xdp_prog: u32,
+    /// The server veth's NAPI threads (its receive path: XDP, the kernel's
+    /// TCP stack), by thread id.
+    pub napi: Vec<u32>,
 }
 
 /// Counters read before and after a step.
 struct Reading {
     at: Instant,
     process: f64,
+    napi: f64,
     generator: f64,
     xdp: (u64, u64),
     rx: (u64, u64),
@@ -81,6 +85,7 @@ impl Bench<'_> {
         Ok(Reading {
             at: Instant::now(),
             process: cpu::process_seconds(pids),
+            napi: cpu::process_seconds(&self.napi),
             generator: cpu::process_seconds(&[std::process::id()]),
             xdp: cpu::bpf_prog_stats(self.xdp_prog)?,
             rx: rx_counters(self.lab)?,
@@ -111,10 +116,18 @@ impl Bench<'_> {
         let wall = (after.at - before.at).as_secs_f64();
         let cpu_busy = after.cpus.since(&before.cpus);
         let generator = after.generator - before.generator;
-        let g = self.settings.generator_cpu;
-        let foreign_load = cpu_busy.get(g).map_or(0.0, |(busy, softirq)| {
-            busy - softirq - generator / wall.max(1e-9)
-        });
+        let (g, sc) = (self.settings.generator_cpu, self.settings.server_cpu);
+        let (process, napi) = (after.process - before.process, after.napi - before.napi);
+        let others = |cpu: usize, ours: f64| {
+            cpu_busy.get(cpu).map_or(0.0, |(busy, softirq)| {
+                busy - softirq - ours / wall.max(1e-9)
+            })
+        };
+        let foreign_load = if g == sc {
+            others(g, generator + process + napi)
+        } else {
+            others(g, generator).max(others(sc, process + napi))
+        };
         Ok(Step {
             server,
             kind,
@@ -127,7 +140,8 @@ impl Bench<'_> {
             p50: load.percentile(50.0).as_secs_f64(),
             p99: load.percentile(99.0).as_secs_f64(),
             wall,
-            process_cpu: after.process - before.process,
+            process_cpu: process,
+            napi_cpu: napi,
             xdp_cpu: after.xdp.0.saturating_sub(before.xdp.0) as f64 / 1e9,
             xdp_runs: after.xdp.1.saturating_sub(before.xdp.1),
             rx_packets: after.rx.0.saturating_sub(before.rx.0),

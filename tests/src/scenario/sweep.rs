@@ -76,6 +76,10 @@ pub fn run(
             .collect(),
         xdp_prog: cpu::xdp_prog_id(&lab.server_link(IFACE)?)
             .context("no XDP program attached to the lab's veth")?,
+        napi: cpu::napi_threads(IFACE)
+            .into_iter()
+            .map(|t| t as u32)
+            .collect(),
     };
     let mut runner = Runner {
         bench: &bench,

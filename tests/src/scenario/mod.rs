@@ -281,12 +281,15 @@ impl Step {
         let asked = self.flood_rate;
         // A receive ring that overflowed drops legitimate packets with the
         // flood's, whether the receive path's CPU was saturated or only late.
+        // A flood short of its rate did not test the server at that rate, even
+        // where the server's budget ran out too (as it does under legitimate
+        // load alone), so the generator comes before the server.
         if self.rx_dropped as f64 > 0.01 * self.rx_packets.max(1) as f64 {
             Limit::ReceivePath
-        } else if self.server_throttled >= 0.5 {
-            Limit::Server
         } else if asked != UNPACED && asked > 0 && self.flood_achieved() < 0.9 * asked as f64 {
             Limit::Generator
+        } else if self.server_throttled >= 0.5 {
+            Limit::Server
         } else if self.busy(self.generator_cpu_number) > 0.97 {
             Limit::Clients
         } else {

@@ -372,3 +372,83 @@ pub fn goal_lines(goals: &[Goal]) -> String {
     }
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::flood::FloodResult;
+
+    /// A step of `server` under `kind` at `rate` asked, `achieved` per second
+    /// over 4 s, `legit` handshakes/s, the server's budget exhausted.
+    fn step(server: Server, kind: FloodKind, rate: u64, achieved: u64, legit: f64) -> Step {
+        Step {
+            server,
+            kind,
+            flood_rate: rate,
+            flood: FloodResult {
+                sent: achieved * 4,
+                errors: 0,
+                elapsed: Duration::from_secs(4),
+            },
+            generator: None,
+            legit_completed: (legit * 4.0) as u64,
+            legit_errors: 0,
+            legit_rate: legit,
+            p50: 0.009,
+            p99: 0.017,
+            wall: 4.0,
+            process_cpu: 1.4,
+            napi_cpu: 0.2,
+            xdp_cpu: 0.0,
+            xdp_runs: 0,
+            rx_packets: 100_000,
+            rx_dropped: 0,
+            userspace_failures: 0.0,
+            xdp_drops: 0.0,
+            server_throttled: 0.9,
+            cpu_busy: vec![(0.5, 0.0), (0.6, 0.05)],
+            server_cpu_number: 1,
+            generator_cpu_number: 0,
+            generator_cpu: 1.0,
+            foreign_load: 0.0,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn goals_are_made_for_rates_without_max_and_skip_unjudged_steps() {
+        let kind = FloodKind::Connections(HelloShape::Whole);
+        let xdp = Server::GatewayXdp;
+        let steps = vec![
+            step(xdp, kind, 0, 0, 700.0),
+            step(xdp, kind, 1_000, 1_000, 680.0),
+            // The generator reached half the rate asked: shown, not judged.
+            step(xdp, kind, 16_000, 8_000, 300.0),
+        ];
+        assert!(judged(&steps[1]));
+        assert!(!judged(&steps[2]), "{:?}", steps[2].limit());
+        let series = crate::scenario::report::series(&steps, &[], &[]);
+        let goals = goals(&series, &[kind], &[], None);
+        let lines = goal_lines(&goals);
+        let kept = goals
+            .iter()
+            .find(|g| g.what.contains("heaviest connections flood"))
+            .expect("a goal on the legitimate rate kept");
+        assert_eq!(kept.met, Some(true), "{lines}");
+        assert!(kept.value.contains("97.1% at 1k"), "{}", kept.value);
+        assert!(kept.value.contains("8.0k of 16k"), "{}", kept.value);
+        let cost = goals
+            .iter()
+            .find(|g| g.what.contains("per refusal"))
+            .expect("a cost goal");
+        assert_eq!(cost.met, None, "no flood-alone step: undecided");
+        assert!(lines.contains("[undecided]"), "{lines}");
+    }
+
+    #[test]
+    fn a_run_with_no_goal_says_so() {
+        assert!(goal_lines(&[]).contains("none"));
+    }
+}

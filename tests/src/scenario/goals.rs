@@ -215,6 +215,40 @@ fn setup_p50(series: &[Series]) -> Option<Goal> {
     })
 }
 
+/// Whether the cookie variant's flood steps had SYN cookies on (its
+/// configuration switch took effect): cookies sent in each, and sockets made
+/// against cookies sent for its one-segment hello flood alone.
+fn cookies_on(series: &[Series]) -> Option<Goal> {
+    let mine: Vec<&Series> = series
+        .iter()
+        .filter(|s| s.server == Server::GatewayXdpCookies)
+        .collect();
+    if mine.is_empty() {
+        return None;
+    }
+    let flood_steps = mine
+        .iter()
+        .flat_map(|s| s.steps.iter().copied().chain(s.flood_only))
+        .filter(|st| st.flood_rate > 0);
+    let (mut steps, mut without, mut sent, mut sockets) = (0, 0, 0.0, 0.0);
+    for st in flood_steps {
+        steps += 1;
+        without += usize::from(st.syn_cookies_sent < 1.0);
+        sent += st.syn_cookies_sent;
+        sockets += st.syn_cookie_sockets;
+    }
+    Some(Goal {
+        what: "gateway+xdp-cookies: SYN cookies answered in every flood step (the switch took \
+               effect)"
+            .into(),
+        value: format!(
+            "{without} of {steps} flood steps without a cookie sent; {sent:.0} cookies sent, \
+             {sockets:.0} sockets made (legitimate clients' and passing hellos')"
+        ),
+        met: Some(without == 0 && steps > 0),
+    })
+}
+
 /// The goals on the floods of `kind` swept.
 fn kind_goals(series: &[Series], kind: FloodKind, goals: &mut Vec<Goal>) {
     let default = default_mode(series);
@@ -296,6 +330,7 @@ pub fn goals(
         kind_goals(series, kind, &mut goals);
     }
     goals.extend(setup_p50(series));
+    goals.extend(cookies_on(series));
     if let Some(st) =
         find(series, Server::GatewayXdpDrop, FloodKind::Stateless).and_then(|s| s.flood_only)
     {
@@ -401,6 +436,8 @@ mod tests {
             wall: 4.0,
             process_cpu: 1.4,
             napi_cpu: 0.2,
+            syn_cookies_sent: 0.0,
+            syn_cookie_sockets: 0.0,
             xdp_cpu: 0.0,
             xdp_runs: 0,
             rx_packets: 100_000,

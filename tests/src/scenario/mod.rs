@@ -209,6 +209,12 @@ pub struct Step {
     /// Handshakes the gateway's terminator saw fail (flood connections that
     /// reached userspace; 0 for nginx, which has no counter).
     pub userspace_failures: f64,
+    /// SYNs the gateway answered with a cookie over the step
+    /// (`gateway_syn_cookies_total{outcome="sent"}`; 0 without the counter).
+    pub syn_cookies_sent: f64,
+    /// Sockets the kernel made for cookie connections whose hello passed
+    /// (`gateway_syn_cookies_total{outcome="socket_made"}`).
+    pub syn_cookie_sockets: f64,
     /// Packets the XDP program refused (`gateway_xdp_packets_total{verdict="drop"}`).
     pub xdp_drops: f64,
     /// Share of scheduling periods in which the server's budget ran out.

@@ -362,6 +362,8 @@ fn step_json(s: &Series, st: &Step) -> Value {
         "server_veth_rx_dropped": st.rx_dropped,
         "xdp_drops": st.xdp_drops,
         "gateway_userspace_handshake_failures": st.userspace_failures,
+        "syn_cookies_sent": st.syn_cookies_sent,
+        "syn_cookie_sockets_made": st.syn_cookie_sockets,
         "refused_hellos": st.refused(),
         "generator_process_cpu_seconds": st.generator_cpu,
         "foreign_load_fraction": st.foreign_load,

@@ -18,6 +18,9 @@ use crate::{
     load::{LoadResult, MtlsClient},
 };
 
+/// The gateway's SYN cookie counter, by outcome.
+const SYN_COOKIES: &str = "gateway_syn_cookies_total";
+
 /// Flood connections open at once at most: a hello refused in XDP ends its
 /// connection only at the client's first retransmission (~200 ms later), so
 /// 16,000/s keeps about 3,200 open.
@@ -58,6 +61,7 @@ struct Reading {
     rx: (u64, u64),
     drops: f64,
     failures: f64,
+    cookies: (f64, f64),
     throttling: Throttling,
     cpus: cpu::CpuTimes,
 }
@@ -71,14 +75,16 @@ impl Bench<'_> {
     }
 
     fn read(&self, server: Server, pids: &[u32]) -> anyhow::Result<Reading> {
-        let (drops, failures) = match server {
-            Server::Nginx => (0.0, 0.0),
+        let (drops, failures, cookies) = match server {
+            Server::Nginx => (0.0, 0.0, (0.0, 0.0)),
             _ => {
                 let m = servers::scrape(self.lab, server)?;
                 let handshakes = "gateway_tls_handshakes_total";
+                let cookies = |outcome| metric(&m, SYN_COOKIES, &[("outcome", outcome)]);
                 (
                     metric(&m, "gateway_xdp_packets_total", &[("verdict", "drop")]),
                     metric(&m, handshakes, &[]) - metric(&m, handshakes, &[("result", "ok")]),
+                    (cookies("sent"), cookies("socket_made")),
                 )
             }
         };
@@ -91,6 +97,7 @@ impl Bench<'_> {
             rx: rx_counters(self.lab)?,
             drops,
             failures,
+            cookies,
             throttling: self
                 .budget(server)
                 .map(CpuBudget::throttling)
@@ -148,6 +155,8 @@ impl Bench<'_> {
             rx_dropped: after.rx.1.saturating_sub(before.rx.1),
             xdp_drops: after.drops - before.drops,
             userspace_failures: after.failures - before.failures,
+            syn_cookies_sent: after.cookies.0 - before.cookies.0,
+            syn_cookie_sockets: after.cookies.1 - before.cookies.1,
             server_throttled: after.throttling.since(&before.throttling),
             cpu_busy,
             server_cpu_number: self.settings.server_cpu,

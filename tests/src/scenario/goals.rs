@@ -263,7 +263,7 @@ fn kind_goals(series: &[Series], kind: FloodKind, goals: &mut Vec<Goal>) {
         }
         FloodKind::Syn => {
             goals.push(kept(series, default, kind, true));
-            if cookies {
+            if cookies && find(series, Server::GatewayXdp, kind).is_some() {
                 goals.push(kept(series, Server::GatewayXdp, kind, true));
             }
         }

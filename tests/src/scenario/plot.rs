@@ -101,22 +101,34 @@ where
     for s in mine {
         let color =
             COLORS[Server::ALL.iter().position(|x| *x == s.server).unwrap_or(0) % COLORS.len()];
-        let mut points: Vec<(f64, f64)> = s
+        let mut points: Vec<((f64, f64), bool)> = s
             .steps
             .iter()
-            .map(|st| (x_of(st, left), 100.0 * s.share(st).unwrap_or(0.0)))
+            .map(|st| {
+                let at = (x_of(st, left), 100.0 * s.share(st).unwrap_or(0.0));
+                (at, super::report::judged(st))
+            })
             .collect();
         // By the rate achieved: a saturated generator may reach less at a higher asked rate.
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        points.sort_by(|a, b| a.0.0.total_cmp(&b.0.0));
+        let line: Vec<(f64, f64)> = points.iter().map(|p| p.0).collect();
         chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(3)))
+            .draw_series(LineSeries::new(line, color.stroke_width(3)))
             .map_err(e)?
             .label(s.server.key())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
             });
+        // Judged steps filled, steps bound elsewhere hollow.
         chart
-            .draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
+            .draw_series(points.iter().map(|(p, judged)| {
+                let style = if *judged {
+                    color.filled()
+                } else {
+                    color.stroke_width(2)
+                };
+                Circle::new(*p, 5, style)
+            }))
             .map_err(e)?;
     }
     chart

@@ -31,6 +31,9 @@ pub const FLOW_GAVE_UP: u32 = 5;
 
 /// [`FlowAnchor::flags`]: the anchor was written by the flow's SYN.
 pub const ANCHOR_FROM_SYN: u32 = 1;
+/// [`FlowAnchor::flags`]: the flow's handshake was answered with a SYN cookie,
+/// and the anchor was written by its first data segment.
+pub const ANCHOR_FROM_COOKIE: u32 = 2;
 
 /// [`HelloFlow::layout`]: not known yet (fewer than 9 stream bytes).
 pub const LAYOUT_UNKNOWN: u32 = 0;
@@ -39,6 +42,9 @@ pub const LAYOUT_UNKNOWN: u32 = 0;
 pub const LAYOUT_ONE_RECORD: u32 = 1;
 /// [`HelloFlow::layout`]: the message spans records; their bodies are copied into `hello`.
 pub const LAYOUT_RECORDS: u32 = 2;
+/// [`HelloFlow::layout`]: an SSL 2.0-format hello (first byte's high bit set),
+/// decided from its 11-byte header once that is in.
+pub const LAYOUT_SSLV2: u32 = 3;
 
 /// One slot of [`maps::FLOW_ANCHORS`](crate::maps::FLOW_ANCHORS).
 #[repr(C)]

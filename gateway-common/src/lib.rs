@@ -223,4 +223,8 @@ mod pod {
     // SAFETY: repr(C) plain integers and byte arrays: every bit pattern is
     // valid, and padding is explicit (reserved fields) or absent.
     unsafe impl aya::Pod for super::HelloFlow {}
+    // SAFETY: repr(C) plain integers: every bit pattern is valid, no padding.
+    unsafe impl aya::Pod for super::syncookie::CookieKey {}
+    // SAFETY: repr(C) plain integers: every bit pattern is valid, no padding.
+    unsafe impl aya::Pod for super::syncookie::CookieConfig {}
 }

@@ -9,13 +9,15 @@
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stat {
-    /// Not IPv4/IPv6 TCP (or an IPv6 extension header we do not walk).
+    /// Not IPv4/IPv6 TCP.
     PassNotTcp = 0,
     /// TCP to a port that is not a TLS port.
     PassOtherPort,
     /// SYN (even with Fast Open data), RST, or a segment without payload.
     PassControl,
-    /// IPv4 fragment: the TCP header or payload may be elsewhere.
+    /// IP fragment (IPv4, or IPv6 with a fragment header whose offset is not 0
+    /// or whose more-fragments flag is set): the TCP header or payload may be
+    /// elsewhere, and the kernel reassembles after XDP.
     PassFragment,
     /// Payload that does not start a TLS handshake record (application data, continuations).
     PassNotTls,
@@ -75,12 +77,23 @@ pub enum Stat {
     SplitAllowed,
     /// Hellos decided from several segments or records, and refused.
     SplitRefused,
+    /// A SYN answered with a cookie SYN-ACK (XDP_TX): the kernel never saw it.
+    AnswerSynCookie,
+    /// A bare ACK completing a cookie handshake: dropped, nothing to remember.
+    DropCookieAck,
+    /// IPv6 with extension headers the filter does not look through: kinds
+    /// other than hop-by-hop, destination options, routing and fragment (ESP,
+    /// AH, mobility, ...), a routing header with segments left (this host is
+    /// not the packet's last destination), or more than 4 headers, or a TCP
+    /// header that starts beyond the frame's first 255 bytes.
+    PassIpv6ExtHeaders,
 }
 
 /// What a counter counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatKind {
-    /// One packet's outcome: `"pass"` or `"drop"`.
+    /// One packet's outcome: `"pass"`, `"drop"` or `"cookie"` (a SYN answered,
+    /// or the bare ACK of a cookie handshake dropped).
     Outcome(&'static str),
     /// A hello by the highest version it offered.
     HelloVersion,
@@ -90,7 +103,7 @@ pub enum StatKind {
 
 impl Stat {
     /// Number of slots in the `STATS` map.
-    pub const COUNT: u32 = Stat::SplitRefused as u32 + 1;
+    pub const COUNT: u32 = Stat::PassIpv6ExtHeaders as u32 + 1;
 
     /// Every counter, in index order.
     pub const ALL: [Stat; Stat::COUNT as usize] = [
@@ -124,6 +137,9 @@ impl Stat {
         Stat::PassContended,
         Stat::SplitAllowed,
         Stat::SplitRefused,
+        Stat::AnswerSynCookie,
+        Stat::DropCookieAck,
+        Stat::PassIpv6ExtHeaders,
     ];
 
     /// What the counter counts.
@@ -137,7 +153,7 @@ impl Stat {
         }
     }
 
-    /// `"pass"` or `"drop"` for outcome counters, `None` for the others.
+    /// `"pass"`, `"drop"` or `"cookie"` for outcome counters, `None` for the others.
     pub const fn verdict(self) -> Option<&'static str> {
         match self {
             Stat::PassNotTcp
@@ -155,13 +171,15 @@ impl Stat {
             | Stat::PassOverlapMismatch
             | Stat::PassTooLarge
             | Stat::PassEvicted
-            | Stat::PassContended => Some("pass"),
+            | Stat::PassContended
+            | Stat::PassIpv6ExtHeaders => Some("pass"),
             Stat::DropTls10
             | Stat::DropTls11
             | Stat::DropTls12
             | Stat::DropSsl3
             | Stat::DropSsl2
             | Stat::DropRetransmit => Some("drop"),
+            Stat::AnswerSynCookie | Stat::DropCookieAck => Some("cookie"),
             _ => None,
         }
     }
@@ -200,6 +218,9 @@ impl Stat {
             Stat::PassContended => "reassembly_contended",
             Stat::SplitAllowed => "allowed",
             Stat::SplitRefused => "refused",
+            Stat::AnswerSynCookie => "syn_answered",
+            Stat::DropCookieAck => "handshake_ack",
+            Stat::PassIpv6ExtHeaders => "ipv6_ext_headers",
         }
     }
 }

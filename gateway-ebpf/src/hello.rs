@@ -34,6 +34,9 @@ pub(crate) const CONTENT_HANDSHAKE: u8 = 22;
 pub(crate) const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 /// Bytes of a TLS record header.
 pub(crate) const RECORD_HDR_LEN: usize = 5;
+/// Bytes of an SSL 2.0 ClientHello's header: the 2-byte record length (high
+/// bit set), message type 1, version, and three 2-byte lengths.
+pub(crate) const SSLV2_HDR_LEN: usize = 11;
 /// Bytes of a handshake message header.
 pub(crate) const HANDSHAKE_HDR_LEN: usize = 4;
 /// Largest record a peer may send (2^14 plus expansion allowance).
@@ -81,6 +84,10 @@ pub(crate) mod slot {
     pub(crate) const DONE: usize = 15;
 }
 
+/// Mask of the extension walk's cursor: above any offset it takes
+/// (`PAYLOAD_CAP` at most), so masking changes nothing but the verifier's view.
+const OFF_MASK: usize = 2 * PAYLOAD_CAP - 1;
+
 /// Walk flags: `server_name` seen, `supported_versions` seen, whole block walked.
 const F_SNI: usize = 1;
 const F_VERSIONS: usize = 2;
@@ -114,6 +121,27 @@ fn u8_at(buf: &Payload, off: usize) -> usize {
 fn u16_at(buf: &Payload, off: usize) -> usize {
     let i = off & MASK;
     ((buf[i] as usize) << 8) | buf[i + 1] as usize
+}
+
+/// The 4 bytes at `off` as a big-endian number, in one load: the BPF target
+/// would split a 4-byte read it cannot prove aligned into four byte loads,
+/// while the kernel lets a program read map values unaligned (strict
+/// alignment is only enforced where the CPU needs it, not on x86 or arm64).
+#[inline(always)]
+fn u32_at(buf: &Payload, off: usize) -> usize {
+    let p = buf.as_ptr().wrapping_add(off & MASK);
+    let w: u64;
+    // SAFETY: a 4-byte load at a masked offset below PAYLOAD_CAP, inside the
+    // buffer (it has COPY_CHUNK bytes after PAYLOAD_CAP); nothing is written.
+    unsafe {
+        core::arch::asm!(
+            "{w} = *(u32 *)({p} + 0)",
+            p = in(reg) p,
+            w = lateout(reg) w,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    (w as u32).swap_bytes() as usize
 }
 
 /// Checks that `n` bytes at `off` are visible.
@@ -208,47 +236,60 @@ fn fixed_fields(buf: &Payload, s: &mut Slots) -> Result<bool, Stat> {
 
 /// Stage 3: walks the extensions as far as they are visible, recording where
 /// `server_name` and `supported_versions` are and whether the walk completed.
+///
+/// The cursor stays in a register (a load from memory on every step would put
+/// a store-to-load round trip on the loop's critical path) and is masked to
+/// [`OFF_MASK`] at the end of each step, a no-op on its value (it never
+/// exceeds `PAYLOAD_CAP`), so that every step starts from the same range and
+/// the verifier prunes the walk as it did with the cursor in memory.
 #[inline(always)]
 fn walk_extensions(buf: &Payload, s: &mut Slots) -> Result<(), Stat> {
     s.set(slot::FLAGS, 0);
+    let ext_end = s.get(slot::EXT_END);
+    let visible = s.get(slot::VISIBLE);
+    let mut off = s.get(slot::OFF) & OFF_MASK;
     for _ in 0..MAX_EXTENSIONS {
-        let off = s.get(slot::OFF);
-        let ext_end = s.get(slot::EXT_END);
         if off == ext_end {
             s.set(slot::FLAGS, s.get(slot::FLAGS) | F_COMPLETE);
             break;
         }
-        let visible = s.get(slot::VISIBLE);
         if off + 4 > visible {
             break;
         }
-        let ext_type = u16_at(buf, off) as u16;
+        let header = u32_at(buf, off); // type, then length
+        let ext_type = (header >> 16) as u16;
         let body = off + 4;
-        let next = body + u16_at(buf, off + 2);
+        let next = body + (header & 0xffff);
         if next > ext_end {
             return Err(Stat::PassMalformed);
         }
         if next > visible {
             break;
         }
-        let flags = s.get(slot::FLAGS);
-        if ext_type == EXT_SERVER_NAME {
-            if flags & F_SNI != 0 {
-                return Err(Stat::PassMalformed);
-            }
-            s.set(slot::SN_BODY, body);
-            s.set(slot::SN_END, next);
-            s.set(slot::FLAGS, flags | F_SNI);
-        } else if ext_type == EXT_SUPPORTED_VERSIONS {
-            if flags & F_VERSIONS != 0 {
-                return Err(Stat::PassMalformed);
-            }
-            s.set(slot::SV_BODY, body);
-            s.set(slot::SV_END, next);
-            s.set(slot::FLAGS, flags | F_VERSIONS);
+        if ext_type == EXT_SERVER_NAME || ext_type == EXT_SUPPORTED_VERSIONS {
+            note_extension(s, ext_type, body, next)?;
         }
-        s.set(slot::OFF, next);
+        off = next & OFF_MASK;
     }
+    s.set(slot::OFF, off);
+    Ok(())
+}
+
+/// Records where `server_name` or `supported_versions` is (a second one is malformed).
+#[inline(always)]
+fn note_extension(s: &mut Slots, ext_type: u16, body: usize, next: usize) -> Result<(), Stat> {
+    let flags = s.get(slot::FLAGS);
+    let (flag, body_slot, end_slot) = if ext_type == EXT_SERVER_NAME {
+        (F_SNI, slot::SN_BODY, slot::SN_END)
+    } else {
+        (F_VERSIONS, slot::SV_BODY, slot::SV_END)
+    };
+    if flags & flag != 0 {
+        return Err(Stat::PassMalformed);
+    }
+    s.set(body_slot, body);
+    s.set(end_slot, next);
+    s.set(slot::FLAGS, flags | flag);
     Ok(())
 }
 
@@ -338,8 +379,7 @@ const SEEN: usize = 1 << 16;
 /// Only a header whose every length agrees is taken as one; anything else is not TLS.
 #[inline(always)]
 pub(crate) fn parse_sslv2(buf: &Payload, copied: usize) -> Result<(), Stat> {
-    // 2-byte record length (high bit set), msg type 1, version, three lengths.
-    const HDR: usize = 11;
+    const HDR: usize = SSLV2_HDR_LEN;
     if copied < HDR {
         return Err(Stat::PassNotTls);
     }
@@ -362,22 +402,49 @@ pub(crate) fn parse_sslv2(buf: &Payload, copied: usize) -> Result<(), Stat> {
     }
 }
 
-/// The SNI's fingerprint (see `gateway_common::sni`), over the name copied into
-/// `words`, `slot::SNI_LEN` bytes long (1 to 255).
+/// The SNI's fingerprint (see `gateway_common::sni`) over the name at `from`
+/// in the bytes at `buf` (a parse buffer: [`Payload`]-sized or more),
+/// `slot::SNI_LEN` bytes long (1 to 255), copying its words into `words` on
+/// the way (for the replay tool's summary). The name lies within the
+/// `PAYLOAD_CAP` bytes parsed, so the masked offsets are its own.
 ///
 /// The length is read from the slots in every iteration: a bound kept in a
 /// register would be narrowed by each comparison, and the verifier would then
 /// walk one copy of the loop per possible length.
 #[inline(always)]
-pub(crate) fn fingerprint(words: &[u64; SNI_WORDS], s: &Slots) -> [u64; 2] {
+pub(crate) fn fingerprint(
+    buf: *const u8,
+    from: usize,
+    words: &mut [u64; SNI_WORDS],
+    s: &Slots,
+) -> [u64; 2] {
     let mut h = sni::START;
-    for (i, &word) in words.iter().enumerate() {
+    for (i, slot_word) in words.iter_mut().enumerate() {
         let done = i * 8;
         let len = s.get(slot::SNI_LEN);
         if done >= len {
             break;
         }
+        let word = u64_at(buf.wrapping_add((from + done) & MASK));
+        *slot_word = word;
         h = sni::absorb(h, sni::lower_ascii(word) & sni::keep_bytes(len - done));
     }
     sni::finish(h, s.get(slot::SNI_LEN))
+}
+
+/// The 8 bytes at `p` as they are in memory (little-endian), in one load.
+#[inline(always)]
+fn u64_at(p: *const u8) -> u64 {
+    let w: u64;
+    // SAFETY: callers pass a pointer into a parse buffer at a masked offset
+    // below PAYLOAD_CAP, with at least 8 bytes after it; nothing is written.
+    unsafe {
+        core::arch::asm!(
+            "{w} = *(u64 *)({p} + 0)",
+            p = in(reg) p,
+            w = lateout(reg) w,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    w
 }

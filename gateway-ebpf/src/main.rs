@@ -11,34 +11,36 @@
 //! reassembly (`stream`); a payload that begins the stream with a ClientHello
 //! header is parsed at once when the hello fits it, else reassembly starts;
 //! other data costs one load of the flow's anchor; ACKs, FINs and RSTs none.
+//! On a port with SYN cookies on, SYNs and bare ACKs go to the cookie
+//! programs (`cookie`) by tail call, and so does a refused hello that no
+//! connection owns (it may be a cookie handshake's first data).
 #![no_std]
 #![no_main]
 #![feature(asm_experimental_arch)]
 
 mod atomic;
+mod cookie;
 mod hello;
 mod maps;
 mod packet;
 mod policy;
 mod staged;
 mod stream;
-mod syncookie;
-mod syncookie_tc;
-mod syncookie_xdp;
+mod tc;
 
 use aya_ebpf::{
     bindings::xdp_action, helpers::generated::bpf_xdp_load_bytes, macros::xdp, programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use gateway_common::{
-    FlowAnchor, PAYLOAD_CAP, REFUSE_DROP, REFUSE_RESET, SNI_ABSENT, Scratch, Stat,
+    FlowAnchor, PAYLOAD_CAP, REFUSE_DROP, REFUSE_RESET, Scratch, Stat,
     flow::{
         ANCHOR_FROM_SYN, FLOW_AWAIT, FLOW_DECIDED, FLOW_HELLO, FLOW_REFUSED, flow_hash, flow_tag,
     },
-    version,
 };
 use hello::{
-    CONTENT_HANDSHAKE, HANDSHAKE_CLIENT_HELLO, MAX_RECORD_LEN, RECORD_HDR_LEN, Slots, slot,
+    CONTENT_HANDSHAKE, HANDSHAKE_CLIENT_HELLO, MAX_RECORD_LEN, RECORD_HDR_LEN, SSLV2_HDR_LEN,
+    Slots, slot,
 };
 use maps::{CONFIG, FLOW_ANCHORS, REFUSED_FLOWS, SCRATCH, STATS, TLS_PORTS};
 use packet::{Segment, TCP_ACK, TCP_RST, TCP_SYN};
@@ -46,11 +48,24 @@ use policy::Verdict;
 use staged::Staged;
 use stream::Outcome;
 
-/// The ClientHello filter.
+/// The ClientHello filter (inlined into the entry point the macro makes: no
+/// BPF-to-BPF call per packet).
 #[xdp(frags)]
+#[inline(always)]
 pub(crate) fn gateway_xdp(ctx: XdpContext) -> u32 {
     let (stat, action) = filter(&ctx);
+    if action == cookie::TAIL_SYN || action == cookie::TAIL_ACK {
+        // The cookie program counts the packet's outcome.
+        cookie::hand_off(&ctx, action);
+        // It is missing: fail open.
+        count(Stat::PassControl);
+        return xdp_action::XDP_PASS;
+    }
     count(stat);
+    if action == cookie::TAIL_RESET {
+        cookie::hand_off(&ctx, action);
+        return xdp_action::XDP_DROP;
+    }
     action
 }
 
@@ -90,7 +105,19 @@ fn filter(ctx: &XdpContext) -> (Stat, u32) {
     let control = seg.payload_len == 0 || seg.flags & (TCP_SYN | TCP_RST) != 0;
     let syn = seg.flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN;
     if control && !syn {
-        return (Stat::PassControl, pass); // pure ACKs, FINs, RSTs: no flow lookup
+        // Pure ACKs, FINs, RSTs: no flow lookup; on a cookie port, a bare ACK
+        // may complete a cookie handshake.
+        let bare_ack = seg.payload_len == 0 && seg.flags & (TCP_SYN | TCP_RST) == 0;
+        if bare_ack && cookie::checks(cookie::port_flags(seg.dport)) {
+            return (Stat::PassControl, cookie::TAIL_ACK);
+        }
+        return (Stat::PassControl, pass);
+    }
+    if syn {
+        cookie::count_syn(seg.dport);
+        if cookie::answers(cookie::port_flags(seg.dport)) {
+            return (Stat::PassControl, cookie::TAIL_SYN);
+        }
     }
     let (Some(config), Some(bits)) = (CONFIG.get(0), packet::flow_bits(ctx, &seg)) else {
         return (Stat::PassUndecidable, pass);
@@ -236,28 +263,10 @@ fn classify(ctx: &XdpContext, seg: &Segment) -> Start {
     let b = match packet::bytes_at::<6>(ctx, seg.payload_off) {
         // SAFETY: bytes_at checked the 6 bytes are inside the frame.
         Some(p) if seg.payload_len >= 6 => unsafe { *p },
-        _ => {
-            // Fewer than 6 bytes: copy what there is; the missing ones cannot disagree.
-            let mut b = [0, 3, 3, 0, 0, HANDSHAKE_CLIENT_HELLO];
-            if seg.payload_len == 0 {
-                return Start::Not(Stat::PassNotTls);
-            }
-            // 1 or 2: only the first two bytes can be judged.
-            let n = packet::opaque(seg.payload_len.min(2));
-            // SAFETY: 1 or 2 bytes into a 6-byte stack buffer.
-            let rc = unsafe {
-                bpf_xdp_load_bytes(
-                    ctx.ctx,
-                    seg.payload_off as u32,
-                    b.as_mut_ptr().cast(),
-                    (((n - 1) & 1) + 1) as u32,
-                )
-            };
-            if rc < 0 {
-                return Start::Not(Stat::PassNotTls);
-            }
-            b
-        }
+        _ => match short_start(ctx, seg) {
+            Some(b) => b,
+            None => return Start::Not(Stat::PassNotTls),
+        },
     };
     if b[0] & 0x80 != 0 {
         // Maybe an SSL 2 hello (message type 1, version 0.x or 3.x): the full
@@ -276,6 +285,42 @@ fn classify(ctx: &XdpContext, seg: &Segment) -> Start {
     Start::Hello
 }
 
+/// The first bytes of a payload shorter than 6 bytes (none: empty or
+/// unreadable), the missing ones filled with values that cannot disagree:
+/// the TLS record's version major (3), an SSL 2 hello's message type (1) and
+/// version major (3), the handshake type (1).
+#[inline(always)]
+fn short_start(ctx: &XdpContext, seg: &Segment) -> Option<[u8; 6]> {
+    if seg.payload_len == 0 {
+        return None;
+    }
+    let n = packet::opaque(seg.payload_len.min(5));
+    let mut b = [0u8; 8];
+    // SAFETY: 1 to 8 bytes (5 at most in fact) into an 8-byte stack buffer.
+    let rc = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            seg.payload_off as u32,
+            b.as_mut_ptr().cast(),
+            (((n - 1) & 7) + 1) as u32,
+        )
+    };
+    if rc < 0 {
+        return None;
+    }
+    if n < 2 {
+        b[1] = 3;
+    }
+    if n < 3 {
+        b[2] = HANDSHAKE_CLIENT_HELLO;
+    }
+    if n < 4 {
+        b[3] = 3;
+    }
+    b[5] = HANDSHAKE_CLIENT_HELLO;
+    Some([b[0], b[1], b[2], b[3], b[4], b[5]])
+}
+
 /// The stage for a payload that begins a hello: decided at once when the whole
 /// message is in this segment and record (the common case); `None` when it
 /// must be reassembled.
@@ -285,11 +330,14 @@ fn begin_hello(ctx: &XdpContext, scratch: &mut Scratch) -> Option<Outcome> {
     let payload_off = seg.payload_off();
     let payload_len = seg.payload_len as usize;
     let Some(head) = packet::bytes_at::<9>(ctx, payload_off).filter(|_| payload_len >= 9) else {
-        return begin_short(ctx, scratch, &seg);
+        return None; // shorter than its headers: only reassembly can tell
     };
     // SAFETY: bytes_at checked the 9 bytes are inside the frame.
     let head = unsafe { *head };
     if head[0] & 0x80 != 0 {
+        if payload_len < SSLV2_HDR_LEN {
+            return None; // the SSL 2 header continues in a later segment
+        }
         return Some(sslv2(ctx, scratch, &seg));
     }
     let record_len = u16::from_be_bytes([head[3], head[4]]) as usize;
@@ -321,24 +369,6 @@ fn begin_hello(ctx: &XdpContext, scratch: &mut Scratch) -> Option<Outcome> {
     Some(settle_whole(verdict))
 }
 
-/// A hello start shorter than its headers: only reassembly can tell.
-#[inline(always)]
-fn begin_short(ctx: &XdpContext, scratch: &mut Scratch, seg: &Staged) -> Option<Outcome> {
-    // SAFETY: one byte into the payload buffer.
-    let rc = unsafe {
-        bpf_xdp_load_bytes(
-            ctx.ctx,
-            seg.payload_off,
-            scratch.payload.as_mut_ptr().cast(),
-            1,
-        )
-    };
-    if rc < 0 || scratch.payload[0] & 0x80 != 0 {
-        return Some(Outcome::Pass(Stat::PassNotTls)); // an SSL 2 header needs 11 bytes
-    }
-    None
-}
-
 /// The outcome of a hello decided from one segment.
 #[inline(always)]
 fn settle_whole(verdict: Verdict) -> Outcome {
@@ -351,7 +381,8 @@ fn settle_whole(verdict: Verdict) -> Outcome {
     }
 }
 
-/// An SSL 2.0-format hello (no record layer), decided from this segment alone.
+/// An SSL 2.0-format hello (no record layer) whose header is in this segment:
+/// decided from it alone (a shorter start is reassembled, see `stream`).
 #[inline(always)]
 fn sslv2(ctx: &XdpContext, scratch: &mut Scratch, seg: &Staged) -> Outcome {
     let copied = (seg.payload_len as usize).min(16);
@@ -367,17 +398,7 @@ fn sslv2(ctx: &XdpContext, scratch: &mut Scratch, seg: &Staged) -> Outcome {
     if rc < 0 || hello::parse_sslv2(&scratch.payload, copied).is_err() {
         return Outcome::Pass(Stat::PassNotTls);
     }
-    scratch.summary = gateway_common::HelloSummary {
-        max_version: version::SSL2,
-        sni_state: SNI_ABSENT,
-        sni_len: 0,
-    };
-    let min = CONFIG.get(0).map_or(0, |c| c.no_sni_min);
-    if version::SSL2 < min {
-        settle_whole(Verdict::Refuse(Stat::DropSsl2))
-    } else {
-        Outcome::Allow { split: false }
-    }
+    settle_whole(policy::judge_sslv2(scratch))
 }
 
 /// Refuses the hello: the first time, rewrite the segment that completed the
@@ -386,7 +407,8 @@ fn sslv2(ctx: &XdpContext, scratch: &mut Scratch, seg: &Staged) -> Outcome {
 /// which no longer knows the flow, answers the client with a RST and it fails
 /// at once instead of retrying. A hello on a flow the stack holds no
 /// connection for (a spoofed segment: only the listener matches) is dropped,
-/// since there is nothing to reset and a RST would only cost the stack work.
+/// since there is nothing to reset and a RST would only cost the stack work,
+/// unless it is a cookie handshake's first data (`cookie::TAIL_RESET`).
 #[inline(always)]
 fn refuse(ctx: &XdpContext, scratch: &Scratch, stat: Stat) -> (Stat, u32) {
     let seg = staged::read(scratch);
@@ -399,6 +421,11 @@ fn refuse(ctx: &XdpContext, scratch: &Scratch, stat: Stat) -> (Stat, u32) {
         return (Stat::DropRetransmit, xdp_action::XDP_PASS);
     }
     if !packet::has_connection(ctx, &flow, seg.ipv6()) {
+        if cookie::checks(cookie::port_flags(u16::from_be(flow.dport))) {
+            // Maybe a cookie handshake's first data: the reset program
+            // answers the client if its cookie is valid, else drops it.
+            return (stat, cookie::TAIL_RESET);
+        }
         return (stat, xdp_action::XDP_DROP);
     }
     let _ = REFUSED_FLOWS.insert(&flow, &0, 0);

@@ -1,4 +1,5 @@
-//! Header walk: Ethernet → up to two VLAN tags → IPv4/IPv6 → TCP.
+//! Header walk: Ethernet → up to two VLAN tags → IPv4/IPv6 (and up to four
+//! IPv6 extension headers) → TCP.
 //!
 //! Each step takes an offset and returns the next one, or the reason to stop.
 //! Every read is preceded by a `data_end` check the verifier can follow; all
@@ -20,6 +21,17 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
 const IPV6_HDR_LEN: usize = 40;
+/// IPv6 extension headers the walk looks through (next-header values).
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_DSTOPTS: u8 = 60;
+/// IPv6 extension headers it does not: ESP, AH, mobility, HIP, shim6, experiments.
+const IPV6_EXT_OTHER: [u8; 7] = [50, 51, 135, 139, 140, 253, 254];
+/// IPv6 extension headers walked before giving up.
+const MAX_IPV6_EXT: usize = 4;
+/// The furthest a TCP header may start (the staged offsets are masked to 8 bits).
+const MAX_TCP_OFF: usize = 255;
 /// VLAN tags we look through (802.1ad outer + 802.1Q inner).
 const MAX_VLAN_TAGS: usize = 2;
 
@@ -110,35 +122,92 @@ fn word(b: &[u8], at: usize) -> u64 {
 /// Parses an IPv4 header; returns the L4 offset and the L4 length.
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, off: usize) -> Result<(usize, usize), Stat> {
-    let hdr = read::<20>(ctx, off).ok_or(Stat::PassNotTcp)?;
-    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
-    if hdr[0] >> 4 != 4 || ihl < 20 {
+    let p = bytes_at::<20>(ctx, off).ok_or(Stat::PassNotTcp)?;
+    // Bytes 0..8 (version and length, total length, id, fragment word) and
+    // 8..16 (TTL, protocol, checksum, source address), as little-endian words.
+    // SAFETY: bytes_at checked the 20 bytes are inside the frame.
+    let (w0, w1) = unsafe { (load8_at(p.cast()), load8_at(p.cast::<u8>().add(8))) };
+    let b0 = w0 as u8;
+    let ihl = ((b0 & 0x0f) as usize) * 4;
+    if b0 >> 4 != 4 || ihl < 20 {
         return Err(Stat::PassNotTcp);
     }
-    if hdr[9] != IPPROTO_TCP {
+    if (w1 >> 8) as u8 != IPPROTO_TCP {
         return Err(Stat::PassNotTcp);
     }
     // More-fragments flag or a non-zero fragment offset.
-    if be16([hdr[6], hdr[7]]) & 0x3fff != 0 {
+    if ((w0 >> 48) as u16).swap_bytes() & 0x3fff != 0 {
         return Err(Stat::PassFragment);
     }
-    let total = be16([hdr[2], hdr[3]]) as usize;
+    let total = ((w0 >> 16) as u16).swap_bytes() as usize;
     if total < ihl {
         return Err(Stat::PassMalformed);
     }
     Ok((off + ihl, total - ihl))
 }
 
-/// Parses an IPv6 header (no extension headers); returns the L4 offset and length.
+/// Parses an IPv6 header; returns the L4 offset and length.
 #[inline(always)]
 fn parse_ipv6(ctx: &XdpContext, off: usize) -> Result<(usize, usize), Stat> {
     let p = bytes_at::<IPV6_HDR_LEN>(ctx, off).ok_or(Stat::PassNotTcp)?;
     // SAFETY: bytes_at checked the 40 bytes are inside the frame.
     let hdr = unsafe { &*p };
-    if hdr[0] >> 4 != 6 || hdr[6] != IPPROTO_TCP {
+    if hdr[0] >> 4 != 6 {
         return Err(Stat::PassNotTcp);
     }
-    Ok((off + IPV6_HDR_LEN, be16([hdr[4], hdr[5]]) as usize))
+    let len = be16([hdr[4], hdr[5]]) as usize;
+    if hdr[6] == IPPROTO_TCP {
+        return Ok((off + IPV6_HDR_LEN, len));
+    }
+    ipv6_extensions(ctx, hdr[6], off + IPV6_HDR_LEN, len)
+}
+
+/// Walks IPv6 extension headers from `off` (`next` names the first, `len`
+/// bytes of payload follow the fixed header) to TCP: hop-by-hop and
+/// destination options, a routing header with no segments left (this host is
+/// the last destination, so the addresses are the connection's) and an atomic
+/// fragment (offset 0, no more fragments: the whole packet, RFC 6946).
+/// Returns the L4 offset and length, or why not.
+#[inline(always)]
+fn ipv6_extensions(
+    ctx: &XdpContext,
+    mut next: u8,
+    mut off: usize,
+    mut len: usize,
+) -> Result<(usize, usize), Stat> {
+    for _ in 0..MAX_IPV6_EXT {
+        let ext_len = match next {
+            IPPROTO_HOPOPTS | IPPROTO_DSTOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT => {
+                let h = read::<8>(ctx, off).ok_or(Stat::PassMalformed)?;
+                if next == IPPROTO_ROUTING && h[3] != 0 {
+                    return Err(Stat::PassIpv6ExtHeaders); // segments left
+                }
+                if next == IPPROTO_FRAGMENT && be16([h[2], h[3]]) & 0xfff9 != 0 {
+                    return Err(Stat::PassFragment); // an offset, or more to come
+                }
+                let ext_len = match next {
+                    IPPROTO_FRAGMENT => 8, // fixed size; byte 1 is reserved
+                    _ => ((h[1] as usize) + 1) * 8,
+                };
+                next = h[0];
+                ext_len
+            }
+            _ if IPV6_EXT_OTHER.contains(&next) => return Err(Stat::PassIpv6ExtHeaders),
+            _ => return Err(Stat::PassNotTcp),
+        };
+        if ext_len > len {
+            return Err(Stat::PassMalformed);
+        }
+        off += ext_len;
+        len -= ext_len;
+        if off > MAX_TCP_OFF {
+            return Err(Stat::PassIpv6ExtHeaders);
+        }
+        if next == IPPROTO_TCP {
+            return Ok((off, len));
+        }
+    }
+    Err(Stat::PassIpv6ExtHeaders)
 }
 
 /// Locates the TCP segment of the frame, or says why there is none to look at.
@@ -150,8 +219,12 @@ pub(crate) fn parse_segment(ctx: &XdpContext) -> Result<Segment, Stat> {
         ETH_P_IPV6 => parse_ipv6(ctx, l3_off)?,
         _ => return Err(Stat::PassNotTcp),
     };
-    let tcp = read::<20>(ctx, tcp_off).ok_or(Stat::PassNotTcp)?;
-    let doff = ((tcp[12] >> 4) as usize) * 4;
+    let p = bytes_at::<20>(ctx, tcp_off).ok_or(Stat::PassNotTcp)?;
+    // Bytes 0..8 (ports, sequence number) and 8..16 (acknowledgment number,
+    // data offset, flags, window), as little-endian words.
+    // SAFETY: bytes_at checked the 20 bytes are inside the frame.
+    let (w0, w1) = unsafe { (load8_at(p.cast()), load8_at(p.cast::<u8>().add(8))) };
+    let doff = (((w1 >> 32) as u8 >> 4) as usize) * 4;
     if doff < 20 || doff > l4_len {
         return Err(Stat::PassMalformed);
     }
@@ -159,8 +232,8 @@ pub(crate) fn parse_segment(ctx: &XdpContext) -> Result<Segment, Stat> {
         tcp_off,
         payload_off: tcp_off + doff,
         payload_len: l4_len - doff,
-        flags: tcp[13],
-        dport: be16([tcp[2], tcp[3]]),
+        flags: (w1 >> 40) as u8,
+        dport: ((w0 >> 16) as u16).swap_bytes(),
         l3_off,
         ipv6: proto == ETH_P_IPV6,
     })
@@ -178,15 +251,46 @@ pub(crate) fn flow_bits(ctx: &XdpContext, seg: &Segment) -> Option<FlowBits> {
         }
         addrs
     } else {
-        let a = read::<8>(ctx, seg.l3_off + 12)?;
-        word(&a, 0) | (word(&a, 4) << 32)
+        // Source and destination address, as `word` would fold them.
+        load8(ctx, seg.l3_off + 12)?
     };
-    let tcp = read::<8>(ctx, seg.tcp_off)?;
+    let tcp = load8(ctx, seg.tcp_off)?; // ports, then sequence number
     Some(FlowBits {
-        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
+        seq: ((tcp >> 32) as u32).swap_bytes(),
         addrs,
-        ports: u32::from_ne_bytes([tcp[0], tcp[1], tcp[2], tcp[3]]),
+        ports: tcp as u32,
     })
+}
+
+/// The 8 frame bytes at `off` as a little-endian word, in one load: the BPF
+/// target splits a read it cannot prove aligned into eight byte loads, while
+/// the kernel lets XDP read packet data unaligned wherever the CPU can.
+#[inline(always)]
+fn load8(ctx: &XdpContext, off: usize) -> Option<u64> {
+    let p = bytes_at::<8>(ctx, off)?;
+    // SAFETY: bytes_at checked the 8 bytes are inside the frame.
+    Some(unsafe { load8_at(p.cast()) })
+}
+
+/// The 8 bytes at `p` as a little-endian word, in one load.
+///
+/// # Safety
+///
+/// The 8 bytes must be inside the frame, checked against `data_end` where the
+/// verifier can see it.
+#[inline(always)]
+unsafe fn load8_at(p: *const u8) -> u64 {
+    let w: u64;
+    // SAFETY: the caller checked the bounds; nothing is written.
+    unsafe {
+        core::arch::asm!(
+            "{w} = *(u64 *)({p} + 0)",
+            p = in(reg) p,
+            w = lateout(reg) w,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    w
 }
 
 /// The key of a segment's flow: addresses, ports and sequence number, read

@@ -1,7 +1,6 @@
 //! The policy stage: what a parsed ClientHello's version and SNI mean under the
 //! minimums userspace wrote. Shared by single-segment and reassembled hellos.
 
-use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use gateway_common::{HelloSummary, SNI_ABSENT, SNI_PRESENT, SNI_UNKNOWN, Scratch, Stat, version};
 
 use crate::{
@@ -43,20 +42,8 @@ pub(crate) fn judge(buf: *const u8, scratch: &mut Scratch, parsed: Result<(), St
                 return Verdict::Pass(Stat::PassMalformed);
             }
             let from = slots.get(slot::SNI_OFF) & hello::MASK;
-            // The name into word-aligned memory for hashing.
-            // SAFETY: at most 255 bytes into the 256-byte `sni`; the source is
-            // inside the parse buffer (offset masked, 255 bytes of slack or more).
-            let rc = unsafe {
-                bpf_probe_read_kernel(
-                    scratch.sni.as_mut_ptr().cast(),
-                    sni_len as u32,
-                    buf.add(from).cast(),
-                )
-            };
-            if rc < 0 {
-                return Verdict::Pass(Stat::PassMalformed);
-            }
-            let [key, check] = hello::fingerprint(&scratch.sni, &slots);
+            // Hashed where it lies, and copied word by word into `sni`.
+            let [key, check] = hello::fingerprint(buf, from, &mut scratch.sni, &slots);
             // SAFETY: the value is copied out at once; userspace replaces entries whole.
             match unsafe { HOST_POLICY.get(&key) } {
                 Some(host) if host.check == check => host.min_version,
@@ -76,6 +63,24 @@ pub(crate) fn judge(buf: *const u8, scratch: &mut Scratch, parsed: Result<(), St
     } else if sni_state == SNI_UNKNOWN {
         // Offers at least the lowest minimum, but we cannot tell whose yet.
         Verdict::Wait
+    } else {
+        Verdict::Allow
+    }
+}
+
+/// The verdict on an SSL 2.0-format hello whose header was recognised: it
+/// offers SSL 2 and carries no SNI, so the no-SNI minimum applies (and it can
+/// never offer TLS 1.3). Leaves the summary in `scratch`.
+#[inline(always)]
+pub(crate) fn judge_sslv2(scratch: &mut Scratch) -> Verdict {
+    scratch.summary = HelloSummary {
+        max_version: version::SSL2,
+        sni_state: SNI_ABSENT,
+        sni_len: 0,
+    };
+    let min = CONFIG.get(0).map_or(0, |c| c.no_sni_min);
+    if version::SSL2 < min {
+        Verdict::Refuse(Stat::DropSsl2)
     } else {
         Verdict::Allow
     }

@@ -25,14 +25,15 @@ use gateway_common::{
     COPY_CHUNK, FlowKey, HelloBytes, HelloFlow, PAYLOAD_CAP, STREAM_CAP, Scratch, Stat,
     flow::{
         ANCHOR_FROM_SYN, FLOW_DECIDED, FLOW_GAVE_UP, FLOW_HELLO, FLOW_REFUSED, FlowAnchor,
-        LAYOUT_ONE_RECORD, LAYOUT_RECORDS, LAYOUT_UNKNOWN,
+        LAYOUT_ONE_RECORD, LAYOUT_RECORDS, LAYOUT_SSLV2, LAYOUT_UNKNOWN,
     },
 };
 
 use crate::{
     atomic,
     hello::{
-        self, CONTENT_HANDSHAKE, HANDSHAKE_HDR_LEN, MAX_RECORD_LEN, RECORD_HDR_LEN, Slots, slot,
+        self, CONTENT_HANDSHAKE, HANDSHAKE_HDR_LEN, MAX_RECORD_LEN, RECORD_HDR_LEN, SSLV2_HDR_LEN,
+        Slots, slot,
     },
     maps::{CONFIG, FLOW_ANCHORS, HELLO_FLOWS, SCRATCH},
     packet,
@@ -183,6 +184,7 @@ fn advance(
             }
             (&flow.hello, flow.hello_len as usize)
         }
+        LAYOUT_SSLV2 => return sslv2(scratch, flow, seg),
         _ => return Outcome::Pass(Stat::PassHelloPartial), // fewer than 9 bytes yet
     };
     let mut slots = Slots(&mut scratch.slots);
@@ -234,6 +236,12 @@ fn stream_byte(flow: &HelloFlow, i: usize) -> usize {
 #[inline(always)]
 fn learn_layout(flow: &mut HelloFlow) -> bool {
     let len = flow.stream_len as usize;
+    if len >= 1 && stream_byte(flow, 0) & 0x80 != 0 {
+        // SSL 2.0 format: its header counts as a record header would.
+        flow.layout = LAYOUT_SSLV2;
+        flow.pieces += 1;
+        return true;
+    }
     if len < RECORD_HDR_LEN {
         return true;
     }
@@ -256,6 +264,31 @@ fn learn_layout(flow: &mut HelloFlow) -> bool {
         }
     }
     true
+}
+
+/// An SSL 2.0-format hello whose first segment was shorter than its header:
+/// decided once the 11 header bytes are in, as one in a single segment is.
+#[inline(always)]
+fn sslv2(scratch: &mut Scratch, flow: &mut HelloFlow, seg: &Staged) -> Outcome {
+    if (flow.stream_len as usize) < SSLV2_HDR_LEN {
+        return Outcome::Pass(Stat::PassHelloPartial);
+    }
+    // SAFETY: `stream` is larger than a `HelloBytes` and 8-byte aligned.
+    let view = unsafe { &*flow.stream.as_ptr().cast::<HelloBytes>() };
+    if hello::parse_sslv2(view, SSLV2_HDR_LEN).is_err() {
+        return give_up(flow, seg, Stat::PassNotTls);
+    }
+    let split = flow.pieces > 2;
+    match policy::judge_sslv2(scratch) {
+        Verdict::Refuse(stat) => {
+            finish(flow, seg, FLOW_REFUSED);
+            Outcome::Refuse { stat, split }
+        }
+        _ => {
+            finish(flow, seg, FLOW_DECIDED);
+            Outcome::Allow { split }
+        }
+    }
 }
 
 /// Takes the new stream bytes out of their records into `hello` (false: malformed).

@@ -25,10 +25,13 @@ use crate::{
     config::{AttachMode, Config},
     control::{self, ControlPlane, Opened, backend::fleet, expiry::Expiry, model::State},
     layers::{self, Layers},
-    metrics::{self, XdpCollector, history::History},
+    metrics::{self, XdpCollector, cookies::CookieCollector, history::History},
     terminator::{Terminator, TerminatorMetrics},
     tls::TlsSnapshot,
-    xdp::{MapSizes, ProgramLog, XdpFilter},
+    xdp::{
+        MapSizes, ProgramLog, XdpFilter,
+        cookies::{self, CookieControl, CookieSettings},
+    },
 };
 
 /// How often the configuration and its files are checked for changes.
@@ -169,11 +172,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     };
     let (tls, servers) = start_terminator(&config, &compiled, &registry, &stop_rx, &mut banner)?;
+    let cookie_task = filter
+        .as_ref()
+        .map(|f| tokio::spawn(tick_cookies(f.cookie_control())));
     let layers = Arc::new(Mutex::new(Layers::new(filter, tls, compiled)));
     let mut tasks = Tasks {
         stop,
         servers,
-        background: Vec::new(),
+        background: cookie_task.into_iter().collect(),
         fleet: None,
     };
     let path = match source {
@@ -288,7 +294,26 @@ fn start_xdp(
         compiled.xdp.zone_min,
         compiled.xdp.hosts().len()
     ));
+    banner.push(filter.start_cookies(CookieSettings::of(&config.xdp)));
+    registry.register(Box::new(CookieCollector::new(filter.cookie_control())))?;
     Ok(filter)
+}
+
+/// Keeps the SYN cookies' keys, sysctls and `auto` decisions current.
+async fn tick_cookies(control: Arc<Mutex<CookieControl>>) {
+    let mut tick = tokio::time::interval(cookies::TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let result = cookies::lock(&control).tick(std::time::Instant::now());
+        if let Err(e) = &result
+            && !failing
+        {
+            log::warn!("SYN cookies: {e:#}");
+        }
+        failing = result.is_err();
+    }
 }
 
 /// Binds the TLS listeners and serves them from the compiled snapshot.

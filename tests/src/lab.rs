@@ -40,6 +40,9 @@ pub struct Lab {
     /// Scratch directory for certificates, configurations and logs.
     pub dir: PathBuf,
     children: Vec<(String, Child)>,
+    /// A pass program on the client's veth, so that frames the server's XDP
+    /// program sends back (SYN cookies, resets) reach the client in native mode.
+    _client_xdp: Option<gateway::xdp::PassProgram>,
     /// Kills what is left in the namespaces and deletes them if this process
     /// dies without dropping the lab (dropped last).
     _watchdog: Option<crate::child::Watchdog>,
@@ -102,11 +105,12 @@ impl Lab {
                 )
             })
             .ok();
-        let lab = Lab {
+        let mut lab = Lab {
             server_ns,
             client_ns,
             dir,
             children: Vec::new(),
+            _client_xdp: None,
             _watchdog: watchdog,
         };
         let (s, c) = (lab.server_ns.as_str(), lab.client_ns.as_str());
@@ -129,6 +133,13 @@ impl Lab {
             ])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "link", "set", IFACE, "up"])?;
+        }
+        match lab.in_client_thread(|| gateway::xdp::PassProgram::attach(IFACE))? {
+            Ok(pass) => lab._client_xdp = Some(pass),
+            Err(e) => eprintln!(
+                "!!! lab: no XDP program on the client's veth ({e:#}): frames the server's XDP \
+                 program sends back in native mode (SYN cookies) will not reach the client"
+            ),
         }
         Ok(lab)
     }

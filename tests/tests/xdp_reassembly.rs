@@ -6,9 +6,9 @@ use std::net::IpAddr;
 
 use gateway::{
     frame::{TPID_8021Q, TcpFrame, flags, tcp_view},
-    hello::{ClientHello, Ext, records},
+    hello::{ClientHello, Ext, records, reference, sslv2_hello},
     tls_version::TlsVersion::{Tls12, Tls13},
-    xdp::{FrameVerdict, MapSizes, ProgramLog, XDP_PASS, XdpFilter, XdpPolicy},
+    xdp::{FrameVerdict, MapSizes, ProgramLog, XDP_DROP, XDP_PASS, XdpFilter, XdpPolicy},
 };
 use gateway_common::{Stat, version};
 use gateway_tests::{CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6, fresh_port, policy, require_root};
@@ -410,4 +410,123 @@ fn the_hostname_table_is_sized_at_load_and_holds_more_than_the_object_declares()
         .apply(&p)
         .expect_err("more hostnames than the table holds");
     assert!(format!("{err:#}").contains("hostname policy"), "{err:#}");
+}
+
+#[test]
+fn an_sslv2_hello_whose_first_segment_is_shorter_than_its_header_is_decided() {
+    let p = policy(Tls12, &[]);
+    let filter = filter_with(&p, MapSizes::default());
+    let before = filter.stats().read().unwrap();
+    let hello = sslv2_hello(version::TLS1_0);
+    for cut in 1..=10 {
+        for syn in [true, false] {
+            let conn = Conn::v4();
+            let mut model = reference::Flow::new(&p);
+            if syn {
+                assert_eq!(run(&filter, &conn.syn()).stat, Stat::PassControl);
+                model.segment(conn.isn, flags::SYN, &[]);
+            }
+            let first = conn.data(0, &hello[..cut]);
+            let v = run(&filter, &first);
+            assert_eq!(
+                (v.stat, v.action),
+                (Stat::PassHelloPartial, XDP_PASS),
+                "cut at {cut}, SYN seen: {syn}"
+            );
+            assert_eq!(
+                model.segment(first.seq, first.flags, &first.payload).stat,
+                v.stat
+            );
+            let rest = conn.data(cut, &hello[cut..]);
+            let v = run(&filter, &rest);
+            assert_eq!(v.stat, Stat::DropSsl2, "cut at {cut}, SYN seen: {syn}");
+            assert_eq!(v.split, Some(Stat::SplitRefused), "cut at {cut}");
+            let seen = v.hello.as_ref().expect("the hello was reported");
+            assert_eq!(
+                (seen.max_version, seen.sni.as_deref()),
+                (version::SSL2, None)
+            );
+            let reset = tcp_view(&v.output).expect("still a TCP frame");
+            assert_eq!(reset.flags, flags::RST | flags::ACK, "cut at {cut}");
+            assert!(reset.checksum_ok);
+            let m = model.segment(rest.seq, rest.flags, &rest.payload);
+            assert_eq!(
+                (m.stat, m.split),
+                (v.stat, v.split),
+                "program and model, cut at {cut}"
+            );
+            // Its retransmission passes unchanged.
+            assert_eq!(run(&filter, &rest).stat, Stat::DropRetransmit);
+        }
+    }
+    let after = filter.stats().read().unwrap();
+    assert_eq!(after.get(Stat::DropSsl2) - before.get(Stat::DropSsl2), 20);
+    assert_eq!(after.get(Stat::HelloSsl2) - before.get(Stat::HelloSsl2), 20);
+}
+
+#[test]
+fn a_short_start_that_is_no_sslv2_header_passes_once_the_header_is_in() {
+    let filter = filter();
+    let mut bad = sslv2_hello(version::SSL2);
+    bad[10] = 0; // a 0-byte challenge: not an SSL 2 ClientHello
+    let conn = Conn::v4();
+    run(&filter, &conn.syn());
+    assert_eq!(
+        run(&filter, &conn.data(0, &bad[..4])).stat,
+        Stat::PassHelloPartial
+    );
+    let v = run(&filter, &conn.data(4, &bad[4..]));
+    assert_eq!((v.stat, v.action), (Stat::PassNotTls, XDP_PASS));
+    assert_eq!(
+        v.output,
+        conn.data(4, &bad[4..]).build(),
+        "passed unchanged"
+    );
+    // Bytes whose third is not 1 cannot begin one: decided at once, nothing kept.
+    let conn = Conn::v4();
+    run(&filter, &conn.syn());
+    assert_eq!(
+        run(&filter, &conn.data(0, &[0x80, 0x2e, 0x02])).stat,
+        Stat::PassNotTls
+    );
+    // In drop mode the completing segment is dropped.
+    let mut p = policy(Tls12, &[]);
+    p.refuse = gateway::config::RefuseMode::Drop;
+    let filter = filter_with(&p, MapSizes::default());
+    let hello = sslv2_hello(version::SSL2);
+    let conn = Conn::v4();
+    run(&filter, &conn.syn());
+    run(&filter, &conn.data(0, &hello[..2]));
+    let v = run(&filter, &conn.data(2, &hello[2..]));
+    assert_eq!((v.stat, v.action), (Stat::DropSsl2, XDP_DROP));
+}
+
+#[test]
+fn a_fast_open_syn_with_a_hello_passes_and_the_resent_hello_is_decided() {
+    // TCP Fast Open: the kernel takes a SYN's data only on a listener with
+    // TCP_FASTOPEN set, which the gateway never sets; it acknowledges the SYN
+    // alone and the client sends its hello again after the handshake.
+    let filter = filter();
+    let hello = ClientHello::legacy(version::TLS1_0, Some("zone.test")).record();
+    for v6 in [false, true] {
+        let mut conn = Conn::v4();
+        if v6 {
+            (conn.src, conn.dst) = (CLIENT_V6, SERVER_V6);
+        }
+        let mut syn = conn.syn();
+        syn.payload = hello.clone();
+        let v = run(&filter, &syn);
+        assert_eq!(
+            (v.stat, v.action),
+            (Stat::PassControl, XDP_PASS),
+            "v6: {v6}"
+        );
+        assert_eq!(v.output, syn.build(), "the SYN passes unchanged");
+        assert_eq!(v.hello, None, "its data is not parsed");
+        // The SYN anchored the stream: the resent hello at ISN + 1 is refused.
+        let resent = conn.data(0, &hello);
+        let v = run(&filter, &resent);
+        assert_eq!(v.stat, Stat::DropTls10, "v6: {v6}");
+        assert_eq!(tcp_view(&v.output).unwrap().flags, flags::RST | flags::ACK);
+    }
 }

@@ -100,6 +100,12 @@ pub struct XdpSection {
     /// hold (each costs kernel memory only once written).
     #[serde(default = "default_hostnames")]
     pub hostnames: u32,
+    /// Whether SYNs to the TLS ports are answered with cookies in XDP.
+    #[serde(default)]
+    pub syn_cookies: SynCookies,
+    /// SYNs per second on a port at which `syn_cookies = "auto"` engages.
+    #[serde(default = "default_syn_cookie_rate")]
+    pub syn_cookie_rate: u32,
 }
 
 impl Default for XdpSection {
@@ -112,6 +118,8 @@ impl Default for XdpSection {
             flow_anchors: default_flow_anchors(),
             hello_flows: default_hello_flows(),
             hostnames: default_hostnames(),
+            syn_cookies: SynCookies::default(),
+            syn_cookie_rate: default_syn_cookie_rate(),
         }
     }
 }
@@ -152,6 +160,10 @@ fn default_flow_anchors() -> u32 {
     gateway_common::DEFAULT_FLOW_ANCHORS
 }
 
+fn default_syn_cookie_rate() -> u32 {
+    1000
+}
+
 fn default_hostnames() -> u32 {
     gateway_common::DEFAULT_HOSTS
 }
@@ -190,6 +202,21 @@ pub enum RefuseMode {
     /// Drop it: cheapest, but the client retransmits into silence until it
     /// gives up and the server's socket waits in the accept queue.
     Drop,
+}
+
+/// Whether the XDP program answers SYNs itself, with cookies, so that the
+/// kernel builds a connection only for a hello that passes (Linux 6.9+).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SynCookies {
+    /// Never: the kernel answers every SYN (its own cookies on overflow).
+    Off,
+    /// Always, on every TLS port.
+    On,
+    /// On a port whose SYN rate reaches `syn_cookie_rate`, until it stays
+    /// under half of it for 10 s.
+    #[default]
+    Auto,
 }
 
 /// `[zone]`: the zone's minimum TLS versions.

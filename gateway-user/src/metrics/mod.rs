@@ -1,5 +1,5 @@
 //! Prometheus metrics: the registry, the XDP counters collector, and the
-//! `/metrics` HTTP endpoint; [`history`] keeps the last minutes for the dashboard,
+//! `/metrics` HTTP endpoint; [`cookies`] exports the SYN cookies; [`history`] keeps the last minutes for the dashboard,
 //! [`hosts`] counts requests under a bounded number of host labels.
 
 use std::{convert::Infallible, sync::Arc};
@@ -16,6 +16,7 @@ use prometheus::{
 };
 use tokio::net::TcpListener;
 
+pub mod cookies;
 pub mod history;
 pub mod hosts;
 

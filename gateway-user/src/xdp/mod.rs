@@ -2,20 +2,30 @@
 //! maps in sync, read its counters, and run frames through it without an interface.
 
 pub mod change;
+pub mod cookies;
+pub mod kfunc;
 mod policy;
 mod stats;
-pub mod syncookie;
 mod test_run;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray},
-    programs::{Xdp, XdpMode, links::LinkError, xdp::XdpLinkId},
+    maps::{Array, MapData, PerCpuArray, ProgramArray},
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::LinkError,
+        tc::{self, SchedClassifierLinkId},
+        xdp::XdpLinkId,
+    },
 };
-use gateway_common::{DEFAULT_FLOW_ANCHORS, DEFAULT_HELLO_FLOWS, maps, programs};
+use cookies::{CookieControl, CookieMaps, CookieSettings};
+use gateway_common::{
+    DEFAULT_FLOW_ANCHORS, DEFAULT_HELLO_FLOWS, maps, programs,
+    syncookie::{self, TC_PROGRAM},
+};
 use log::{info, warn};
 
 pub use gateway_common::Stat;
@@ -23,7 +33,7 @@ pub use policy::XdpPolicy;
 pub use stats::{Counters, StatsMap};
 pub use test_run::{FrameRunner, FrameVerdict, HelloSeen, XDP_DROP, XDP_PASS};
 
-use crate::config::{AttachMode, XdpSection, check_table_sizes};
+use crate::config::{AttachMode, SynCookies, XdpSection, check_table_sizes};
 
 /// The compiled XDP object, built by `build.rs` from `gateway-ebpf`.
 pub(crate) static OBJECT: &[u8] =
@@ -105,6 +115,13 @@ pub struct XdpFilter {
     stats: Arc<StatsMap>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     link: Option<(String, XdpLinkId, AttachedMode)>,
+    cookies: Arc<Mutex<CookieControl>>,
+    /// Why SYN cookies cannot run here, if they cannot (no kfunc, TC refused).
+    cookies_unavailable: Option<String>,
+    tc_link: Option<SchedClassifierLinkId>,
+    /// The tail-call table of the cookie programs: the kernel empties it when
+    /// its last descriptor closes, so the filter keeps it.
+    _cookie_programs: ProgramArray<MapData>,
 }
 
 impl XdpFilter {
@@ -123,12 +140,21 @@ impl XdpFilter {
             ProgramLog::Off => 0,
             ProgramLog::Debug => aya_log::Level::Debug as u8,
         };
+        // The TC program's kfunc call needs the kernel's id for it; without
+        // one (Linux < 6.9) the object loads as is and the TC program never does.
+        let (object, mut cookies_unavailable) = match kfunc::kfunc_btf_id() {
+            Ok(id) => (kfunc::patch_kfunc_calls(OBJECT, id).0, None),
+            Err(e) => (
+                kfunc::patch_kfunc_calls(OBJECT, 0).0,
+                Some(format!("{e:#}")),
+            ),
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global(aya_log::LEVEL, &level, true)
             .map_max_entries(maps::FLOW_ANCHORS, tables.anchors)
             .map_max_entries(maps::HELLO_FLOWS, tables.hello_flows)
             .map_max_entries(maps::HOST_POLICY, tables.hostnames)
-            .load(OBJECT)
+            .load(object.bytes())
             .context(
                 "loading the XDP object into the kernel (are you root, with bpffs mounted?)",
             )?;
@@ -153,10 +179,21 @@ impl XdpFilter {
                 log::debug!("XDP program {name} verified: {n} instructions processed");
             }
         }
-        let stats = ebpf
-            .take_map(maps::STATS)
-            .ok_or_else(|| anyhow!("map {} missing from the object", maps::STATS))?;
-        let stats = Arc::new(StatsMap::new(PerCpuArray::try_from(stats)?));
+        let cookie_programs = load_cookie_programs(&mut ebpf)?;
+        if cookies_unavailable.is_none() {
+            cookies_unavailable = load_tc(&mut ebpf).err().map(|e| format!("{e:#}"));
+        }
+        let stats = Arc::new(StatsMap::new(PerCpuArray::try_from(take(
+            &mut ebpf,
+            maps::STATS,
+        )?)?));
+        let cookies = CookieMaps {
+            keys: Array::try_from(take(&mut ebpf, syncookie::maps::KEYS)?)?,
+            config: Array::try_from(take(&mut ebpf, syncookie::maps::CONFIG)?)?,
+            ports: Array::try_from(take(&mut ebpf, syncookie::maps::PORTS)?)?,
+            syns: PerCpuArray::try_from(take(&mut ebpf, syncookie::maps::SYNS)?)?,
+            stats: PerCpuArray::try_from(take(&mut ebpf, syncookie::maps::STATS)?)?,
+        };
         Ok(XdpFilter {
             ebpf,
             tables,
@@ -164,7 +201,56 @@ impl XdpFilter {
             stats,
             logger,
             link: None,
+            cookies: Arc::new(Mutex::new(CookieControl::new(cookies))),
+            cookies_unavailable,
+            tc_link: None,
+            _cookie_programs: cookie_programs,
         })
+    }
+
+    /// Starts SYN cookies on the attached interface as `settings` say: attaches
+    /// the TC program and lets the ports answer. Returns a line for the banner;
+    /// where the kernel cannot take cookies it says why, and the gateway runs
+    /// without them.
+    pub fn start_cookies(&mut self, settings: CookieSettings) -> String {
+        if settings.mode == SynCookies::Off {
+            return "SYN cookies off".into();
+        }
+        if let Some(why) = &self.cookies_unavailable {
+            warn!("SYN cookies unavailable, running without them: {why}");
+            return format!("SYN cookies unavailable ({why})");
+        }
+        let Some(interface) = self.link.as_ref().map(|(name, ..)| name.clone()) else {
+            return "SYN cookies off (XDP not attached)".into();
+        };
+        // TCX (Linux 6.6+) needs no qdisc; older kernels need clsact, which may exist.
+        let _ = tc::qdisc_add_clsact(&interface);
+        let attached = self
+            .ebpf
+            .program_mut(TC_PROGRAM)
+            .ok_or_else(|| anyhow!("program {TC_PROGRAM} missing"))
+            .and_then(|p| Ok(<&mut SchedClassifier>::try_from(p)?))
+            .and_then(|p| Ok(p.attach(&interface, TcAttachType::Ingress)?));
+        let link = match attached {
+            Ok(link) => link,
+            Err(e) => {
+                warn!("SYN cookies unavailable: TC ingress on {interface}: {e:#}");
+                return format!("SYN cookies unavailable (TC ingress: {e})");
+            }
+        };
+        self.tc_link = Some(link);
+        if let Err(e) = cookies::lock(&self.cookies).start(settings) {
+            warn!("SYN cookies: {e:#}");
+        }
+        match settings.mode {
+            SynCookies::On => "SYN cookies on".into(),
+            _ => format!("SYN cookies auto (at {} SYNs/s per port)", settings.rate),
+        }
+    }
+
+    /// The SYN-cookie control, for the task that ticks it and for metrics.
+    pub fn cookie_control(&self) -> Arc<Mutex<CookieControl>> {
+        self.cookies.clone()
     }
 
     /// Attaches the filter to `interface`. `Auto` tries native mode first and
@@ -201,6 +287,16 @@ impl XdpFilter {
 
     /// Detaches the filter from its interface, if attached. Also done on drop.
     pub fn detach(&mut self) {
+        cookies::lock(&self.cookies).stop();
+        if let Some(link) = self.tc_link.take() {
+            let detached = self
+                .ebpf
+                .program_mut(TC_PROGRAM)
+                .map(|p| <&mut SchedClassifier>::try_from(p).map(|p| p.detach(link)));
+            if let Some(Ok(Err(e))) = detached {
+                log::debug!("detaching the TC program: {e}");
+            }
+        }
         let Some((interface, id, _)) = self.link.take() else {
             return;
         };
@@ -259,6 +355,63 @@ impl Drop for XdpFilter {
     fn drop(&mut self) {
         self.detach();
     }
+}
+
+/// A program that passes every frame, attached in native mode: on a veth
+/// pair, the peer of a device whose XDP program answers with XDP_TX (as the
+/// SYN cookies do) must run XDP itself to receive those frames. Labs attach it
+/// to their client side; dropping it detaches it.
+pub struct PassProgram {
+    _ebpf: Ebpf,
+}
+
+impl PassProgram {
+    /// Loads `baseline_pass` and attaches it to `interface` in native mode.
+    pub fn attach(interface: &str) -> anyhow::Result<PassProgram> {
+        let (object, _) = kfunc::patch_kfunc_calls(OBJECT, 0);
+        let mut ebpf = EbpfLoader::new()
+            .load(object.bytes())
+            .context("loading the XDP object")?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(programs::BASELINE)
+            .ok_or_else(|| anyhow!("program {} missing", programs::BASELINE))?
+            .try_into()?;
+        prog.load().map_err(verifier_error(programs::BASELINE))?;
+        prog.attach(interface, XdpMode::Driver)
+            .with_context(|| format!("native XDP on {interface}"))?;
+        Ok(PassProgram { _ebpf: ebpf })
+    }
+}
+
+/// Takes a map out of the object, to be owned by its reader.
+fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the object"))
+}
+
+/// Loads the cookie programs `gateway_xdp` tail-calls and fills their table.
+fn load_cookie_programs(ebpf: &mut Ebpf) -> anyhow::Result<ProgramArray<MapData>> {
+    let mut table = ProgramArray::try_from(take(ebpf, syncookie::maps::PROGRAMS)?)?;
+    for (index, name) in syncookie::COOKIE_PROGRAM_NAMES.into_iter().enumerate() {
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+            .try_into()?;
+        prog.load().map_err(verifier_error(name))?;
+        table
+            .set(index as u32, prog.fd()?, 0)
+            .with_context(|| format!("adding {name} to the tail-call table"))?;
+    }
+    Ok(table)
+}
+
+/// Loads the SYN cookies' TC program (through the verifier).
+fn load_tc(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(TC_PROGRAM)
+        .ok_or_else(|| anyhow!("program {TC_PROGRAM} missing from the object"))?
+        .try_into()?;
+    prog.load().map_err(verifier_error(TC_PROGRAM))
 }
 
 fn is_gone(e: &anyhow::Error) -> bool {

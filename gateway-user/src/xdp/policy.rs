@@ -263,6 +263,7 @@ impl XdpFilter {
                 ports.set(i as u32, word, 0).context("writing TLS_PORTS")?;
             }
         }
+        super::cookies::lock(&self.cookies).set_ports(&policy.ports);
         Ok(())
     }
 

@@ -21,9 +21,9 @@
 //! 2. Anchor refused: the segment is a retransmission (`DropRetransmit`, passed).
 //! 3. Anchor hello: the segment goes to the hello in progress (rule 9).
 //! 4. The first bytes classify the payload: with bit 0x80 of the first byte
-//!    set, six bytes or more whose third is 1 (a ClientHello) and fourth 0 or
-//!    3 (the version's major) may begin an SSL 2.0-format hello, anything else
-//!    is not TLS; without it, a first byte other than 22 or a second other
+//!    set, bytes whose third is 1 (a ClientHello) and fourth 0 or 3 (the
+//!    version's major), as far as they are there, may begin an SSL 2.0-format
+//!    hello, anything else is not TLS; without it, a first byte other than 22 or a second other
 //!    than 3 is not TLS, a sixth other than 1 is not a ClientHello (a short
 //!    payload is judged on the bytes it has). What cannot begin a hello is
 //!    counted as classified, except that an awaiting anchor becomes decided
@@ -32,8 +32,11 @@
 //!    mid-stream and never parsed. Without an anchor, the payload begins the
 //!    stream (as if the SYN had not been seen).
 //! 6. Beginning a hello: an SSL 2.0 header (its first 16 bytes at most) whose
-//!    every length agrees offers SSL 2 without SNI, else it is not TLS (fewer
-//!    than 9 bytes: not TLS). A TLS record length of 0 or above the maximum is
+//!    every length agrees offers SSL 2 without SNI, so the no-SNI minimum
+//!    applies, else it is not TLS; one shorter than its 11 header bytes is
+//!    reassembled (rule 7), and decided the same way once they are in, its
+//!    header counted as a piece (rule 9); an implausible one then gives up as
+//!    not TLS. A TLS record length of 0 or above the maximum is
 //!    malformed. A ClientHello message that fits the first record, the
 //!    segment and `PAYLOAD_CAP` is decided at once (rule 8); still
 //!    undecidable means never (`PassUndecidable`). Whatever this segment
@@ -209,8 +212,24 @@ mod tests {
         // So do bytes that may be one but are not: nothing more to look at.
         let mut flow = Flow::new(&policy);
         flow.segment(9, flags::SYN, &[]);
-        assert_eq!(flow.segment(10, 0, &hello[..8]).stat, Stat::PassNotTls);
+        let mut bad = hello.clone();
+        bad[10] = 0; // a challenge of 0..255 bytes, not 16..32
+        assert_eq!(flow.segment(10, 0, &bad).stat, Stat::PassNotTls);
         assert_eq!(flow.anchor().map(|a| a.state), Some(AnchorState::Decided));
+        // A header cut short is reassembled and decided when it is whole.
+        for cut in 1..11 {
+            let mut flow = Flow::new(&policy);
+            flow.segment(9, flags::SYN, &[]);
+            let first = flow.segment(10, 0, &hello[..cut]);
+            assert_eq!(first.stat, Stat::PassHelloPartial, "cut at {cut}");
+            assert_eq!(flow.anchor().map(|a| a.state), Some(AnchorState::Hello));
+            let rest = flow.segment(10 + cut as u32, 0, &hello[cut..]);
+            assert_eq!(
+                (rest.stat, rest.split),
+                (Stat::DropSsl2, Some(Stat::SplitRefused))
+            );
+            assert_eq!(flow.anchor().map(|a| a.state), Some(AnchorState::Refused));
+        }
     }
 
     #[test]

@@ -12,6 +12,8 @@ use super::{
 };
 use crate::{config::RefuseMode, frame::flags, xdp::XdpPolicy};
 
+/// Bytes of an SSL 2.0 ClientHello's header.
+const SSLV2_HDR_LEN: usize = 11;
 /// Largest piece of a record body moved into the hello at once.
 const COPY_CHUNK: usize = 512;
 
@@ -197,14 +199,12 @@ impl Flow {
     /// Rule 6: the outcome of a hello that this segment decides alone (`None`:
     /// it must be reassembled).
     fn whole(&self, p: &[u8], seen: &mut Option<Seen>) -> Option<Outcome> {
-        if p.len() < 9 {
-            if p[0] & 0x80 != 0 {
-                return Some(Outcome::Pass(Stat::PassNotTls));
-            }
-            return None;
-        }
         if p[0] & 0x80 != 0 {
-            return Some(self.sslv2(p, seen));
+            // An SSL 2.0 header cut short is reassembled like a TLS one.
+            return (p.len() >= SSLV2_HDR_LEN).then(|| self.sslv2(p, seen));
+        }
+        if p.len() < 9 {
+            return None;
         }
         let record_len = usize::from(u16::from_be_bytes([p[3], p[4]]));
         if record_len == 0 || record_len > MAX_RECORD_LEN {
@@ -224,8 +224,14 @@ impl Flow {
         })
     }
 
-    /// Rule 6, SSL 2.0 format: decided from this segment alone, never reassembled.
+    /// Rules 6 and 9, SSL 2.0 format: decided from its header (11 bytes),
+    /// in this segment or reassembled.
     fn sslv2(&self, p: &[u8], seen: &mut Option<Seen>) -> Outcome {
+        self.sslv2_split(p, false, seen)
+    }
+
+    /// [`Flow::sslv2`] on the header in `p`, `split` telling the counter.
+    fn sslv2_split(&self, p: &[u8], split: bool, seen: &mut Option<Seen>) -> Outcome {
         if !parse::plausible_sslv2(p) {
             return Outcome::Pass(Stat::PassNotTls);
         }
@@ -237,8 +243,8 @@ impl Flow {
         let (verdict, offer) = parse::apply(offer, &self.policy);
         *seen = offer;
         match verdict {
-            Verdict::Refuse(stat) => Outcome::Refuse { stat, split: false },
-            _ => Outcome::Allow { split: false },
+            Verdict::Refuse(stat) => Outcome::Refuse { stat, split },
+            _ => Outcome::Allow { split },
         }
     }
 
@@ -295,6 +301,9 @@ impl Flow {
             .stream
             .extend_from_slice(&p[from - off..from - off + take]);
         buffer.pieces += 1;
+        if buffer.stream[0] & 0x80 != 0 {
+            return self.advance_sslv2(seen);
+        }
         if buffer.walk_records().is_err() {
             return self.give_up(Stat::PassMalformed);
         }
@@ -324,6 +333,38 @@ impl Flow {
             Verdict::Wait if ended => self.give_up(Stat::PassUndecidable),
             Verdict::Wait if full => self.give_up(Stat::PassTooLarge),
             Verdict::Wait => Outcome::Pass(Stat::PassHelloPartial),
+        }
+    }
+
+    /// Rule 9, SSL 2.0 format: waits for the 11-byte header, then decides as
+    /// rule 6 does (its header counts as a piece, as a record header does).
+    fn advance_sslv2(&mut self, seen: &mut Option<Seen>) -> Outcome {
+        let buffer = self
+            .buffer
+            .as_ref()
+            .expect("a hello in progress has a buffer");
+        if buffer.stream.len() < SSLV2_HDR_LEN {
+            return Outcome::Pass(Stat::PassHelloPartial);
+        }
+        let split = buffer.pieces + 1 > 2;
+        let outcome = self.sslv2_split(&buffer.stream.clone(), split, seen);
+        match outcome {
+            Outcome::Pass(stat) => self.give_up(stat),
+            Outcome::Allow { .. } => {
+                self.buffer = None;
+                let anchor = self.anchor.as_mut().expect("reassembly writes the anchor");
+                if anchor.from_syn {
+                    anchor.state = AnchorState::Decided;
+                } else {
+                    self.anchor = None;
+                }
+                outcome
+            }
+            Outcome::Refuse { .. } => {
+                self.buffer = None;
+                self.set_state(AnchorState::Refused);
+                outcome
+            }
         }
     }
 
@@ -391,11 +432,11 @@ impl Flow {
 }
 
 /// Rule 4: the classification of a payload that cannot begin a hello, from its
-/// first bytes (a short payload is judged on the bytes it has, except that an
-/// SSL 2.0 hello needs six of them).
+/// first bytes (a short payload is judged on the bytes it has).
 fn not_a_hello(p: &[u8]) -> Option<Stat> {
     if p[0] & 0x80 != 0 {
-        let sslv2 = p.len() >= 6 && p[2] == 1 && matches!(p[3], 0 | 3);
+        let sslv2 =
+            p.get(2).is_none_or(|&t| t == 1) && p.get(3).is_none_or(|&m| matches!(m, 0 | 3));
         (!sslv2).then_some(Stat::PassNotTls)
     } else if p[0] != 22 || (p.len() >= 2 && p[1] != 3) {
         Some(Stat::PassNotTls)

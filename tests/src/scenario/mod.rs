@@ -330,6 +330,13 @@ pub fn prepare_lab(lab: &Lab, settings: &Settings) -> anyhow::Result<()> {
         "net.ipv4.tcp_autocorking=0",
     ]))?;
     stateless::route_spoofed_sources(lab)?;
+    pin_receive_path(lab, settings)
+}
+
+/// Steers each side's receive path (RPS) to its own CPU, and runs the server
+/// veth's NAPI in a thread pinned to the server CPU at real-time priority
+/// (see [`prepare_lab`]); again after the XDP program was attached anew.
+pub fn pin_receive_path(lab: &Lab, settings: &Settings) -> anyhow::Result<()> {
     for (mut cmd, cpu) in [
         (lab.in_server("sh"), settings.server_cpu),
         (lab.in_client("sh"), settings.generator_cpu),

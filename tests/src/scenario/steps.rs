@@ -35,7 +35,7 @@ pub(super) struct Bench<'a> {
     /// The run's settings.
     pub settings: &'a Settings,
     /// Each server process's budget.
-    pub budgets: Vec<(Server, CpuBudget)>,
+    pub budgets: &'a [(Server, CpuBudget)],
     /// The flood generator's budget.
     pub flood_budget: Arc<CpuBudget>,
     /// Where stateless floods go.

@@ -438,6 +438,7 @@ mod tests {
             napi_cpu: 0.2,
             syn_cookies_sent: 0.0,
             syn_cookie_sockets: 0.0,
+            syn_cookies_bad: 0.0,
             xdp_cpu: 0.0,
             xdp_runs: 0,
             rx_packets: 100_000,

@@ -223,6 +223,9 @@ pub struct Step {
     /// Sockets the kernel made for cookie connections whose hello passed
     /// (`gateway_syn_cookies_total{outcome="socket_made"}`).
     pub syn_cookie_sockets: f64,
+    /// Segments with a bad cookie and no socket, dropped
+    /// (`gateway_syn_cookies_total{outcome="bad_cookie"}`).
+    pub syn_cookies_bad: f64,
     /// Packets the XDP program refused (`gateway_xdp_packets_total{verdict="drop"}`).
     pub xdp_drops: f64,
     /// Share of scheduling periods in which the server's budget ran out.

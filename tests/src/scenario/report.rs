@@ -364,6 +364,7 @@ fn step_json(s: &Series, st: &Step) -> Value {
         "gateway_userspace_handshake_failures": st.userspace_failures,
         "syn_cookies_sent": st.syn_cookies_sent,
         "syn_cookie_sockets_made": st.syn_cookie_sockets,
+        "syn_cookies_bad": st.syn_cookies_bad,
         "refused_hellos": st.refused(),
         "generator_process_cpu_seconds": st.generator_cpu,
         "foreign_load_fraction": st.foreign_load,

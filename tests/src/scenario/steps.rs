@@ -61,7 +61,7 @@ struct Reading {
     rx: (u64, u64),
     drops: f64,
     failures: f64,
-    cookies: (f64, f64),
+    cookies: (f64, f64, f64),
     throttling: Throttling,
     cpus: cpu::CpuTimes,
 }
@@ -76,7 +76,7 @@ impl Bench<'_> {
 
     fn read(&self, server: Server, pids: &[u32]) -> anyhow::Result<Reading> {
         let (drops, failures, cookies) = match server {
-            Server::Nginx => (0.0, 0.0, (0.0, 0.0)),
+            Server::Nginx => (0.0, 0.0, (0.0, 0.0, 0.0)),
             _ => {
                 let m = servers::scrape(self.lab, server)?;
                 let handshakes = "gateway_tls_handshakes_total";
@@ -84,7 +84,11 @@ impl Bench<'_> {
                 (
                     metric(&m, "gateway_xdp_packets_total", &[("verdict", "drop")]),
                     metric(&m, handshakes, &[]) - metric(&m, handshakes, &[("result", "ok")]),
-                    (cookies("sent"), cookies("socket_made")),
+                    (
+                        cookies("sent"),
+                        cookies("socket_made"),
+                        cookies("bad_cookie"),
+                    ),
                 )
             }
         };
@@ -157,6 +161,7 @@ impl Bench<'_> {
             userspace_failures: after.failures - before.failures,
             syn_cookies_sent: after.cookies.0 - before.cookies.0,
             syn_cookie_sockets: after.cookies.1 - before.cookies.1,
+            syn_cookies_bad: after.cookies.2 - before.cookies.2,
             server_throttled: after.throttling.since(&before.throttling),
             cpu_busy,
             server_cpu_number: self.settings.server_cpu,

@@ -233,12 +233,12 @@ impl<P: FnMut(Server, FloodKind, u64, u32) -> bool> Runner<'_, P> {
         if !self.cookies {
             outcome.capacity = self.capacity()?;
         }
-        let first = outcome.steps.len();
         for &kind in &self.bench.settings.kinds {
             self.ladder(kind, &mut outcome.steps, &mut outcome.stops)?;
         }
-        let mine = &outcome.steps[first..];
-        let alone = self.flood_alone(mine)?;
+        // At each kind's heaviest rate over both phases, so that the cookie
+        // phase's cost per refusal is measured at the same rate as the others'.
+        let alone = self.flood_alone(&outcome.steps)?;
         outcome.flood_only.extend(alone);
         Ok(())
     }

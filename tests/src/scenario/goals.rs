@@ -68,6 +68,26 @@ fn at(s: &Series, st: &Step) -> String {
     )
 }
 
+/// Why a no-flood step cannot be the measure of the others, if it cannot:
+/// bound elsewhere than by the server, or legitimate clients failing with no
+/// flood at all.
+fn unfit_baseline(base: &Step) -> Option<String> {
+    if !judged(base) {
+        Some(format!(
+            "the no-flood step was bound by {}",
+            base.limit().key()
+        ))
+    } else if base.legit_errors > 0 {
+        Some(format!(
+            "the no-flood step had {} failed legitimate handshakes ({:.0}/s completed): the \
+             server fails clients without any flood",
+            base.legit_errors, base.legit_rate
+        ))
+    } else {
+        None
+    }
+}
+
 /// Legitimate rate kept under the heaviest flood of `kind` the server
 /// bounded; with `at_max`, that step must be the unpaced one (the highest
 /// rate the machine makes).
@@ -84,11 +104,8 @@ fn kept(series: &[Series], server: Server, kind: FloodKind, at_max: bool) -> Goa
     let Some(base) = s.baseline() else {
         return Goal::undecided(what, "no no-flood step");
     };
-    if !judged(base) {
-        return Goal::undecided(
-            what,
-            format!("the no-flood step was bound by {}", base.limit().key()),
-        );
+    if let Some(why) = unfit_baseline(base) {
+        return Goal::undecided(what, why);
     }
     let top = s.heaviest();
     let Some(st) = s.heaviest_judged() else {
@@ -160,6 +177,12 @@ fn breaking(series: &[Series], server: Server, kind: FloodKind) -> Goal {
     let Some(s) = find(series, server, kind) else {
         return Goal::undecided(what, "not run");
     };
+    if let Some(why) = s
+        .baseline()
+        .map_or(Some("no no-flood step".into()), unfit_baseline)
+    {
+        return Goal::undecided(what, why);
+    }
     if let Some(st) = s.below_kept_step() {
         return Goal {
             what,
@@ -191,13 +214,16 @@ fn setup_p50(series: &[Series]) -> Option<Goal> {
                 find(series, Server::GatewayXdp, s.kind)?.baseline()?,
             ))
         })
-        .filter(|(a, b)| judged(a) && judged(b))
+        .filter(|(a, b)| unfit_baseline(a).is_none() && unfit_baseline(b).is_none())
         .collect();
     if !series.iter().any(|s| s.server == Server::GatewayXdpCookies) {
         return None;
     }
     if pairs.is_empty() {
-        return Some(Goal::undecided(what, "no judged pair of no-flood steps"));
+        return Some(Goal::undecided(
+            what,
+            "no pair of no-flood steps both judged and free of legitimate failures",
+        ));
     }
     let mean =
         |f: fn(&(&Step, &Step)) -> f64| pairs.iter().map(f).sum::<f64>() / pairs.len() as f64;

@@ -78,12 +78,16 @@ enum Bench {
         args: Vec<String>,
     },
     /// Legitimate mTLS handshakes under floods of old hellos (stateless at
-    /// millions of packets/s, connections, split hellos) to each server's
-    /// breaking point: the gateway with XDP (reset, drop), without it, and
-    /// nginx, in a lab (tables, goals, JSON, PNG).
+    /// millions of packets/s, connections, split hellos), spoofed SYNs and
+    /// idle connections to each server's breaking point: the gateway with XDP
+    /// (reset, drop, SYN cookies), without it, and nginx, in a lab (tables,
+    /// goals judged on server-bound steps, JSON, PNG).
     Flood {
-        /// Extra arguments for flood-bench (e.g. --kinds stateless
-        /// --stateless-rates 100000,max --step-secs 2).
+        /// Extra arguments for flood-bench: --kinds
+        /// stateless,syn,connections,two-segments,records,idle|all, --servers
+        /// gateway+xdp,gateway+xdp-cookies,gateway+xdp-drop,gateway-no-xdp,nginx,
+        /// --stateless-rates / --syn-rates 100000,max, --connection-rates
+        /// 1000,4000, --step-secs 2 (see README.md).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use super::{
     Bounds, FloodResult, live,
-    stateless::{self, Target},
+    stateless::{self, Packet, Target},
 };
 
 /// Set to `1` to flood with AF_PACKET even where live XDP frames work.
@@ -102,8 +102,21 @@ pub fn blast_with(
     frames: &[Vec<u8>],
     bounds: Bounds,
 ) -> std::io::Result<(Generator, FloodResult)> {
+    blast_packets(first, iface, target, Packet::Hello, frames, bounds)
+}
+
+/// [`blast_with`] for floods of `packet`; `frames` (for AF_PACKET) must carry
+/// the same kind of packet, e.g. from [`stateless::frames`].
+pub fn blast_packets(
+    first: Generator,
+    iface: &str,
+    target: Target,
+    packet: Packet,
+    frames: &[Vec<u8>],
+    bounds: Bounds,
+) -> std::io::Result<(Generator, FloodResult)> {
     if first == Generator::LiveFrames && LIVE_REFUSED.get().is_none() {
-        match live::blast(iface, target, bounds) {
+        match live::blast_packets(iface, target, packet, bounds) {
             Ok(result) => return Ok((Generator::LiveFrames, result)),
             Err(e) => {
                 let why = errno_name(&e);

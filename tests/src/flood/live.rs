@@ -21,9 +21,10 @@ use std::{
     time::Instant,
 };
 
-use gateway::frame::TcpFrame;
-
-use super::{Bounds, FloodResult, old_hello, pace, stateless::Target};
+use super::{
+    Bounds, FloodResult, pace,
+    stateless::{Packet, Target},
+};
 
 /// Frames per `BPF_PROG_RUN` call at most (each call sets up its own page pool,
 /// so calls are few and long).
@@ -122,7 +123,7 @@ fn program(ifindex: u32, fields: &[(i16, Field)]) -> Vec<Insn> {
 
 /// Template `i`: the frame every copy starts from, with the balanced fields at
 /// their base values (offset 0), and the fields the program writes.
-fn template(target: Target, i: u64) -> (Vec<u8>, Vec<(i16, Field)>) {
+fn template(target: Target, i: u64, packet: Packet) -> (Vec<u8>, Vec<(i16, Field)>) {
     let v6 = i % 4 == 3;
     let (src, dst) = if v6 {
         let src = Ipv6Addr::new(0xfd00, 0, 0, 0x19, 0, 0, 0, 0x0100);
@@ -133,8 +134,7 @@ fn template(target: Target, i: u64) -> (Vec<u8>, Vec<(i16, Field)>) {
             IpAddr::V4(target.v4),
         )
     };
-    let frame = TcpFrame::new(src, dst, 0xc000, target.port, old_hello(i));
-    let mut bytes = frame.build();
+    let mut bytes = packet.segment(src, dst, 0xc000, target.port, i).build();
     if !v6 {
         // Identification 0x8000 (TcpFrame writes 0x1234), checksum redone.
         bytes[18..20].copy_from_slice(&0x8000u16.to_be_bytes());
@@ -205,10 +205,20 @@ fn run(prog: &OwnedFd, frame: &[u8], repeat: u32) -> std::io::Result<()> {
     bpf(10, &mut attr).map(|_| ())
 }
 
-/// Floods `target` out of `iface` within `bounds` (rate 0: as fast as one core
-/// can). Must run inside the client namespace, with an XDP program attached to
-/// the server's veth (a veth takes XDP frames only then).
+/// Floods `target` with hellos out of `iface` within `bounds` (rate 0: as fast
+/// as one core can). Must run inside the client namespace, with an XDP program
+/// attached to the server's veth (a veth takes XDP frames only then).
 pub fn blast(iface: &str, target: Target, bounds: Bounds) -> std::io::Result<FloodResult> {
+    blast_packets(iface, target, Packet::Hello, bounds)
+}
+
+/// [`blast`] with frames carrying `packet` (hellos or SYNs).
+pub fn blast_packets(
+    iface: &str,
+    target: Target,
+    packet: Packet,
+    bounds: Bounds,
+) -> std::io::Result<FloodResult> {
     let name = std::ffi::CString::new(iface).map_err(|_| std::io::ErrorKind::InvalidInput)?;
     // SAFETY: a NUL-terminated interface name.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -217,7 +227,7 @@ pub fn blast(iface: &str, target: Target, bounds: Bounds) -> std::io::Result<Flo
     }
     let templates = (0..TEMPLATES)
         .map(|i| {
-            let (frame, fields) = template(target, i);
+            let (frame, fields) = template(target, i, packet);
             Ok((load(&program(ifindex, &fields))?, frame))
         })
         .collect::<std::io::Result<Vec<_>>>()?;
@@ -276,8 +286,8 @@ mod tests {
 
     #[test]
     fn balanced_fields_keep_every_checksum_right() {
-        for i in 0..4 {
-            let (frame, fields) = template(target(), i);
+        for (i, packet) in (0..8).map(|i| (i, [Packet::Hello, Packet::Syn][i as usize / 4])) {
+            let (frame, fields) = template(target(), i, packet);
             assert_eq!(
                 written(&frame, &fields, 0),
                 frame,
@@ -299,7 +309,7 @@ mod tests {
 
     #[test]
     fn the_program_jumps_inside_itself_and_ends_in_a_redirect() {
-        let (_, fields) = template(target(), 0);
+        let (_, fields) = template(target(), 0, Packet::Hello);
         let p = program(7, &fields);
         let jump = &p[4];
         assert_eq!(jump.code, JGT_X);

@@ -10,7 +10,9 @@
 //! - [`fastest`]: live frames, or AF_PACKET where the kernel refuses them
 //!   (or `GATEWAY_FLOOD_NO_LIVE_FRAMES=1` asks so); says which ran.
 //! - [`connections`]: real TCP connections that each send a sub-minimum
-//!   ClientHello and wait for the server to end them.
+//!   ClientHello and wait for the server to end them;
+//!   [`connections_evented`] the same from one thread, the hello shaped as a
+//!   [`HelloShape`] (or none sent: [`HelloShape::Idle`]).
 
 pub mod fastest;
 pub mod live;
@@ -107,14 +109,22 @@ pub enum HelloShape {
     TwoSegments,
     /// Padded to [`BROWSER_HELLO`] bytes, cut into TLS records of 256 bytes, one segment.
     Records,
+    /// No hello at all: the connection completes the TCP handshake, sends
+    /// nothing and waits (at most [`CONNECTION_WAIT`]) for the server to end it.
+    Idle,
 }
+
+/// How long a flood connection waits for its connect and then for the server
+/// to end it, each.
+pub const CONNECTION_WAIT: Duration = Duration::from_secs(2);
 
 impl HelloShape {
     /// Every shape.
-    pub const ALL: [HelloShape; 3] = [
+    pub const ALL: [HelloShape; 4] = [
         HelloShape::Whole,
         HelloShape::TwoSegments,
         HelloShape::Records,
+        HelloShape::Idle,
     ];
 
     /// Short name, for tables and JSON.
@@ -123,13 +133,16 @@ impl HelloShape {
             HelloShape::Whole => "connections",
             HelloShape::TwoSegments => "two-segments",
             HelloShape::Records => "records",
+            HelloShape::Idle => "idle",
         }
     }
 
     /// The writes, each leaving as its own segment, that carry hello `i`.
     pub fn writes(self, i: u64) -> Vec<Vec<u8>> {
-        if self == HelloShape::Whole {
-            return vec![old_hello(i)];
+        match self {
+            HelloShape::Whole => return vec![old_hello(i)],
+            HelloShape::Idle => return Vec::new(),
+            HelloShape::TwoSegments | HelloShape::Records => {}
         }
         let mut hello = old(i);
         let bare = hello.message().len() + 5;
@@ -208,8 +221,9 @@ fn connection_worker(server: SocketAddr, bounds: Bounds, first: u64) -> FloodRes
 /// The same flood as [`connections`], hellos shaped as `shape`, driven from the calling thread with
 /// non-blocking sockets, at most `in_flight` connections open at once: many
 /// connections in flight then cost the generator little and take no more than
-/// one thread's share of its CPU from whatever else runs there. Must run inside
-/// the client namespace.
+/// one thread's share of its CPU from whatever else runs there. Its
+/// `elapsed` is the time the connections were opened in (a rate's divisor),
+/// not the wait for the last ones to end. Must run inside the client namespace.
 pub fn connections_evented(
     server: SocketAddr,
     shape: HelloShape,
@@ -234,9 +248,10 @@ pub fn connections_evented(
     let in_flight = in_flight.clamp(1, 65_536) as u32;
     let (sent, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let start = Instant::now();
+    let mut issuing = Duration::ZERO;
     runtime.block_on(async {
         let slots = Arc::new(tokio::sync::Semaphore::new(in_flight as usize));
-        let limit = Duration::from_secs(2);
+        let limit = CONNECTION_WAIT;
         for i in 0..bounds.count {
             if bounds.rate > 0 {
                 let due = start + Duration::from_secs_f64(i as f64 / bounds.rate as f64);
@@ -269,12 +284,15 @@ pub fn connections_evented(
                 drop(slot);
             });
         }
+        issuing = start.elapsed();
         // Wait for the connections still open (each ends within `limit`).
         let _ = slots.acquire_many(in_flight).await;
     });
     FloodResult {
         sent: sent.load(std::sync::atomic::Ordering::Relaxed),
         errors: errors.load(std::sync::atomic::Ordering::Relaxed),
-        elapsed: start.elapsed(),
+        // The rate is of connections opened over the time they were opened
+        // in: the wait for the last ones to end is not the flood's.
+        elapsed: issuing.max(Duration::from_millis(1)),
     }
 }

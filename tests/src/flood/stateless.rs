@@ -1,6 +1,7 @@
-//! The stateless hello flood: crafted Ethernet frames, each a TCP segment
-//! carrying a whole sub-minimum ClientHello with no handshake before it, from
-//! spoofed off-link sources, written to the client's veth with AF_PACKET.
+//! The stateless floods: crafted Ethernet frames from spoofed off-link
+//! sources, written to the client's veth with AF_PACKET. Each frame is a TCP
+//! segment carrying a whole sub-minimum ClientHello with no handshake before
+//! it ([`Packet::Hello`]), or a SYN with a browser's options ([`Packet::Syn`]).
 //!
 //! Speed comes from doing nothing per packet but the send: a pool of frames is
 //! built once (every source address, port and SNI distinct within the pool), and
@@ -68,10 +69,49 @@ impl Target {
     }
 }
 
+/// What a spoofed frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Packet {
+    /// A whole sub-minimum ClientHello ([`old_hello`]) in a PSH+ACK segment.
+    Hello,
+    /// A SYN with MSS, SACK-permitted, timestamp and window-scale options,
+    /// as a Linux client sends it.
+    Syn,
+}
+
+impl Packet {
+    /// Segment number `i` of this kind from `src:sport` to `dst:dport`.
+    pub fn segment(self, src: IpAddr, dst: IpAddr, sport: u16, dport: u16, i: u64) -> TcpFrame {
+        let mut frame = match self {
+            Packet::Hello => TcpFrame::new(src, dst, sport, dport, old_hello(i)),
+            Packet::Syn => {
+                let mut f = TcpFrame::new(src, dst, sport, dport, Vec::new());
+                f.flags = gateway::frame::flags::SYN;
+                f.ack = 0;
+                let ts = (i as u32).wrapping_mul(977).to_be_bytes();
+                f.tcp_options = [
+                    &[2, 4, 0x05, 0xb4, 4, 2, 8, 10][..], // MSS 1460, SACK-permitted, TS
+                    &ts,
+                    &[0, 0, 0, 0, 1, 3, 3, 7], // TS echo 0, NOP, window scale 7
+                ]
+                .concat();
+                f
+            }
+        };
+        frame.seq = 0x1000_0000u32.wrapping_add((i as u32).wrapping_mul(2_654_435_761));
+        frame
+    }
+}
+
 /// [`POOL`] frames to `target`, one in four over IPv6: frame `i` comes from its
 /// own address in [`SPOOFED_V4`] or [`SPOOFED_V6`] and its own port, and carries
 /// [`old_hello(i)`](old_hello) in one segment.
 pub fn hello_frames(target: Target) -> Vec<Vec<u8>> {
+    frames(target, Packet::Hello)
+}
+
+/// [`POOL`] frames of `packet` to `target`, as [`hello_frames`] makes them.
+pub fn frames(target: Target, packet: Packet) -> Vec<Vec<u8>> {
     (0..POOL as u64)
         .map(|i| {
             let (src, dst) = if i % 4 == 3 {
@@ -82,9 +122,7 @@ pub fn hello_frames(target: Target) -> Vec<Vec<u8>> {
                 (IpAddr::V4(src), IpAddr::V4(target.v4))
             };
             let sport = 1024 + ((i * 7919) % 64000) as u16;
-            let mut frame = TcpFrame::new(src, dst, sport, target.port, old_hello(i));
-            frame.seq = 0x1000_0000u32.wrapping_add((i as u32).wrapping_mul(2_654_435_761));
-            let mut bytes = frame.build();
+            let mut bytes = packet.segment(src, dst, sport, target.port, i).build();
             bytes[..6].copy_from_slice(&target.macs.1);
             bytes[6..12].copy_from_slice(&target.macs.0);
             bytes
@@ -240,5 +278,23 @@ mod tests {
             sources.insert((src, [f[tcp], f[tcp + 1]]));
         }
         assert_eq!(sources.len(), POOL, "every frame has its own source");
+    }
+
+    #[test]
+    fn syn_frames_are_bare_syns_with_options() {
+        let target = Target {
+            macs: ([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]),
+            v4: Ipv4Addr::new(198, 18, 0, 1),
+            v6: "fd00::1".parse().unwrap(),
+            port: 443,
+        };
+        for f in frames(target, Packet::Syn).iter().take(8) {
+            let view = tcp_view(f).expect("a TCP frame");
+            assert!(view.checksum_ok);
+            assert_eq!(view.flags, gateway::frame::flags::SYN);
+            let tcp = if f[12] == 0x08 { 34 } else { 54 };
+            assert_eq!(f[tcp + 12] >> 4, 10, "20 bytes of options");
+            assert_eq!(f.len(), tcp + 40, "no payload");
+        }
     }
 }

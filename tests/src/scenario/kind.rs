@@ -14,15 +14,30 @@ pub enum FloodKind {
     /// ([`crate::flood::live`]), the fastest this machine makes, or with
     /// AF_PACKET where the kernel refuses live frames ([`crate::flood::fastest`]).
     Stateless,
-    /// Real TCP connections, each sending one sub-minimum hello shaped so;
-    /// rates in connections per second.
+    /// Spoofed SYNs, no handshake ever completed; rates in SYNs per second,
+    /// sent as the stateless flood's are.
+    Syn,
+    /// Real TCP connections, each sending one sub-minimum hello shaped so (or
+    /// none, [`HelloShape::Idle`]); rates in connections per second.
     Connections(HelloShape),
 }
 
 impl FloodKind {
     /// Every kind, in the order the scenario runs them.
-    pub const ALL: [FloodKind; 4] = [
+    pub const ALL: [FloodKind; 6] = [
         FloodKind::Stateless,
+        FloodKind::Syn,
+        FloodKind::Connections(HelloShape::Whole),
+        FloodKind::Connections(HelloShape::TwoSegments),
+        FloodKind::Connections(HelloShape::Records),
+        FloodKind::Connections(HelloShape::Idle),
+    ];
+
+    /// The kinds a default run sweeps: every one but the idle connections,
+    /// which hold the generator's connection slots for their whole wait.
+    pub const DEFAULT: [FloodKind; 5] = [
+        FloodKind::Stateless,
+        FloodKind::Syn,
         FloodKind::Connections(HelloShape::Whole),
         FloodKind::Connections(HelloShape::TwoSegments),
         FloodKind::Connections(HelloShape::Records),
@@ -32,6 +47,7 @@ impl FloodKind {
     pub fn key(self) -> &'static str {
         match self {
             FloodKind::Stateless => "stateless",
+            FloodKind::Syn => "syn",
             FloodKind::Connections(shape) => shape.key(),
         }
     }
@@ -40,6 +56,7 @@ impl FloodKind {
     pub fn unit(self) -> &'static str {
         match self {
             FloodKind::Stateless => "packets/s",
+            FloodKind::Syn => "SYNs/s",
             FloodKind::Connections(_) => "connections/s",
         }
     }
@@ -53,6 +70,11 @@ impl FloodKind {
                  BPF_PROG_RUN live XDP frames (AF_PACKET where the kernel refuses them; the gen \
                  column says which ran)"
             }
+            FloodKind::Syn => {
+                "syn: spoofed SYNs (MSS, SACK, timestamps, window scale) from random sources in \
+                 198.19.0.0/16 and fd00:0:0:19::/64, never completed; paced rates from AF_PACKET, \
+                 max from live XDP frames as the stateless flood's"
+            }
             FloodKind::Connections(HelloShape::Whole) => {
                 "connections: real TCP connections, each one TLS 1.0/1.1 hello in one segment"
             }
@@ -62,7 +84,21 @@ impl FloodKind {
             FloodKind::Connections(HelloShape::Records) => {
                 "records (evasive): the hello padded to 1,200 bytes and cut into 256-byte TLS records"
             }
+            FloodKind::Connections(HelloShape::Idle) => {
+                "idle: real TCP connections that complete the handshake, send nothing and close \
+                 after 2 s unless the server ends them first (8,192 open at most)"
+            }
         }
+    }
+
+    /// Whether its frames come from spoofed sources (no handshake).
+    pub fn spoofed(self) -> bool {
+        matches!(self, FloodKind::Stateless | FloodKind::Syn)
+    }
+
+    /// Whether its connections send a sub-minimum hello, in any shape.
+    pub fn hellos(self) -> bool {
+        matches!(self, FloodKind::Connections(s) if s != HelloShape::Idle)
     }
 
     /// Whether it is one of the evasive floods.

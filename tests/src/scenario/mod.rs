@@ -33,7 +33,7 @@ pub use servers::Server;
 pub use sweep::{Outcome, max_steps, run};
 
 use crate::{
-    flood::{FloodResult, Generator, stateless},
+    flood::{FloodResult, Generator, HelloShape, stateless},
     lab::{self, IFACE, Lab},
 };
 
@@ -43,6 +43,11 @@ pub struct Settings {
     /// The stateless flood's rates, packets per second, rising ([`UNPACED`]: as
     /// fast as the generator goes).
     pub stateless_rates: Vec<u64>,
+    /// The SYN flood's rates, SYNs per second, rising ([`UNPACED`] as above).
+    pub syn_rates: Vec<u64>,
+    /// The server configurations a run may sweep (each kind takes those of
+    /// them that [`Settings::servers`] gives it).
+    pub servers: Vec<Server>,
     /// The connection floods' rates, connections per second, rising.
     pub connection_rates: Vec<u64>,
     /// The kinds of flood swept.
@@ -78,11 +83,11 @@ pub const KEPT: f64 = 0.9;
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
-            stateless_rates: vec![
-                10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, UNPACED,
-            ],
-            connection_rates: vec![500, 1_000, 2_000, 4_000, 8_000, 16_000],
-            kinds: FloodKind::ALL.to_vec(),
+            stateless_rates: vec![100_000, UNPACED],
+            syn_rates: vec![100_000, UNPACED],
+            servers: Server::ALL.to_vec(),
+            connection_rates: vec![1_000, 4_000, 10_000],
+            kinds: FloodKind::DEFAULT.to_vec(),
             step: Duration::from_secs(4),
             warmup: Duration::from_secs(2),
             concurrency: 16,
@@ -100,17 +105,35 @@ impl Settings {
     pub fn rates(&self, kind: FloodKind) -> &[u64] {
         match kind {
             FloodKind::Stateless => &self.stateless_rates,
+            FloodKind::Syn => &self.syn_rates,
             FloodKind::Connections(_) => &self.connection_rates,
         }
     }
 
-    /// The server configurations swept with `kind`: both XDP modes for the
-    /// stateless flood, the default (reset) mode for connection floods, whose
-    /// clients it makes fail at once.
+    /// The server configurations swept with `kind`, of those chosen
+    /// ([`Settings::servers`]): drop mode for the stateless hello flood only
+    /// (elsewhere it only makes clients wait); SYN cookies for the floods
+    /// that open connections (SYN and connection floods) where the gateway
+    /// has them ([`servers::syn_cookies_known`]), and then reset mode without
+    /// cookies only where a goal compares with it (the stateless flood, the
+    /// one-segment hello connections), to keep the run short.
     pub fn servers(&self, kind: FloodKind) -> Vec<Server> {
+        let cookies = servers::syn_cookies_known();
         Server::ALL
             .into_iter()
-            .filter(|s| kind == FloodKind::Stateless || *s != Server::GatewayXdpDrop)
+            .filter(|s| self.servers.contains(s))
+            .filter(|s| match s {
+                Server::GatewayXdpDrop => kind == FloodKind::Stateless,
+                Server::GatewayXdpCookies => kind != FloodKind::Stateless && cookies,
+                Server::GatewayXdp => {
+                    !cookies
+                        || matches!(
+                            kind,
+                            FloodKind::Stateless | FloodKind::Connections(HelloShape::Whole)
+                        )
+                }
+                _ => true,
+            })
             .collect()
     }
 }
@@ -143,6 +166,14 @@ impl Limit {
             Limit::Latency => "latency",
         }
     }
+
+    /// Whether a step so bounded says something about the server, so that a
+    /// goal may be judged on it: bound by its budget, or by nothing outside
+    /// it (latency: its own queues and the kernel's). Steps bound by the
+    /// generator, the receive path or the clients' CPU are shown, not judged.
+    pub fn judged(self) -> bool {
+        matches!(self, Limit::Server | Limit::Latency)
+    }
 }
 
 /// What one step measured.
@@ -172,6 +203,9 @@ pub struct Step {
     pub wall: f64,
     /// utime + stime of the server's processes over the step, seconds.
     pub process_cpu: f64,
+    /// utime + stime of the server veth's NAPI threads over the step (its
+    /// receive path: XDP, the kernel's TCP stack), seconds.
+    pub napi_cpu: f64,
     /// Run time of the XDP program over the step (kernel BPF statistics), seconds.
     pub xdp_cpu: f64,
     /// Runs of the XDP program over the step (every packet the server's veth took).
@@ -183,6 +217,15 @@ pub struct Step {
     /// Handshakes the gateway's terminator saw fail (flood connections that
     /// reached userspace; 0 for nginx, which has no counter).
     pub userspace_failures: f64,
+    /// SYNs the gateway answered with a cookie over the step
+    /// (`gateway_syn_cookies_total{outcome="sent"}`; 0 without the counter).
+    pub syn_cookies_sent: f64,
+    /// Sockets the kernel made for cookie connections whose hello passed
+    /// (`gateway_syn_cookies_total{outcome="socket_made"}`).
+    pub syn_cookie_sockets: f64,
+    /// Segments with a bad cookie and no socket, dropped
+    /// (`gateway_syn_cookies_total{outcome="bad_cookie"}`).
+    pub syn_cookies_bad: f64,
     /// Packets the XDP program refused (`gateway_xdp_packets_total{verdict="drop"}`).
     pub xdp_drops: f64,
     /// Share of scheduling periods in which the server's budget ran out.
@@ -195,9 +238,10 @@ pub struct Step {
     pub generator_cpu_number: usize,
     /// utime + stime of this process (legitimate load, flood, origin), seconds.
     pub generator_cpu: f64,
-    /// Work of others seen during the step: busy - softirq - this run's
-    /// processes and the server's receive path, on the generator CPU, as a
-    /// fraction of it (errs low).
+    /// Work of others seen during the step, as a fraction of a CPU (errs
+    /// low): busy - softirq - this run's processes on the generator CPU, or
+    /// busy - softirq - the server's processes and its receive path's NAPI
+    /// thread on the server CPU, whichever is more.
     pub foreign_load: f64,
     /// Runs of this step made (see [`Settings::max_attempts`]).
     pub attempts: u32,
@@ -215,17 +259,31 @@ impl Step {
         self.busy(self.server_cpu_number) * self.wall
     }
 
+    /// The server's own CPU over the step, seconds: its processes, its
+    /// receive path's NAPI thread and the softirq time of the server CPU
+    /// (timers, retransmissions); not the work of others on that CPU, which
+    /// [`server_cpu_total`](Self::server_cpu_total) counts.
+    pub fn server_cpu_own(&self) -> f64 {
+        let softirq = self
+            .cpu_busy
+            .get(self.server_cpu_number)
+            .map_or(0.0, |c| c.1);
+        self.process_cpu + self.napi_cpu + softirq * self.wall
+    }
+
     fn busy(&self, cpu: usize) -> f64 {
         self.cpu_busy.get(cpu).map_or(0.0, |c| c.0)
     }
 
-    /// Refused hellos: for the stateless flood, the flood packets the server's
-    /// veth took (each is a hello refused, by XDP or by the kernel's TCP stack);
-    /// for connection floods, connections that sent their hello.
+    /// Refused flood units: for the stateless flood, the flood packets the
+    /// server's veth took (each is a hello refused, by XDP or by the kernel's
+    /// TCP stack); for the SYN flood, the SYNs it took (each answered, by XDP
+    /// or the kernel); for connection floods, connections that sent their
+    /// hello (idle ones: that were opened).
     pub fn refused(&self) -> u64 {
         match self.kind {
-            FloodKind::Stateless if self.flood_rate > 0 => self.rx_packets,
-            FloodKind::Stateless => 0,
+            FloodKind::Stateless | FloodKind::Syn if self.flood_rate > 0 => self.rx_packets,
+            FloodKind::Stateless | FloodKind::Syn => 0,
             FloodKind::Connections(_) => self.flood.sent,
         }
     }
@@ -240,12 +298,15 @@ impl Step {
         let asked = self.flood_rate;
         // A receive ring that overflowed drops legitimate packets with the
         // flood's, whether the receive path's CPU was saturated or only late.
+        // A flood short of its rate did not test the server at that rate, even
+        // where the server's budget ran out too (as it does under legitimate
+        // load alone), so the generator comes before the server.
         if self.rx_dropped as f64 > 0.01 * self.rx_packets.max(1) as f64 {
             Limit::ReceivePath
-        } else if self.server_throttled >= 0.5 {
-            Limit::Server
         } else if asked != UNPACED && asked > 0 && self.flood_achieved() < 0.9 * asked as f64 {
             Limit::Generator
+        } else if self.server_throttled >= 0.5 {
+            Limit::Server
         } else if self.busy(self.generator_cpu_number) > 0.97 {
             Limit::Clients
         } else {
@@ -272,6 +333,13 @@ pub fn prepare_lab(lab: &Lab, settings: &Settings) -> anyhow::Result<()> {
         "net.ipv4.tcp_autocorking=0",
     ]))?;
     stateless::route_spoofed_sources(lab)?;
+    pin_receive_path(lab, settings)
+}
+
+/// Steers each side's receive path (RPS) to its own CPU, and runs the server
+/// veth's NAPI in a thread pinned to the server CPU at real-time priority
+/// (see [`prepare_lab`]); again after the XDP program was attached anew.
+pub fn pin_receive_path(lab: &Lab, settings: &Settings) -> anyhow::Result<()> {
     for (mut cmd, cpu) in [
         (lab.in_server("sh"), settings.server_cpu),
         (lab.in_client("sh"), settings.generator_cpu),

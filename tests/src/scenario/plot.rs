@@ -28,8 +28,9 @@ fn register_font() -> anyhow::Result<()> {
     .map_err(|e| anyhow!(e))
 }
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 5] = [
     RGBColor(0, 114, 178),
+    RGBColor(204, 121, 167),
     RGBColor(86, 180, 233),
     RGBColor(213, 94, 0),
     RGBColor(0, 158, 115),
@@ -98,23 +99,36 @@ where
             .map_err(e)?;
     }
     for s in mine {
-        let color = COLORS[Server::ALL.iter().position(|x| *x == s.server).unwrap_or(0) % 4];
-        let mut points: Vec<(f64, f64)> = s
+        let color =
+            COLORS[Server::ALL.iter().position(|x| *x == s.server).unwrap_or(0) % COLORS.len()];
+        let mut points: Vec<((f64, f64), bool)> = s
             .steps
             .iter()
-            .map(|st| (x_of(st, left), 100.0 * s.share(st).unwrap_or(0.0)))
+            .map(|st| {
+                let at = (x_of(st, left), 100.0 * s.share(st).unwrap_or(0.0));
+                (at, super::report::judged(st))
+            })
             .collect();
         // By the rate achieved: a saturated generator may reach less at a higher asked rate.
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        points.sort_by(|a, b| a.0.0.total_cmp(&b.0.0));
+        let line: Vec<(f64, f64)> = points.iter().map(|p| p.0).collect();
         chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(3)))
+            .draw_series(LineSeries::new(line, color.stroke_width(3)))
             .map_err(e)?
             .label(s.server.key())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
             });
+        // Judged steps filled, steps bound elsewhere hollow.
         chart
-            .draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))
+            .draw_series(points.iter().map(|(p, judged)| {
+                let style = if *judged {
+                    color.filled()
+                } else {
+                    color.stroke_width(2)
+                };
+                Circle::new(*p, 5, style)
+            }))
             .map_err(e)?;
     }
     chart
@@ -128,10 +142,10 @@ where
     Ok(())
 }
 
-/// Draws one panel per kind of flood, two by two, into `path` (PNG).
+/// Draws one panel per kind of flood, two a row, into `path` (PNG).
 pub fn draw(path: &Path, series: &[Series], subtitle: &str) -> anyhow::Result<()> {
     register_font()?;
-    let root = BitMapBackend::new(path, (1400, 1000)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1400, 1450)).into_drawing_area();
     let e = |e: DrawingAreaErrorKind<_>| anyhow!("drawing {}: {e:?}", path.display());
     root.fill(&WHITE).map_err(e)?;
     let (top, body) = root.split_vertically(40);
@@ -141,7 +155,7 @@ pub fn draw(path: &Path, series: &[Series], subtitle: &str) -> anyhow::Result<()
         .into_iter()
         .filter(|k| series.iter().any(|s| s.kind == *k))
         .collect();
-    for (area, kind) in body.split_evenly((2, 2)).iter().zip(kinds) {
+    for (area, kind) in body.split_evenly((3, 2)).iter().zip(kinds) {
         panel(area, series, kind)?;
     }
     root.present()

@@ -6,6 +6,7 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::OnceLock,
     time::Duration,
 };
 
@@ -27,8 +28,14 @@ pub const ORIGIN: &str = "127.0.0.1:8080";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Server {
     /// `gateway run` with the XDP filter attached to the lab's veth, refusing
-    /// by reset (the default: the client fails at once).
+    /// by reset (the default: the client fails at once), SYN cookies off
+    /// (`syn_cookies = "off"` where the gateway has the key): the kernel makes
+    /// a socket for every connection.
     GatewayXdp,
+    /// The same process with `syn_cookies = "on"`: XDP answers SYNs with
+    /// cookies and the kernel makes a socket only for hellos that pass
+    /// (switched by rewriting its configuration).
+    GatewayXdpCookies,
     /// The same process with `refuse = "drop"` (switched by rewriting its
     /// configuration file, which it follows).
     GatewayXdpDrop,
@@ -40,8 +47,9 @@ pub enum Server {
 
 impl Server {
     /// Every configuration, in the order they run.
-    pub const ALL: [Server; 4] = [
+    pub const ALL: [Server; 5] = [
         Server::GatewayXdp,
+        Server::GatewayXdpCookies,
         Server::GatewayXdpDrop,
         Server::GatewayUserspace,
         Server::Nginx,
@@ -54,7 +62,7 @@ impl Server {
     /// The process that serves this configuration.
     pub fn host(self) -> Server {
         match self {
-            Server::GatewayXdpDrop => Server::GatewayXdp,
+            Server::GatewayXdpDrop | Server::GatewayXdpCookies => Server::GatewayXdp,
             s => s,
         }
     }
@@ -64,6 +72,7 @@ impl Server {
         match self {
             Server::GatewayXdp => "gateway+xdp",
             Server::GatewayXdpDrop => "gateway+xdp-drop",
+            Server::GatewayXdpCookies => "gateway+xdp-cookies",
             Server::GatewayUserspace => "gateway-no-xdp",
             Server::Nginx => "nginx",
         }
@@ -73,7 +82,12 @@ impl Server {
     pub fn describe(self) -> &'static str {
         match self {
             Server::GatewayXdp => {
-                "gateway, XDP filter on the veth: old hellos refused in the kernel (refuse = reset)"
+                "gateway, XDP filter on the veth: old hellos refused in the kernel (refuse = reset), \
+                 SYN cookies off: the kernel makes a socket for each connection"
+            }
+            Server::GatewayXdpCookies => {
+                "gateway, XDP filter on the veth, syn_cookies = on: SYNs answered in XDP, old \
+                 hellos refused (reset) before the kernel makes a socket"
             }
             Server::GatewayXdpDrop => {
                 "gateway, XDP filter on the veth: old hellos dropped in the kernel (refuse = drop)"
@@ -89,7 +103,7 @@ impl Server {
     /// their steps can alternate; the XDP program inspects port 443 only.
     pub fn port(self) -> u16 {
         match self {
-            Server::GatewayXdp | Server::GatewayXdpDrop => 443,
+            Server::GatewayXdp | Server::GatewayXdpDrop | Server::GatewayXdpCookies => 443,
             Server::GatewayUserspace => 8443,
             Server::Nginx => 9443,
         }
@@ -98,7 +112,9 @@ impl Server {
     /// Where a gateway serves its metrics inside the server namespace.
     pub fn metrics(self) -> Option<&'static str> {
         match self {
-            Server::GatewayXdp | Server::GatewayXdpDrop => Some("127.0.0.1:9100"),
+            Server::GatewayXdp | Server::GatewayXdpDrop | Server::GatewayXdpCookies => {
+                Some("127.0.0.1:9100")
+            }
             Server::GatewayUserspace => Some("127.0.0.1:9101"),
             Server::Nginx => None,
         }
@@ -172,12 +188,38 @@ impl Origin {
     }
 }
 
+/// Whether the gateway under test has `[xdp] syn_cookies`, as found by
+/// [`start`] (false until then).
+static SYN_COOKIES: OnceLock<bool> = OnceLock::new();
+
+/// Whether the gateway binary has the `[xdp] syn_cookies` key (its name and
+/// `syn_cookie_rate` are in the binary where its configuration reads them).
+pub fn gateway_has_syn_cookies(gateway: &Path) -> bool {
+    *SYN_COOKIES.get_or_init(|| {
+        let needle = b"syn_cookie_rate";
+        std::fs::read(gateway).is_ok_and(|bin| bin.windows(needle.len()).any(|w| w == needle))
+    })
+}
+
+/// Whether the gateway under test has `[xdp] syn_cookies` (see
+/// [`gateway_has_syn_cookies`]; false before it was asked).
+pub fn syn_cookies_known() -> bool {
+    SYN_COOKIES.get().copied().unwrap_or(false)
+}
+
 fn gateway_config(server: Server, fx: &Fixtures) -> String {
-    let xdp = match server {
-        Server::GatewayXdp => format!("[xdp]\ninterface = \"{IFACE}\"\nports = [443]\n\n"),
-        Server::GatewayXdpDrop => {
-            format!("[xdp]\ninterface = \"{IFACE}\"\nports = [443]\nrefuse = \"drop\"\n\n")
+    let cookies = |on: &str| {
+        if syn_cookies_known() {
+            format!("syn_cookies = \"{on}\"\n")
+        } else {
+            String::new()
         }
+    };
+    let head = format!("[xdp]\ninterface = \"{IFACE}\"\nports = [443]\n");
+    let xdp = match server {
+        Server::GatewayXdp => format!("{head}{}\n", cookies("off")),
+        Server::GatewayXdpCookies => format!("{head}{}\n", cookies("on")),
+        Server::GatewayXdpDrop => format!("{head}refuse = \"drop\"\n{}\n", cookies("off")),
         _ => String::new(),
     };
     let (port, metrics) = (server.port(), server.metrics().unwrap_or_default());
@@ -230,6 +272,7 @@ pub fn start(
             Ok(String::new())
         }
         _ => {
+            gateway_has_syn_cookies(gateway);
             let config = config_path(lab, server);
             std::fs::write(&config, gateway_config(server, fx))?;
             cmd.arg(gateway).arg("run").arg("--config").arg(&config);
@@ -253,8 +296,7 @@ fn config_path(lab: &Lab, server: Server) -> PathBuf {
     lab.dir.join(format!("{}.toml", server.process()))
 }
 
-/// Makes `server` the configuration its process serves: for the two XDP
-/// modes, rewrites the gateway's configuration file if the mode differs and
+/// Makes `server` the configuration its process serves: for the XDP modes, rewrites the gateway's configuration file if the mode differs and
 /// waits until the gateway has reloaded it (at most 10 s). `current` is the
 /// mode the XDP gateway serves now, updated.
 pub fn select(

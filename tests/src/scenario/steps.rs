@@ -12,11 +12,14 @@ use super::{
 use crate::{
     flood::{
         self, Bounds, FloodResult, Generator,
-        stateless::{self, Target},
+        stateless::{self, Packet, Target},
     },
     lab::{IFACE, Lab, metric},
     load::{LoadResult, MtlsClient},
 };
+
+/// The gateway's SYN cookie counter, by outcome.
+const SYN_COOKIES: &str = "gateway_syn_cookies_total";
 
 /// Flood connections open at once at most: a hello refused in XDP ends its
 /// connection only at the client's first retransmission (~200 ms later), so
@@ -32,28 +35,33 @@ pub(super) struct Bench<'a> {
     /// The run's settings.
     pub settings: &'a Settings,
     /// Each server process's budget.
-    pub budgets: Vec<(Server, CpuBudget)>,
+    pub budgets: &'a [(Server, CpuBudget)],
     /// The flood generator's budget.
     pub flood_budget: Arc<CpuBudget>,
     /// Where stateless floods go.
     pub target: Target,
-    /// The stateless flood's frames to port 443, sent with AF_PACKET (the
-    /// unpaced flood comes from live XDP frames where the kernel allows them,
-    /// see [`FloodKind::Stateless`]).
-    pub frames: Arc<Vec<Vec<u8>>>,
+    /// The spoofed floods' frames to port 443 (hellos, SYNs), sent with
+    /// AF_PACKET (the unpaced flood comes from live XDP frames where the
+    /// kernel allows them, see [`FloodKind::Stateless`]).
+    pub frames: Vec<(Packet, Arc<Vec<Vec<u8>>>)>,
     /// The XDP program's id.
     pub xdp_prog: u32,
+    /// The server veth's NAPI threads (its receive path: XDP, the kernel's
+    /// TCP stack), by thread id.
+    pub napi: Vec<u32>,
 }
 
 /// Counters read before and after a step.
 struct Reading {
     at: Instant,
     process: f64,
+    napi: f64,
     generator: f64,
     xdp: (u64, u64),
     rx: (u64, u64),
     drops: f64,
     failures: f64,
+    cookies: (f64, f64, f64),
     throttling: Throttling,
     cpus: cpu::CpuTimes,
 }
@@ -67,25 +75,33 @@ impl Bench<'_> {
     }
 
     fn read(&self, server: Server, pids: &[u32]) -> anyhow::Result<Reading> {
-        let (drops, failures) = match server {
-            Server::Nginx => (0.0, 0.0),
+        let (drops, failures, cookies) = match server {
+            Server::Nginx => (0.0, 0.0, (0.0, 0.0, 0.0)),
             _ => {
                 let m = servers::scrape(self.lab, server)?;
                 let handshakes = "gateway_tls_handshakes_total";
+                let cookies = |outcome| metric(&m, SYN_COOKIES, &[("outcome", outcome)]);
                 (
                     metric(&m, "gateway_xdp_packets_total", &[("verdict", "drop")]),
                     metric(&m, handshakes, &[]) - metric(&m, handshakes, &[("result", "ok")]),
+                    (
+                        cookies("sent"),
+                        cookies("socket_made"),
+                        cookies("bad_cookie"),
+                    ),
                 )
             }
         };
         Ok(Reading {
             at: Instant::now(),
             process: cpu::process_seconds(pids),
+            napi: cpu::process_seconds(&self.napi),
             generator: cpu::process_seconds(&[std::process::id()]),
             xdp: cpu::bpf_prog_stats(self.xdp_prog)?,
             rx: rx_counters(self.lab)?,
             drops,
             failures,
+            cookies,
             throttling: self
                 .budget(server)
                 .map(CpuBudget::throttling)
@@ -111,10 +127,18 @@ impl Bench<'_> {
         let wall = (after.at - before.at).as_secs_f64();
         let cpu_busy = after.cpus.since(&before.cpus);
         let generator = after.generator - before.generator;
-        let g = self.settings.generator_cpu;
-        let foreign_load = cpu_busy.get(g).map_or(0.0, |(busy, softirq)| {
-            busy - softirq - generator / wall.max(1e-9)
-        });
+        let (g, sc) = (self.settings.generator_cpu, self.settings.server_cpu);
+        let (process, napi) = (after.process - before.process, after.napi - before.napi);
+        let others = |cpu: usize, ours: f64| {
+            cpu_busy.get(cpu).map_or(0.0, |(busy, softirq)| {
+                busy - softirq - ours / wall.max(1e-9)
+            })
+        };
+        let foreign_load = if g == sc {
+            others(g, generator + process + napi)
+        } else {
+            others(g, generator).max(others(sc, process + napi))
+        };
         Ok(Step {
             server,
             kind,
@@ -127,13 +151,17 @@ impl Bench<'_> {
             p50: load.percentile(50.0).as_secs_f64(),
             p99: load.percentile(99.0).as_secs_f64(),
             wall,
-            process_cpu: after.process - before.process,
+            process_cpu: process,
+            napi_cpu: napi,
             xdp_cpu: after.xdp.0.saturating_sub(before.xdp.0) as f64 / 1e9,
             xdp_runs: after.xdp.1.saturating_sub(before.xdp.1),
             rx_packets: after.rx.0.saturating_sub(before.rx.0),
             rx_dropped: after.rx.1.saturating_sub(before.rx.1),
             xdp_drops: after.drops - before.drops,
             userspace_failures: after.failures - before.failures,
+            syn_cookies_sent: after.cookies.0 - before.cookies.0,
+            syn_cookie_sockets: after.cookies.1 - before.cookies.1,
+            syn_cookies_bad: after.cookies.2 - before.cookies.2,
             server_throttled: after.throttling.since(&before.throttling),
             cpu_busy,
             server_cpu_number: self.settings.server_cpu,
@@ -158,11 +186,14 @@ impl Bench<'_> {
         let duration = self.settings.step;
         let (budget, mut target) = (self.flood_budget.clone(), self.target);
         target.port = server.port();
-        let frames = match kind {
-            FloodKind::Stateless if server.port() != 443 => {
-                Arc::new(stateless::hello_frames(target))
-            }
-            _ => self.frames.clone(),
+        let packet = match kind {
+            FloodKind::Syn => Packet::Syn,
+            _ => Packet::Hello,
+        };
+        let frames = match self.frames.iter().find(|(p, _)| *p == packet) {
+            Some((_, frames)) if server.port() == 443 => frames.clone(),
+            _ if kind.spoofed() && rate > 0 => Arc::new(stateless::frames(target, packet)),
+            _ => Arc::new(Vec::new()),
         };
         self.lab.in_client_thread(move || -> anyhow::Result<_> {
             let flood = (rate > 0).then(|| {
@@ -180,14 +211,14 @@ impl Bench<'_> {
                     move || -> anyhow::Result<(Option<Generator>, FloodResult)> {
                         budget.enter()?; // unbudgeted where cgroup v2 cannot (said once)
                         Ok(match kind {
-                            FloodKind::Stateless => {
+                            FloodKind::Stateless | FloodKind::Syn => {
                                 // Paced floods use AF_PACKET (see `live::blast`).
                                 let first = match rate {
                                     UNPACED => Generator::preferred(),
                                     _ => Generator::AfPacket,
                                 };
-                                let (generator, result) = flood::fastest::blast_with(
-                                    first, IFACE, target, &frames, bounds,
+                                let (generator, result) = flood::fastest::blast_packets(
+                                    first, IFACE, target, packet, &frames, bounds,
                                 )?;
                                 (Some(generator), result)
                             }

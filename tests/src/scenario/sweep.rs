@@ -12,7 +12,7 @@ use super::{
     prepare_lab, servers, steps::Bench,
 };
 use crate::{
-    flood::stateless::Target,
+    flood::stateless::{self, Packet, Target},
     lab::{IFACE, Lab},
 };
 
@@ -44,58 +44,110 @@ pub fn max_steps(settings: &Settings) -> u64 {
 
 /// Starts every server in its budget, prepares the lab, warms each server up,
 /// measures each one's capacity, then runs the ladders and the flood-alone
-/// steps, and stops the servers. A step during which other work is seen on
-/// the generator CPU is run again, up to [`Settings::max_attempts`] runs, and
-/// the quietest kept. `progress` is called before each run of a step; it
-/// returns false to stop early.
+/// steps, and stops the servers. The gateway reads `[xdp] syn_cookies` only
+/// at start, so the SYN cookie variant runs last, in a phase of its own,
+/// after its process is restarted with cookies on. A step during which other
+/// work is seen is run again, up to [`Settings::max_attempts`] runs, and the
+/// quietest kept. `progress` is called before each run of a step; it returns
+/// false to stop early.
 pub fn run(
     lab: &mut Lab,
     fixtures: &servers::Fixtures,
     gateway: &std::path::Path,
     settings: &Settings,
-    progress: impl FnMut(Server, FloodKind, u64, u32) -> bool,
+    mut progress: impl FnMut(Server, FloodKind, u64, u32) -> bool,
 ) -> anyhow::Result<Outcome> {
     let tag = std::process::id();
-    let (notes, budgets) = start_servers(lab, fixtures, gateway, settings, tag)?;
+    let (mut notes, budgets) = start_servers(lab, fixtures, gateway, settings, tag)?;
     prepare_lab(lab, settings)?;
-    warm_up(lab, fixtures, settings)?;
+    warm_up(lab, fixtures, settings, &Server::PROCESSES)?;
     let target = Target::lab(lab, 443)?;
-    let bench = Bench {
-        lab,
-        fixtures,
-        settings,
-        budgets,
-        flood_budget: Arc::new(CpuBudget::create(
-            &format!("gwbench-{tag}-flood"),
-            settings.flood_share,
-        )?),
-        target,
-        frames: Arc::new(crate::flood::stateless::hello_frames(target)),
-        xdp_prog: cpu::xdp_prog_id(&lab.server_link(IFACE)?)
-            .context("no XDP program attached to the lab's veth")?,
+    let flood_budget = Arc::new(CpuBudget::create(
+        &format!("gwbench-{tag}-flood"),
+        settings.flood_share,
+    )?);
+    let frames: Vec<_> = [Packet::Hello, Packet::Syn]
+        .into_iter()
+        .map(|p| (p, Arc::new(stateless::frames(target, p))))
+        .collect();
+    let mut outcome = Outcome {
+        notes: Vec::new(),
+        steps: Vec::new(),
+        flood_only: Vec::new(),
+        stops: Vec::new(),
+        capacity: Vec::new(),
     };
-    let mut runner = Runner {
-        bench: &bench,
-        mode: Server::GatewayXdp,
-        progress,
-    };
-    let capacity = runner.capacity()?;
-    let (mut steps, mut stops) = (Vec::new(), Vec::new());
-    for &kind in &settings.kinds {
-        runner.ladder(kind, &mut steps, &mut stops)?;
+    for cookies in [false, true] {
+        let wanted = settings
+            .kinds
+            .iter()
+            .any(|k| settings.servers(*k).contains(&Server::GatewayXdpCookies));
+        if cookies && !wanted {
+            break;
+        }
+        if cookies {
+            let note = restart_with_cookies(lab, fixtures, gateway, settings, &budgets)?;
+            notes.push((Server::GatewayXdpCookies, note));
+        }
+        let bench = Bench {
+            lab,
+            fixtures,
+            settings,
+            budgets: &budgets,
+            flood_budget: flood_budget.clone(),
+            target,
+            frames: frames.clone(),
+            xdp_prog: cpu::xdp_prog_id(&lab.server_link(IFACE)?)
+                .context("no XDP program attached to the lab's veth")?,
+            napi: cpu::napi_threads(IFACE)
+                .into_iter()
+                .map(|t| t as u32)
+                .collect(),
+        };
+        let mut runner = Runner {
+            bench: &bench,
+            mode: if cookies {
+                Server::GatewayXdpCookies
+            } else {
+                Server::GatewayXdp
+            },
+            cookies,
+            progress: &mut progress,
+        };
+        runner.phase(&mut outcome)?;
     }
-    let flood_only = runner.flood_alone(&steps)?;
-    drop(bench);
+    drop(budgets);
     for server in Server::PROCESSES {
         servers::stop(lab, server)?;
     }
-    Ok(Outcome {
-        notes,
-        steps,
-        flood_only,
-        stops,
-        capacity,
-    })
+    outcome.notes = notes;
+    Ok(outcome)
+}
+
+/// Restarts the XDP gateway with `syn_cookies = "on"` in its budget, pins
+/// its new receive path and warms it up; returns its note.
+fn restart_with_cookies(
+    lab: &mut Lab,
+    fixtures: &servers::Fixtures,
+    gateway: &std::path::Path,
+    settings: &Settings,
+    budgets: &Budgets,
+) -> anyhow::Result<String> {
+    let server = Server::GatewayXdpCookies;
+    servers::stop(lab, server)?;
+    let note = servers::start(lab, server, fixtures, gateway, settings.server_cpu)
+        .with_context(|| format!("restart the XDP gateway as {}", server.key()))?;
+    let budget = budgets
+        .iter()
+        .find(|(s, _)| *s == server.host())
+        .map(|(_, b)| b)
+        .context("no budget for the XDP gateway")?;
+    for pid in servers::pids(lab, server)? {
+        budget.add_process(pid)?;
+    }
+    super::pin_receive_path(lab, settings)?;
+    warm_up(lab, fixtures, settings, &[server])?;
+    Ok(note)
 }
 
 /// How each server runs (its note).
@@ -128,9 +180,14 @@ fn start_servers(
     Ok((notes, budgets))
 }
 
-/// Legitimate load on each server before anything is measured.
-fn warm_up(lab: &Lab, fixtures: &servers::Fixtures, settings: &Settings) -> anyhow::Result<()> {
-    for server in Server::PROCESSES {
+/// Legitimate load on each of `which` before anything is measured.
+fn warm_up(
+    lab: &Lab,
+    fixtures: &servers::Fixtures,
+    settings: &Settings,
+    which: &[Server],
+) -> anyhow::Result<()> {
+    for &server in which {
         let (client, conc, time) = (
             fixtures.client(server),
             settings.concurrency,
@@ -153,18 +210,43 @@ fn warm_up(lab: &Lab, fixtures: &servers::Fixtures, settings: &Settings) -> anyh
     Ok(())
 }
 
-/// Runs steps: the XDP gateway's mode, the progress callback, re-runs.
+/// Runs steps: the XDP gateway's mode, the phase, the progress callback, re-runs.
 struct Runner<'a, P> {
     bench: &'a Bench<'a>,
     mode: Server,
-    progress: P,
+    /// The SYN cookie phase (only [`Server::GatewayXdpCookies`]), or the
+    /// first (every other server).
+    cookies: bool,
+    progress: &'a mut P,
 }
 
 impl<P: FnMut(Server, FloodKind, u64, u32) -> bool> Runner<'_, P> {
+    /// The servers of this phase swept with `kind`.
+    fn servers(&self, kind: FloodKind) -> Vec<Server> {
+        let mut servers = self.bench.settings.servers(kind);
+        servers.retain(|s| (*s == Server::GatewayXdpCookies) == self.cookies);
+        servers
+    }
+
+    /// The phase's steps: capacity (first phase only), ladders, flood alone.
+    fn phase(&mut self, outcome: &mut Outcome) -> anyhow::Result<()> {
+        if !self.cookies {
+            outcome.capacity = self.capacity()?;
+        }
+        for &kind in &self.bench.settings.kinds {
+            self.ladder(kind, &mut outcome.steps, &mut outcome.stops)?;
+        }
+        // At each kind's heaviest rate over both phases, so that the cookie
+        // phase's cost per refusal is measured at the same rate as the others'.
+        let alone = self.flood_alone(&outcome.steps)?;
+        outcome.flood_only.extend(alone);
+        Ok(())
+    }
+
     /// Each server's handshake rate per CPU second, with no budget holding it back.
     fn capacity(&mut self) -> anyhow::Result<Vec<Step>> {
         let mut capacity = Vec::new();
-        for (server, budget) in &self.bench.budgets {
+        for (server, budget) in self.bench.budgets {
             budget.limit(false)?;
             if !(self.progress)(*server, FloodKind::Stateless, 0, 1) {
                 anyhow::bail!("interrupted");
@@ -219,7 +301,7 @@ impl<P: FnMut(Server, FloodKind, u64, u32) -> bool> Runner<'_, P> {
         stops: &mut Vec<(Server, FloodKind, String)>,
     ) -> anyhow::Result<()> {
         let settings = self.bench.settings;
-        let mut active = settings.servers(kind);
+        let mut active = self.servers(kind);
         let mut baseline = Vec::new();
         for &server in &active {
             let step = self.quietest(server, kind, 0, settings.concurrency)?;
@@ -265,7 +347,7 @@ impl<P: FnMut(Server, FloodKind, u64, u32) -> bool> Runner<'_, P> {
             else {
                 continue;
             };
-            for server in settings.servers(kind) {
+            for server in self.servers(kind) {
                 flood_only.push(self.quietest(server, kind, heaviest, 0)?);
             }
         }
@@ -282,9 +364,9 @@ fn stop_reason(step: &Step, share: f64) -> Option<String> {
             super::kind::rate_label(step.flood_rate)
         ))
     } else if step.limit() == Limit::Generator
-        && !(step.kind == super::FloodKind::Stateless && step.flood_rate != super::UNPACED)
+        && !(step.kind.spoofed() && step.flood_rate != super::UNPACED)
     {
-        // (A paced stateless step's generator is AF_PACKET; the unpaced one,
+        // (A paced spoofed step's generator is AF_PACKET; the unpaced one,
         // live XDP frames where the kernel allows them, goes further, so that
         // ladder goes on to it.)
         Some(format!(

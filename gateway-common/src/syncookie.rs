@@ -101,7 +101,7 @@ pub enum CookieStat {
     /// SYNs answered with a cookie SYN-ACK (XDP_TX).
     Sent = 0,
     /// SYNs the program did not answer (no key yet, IP options, a socket in
-    /// TIME_WAIT or open on the same 4-tuple, no listener): the kernel did.
+    /// TIME_WAIT or open on the same 4-tuple): the kernel did.
     NotAnswered,
     /// Bare ACKs with a valid cookie: the handshake needs no state, dropped.
     AckDropped,

@@ -270,14 +270,14 @@ pub(crate) fn answer_syn(ctx: &XdpContext, seg: &Segment) -> u32 {
 }
 
 /// 1 if a socket other than a listener holds the SYN's 4-tuple (a connection
-/// in TIME_WAIT that the client's port came back to, or one still open), or
-/// no listener takes it: the kernel answers such a SYN itself (it recycles a
-/// TIME_WAIT, which a connection built from a cookie could not replace). Its
-/// own frame: the caller's stack is full.
+/// in TIME_WAIT that the client's port came back to, or one still open): the
+/// kernel answers such a SYN itself (it recycles a TIME_WAIT, which a
+/// connection built from a cookie could not replace). Its own frame: the
+/// caller's stack is full.
 #[inline(never)]
 fn socket_holds(ctx: &XdpContext, seg: &Segment) -> u32 {
     match packet::flow_key(ctx, seg.l3_off, seg.ipv6, seg.tcp_off) {
-        Some(flow) => packet::has_connection(ctx, &flow, seg.ipv6) as u32,
+        Some(flow) => packet::held_by_connection(ctx, &flow, seg.ipv6) as u32,
         None => 1,
     }
 }

@@ -335,6 +335,20 @@ const BPF_F_CURRENT_NETNS: u64 = u64::MAX;
 /// is a reset anyway, so the filter keeps its reset.
 #[inline(always)]
 pub(crate) fn has_connection(ctx: &XdpContext, flow: &FlowKey, ipv6: bool) -> bool {
+    socket_state(ctx, flow, ipv6).is_none_or(|state| state != TCP_LISTEN)
+}
+
+/// Whether a socket other than a listener holds the flow's 4-tuple (a
+/// connection, a pending handshake, a TIME_WAIT); false with no socket at all.
+#[inline(always)]
+pub(crate) fn held_by_connection(ctx: &XdpContext, flow: &FlowKey, ipv6: bool) -> bool {
+    socket_state(ctx, flow, ipv6).is_some_and(|state| state != TCP_LISTEN)
+}
+
+/// The `tcp_state` of the socket the stack's lookup finds for the flow (its
+/// connection, or else the port's listener), if any.
+#[inline(always)]
+fn socket_state(ctx: &XdpContext, flow: &FlowKey, ipv6: bool) -> Option<u32> {
     // SAFETY: a zeroed tuple is a valid value of this plain-data union.
     let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
     let size = if ipv6 {
@@ -366,13 +380,13 @@ pub(crate) fn has_connection(ctx: &XdpContext, flow: &FlowKey, ipv6: bool) -> bo
         )
     };
     if sk.is_null() {
-        return true;
+        return None;
     }
     // SAFETY: a socket the lookup returned; `state` is readable on any.
     let state = unsafe { (*sk).state };
     // SAFETY: releases the reference the lookup took.
     unsafe { bpf_sk_release(sk.cast()) };
-    state != TCP_LISTEN
+    Some(state)
 }
 
 /// Turns the segment into a RST+ACK toward the local stack, in place.

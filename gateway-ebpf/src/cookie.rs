@@ -22,18 +22,18 @@ use gateway_common::{
     Stat,
     syncookie::{
         ALLOW_TIMESTAMPS, CookieKey, CookieStat, Handshake, MAX_OPTIONS, OPTION_BUF, PORT_ANSWER,
-        PORT_CHECK, SYN_COUNTERS, SYNACK_WINDOW, SynOptions, check, key_index,
-        mint, time_slot, walk_options, write_synack_options,
+        PORT_CHECK, SYN_COUNTERS, SYNACK_WINDOW, SynOptions, check, key_index, mint, time_slot,
+        walk_options, write_synack_options,
     },
 };
 
 use crate::{
-    reply::{Headers, Place, Reply, headers, read_headers, send_back},
     maps::{
         COOKIE_CONFIG, COOKIE_KEYS, COOKIE_PORTS, COOKIE_PROGS, COOKIE_STATS, OPTIONS_READ,
         REPLY_WORK, STATS, SYN_COUNTS,
     },
     packet::{self, Segment, TCP_ACK, TCP_RST, TCP_SYN},
+    reply::{Headers, Place, Reply, headers, read_headers, send_back},
 };
 
 /// Not XDP actions: `filter`'s requests to hand the packet to a cookie program.

@@ -273,4 +273,3 @@ fn fold(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum as u16
 }
-

@@ -28,8 +28,8 @@ use gateway_common::syncookie::{
 
 use crate::{
     cookie,
-    reply::Headers,
     maps::{OPTIONS_READ, TC_WORK},
+    reply::Headers,
 };
 
 const ETH_P_IPV4: u16 = 0x0800;

@@ -67,14 +67,7 @@ pub fn lab_with(gateway: &Path, cookies: &str) -> Lab {
         lab.log("tls-events").contains("listening")
     })
     .expect("TLS server listening");
-    let origin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab_origin.py");
-    let mut cmd = lab.in_server("python3");
-    cmd.arg(origin).args(["--port", "8080"]);
-    lab.spawn("origin", cmd).expect("start the origin");
-    lab.wait_for("origin", Duration::from_secs(10), |lab| {
-        lab.log("origin").contains("listening")
-    })
-    .expect("origin listening");
+    lab.start_origin().expect("start the origin");
     lab.start_gateway(gateway, &config(cookies))
         .expect("start the gateway");
     let log = lab.log("gateway");

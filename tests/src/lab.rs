@@ -310,6 +310,49 @@ impl Lab {
         })
     }
 
+    /// Starts the echo origin (`scripts/lab_origin.py`) on the server's port
+    /// 8080 and waits until it listens.
+    pub fn start_origin(&mut self) -> anyhow::Result<()> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab_origin.py");
+        let mut cmd = self.in_server("python3");
+        cmd.arg(script).args(["--port", "8080"]);
+        self.spawn("origin", cmd)?;
+        self.wait_for("origin", Duration::from_secs(10), |lab| {
+            lab.log("origin").contains("listening")
+        })
+    }
+
+    /// Headless Chromium in the client namespace (at most 40 s), every name
+    /// resolved to the server, certificate errors ignored: `--dump-dom` of `url`
+    /// with a profile of its own.
+    pub fn chromium_dump_dom(
+        &self,
+        chromium: &Path,
+        profile: &Path,
+        url: &str,
+    ) -> std::io::Result<std::process::Output> {
+        self.in_client("timeout")
+            .arg("40")
+            .arg(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--host-resolver-rules=MAP * {SERVER_V4}"))
+            .args(["--ignore-certificate-errors", "--dump-dom", url])
+            .env("HOME", &self.dir)
+            .stdin(Stdio::null())
+            .output()
+    }
+
     /// The TLS server's events (one JSON object per line) of a given kind.
     pub fn tls_events(&self, kind: &str) -> Vec<serde_json::Value> {
         self.log("tls-events")

@@ -6,13 +6,11 @@
 
 use std::{
     path::Path,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
 use gateway_tests::{
     cookie_lab::{HOST, Snapshot, lab},
-    lab::SERVER_V4,
     split::{
         Capture, X25519_MLKEM768, client_hellos, require_program, set_client_segmentation_offload,
     },
@@ -33,26 +31,7 @@ fn chromium_post_quantum_two_segment_hello_is_served_through_cookies() {
     let url = format!("https://{HOST}/cookie-page");
     let start = Instant::now();
     let out = lab
-        .in_client("timeout")
-        .arg("40")
-        .arg(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--host-resolver-rules=MAP * {SERVER_V4}"))
-        .args(["--ignore-certificate-errors", "--dump-dom", &url])
-        .env("HOME", &lab.dir)
-        .stdin(Stdio::null())
-        .output()
+        .chromium_dump_dom(Path::new(&chromium), &profile, &url)
         .expect("run chromium");
     let elapsed = start.elapsed();
     std::thread::sleep(Duration::from_millis(200));

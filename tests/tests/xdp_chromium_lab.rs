@@ -4,11 +4,7 @@
 //! reassembles its hello and decides it in the kernel. Figures are printed;
 //! run with `--nocapture` to see them.
 
-use std::{
-    path::Path,
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::{path::Path, time::Instant};
 
 use gateway_tests::{
     lab::{IFACE, Lab, SERVER_V4},
@@ -32,14 +28,7 @@ fn chromium_post_quantum_hello_in_two_segments_is_allowed_and_the_page_loads() {
     lab.self_signed(&["browser.lab.test"])
         .expect("make a certificate");
     // The echo origin on the server's loopback, behind the gateway's terminator.
-    let origin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab_origin.py");
-    let mut cmd = lab.in_server("python3");
-    cmd.arg(origin).args(["--port", "8080"]);
-    lab.spawn("origin", cmd).expect("start the origin");
-    lab.wait_for("origin", Duration::from_secs(10), |lab| {
-        lab.log("origin").contains("listening")
-    })
-    .expect("origin listening");
+    lab.start_origin().expect("start the origin");
     let config = format!(
         "[xdp]\ninterface = \"{IFACE}\"\n\n[zone]\nmin_tls_version = \"1.2\"\n\n\
          [metrics]\nlisten = \"127.0.0.1:9100\"\n\n\
@@ -67,26 +56,7 @@ fn chromium_post_quantum_hello_in_two_segments_is_allowed_and_the_page_loads() {
         let url = format!("https://browser.lab.test/{marker}");
         let start = Instant::now();
         let out = lab
-            .in_client("timeout")
-            .arg("40")
-            .arg(&chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(format!("--host-resolver-rules=MAP * {SERVER_V4}"))
-            .args(["--ignore-certificate-errors", "--dump-dom", &url])
-            .env("HOME", &lab.dir)
-            .stdin(Stdio::null())
-            .output()
+            .chromium_dump_dom(Path::new(&chromium), &profile, &url)
             .expect("run chromium");
         let elapsed = start.elapsed();
         let after = Counters::take(&lab);

@@ -301,9 +301,10 @@ pub const MAX_OPTIONS: usize = 40;
 /// for reading the longest option (10 bytes) at any position in it.
 pub const OPTION_BUF: usize = 64;
 
-/// Reads the options of a segment from `area`: its option bytes, followed by
-/// zeros (an end-of-options), and `flags`, the TCP flags byte. Unknown options
-/// are skipped; a malformed area ends the walk with what was read so far.
+/// Reads the options of a segment from `area`: its `len` option bytes,
+/// followed by zeros, and `flags`, the TCP flags byte. Unknown options are
+/// skipped; a malformed area (an option running past `len`) ends the walk with
+/// what was read so far.
 ///
 /// It visits the 40 byte positions in turn, each at a constant index, and acts
 /// only where the next option begins: no index is computed from the data,
@@ -313,7 +314,7 @@ pub const OPTION_BUF: usize = 64;
 /// follow constants through map memory, so the code after the walk cannot
 /// tie the walk's paths apart by branching on what it found.
 #[inline(always)]
-pub fn walk_options(area: &[u8; OPTION_BUF], flags: u8, offered: &mut Offered) {
+pub fn walk_options(area: &[u8; OPTION_BUF], len: usize, flags: u8, offered: &mut Offered) {
     *offered = Offered {
         ecn: flags & 0xc0 == 0xc0,
         ..Offered::default()
@@ -322,7 +323,7 @@ pub fn walk_options(area: &[u8; OPTION_BUF], flags: u8, offered: &mut Offered) {
     macro_rules! positions {
         ($($p:literal)*) => {
             $(
-                if !option_at(area, $p, &mut next, offered) {
+                if !option_at(area, $p, len, &mut next, offered) {
                     return;
                 }
             )*
@@ -337,7 +338,16 @@ pub fn walk_options(area: &[u8; OPTION_BUF], flags: u8, offered: &mut Offered) {
 /// One position of [`walk_options`]: reads the option there if one begins
 /// there; false ends the walk.
 #[inline(always)]
-fn option_at(area: &[u8; OPTION_BUF], p: usize, next: &mut usize, offered: &mut Offered) -> bool {
+fn option_at(
+    area: &[u8; OPTION_BUF],
+    p: usize,
+    len: usize,
+    next: &mut usize,
+    offered: &mut Offered,
+) -> bool {
+    if p >= len {
+        return false;
+    }
     if p != *next {
         return true;
     }
@@ -350,7 +360,7 @@ fn option_at(area: &[u8; OPTION_BUF], p: usize, next: &mut usize, offered: &mut 
         return true;
     }
     let size = area[p + 1] as usize;
-    if size < 2 {
+    if size < 2 || p + size > len {
         return false;
     }
     let be32 = |at: usize| u32::from_be_bytes([area[at], area[at + 1], area[at + 2], area[at + 3]]);
@@ -371,7 +381,7 @@ pub fn parse_options(area: &[u8], flags: u8) -> Offered {
     let len = area.len().min(MAX_OPTIONS);
     buf[..len].copy_from_slice(&area[..len]);
     let mut offered = Offered::default();
-    walk_options(&buf, flags, &mut offered);
+    walk_options(&buf, len, flags, &mut offered);
     offered
 }
 

@@ -321,7 +321,7 @@ fn agree(ctx: &XdpContext, seg: &Segment, flags: u8, allow: u32, out: &mut Agree
     };
     // SAFETY: the per-CPU entry belongs to this CPU for the program's run.
     let offered = unsafe { &mut *offered };
-    walk_options(&area, flags, offered);
+    walk_options(&area, len.min(MAX_OPTIONS), flags, offered);
     out.bits = SynOptions::agree(offered, allow, seg.ipv6).bits();
     if let Some((theirs, _)) = offered.timestamps
         && allow & ALLOW_TIMESTAMPS != 0

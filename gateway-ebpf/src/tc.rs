@@ -278,7 +278,7 @@ fn assign(ctx: &TcContext, seg: &AckSegment, opts: &SynOptions, listener: *mut t
                 Some(offered) => {
                     // SAFETY: the per-CPU entry belongs to this CPU for the program's run.
                     let offered = unsafe { &mut *offered };
-                    walk_options(&area, 0, offered);
+                    walk_options(&area, n, 0, offered);
                     offered.timestamps
                 }
                 None => None,

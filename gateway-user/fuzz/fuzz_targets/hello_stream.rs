@@ -48,14 +48,8 @@
 //!    - (g) With a SYN first, `C` refuses no segment but its settling one, and
 //!      after a refusal every segment is `DropRetransmit`.
 //!
-//!    The one exception to b and c, from the specification (rule 6: an SSL 2.0
-//!    hello is decided from one segment alone, never reassembled, and fewer
-//!    than 9 bytes are not TLS): a stream that begins in SSL 2.0 format (first
-//!    byte's bit 0x80 set) whose first segment is shorter than the 11 bytes of
-//!    its header's lengths is not TLS (`PassNotTls`) in `C` however `O` decides.
-//!    (The real program agrees, see `xdp_differential`; an SSL 2.0 hello is
-//!    always refused, as every minimum is TLS 1.0 or above, so this is a hello
-//!    that passes by being cut early.)
+//!    An SSL 2.0-format stream is no exception: one cut inside its 11-byte
+//!    header is reassembled and decided like a TLS hello.
 
 #![no_main]
 
@@ -73,9 +67,6 @@ use gateway_common::Stat;
 use judgement::{check, is_refusal};
 use libfuzzer_sys::fuzz_target;
 use stream_input::{Input, Send};
-
-/// The bytes of an SSL 2.0 header whose lengths the filter checks.
-const SSL2_HEADER: usize = 11;
 
 fuzz_target!(|data: &[u8]| {
     let Some(input) = Input::parse(data) else {
@@ -130,11 +121,6 @@ fuzz_target!(|data: &[u8]| {
 
     let one = &o[0];
     let settled = settle.map(|i| &c[i]);
-    let first_len = match cut[0] {
-        Send::Data { len, .. } => len,
-        _ => unreachable!("in-order deliveries are data segments"),
-    };
-    let ssl2_cut_short = input.stream[0] & 0x80 != 0 && first_len < SSL2_HEADER;
     let show = |what: &str| {
         ctx(&format!(
             "{what}\n  one segment: {one:?}\n  cut at {:?}: {:?}",
@@ -142,31 +128,21 @@ fuzz_target!(|data: &[u8]| {
             c
         ))
     };
-    if ssl2_cut_short {
-        // The exception: an SSL 2.0-format stream cut inside its header.
-        assert_eq!(
-            c[0].stat,
-            Stat::PassNotTls,
+    // b
+    if is_refusal(one.stat) {
+        assert!(
+            settled.is_some_and(|s| s.stat == one.stat && s.max_version == one.max_version),
             "{}",
-            show("an SSL 2.0-format stream cut in its header")
+            show("one segment refuses, the cut delivery does not refuse the same")
         );
-    } else {
-        // b
-        if is_refusal(one.stat) {
-            assert!(
-                settled.is_some_and(|s| s.stat == one.stat && s.max_version == one.max_version),
-                "{}",
-                show("one segment refuses, the cut delivery does not refuse the same")
-            );
-        }
-        // c
-        if one.stat == Stat::PassAllowed {
-            assert!(
-                settled.is_some_and(|s| s.stat == one.stat && s.hello() == one.hello()),
-                "{}",
-                show("one segment allows, the cut delivery does not allow the same")
-            );
-        }
+    }
+    // c
+    if one.stat == Stat::PassAllowed {
+        assert!(
+            settled.is_some_and(|s| s.stat == one.stat && s.hello() == one.hello()),
+            "{}",
+            show("one segment allows, the cut delivery does not allow the same")
+        );
     }
     // d
     if let Some(s) = settled {

@@ -174,29 +174,7 @@ pub fn passive_opens(lab: &Lab) -> u64 {
 /// Runs `openssl s_client` from the client namespace against `server`:`port`
 /// with `args` (e.g. `-tls1`), stdin closed at once.
 pub fn s_client(lab: &Lab, server: &str, port: u16, args: &[&str]) -> crate::lab::ClientRun {
-    let target = if server.contains(':') {
-        format!("[{server}]:{port}")
-    } else {
-        format!("{server}:{port}")
-    };
-    let start = std::time::Instant::now();
-    let out = lab
-        .in_client("timeout")
-        .args(["10", "openssl", "s_client", "-connect", &target])
-        .args(["-servername", HOST, "-cipher", "DEFAULT:@SECLEVEL=0"])
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run openssl s_client");
-    crate::lab::ClientRun {
-        ok: out.status.success(),
-        elapsed: start.elapsed(),
-        output: format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+    lab.s_client_port(server, port, HOST, args)
 }
 
 /// A Python `ssl` client that completes a handshake, prints its port and

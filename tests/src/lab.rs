@@ -397,10 +397,15 @@ impl Lab {
     /// Runs `openssl s_client` from the client namespace against the server with
     /// `args` (e.g. `-tls1`), closing stdin at once, and reports how it went.
     pub fn s_client(&self, server: &str, sni: &str, args: &[&str]) -> ClientRun {
+        self.s_client_port(server, 443, sni, args)
+    }
+
+    /// [`Lab::s_client`] against `server`:`port`.
+    pub fn s_client_port(&self, server: &str, port: u16, sni: &str, args: &[&str]) -> ClientRun {
         let target = if server.contains(':') {
-            format!("[{server}]:443")
+            format!("[{server}]:{port}")
         } else {
-            format!("{server}:443")
+            format!("{server}:{port}")
         };
         let start = Instant::now();
         let out = self

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the gateway needs on a fresh Debian 12 machine, idempotently:
-# system packages, bpf-linker and cargo-fuzz (only when missing), the Python
+# system packages, bpf-linker, cargo-fuzz and cargo-deb (only when missing), the Python
 # environment with Cloudflare's official SDK the API tests drive, and the bpffs mount.
 # Run as root. Safe to run again: each step checks before it acts.
 set -euo pipefail
@@ -12,6 +12,8 @@ PACKAGES=(
   cmake libclang-dev git
   # Lab, tests and debugging.
   iproute2 openssl curl python3 python3-venv bpftool tcpdump ethtool procps
+  # The Debian package's checks (`cargo xtask deb`).
+  lintian
   # The peer the TLS benchmark compares against; Prometheus and promtool.
   nginx prometheus
   # The font the flood benchmark's plot is drawn with.
@@ -22,6 +24,9 @@ PACKAGES=(
   # Fleet mode: the etcd-client crate's build needs protoc and the well-known
   # protos; etcd-server and etcd-client run the fleet tests' real cluster.
   protobuf-compiler libprotobuf-dev etcd-server etcd-client
+  # ACME: Let's Encrypt's test server (pebble, pebble-challtestsrv) for the
+  # certificate issuance tests (tests/tests/acme.rs).
+  pebble
 )
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
@@ -68,6 +73,13 @@ else
   log "cargo-fuzz already installed"
 fi
 
+if ! command -v cargo-deb >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo-deb" ]; then
+  log "installing cargo-deb (about 2 minutes)"
+  cargo install --locked cargo-deb
+else
+  log "cargo-deb already installed"
+fi
+
 # Cloudflare's official Python SDK, pinned, for the admin API's SDK tests.
 SDK_VERSION=5.9.0
 SDK_VENV="$(cd "$(dirname "$0")/.." && pwd)/target/python/cloudflare-$SDK_VERSION"
@@ -77,6 +89,18 @@ if ! "$SDK_VENV/bin/python" -c "import cloudflare, sys; sys.exit(cloudflare.__ve
   "$SDK_VENV/bin/pip" install -q --disable-pip-version-check "cloudflare==$SDK_VERSION"
 else
   log "cloudflare $SDK_VERSION Python SDK already installed"
+fi
+
+# WebSocket and gRPC implementations, pinned, for tests/tests/protocols.rs.
+PROTO_VENV="$(cd "$(dirname "$0")/.." && pwd)/target/python/protocols"
+PROTO_PACKAGES="websockets==15.0.1 grpcio==1.74.0"
+if ! "$PROTO_VENV/bin/python" -c "import websockets, grpc, sys; sys.exit((websockets.__version__, grpc.__version__) != ('15.0.1', '1.74.0'))" 2>/dev/null; then
+  log "installing $PROTO_PACKAGES into $PROTO_VENV"
+  python3 -m venv "$PROTO_VENV"
+  # shellcheck disable=SC2086 # one word per package
+  "$PROTO_VENV/bin/pip" install -q --disable-pip-version-check $PROTO_PACKAGES
+else
+  log "websockets and grpcio already installed"
 fi
 
 if ! mountpoint -q /sys/fs/bpf; then

@@ -14,7 +14,7 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::generated::{bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    helpers::generated::{bpf_ktime_get_coarse_ns, bpf_xdp_load_bytes},
     macros::xdp,
     programs::XdpContext,
 };
@@ -135,11 +135,21 @@ pub(crate) fn count(stat: CookieStat) {
     }
 }
 
+/// The monotonic clock at the last tick (`CLOCK_MONOTONIC_COARSE`, the clock
+/// userspace keys the slots by, behind by at most a tick): a slot lasts about
+/// 69 s and our TSval counts about milliseconds, so a tick is fine, and the
+/// coarse clock costs a load where the precise one reads the TSC (tens of ns
+/// in a VM).
+#[inline(always)]
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
 /// The key ring and the current slot.
 #[inline(always)]
 pub(crate) fn keys() -> ([CookieKey; 3], u64) {
-    // SAFETY: a helper without arguments.
-    let slot = time_slot(unsafe { bpf_ktime_get_ns() });
+    let slot = time_slot(now_ns());
     let at = |i: u32| COOKIE_KEYS.get(i).copied().unwrap_or_default();
     ([at(0), at(1), at(2)], slot)
 }
@@ -232,14 +242,17 @@ pub(crate) fn answer_syn(ctx: &XdpContext, seg: &Segment) -> u32 {
         count(CookieStat::NotAnswered);
         return NOT_ANSWERED;
     }
-    // SAFETY: a helper without arguments.
-    let slot = time_slot(unsafe { bpf_ktime_get_ns() });
+    let now = now_ns();
+    let slot = time_slot(now);
     let Some(entry) = COOKIE_KEYS.get(key_index(slot)).copied() else {
         count(CookieStat::NotAnswered);
         return NOT_ANSWERED;
     };
     let allow = COOKIE_CONFIG.get(0).map_or(0, |c| c.allow);
-    let mut agreed = Agreed::default();
+    let mut agreed = Agreed {
+        ours: (now >> 20) as u32,
+        ..Agreed::default()
+    };
     if entry.slot != slot || agree(ctx, seg, work.headers.tcp[13], allow, &mut agreed) == 0 {
         count(CookieStat::NotAnswered);
         return NOT_ANSWERED;
@@ -289,7 +302,7 @@ struct Agreed {
     bits: u32,
     /// 1 if both sides use timestamps.
     timestamps: u32,
-    /// Our TSval.
+    /// Our TSval (set by the caller: the clock in about milliseconds).
     ours: u32,
     /// The client's TSval, to echo.
     theirs: u32,
@@ -327,8 +340,6 @@ fn agree(ctx: &XdpContext, seg: &Segment, flags: u8, allow: u32, out: &mut Agree
         && allow & ALLOW_TIMESTAMPS != 0
     {
         out.timestamps = 1;
-        // SAFETY: a helper without arguments.
-        out.ours = (unsafe { bpf_ktime_get_ns() } >> 20) as u32;
         out.theirs = theirs;
     }
     1

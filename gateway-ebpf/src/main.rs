@@ -116,9 +116,6 @@ fn filter(ctx: &XdpContext) -> (Stat, u32) {
     }
     if syn {
         cookie::count_syn(seg.dport);
-        if cookie::answers(cookie::port_flags(seg.dport)) {
-            return (Stat::PassControl, cookie::TAIL_SYN);
-        }
     }
     let (Some(config), Some(bits)) = (CONFIG.get(0), packet::flow_bits(ctx, &seg)) else {
         return (Stat::PassUndecidable, pass);
@@ -139,6 +136,12 @@ fn filter(ctx: &XdpContext) -> (Stat, u32) {
             state: FLOW_AWAIT,
             flags: ANCHOR_FROM_SYN,
         };
+        // Answered with a cookie or not, the SYN starts a new stream on this
+        // 4-tuple: an anchor left by an earlier connection on it (a client
+        // port that came round) must not decide the new one's hello.
+        if syn && cookie::answers(cookie::port_flags(seg.dport)) {
+            return (Stat::PassControl, cookie::TAIL_SYN);
+        }
         return (Stat::PassControl, pass);
     }
     let state = if anchor.tag == tag { anchor.state } else { 0 };

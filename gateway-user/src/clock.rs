@@ -24,6 +24,22 @@ pub fn rfc3339(unix: i64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
+/// `2026-12-07T23:04:05.123Z`: RFC 3339 in UTC with milliseconds, always
+/// three digits (the logs' timestamps), so that they sort as text.
+pub fn rfc3339_ms(t: std::time::SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t).to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
 /// Unix seconds of an RFC 3339 time (`2026-11-23T10:00:00Z`, any offset).
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
@@ -34,6 +50,19 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_timestamps_keep_three_digits_and_sort_as_text() {
+        let at = |ms: u64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        let whole = rfc3339_ms(at(1_795_428_000_000));
+        assert_eq!(whole, "2026-11-23T10:00:00.000Z");
+        assert_eq!(
+            rfc3339_ms(at(1_795_428_000_120)),
+            "2026-11-23T10:00:00.120Z"
+        );
+        assert!(whole < rfc3339_ms(at(1_795_428_000_001)));
+        assert!(parse_rfc3339(&whole).is_some());
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

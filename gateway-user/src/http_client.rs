@@ -1,5 +1,5 @@
 //! A small HTTP/1.1 client: the CLI's calls to the admin API (HTTP or HTTPS)
-//! and CRL downloads.
+//! CRL downloads and the ACME client's calls.
 
 use std::{path::Path, time::Duration};
 
@@ -37,6 +37,30 @@ pub async fn request_with(
     timeout: Duration,
     ca: Option<&Path>,
 ) -> anyhow::Result<(StatusCode, Bytes)> {
+    let mut headers = Vec::new();
+    let bearer;
+    if let Some(token) = token {
+        bearer = format!("Bearer {token}");
+        headers.push((header::AUTHORIZATION, bearer.as_str()));
+    }
+    if body.is_some() {
+        headers.push((header::CONTENT_TYPE, "application/json"));
+    }
+    let (status, _, body) = exchange(method, url, &headers, body, timeout, ca).await?;
+    Ok((status, body))
+}
+
+/// One HTTP request with the given headers; the status, headers and body of
+/// the answer. `https://` URLs are verified against `ca` (PEM; none: the
+/// system's roots).
+pub async fn exchange(
+    method: Method,
+    url: &str,
+    headers: &[(header::HeaderName, &str)],
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+    ca: Option<&Path>,
+) -> anyhow::Result<(StatusCode, header::HeaderMap, Bytes)> {
     let uri: http::Uri = url
         .parse()
         .with_context(|| format!("{url:?} is not a URL"))?;
@@ -46,11 +70,8 @@ pub async fn request_with(
         _ => bail!("{url:?}: only http:// and https:// URLs are supported"),
     };
     let mut req = Request::builder().method(method).uri(uri.clone());
-    if let Some(token) = token {
-        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    if body.is_some() {
-        req = req.header(header::CONTENT_TYPE, "application/json");
+    for (name, value) in headers {
+        req = req.header(name, *value);
     }
     let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
     let work = async {
@@ -63,12 +84,13 @@ pub async fn request_with(
         }
         .with_context(|| format!("cannot reach {url}"))?;
         let status = response.status();
+        let headers = response.headers().clone();
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()
             .await
             .map_err(|e| anyhow::anyhow!("reading the answer from {url}: {e}"))?
             .to_bytes();
-        anyhow::Ok((status, body))
+        anyhow::Ok((status, headers, body))
     };
     tokio::time::timeout(timeout, work)
         .await
@@ -79,9 +101,18 @@ pub async fn request_with(
 /// verified (chain and name) against `ca`.
 async fn send_tls(
     uri: &http::Uri,
-    req: Request<Full<Bytes>>,
+    mut req: Request<Full<Bytes>>,
     ca: Option<&Path>,
 ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+    // A connection of our own: the request line in origin form, with a Host
+    // header (HTTP/1.1 servers such as Go's refuse a request without one).
+    if let Some(authority) = uri.authority() {
+        let host = header::HeaderValue::from_str(authority.as_str())?;
+        req.headers_mut().entry(header::HOST).or_insert(host);
+    }
+    if let Some(path) = uri.path_and_query() {
+        *req.uri_mut() = path.as_str().parse()?;
+    }
     let host = uri.host().context("the URL names no host")?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let port = uri.port_u16().unwrap_or(443);

@@ -29,10 +29,12 @@
 //!    atomically, and the XDP maps get only the entries that differ, in an
 //!    order that never leaves a weaker policy in between.
 //!
-//! [`daemon`] runs it all; [`metrics`] serves both layers' counters.
+//! [`daemon`] runs it all; [`metrics`] serves both layers' counters; [`logs`]
+//! writes the access and handshake logs.
 
 #![cfg_attr(not(test), warn(clippy::too_many_lines))]
 
+pub mod acme;
 pub mod admin;
 pub mod cli;
 pub mod clock;
@@ -44,9 +46,11 @@ pub mod frame;
 pub mod hello;
 pub mod http_client;
 pub mod layers;
+pub mod logs;
 pub mod metrics;
 pub mod pcap;
 pub mod pki;
+pub mod privileges;
 pub mod replay;
 pub mod rules;
 pub mod terminator;

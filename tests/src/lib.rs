@@ -24,12 +24,15 @@ pub mod flood;
 pub mod lab;
 pub mod load;
 pub mod local;
+pub mod logs;
 pub mod mtls;
 pub mod netlog;
 pub mod nginx;
 pub mod pki;
 pub mod scenario;
+pub mod sessions;
 pub mod split;
+pub mod unit;
 
 /// Fails the calling test, loudly, unless it runs as root.
 pub fn require_root(what: &str) {

@@ -21,6 +21,18 @@ pub struct Issued {
     pub serial: String,
 }
 
+impl Issued {
+    /// curl's `--cert CERT --key KEY` for this certificate.
+    pub fn curl_args(&self) -> [String; 4] {
+        [
+            "--cert".into(),
+            self.cert.display().to_string(),
+            "--key".into(),
+            self.key.display().to_string(),
+        ]
+    }
+}
+
 /// A CA managed with `openssl ca`.
 pub struct TestCa {
     dir: PathBuf,

@@ -3,7 +3,8 @@
 //!
 //! - [`send_chunks`]: a real TCP client in the client namespace that sends given
 //!   byte chunks as separate segments (TCP_NODELAY, one write per chunk with a
-//!   pause between them) and reports how the connection ended and how fast.
+//!   pause between them) and reports how the connection ended and how fast;
+//!   [`send_chunks_from`] does it from a given client port.
 //!   Segmentation is requested, not assumed: the tests check it with the
 //!   filter's `hello_partial` counter (one per segment before the deciding one).
 //! - [`set_client_segmentation_offload`]: checksum, TSO and GSO on or off on the
@@ -116,10 +117,25 @@ pub fn send_chunks(
     pause: Duration,
     wait: Duration,
 ) -> anyhow::Result<ChunkedRun> {
+    send_chunks_from(lab, None, server, chunks, pause, wait)
+}
+
+/// [`send_chunks`] from a given client port (`None`: any), as a client whose
+/// ports came round would.
+pub fn send_chunks_from(
+    lab: &Lab,
+    local_port: Option<u16>,
+    server: SocketAddr,
+    chunks: Vec<Vec<u8>>,
+    pause: Duration,
+    wait: Duration,
+) -> anyhow::Result<ChunkedRun> {
     lab.in_client_thread(move || -> anyhow::Result<ChunkedRun> {
         let start = Instant::now();
-        let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(3))
-            .with_context(|| format!("connect to {server}"))?;
+        let mut s = connect_from(local_port, server).with_context(|| match local_port {
+            Some(port) => format!("connect to {server} from port {port}"),
+            None => format!("connect to {server}"),
+        })?;
         s.set_nodelay(true)?;
         let local_port = s.local_addr()?.port();
         // Let the handshake's last ACK go first, so that the first chunk is a
@@ -154,6 +170,36 @@ pub fn send_chunks(
             total: start.elapsed(),
         })
     })?
+}
+
+/// A blocking TCP connection to `server` (within 3 s), from `local_port` if
+/// given (bound with `SO_REUSEADDR`).
+fn connect_from(local_port: Option<u16>, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let limit = Duration::from_secs(3);
+    let Some(port) = local_port else {
+        return TcpStream::connect_timeout(&server, limit);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let stream = runtime.block_on(async {
+        let socket = match server {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        let any: std::net::IpAddr = match server {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        };
+        socket.bind(SocketAddr::new(any, port))?;
+        tokio::time::timeout(limit, socket.connect(server))
+            .await
+            .map_err(|_| std::io::Error::new(ErrorKind::TimedOut, "connect timed out"))?
+    })?;
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
 }
 
 /// `ss -tan` lines in the server namespace for TCP sockets whose peer port is

@@ -484,3 +484,41 @@ fn a_lost_token_is_replaced_offline() {
         "{missing:?}"
     );
 }
+
+#[test]
+fn session_resumption_through_the_cli() {
+    let s = Setup::start("cli-resumption");
+    assert_eq!(s.json(&["zone", "show"])["session_resumption"], true);
+    let z = s.json(&["zone", "set", "--session-resumption", "false"]);
+    assert_eq!(z["session_resumption"], false, "{z:#}");
+    let added = s.json(&[
+        "hostname",
+        "add",
+        "r.example.com",
+        "--session-resumption",
+        "true",
+    ]);
+    let settings = &added["ssl"]["settings"];
+    assert_eq!(settings["session_resumption"], true, "{added:#}");
+    assert_eq!(settings["effective_session_resumption"], true);
+    let edited = s.json(&[
+        "hostname",
+        "edit",
+        "r.example.com",
+        "--session-resumption",
+        "zone",
+    ]);
+    let settings = &edited["ssl"]["settings"];
+    assert_eq!(settings["session_resumption"], Value::Null, "{edited:#}");
+    assert_eq!(settings["effective_session_resumption"], false);
+    s.fails(
+        &[
+            "hostname",
+            "edit",
+            "r.example.com",
+            "--session-resumption",
+            "maybe",
+        ],
+        &["--session-resumption: true, false or zone"],
+    );
+}

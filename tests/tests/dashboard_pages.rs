@@ -1,7 +1,8 @@
 //! The dashboard's other pages in headless Chromium: bring-your-own CAs
 //! (an upload's error as the API words it, an upload, an association, a CRL
 //! source, a delete refused with its reason, the five-CA limit), the rules'
-//! order and state, expiring certificates, and labelled controls everywhere.
+//! order and state, expiring certificates, labelled controls everywhere, and
+//! the session resumption setting.
 
 mod dashboard_common;
 
@@ -138,4 +139,27 @@ fn every_control_on_every_page_has_a_label() {
         );
         assert_eq!(unnamed, json!([]), "{page}");
     }
+}
+
+#[test]
+fn session_resumption_is_set_on_the_zone_and_hostname_pages() {
+    let s = Setup::start("dashboard-resumption");
+    let b = s.browser(&s.gw.token);
+    let setting = s.zone_path("settings/session_resumption");
+    b.page(&s.gw.api, "zone");
+    b.choose("#zone-session-resumption", "false");
+    b.press("#zone-settings", "Save");
+    b.wait_text("#status", "Saved the zone's TLS settings.");
+    assert_eq!(s.gw.ok("GET", &setting, None)["value"], false);
+    // The default hostname gets its own setting: on.
+    b.page(&s.gw.api, "hostnames");
+    b.wait_text("#hostname-list", "localhost");
+    b.press("#hostname-list", "Edit");
+    b.choose(".edit-hostname select[name=session_resumption]", "true");
+    b.press(".edit-hostname", "Save");
+    b.wait_text("#status", "Saved localhost.");
+    let path = s.zone_path("custom_hostnames?hostname=localhost");
+    let settings = &s.gw.ok("GET", &path, None)[0]["ssl"]["settings"];
+    assert_eq!(settings["session_resumption"], true, "{settings:#}");
+    assert_eq!(settings["effective_session_resumption"], true);
 }

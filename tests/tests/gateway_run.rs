@@ -3,9 +3,29 @@
 
 use std::{path::Path, process::Command};
 
-use gateway_tests::lab::{IFACE, Lab, run};
+use gateway_tests::lab::{IFACE, Lab, METRICS, run};
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
+
+/// `STATUS BODY` of a GET of `path` on the metrics listener.
+fn health(lab: &Lab, path: &str) -> String {
+    let out = run(lab.in_server("curl").args([
+        "-s",
+        "--max-time",
+        "2",
+        "-w",
+        "%{http_code} ",
+        "-o",
+        "/dev/stderr",
+        &format!("http://{METRICS}{path}"),
+    ]))
+    .expect("curl the metrics listener");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
+}
 
 #[test]
 fn attaches_natively_to_veth_and_detaches_on_sigterm() {
@@ -26,6 +46,8 @@ fn attaches_natively_to_veth_and_detaches_on_sigterm() {
         "{}",
         lab.log("gateway")
     );
+    assert_eq!(health(&lab, "/healthz"), "200 alive");
+    assert_eq!(health(&lab, "/readyz"), "200 ready");
     assert!(
         lab.stop("gateway").unwrap(),
         "clean exit:\n{}",

@@ -24,12 +24,7 @@ fn get(
 ) -> (u16, String) {
     let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
     if let Some(c) = cert {
-        args.extend([
-            "--cert".into(),
-            c.cert.display().to_string(),
-            "--key".into(),
-            c.key.display().to_string(),
-        ]);
+        args.extend(c.curl_args());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     curl(host, s.port, path, s.ca(), &args)

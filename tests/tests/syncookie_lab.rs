@@ -28,7 +28,10 @@ use gateway_tests::{
         socket_options, xdp_mode,
     },
     lab::{IFACE, Lab, SERVER_V4, SERVER_V6, run},
-    split::{End, chunks, require_program, send_chunks, server_sockets as split_server_sockets},
+    split::{
+        End, chunks, require_program, send_chunks, send_chunks_from,
+        server_sockets as split_server_sockets,
+    },
 };
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
@@ -315,6 +318,35 @@ fn a_refused_two_segment_hello_gets_a_socket_then_a_reset() {
         run.after_last_write
     );
     assert!(left.is_empty(), "the server still has the socket:\n{left}");
+}
+
+/// A client port comes round (as it does every few seconds for a busy client
+/// behind one address): the new connection on the same 4-tuple is answered
+/// with a cookie, and its refused hello must be decided afresh, not taken for
+/// a retransmission of the earlier connection's refused hello (whose flow
+/// state the filter still holds) and passed to a socket and to userspace.
+#[test]
+fn a_client_port_that_comes_round_is_refused_afresh_without_a_socket() {
+    let lab = lab(Path::new(GATEWAY));
+    let server: SocketAddr = format!("{SERVER_V4}:443").parse().unwrap();
+    let pause = Duration::from_millis(30);
+    let wait = Duration::from_secs(5);
+    // Split, so the filter keeps the flow's state: refused at its second segment.
+    let parts = chunks(&tls10_hello(), &[20]);
+    let first = send_chunks(&lab, server, parts, pause, wait).expect("send");
+    assert_eq!(first.end, End::Reset, "the split hello: {first:?}");
+    let port = first.local_port;
+    let before = Snapshot::take(&lab);
+    let again = send_chunks_from(&lab, Some(port), server, vec![tls10_hello()], pause, wait)
+        .expect("send again from the same port");
+    let moves = before.moved(&Snapshot::take(&lab));
+    println!("the same port {port} again: {again:?}; {moves:?}");
+    assert_eq!(again.local_port, port);
+    assert_eq!(again.end, End::Reset, "{again:?}");
+    assert_eq!(moves.sent, 1.0, "answered with a cookie: {moves:?}");
+    assert_eq!(moves.refused, 1.0, "refused without a socket: {moves:?}");
+    assert_eq!(moves.socket_made, 0.0, "{moves:?}");
+    assert_eq!(moves.passive_opens, 0, "{moves:?}");
 }
 
 /// `gateway_syn_cookies_engaged{port="443"}` now.

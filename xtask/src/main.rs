@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+mod deb;
 mod fuzz;
 
 /// Tasks for the gateway's developers and CI.
@@ -28,8 +29,9 @@ enum Task {
     /// Set up, build, and show the XDP filter refusing old TLS clients in a
     /// network-namespace lab while TLS 1.2 and 1.3 clients get through.
     Demo,
-    /// Set up, then check formatting, run clippy, run every test and run
-    /// every fuzz target briefly (skipped, saying so, when a filter is given).
+    /// Set up, then check formatting, run clippy, run every test, build and
+    /// check the Debian package, and run every fuzz target briefly (the last
+    /// two skipped, saying so, when a filter is given).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
@@ -46,6 +48,9 @@ enum Task {
         #[arg(long)]
         runs: Option<u64>,
     },
+    /// Build the Debian package (target/debian/gateway_VERSION_amd64.deb)
+    /// and check it: contents, lintian, the systemd unit.
+    Deb,
     /// Run a benchmark.
     Bench {
         #[command(subcommand)]
@@ -147,11 +152,16 @@ fn main() -> anyhow::Result<()> {
             }
             cargo(&root, &test)?;
             if args.is_empty() {
+                deb::deb(&root, &target_dir(&root))?;
                 fuzz::fuzz(&root, None, fuzz::SMOKE_SECONDS, None)
             } else {
-                println!("fuzz smoke runs skipped: a test filter was given");
+                println!("package check and fuzz smoke runs skipped: a test filter was given");
                 Ok(())
             }
+        }
+        Task::Deb => {
+            setup(&root)?;
+            deb::deb(&root, &target_dir(&root)).map(drop)
         }
         Task::Fuzz { target, time, runs } => {
             setup(&root)?;
@@ -192,7 +202,7 @@ fn bench_bin(root: &Path, name: &str, args: &[String]) -> anyhow::Result<()> {
 }
 
 /// Builds release binaries of the gateway and the test crate.
-fn release_bins(root: &Path, bins: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn release_bins(root: &Path, bins: &[&str]) -> anyhow::Result<()> {
     let mut args = vec![
         "build",
         "--release",
@@ -217,7 +227,7 @@ fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     run(Command::new(cargo).args(args).current_dir(root))
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("cannot run {cmd:?}"))?;

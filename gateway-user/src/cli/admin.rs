@@ -125,9 +125,14 @@ pub(super) fn run_rules(args: &ApiArgs, command: RulesApi) -> anyhow::Result<()>
 fn zone(api: &Api, command: ZoneCommand) -> anyhow::Result<(Value, Shape)> {
     let mut zone = api.zone()?;
     let path = format!("zones/{}/settings", text(&zone["id"]));
-    if let ZoneCommand::Set { min_tls, ciphers } = command {
-        if min_tls.is_none() && ciphers.is_none() {
-            bail!("nothing to set: give --min-tls and/or --ciphers");
+    if let ZoneCommand::Set {
+        min_tls,
+        ciphers,
+        session_resumption,
+    } = command
+    {
+        if min_tls.is_none() && ciphers.is_none() && session_resumption.is_none() {
+            bail!("nothing to set: give --min-tls, --ciphers and/or --session-resumption");
         }
         // Two calls: the version is checked here and the ciphers (which only
         // the gateway can check) go first, so a refusal changes nothing.
@@ -148,8 +153,15 @@ fn zone(api: &Api, command: ZoneCommand) -> anyhow::Result<(Value, Shape)> {
                 Some(json!({"value": v})),
             )?;
         }
+        if let Some(on) = session_resumption {
+            api.call(
+                Method::PATCH,
+                &format!("{path}/session_resumption"),
+                Some(json!({"value": on})),
+            )?;
+        }
     }
-    for setting in ["min_tls_version", "ciphers"] {
+    for setting in ["min_tls_version", "ciphers", "session_resumption"] {
         zone[setting] = api.call(Method::GET, &format!("{path}/{setting}"), None)?["value"].clone();
     }
     Ok((zone, Shape::Object))
@@ -171,6 +183,15 @@ fn hostname_body(s: HostnameSettings) -> anyhow::Result<Value> {
     }
     if let Some(c) = s.ciphers {
         settings["ciphers"] = json!(split(&c));
+    }
+    if let Some(r) = s.session_resumption {
+        settings["session_resumption"] = match r.as_str() {
+            "zone" => Value::Null,
+            on => json!(
+                on.parse::<bool>()
+                    .map_err(|_| anyhow::anyhow!("--session-resumption: true, false or zone"))?
+            ),
+        };
     }
     let mut ssl = json!({});
     if settings != json!({}) {

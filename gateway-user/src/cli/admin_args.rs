@@ -94,7 +94,7 @@ pub(super) enum TokenCommand {
 pub(super) enum ZoneCommand {
     /// Show the zone and its settings.
     Show,
-    /// Change the zone's minimum TLS version and/or ciphers.
+    /// Change the zone's minimum TLS version, ciphers and/or session resumption.
     Set {
         /// 1.0, 1.1, 1.2 or 1.3.
         #[arg(long)]
@@ -102,6 +102,9 @@ pub(super) enum ZoneCommand {
         /// Cipher suites for TLS 1.2 and below, comma-separated ("" for the defaults).
         #[arg(long)]
         ciphers: Option<String>,
+        /// TLS session resumption for hostnames without their own setting.
+        #[arg(long)]
+        session_resumption: Option<bool>,
     },
 }
 
@@ -114,6 +117,9 @@ pub(super) struct HostnameSettings {
     /// Its own cipher suites, comma-separated ("" for the zone's).
     #[arg(long)]
     pub(super) ciphers: Option<String>,
+    /// Its own TLS session resumption: true, false, or "zone" for the zone's.
+    #[arg(long)]
+    pub(super) session_resumption: Option<String>,
     /// Where requests go, http://host:port ("" for none).
     #[arg(long)]
     pub(super) origin: Option<String>,

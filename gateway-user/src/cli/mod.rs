@@ -9,7 +9,7 @@ mod api_client;
 mod fleet_args;
 
 use crate::{
-    config::{AttachMode, DEFAULT_TLS_PORTS},
+    config::{AttachMode, DEFAULT_TLS_PORTS, LogFlags, LogOutput},
     daemon::{self, RunOptions},
     replay,
     rules::{Expression, RuleError, sample},
@@ -95,8 +95,51 @@ struct RunArgs {
     /// configuration file sets [xdp] hostnames); default 1,000,000.
     #[arg(long)]
     xdp_hostnames: Option<u32>,
+    /// Pin the XDP link and maps in this bpffs directory, so the filter keeps
+    /// refusing across a stop and a restart reuses its state (overrides [xdp]
+    /// pin_dir; `gateway xdp detach` removes them). E.g. /sys/fs/bpf/gateway.
+    #[arg(long)]
+    pin_dir: Option<PathBuf>,
     #[command(flatten)]
     fleet: fleet_args::FleetArgs,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// `gateway run`'s log flags; each overrides its key of `[log]`.
+#[derive(Args)]
+struct LogArgs {
+    /// Access log: one JSON line per request, to a file (reopened on SIGHUP) or `stdout`.
+    #[arg(long, value_name = "FILE|stdout")]
+    access_log: Option<LogOutput>,
+    /// The access log's fields, comma-separated (default: all; see the README).
+    #[arg(long, value_delimiter = ',', value_name = "FIELD,...")]
+    access_log_fields: Option<Vec<String>>,
+    /// The fraction of requests the access log keeps (0.0 to 1.0).
+    #[arg(long, value_name = "RATE")]
+    access_log_sample_rate: Option<f64>,
+    /// Handshake log: one JSON line per failed or refused handshake, to a file or `stdout`.
+    #[arg(long, value_name = "FILE|stdout")]
+    handshake_log: Option<LogOutput>,
+    /// The handshake log's fields, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',', value_name = "FIELD,...")]
+    handshake_log_fields: Option<Vec<String>>,
+    /// The fraction of handshake events the handshake log keeps (0.0 to 1.0).
+    #[arg(long, value_name = "RATE")]
+    handshake_log_sample_rate: Option<f64>,
+}
+
+impl LogArgs {
+    fn flags(self) -> LogFlags {
+        LogFlags {
+            access: self.access_log,
+            access_fields: self.access_log_fields,
+            access_sample_rate: self.access_log_sample_rate,
+            handshake: self.handshake_log,
+            handshake_fields: self.handshake_log_fields,
+            handshake_sample_rate: self.handshake_log_sample_rate,
+        }
+    }
 }
 
 impl RunArgs {
@@ -121,8 +164,10 @@ impl RunArgs {
             metrics: self.metrics,
             program_log: self.xdp_log,
             xdp_hostnames: self.xdp_hostnames,
+            pin_dir: self.pin_dir,
             admin_tls: self.admin_tls,
             admin_insecure: self.admin_insecure,
+            log: self.log.flags(),
         })
     }
 }
@@ -151,6 +196,13 @@ enum XdpCommand {
     /// Run pcap files through the real XDP program (BPF_PROG_TEST_RUN) and print
     /// one JSON object per packet: what the filter would do under a policy.
     Replay(ReplayArgs),
+    /// Remove the pinned XDP filter (link and maps) a gateway run with
+    /// --pin-dir leaves attached: it detaches once no gateway holds it.
+    Detach {
+        /// The pin directory.
+        #[arg(long, default_value = crate::xdp::pins::DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
 }
 
 /// `gateway xdp replay`'s arguments.
@@ -206,6 +258,11 @@ pub fn main() -> ExitCode {
         Command::Xdp {
             command: XdpCommand::Replay(args),
         } => replay_pcaps(args),
+        Command::Xdp {
+            command: XdpCommand::Detach { pin_dir },
+        } => crate::xdp::pins::remove_all(&pin_dir).map(|n| {
+            println!("removed {n} pins and {}", pin_dir.display());
+        }),
     };
     let result = match result {
         Err(e) if e.downcast_ref::<RuleError>().is_some() => {

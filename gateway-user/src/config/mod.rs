@@ -38,10 +38,12 @@ use crate::{
 
 pub mod delta;
 mod der;
+mod logging;
 mod material;
 mod terminator;
 
 pub use der::{CertChain, CrlDer, KeyDer};
+pub use logging::{LogFlags, LogOutput, LogSection, LogSpec};
 pub use material::Material;
 pub use terminator::{CaSection, ForwardMode, TerminatorSection};
 
@@ -73,6 +75,9 @@ pub struct Config {
     /// The zone's firewall rules, in order.
     #[serde(default, rename = "rule")]
     pub rules: Vec<RuleSpec>,
+    /// The access and handshake logs (read at start).
+    #[serde(default)]
+    pub log: LogSection,
 }
 
 /// `[xdp]`: where the filter is attached and which ports carry TLS.
@@ -106,6 +111,10 @@ pub struct XdpSection {
     /// SYNs per second on a port at which `syn_cookies = "auto"` engages.
     #[serde(default = "default_syn_cookie_rate")]
     pub syn_cookie_rate: u32,
+    /// bpffs directory where the XDP link and maps are pinned, so that the
+    /// filter outlives the process; none: a stop detaches it.
+    #[serde(default)]
+    pub pin_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for XdpSection {
@@ -120,6 +129,7 @@ impl Default for XdpSection {
             hostnames: default_hostnames(),
             syn_cookies: SynCookies::default(),
             syn_cookie_rate: default_syn_cookie_rate(),
+            pin_dir: None,
         }
     }
 }
@@ -234,6 +244,14 @@ pub struct ZoneSection {
     /// What a request blocked by a rule is told (as text, JSON or HTML by its Accept).
     #[serde(default = "default_block_message")]
     pub block_message: String,
+    /// TLS session resumption (tickets and session IDs) for hostnames without
+    /// their own setting; on by default.
+    #[serde(default = "default_true")]
+    pub session_resumption: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_block_message() -> String {
@@ -247,6 +265,7 @@ impl Default for ZoneSection {
             no_sni_min_tls_version: None,
             ciphers: Vec::new(),
             block_message: default_block_message(),
+            session_resumption: true,
         }
     }
 }
@@ -273,7 +292,8 @@ pub struct HostnameSection {
     pub certificate: Option<Material>,
     /// Private key (PEM) of `certificate`.
     pub key: Option<Material>,
-    /// Where requests go: `http://host:port`.
+    /// Where requests go: `http://host:port` (HTTP/1.1) or `h2c://host:port`
+    /// (HTTP/2 with prior knowledge, cleartext).
     pub origin: Option<String>,
     /// Ask clients for a certificate (the handshake completes without one).
     #[serde(default)]
@@ -284,6 +304,8 @@ pub struct HostnameSection {
     /// How the client certificate is passed to the origin.
     #[serde(default)]
     pub forward_client_cert: ForwardMode,
+    /// Its own session resumption setting; omitted, the zone's applies.
+    pub session_resumption: Option<bool>,
 }
 
 /// `[metrics]`: where `/metrics` is served.
@@ -332,6 +354,7 @@ impl Config {
 
     fn rebase(&mut self, dir: &Path) {
         self.materials_mut().for_each(|m| m.rebase(dir));
+        self.log.rebase(dir);
     }
 
     fn materials_mut(&mut self) -> impl Iterator<Item = &mut Material> {
@@ -438,9 +461,11 @@ impl HostnameSection {
             let uri: http::Uri = origin.parse().with_context(|| {
                 format!("hostname {:?}: origin {origin:?} is not a URL", self.name)
             })?;
-            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            let scheme_ok = matches!(uri.scheme_str(), Some("http" | "h2c"));
+            if !scheme_ok || uri.authority().is_none() {
                 bail!(
-                    "hostname {:?}: origin {origin:?} must look like http://host:port",
+                    "hostname {:?}: origin {origin:?} must look like http://host:port \
+                     (HTTP/1.1) or h2c://host:port (HTTP/2, cleartext)",
                     self.name
                 );
             }

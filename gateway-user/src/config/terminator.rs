@@ -36,6 +36,10 @@ pub struct TerminatorSection {
     /// Requests served on one connection before it is closed.
     #[serde(default = "defaults::max_requests_per_connection")]
     pub max_requests_per_connection: u64,
+    /// A new session ticket key every this many seconds; the two before it
+    /// still open tickets (see `tls::tickets`). Read at start.
+    #[serde(default = "defaults::ticket_key_rotation_secs")]
+    pub ticket_key_rotation_secs: u64,
 }
 
 impl Default for TerminatorSection {
@@ -62,6 +66,9 @@ mod defaults {
     }
     pub(super) fn max_requests_per_connection() -> u64 {
         10_000
+    }
+    pub(super) fn ticket_key_rotation_secs() -> u64 {
+        3600
     }
 }
 

@@ -24,9 +24,11 @@ pub fn new_hostname(
         wildcard,
         min_tls_version: None,
         ciphers: Vec::new(),
+        session_resumption: None,
         origin: None,
         forward_client_cert: Default::default(),
         certificate: server_cert(state, name, wildcard)?,
+        acme: None,
         cas: Vec::new(),
         created_on: now,
     })

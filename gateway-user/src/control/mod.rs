@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use log::info;
 
+pub mod acme_state;
 pub mod audit;
 pub mod backend;
 mod commit;

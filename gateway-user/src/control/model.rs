@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::tokens::{ApiToken, Caller, FIRST_RUN_ID, Permission};
+use super::{
+    acme_state::{AcmeOrder, AcmeZone},
+    tokens::{ApiToken, Caller, FIRST_RUN_ID, Permission},
+};
 use crate::{
     config::{CertChain, CrlDer, ForwardMode, KeyDer},
     rules::RuleSpec,
@@ -170,6 +173,17 @@ pub struct ZoneSettings {
     pub min_tls_version: TlsVersion,
     /// Cipher suites for TLS 1.2 and below; empty: the defaults.
     pub ciphers: Vec<String>,
+    /// TLS session resumption for hostnames without their own setting (on
+    /// when absent: stores from before the setting).
+    #[serde(default = "resumption_default")]
+    pub session_resumption: bool,
+    /// ACME settings and account (none: no `acme` hostnames).
+    #[serde(default)]
+    pub acme: Option<AcmeZone>,
+}
+
+fn resumption_default() -> bool {
+    true
 }
 
 /// A custom hostname.
@@ -185,12 +199,18 @@ pub struct Hostname {
     pub min_tls_version: Option<TlsVersion>,
     /// Its own cipher suites; empty: the zone's.
     pub ciphers: Vec<String>,
+    /// Its own session resumption setting; none: the zone's.
+    #[serde(default)]
+    pub session_resumption: Option<bool>,
     /// Where requests go (`http://host:port`).
     pub origin: Option<String>,
     /// How the client certificate reaches the origin.
     pub forward_client_cert: ForwardMode,
     /// The server certificate.
     pub certificate: ServerCert,
+    /// Certificate source `acme`: its order state (none: `gateway` or `uploaded`).
+    #[serde(default)]
+    pub acme: Option<AcmeOrder>,
     /// CAs associated with the hostname (ids): mTLS is on when there is one.
     pub cas: Vec<String>,
     /// When it was created (Unix seconds).
@@ -318,6 +338,8 @@ impl State {
             zone: ZoneSettings {
                 min_tls_version: TlsVersion::Tls12,
                 ciphers: Vec::new(),
+                session_resumption: true,
+                acme: None,
             },
             hostnames: Hostnames::default(),
             cas: Table::new(),
@@ -397,6 +419,7 @@ mod tests {
             wildcard: false,
             min_tls_version: None,
             ciphers: Vec::new(),
+            session_resumption: None,
             origin: None,
             forward_client_cert: Default::default(),
             certificate: ServerCert {
@@ -405,6 +428,7 @@ mod tests {
                 managed: true,
                 expires_on: 0,
             },
+            acme: None,
             cas: Vec::new(),
             created_on: 0,
         }

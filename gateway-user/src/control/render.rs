@@ -111,6 +111,7 @@ impl State {
             min_tls_version: self.zone.min_tls_version,
             no_sni_min_tls_version: None,
             ciphers: self.zone.ciphers.clone(),
+            session_resumption: self.zone.session_resumption,
             ..base.zone.clone()
         }
     }
@@ -172,5 +173,6 @@ fn host_section(h: &Hostname) -> HostnameSection {
         mtls: !h.cas.is_empty(),
         cas: h.cas.clone(),
         forward_client_cert: h.forward_client_cert,
+        session_resumption: h.session_resumption,
     }
 }

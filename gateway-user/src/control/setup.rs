@@ -100,6 +100,8 @@ pub(crate) fn first_state(default_hostname: &str) -> anyhow::Result<(State, Stri
         zone: ZoneSettings {
             min_tls_version: TlsVersion::Tls12,
             ciphers: Vec::new(),
+            session_resumption: true,
+            acme: None,
         },
         hostnames: Default::default(),
         cas: Default::default(),

@@ -1,5 +1,6 @@
 //! Prometheus metrics: the registry, the XDP counters collector, and the
-//! `/metrics` HTTP endpoint; [`cookies`] exports the SYN cookies; [`history`] keeps the last minutes for the dashboard,
+//! `/metrics` HTTP endpoint (with [`health`]'s `/healthz` and `/readyz`);
+//! [`cookies`] exports the SYN cookies; [`history`] keeps the last minutes for the dashboard,
 //! [`hosts`] counts requests under a bounded number of host labels.
 
 use std::{convert::Infallible, sync::Arc};
@@ -17,6 +18,7 @@ use prometheus::{
 use tokio::net::TcpListener;
 
 pub mod cookies;
+pub mod health;
 pub mod history;
 pub mod hosts;
 
@@ -123,7 +125,11 @@ pub fn render(registry: &Registry) -> String {
 }
 
 /// Serves `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, registry: Registry) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    registry: Registry,
+    health: Arc<health::Health>,
+) -> anyhow::Result<()> {
     info!("metrics on http://{}/metrics", listener.local_addr()?);
     let registry = Arc::new(registry);
     loop {
@@ -134,9 +140,12 @@ pub async fn serve(listener: TcpListener, registry: Registry) -> anyhow::Result<
                 continue;
             }
         };
-        let registry = registry.clone();
+        let (registry, health) = (registry.clone(), health.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, registry.clone()));
+            let service = service_fn(move |req: Request<Incoming>| {
+                let response = answer(req.method().as_str(), req.uri().path(), &registry, &health);
+                async move { Ok::<_, Infallible>(response) }
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {
@@ -146,17 +155,32 @@ pub async fn serve(listener: TcpListener, registry: Registry) -> anyhow::Result<
     }
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    registry: Arc<Registry>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let response = match (req.method().as_str(), req.uri().path()) {
+/// The answer to a request for `path`.
+fn answer(
+    method: &str,
+    path: &str,
+    registry: &Registry,
+    health: &health::Health,
+) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: &'static str| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+    };
+    let response = match (method, path) {
         ("GET", "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4")
-            .body(Full::new(Bytes::from(render(&registry)))),
-        _ => Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .body(Full::new(Bytes::from_static(b"not found: try /metrics\n"))),
+            .body(Full::new(Bytes::from(render(registry)))),
+        ("GET", "/healthz") => text(StatusCode::OK, "alive\n"),
+        ("GET", "/readyz") => {
+            let (status, body) = health.readiness();
+            text(status, body)
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz or /readyz\n",
+        ),
     };
-    Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+    response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }

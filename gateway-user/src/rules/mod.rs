@@ -139,6 +139,8 @@ fn merged<'a>(a: &'a [usize], b: &'a [usize]) -> impl Iterator<Item = usize> + '
 pub struct Rule {
     /// Identifier.
     pub id: String,
+    /// What the rule is for (in the access log).
+    pub description: String,
     /// The expression.
     pub expression: Expression,
     /// What a match does.
@@ -194,6 +196,7 @@ impl RuleSet {
             }
             set.rules.push(Rule {
                 id: spec.id.clone(),
+                description: spec.description.clone(),
                 expression,
                 action: spec.action,
             });

@@ -32,6 +32,34 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
 }
 
+/// Whether the request's `TE` asks for trailers (kept towards an HTTP/2 origin).
+pub fn te_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+}
+
+/// Whether the request is gRPC (`content-type: application/grpc`, `+proto`
+/// and the like; gRPC-Web, which HTTP/1.1 carries, is not).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    let Some(kind) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let kind = kind.trim().to_ascii_lowercase();
+    kind.strip_prefix("application/grpc")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('+') || rest.starts_with(';'))
+}
+
 /// The headers the `Connection` header names (hop-by-hop for this request).
 pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
@@ -116,6 +144,23 @@ pub fn set_client_cert(headers: &mut HeaderMap, mode: ForwardMode, auth: &Client
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_and_te_trailers_are_recognised() {
+        let with = |name: http::HeaderName, value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static(value));
+            h
+        };
+        use http::header::{CONTENT_TYPE, TE};
+        assert!(is_grpc(&with(CONTENT_TYPE, "application/grpc")));
+        assert!(is_grpc(&with(CONTENT_TYPE, "application/grpc+proto")));
+        assert!(!is_grpc(&with(CONTENT_TYPE, "application/grpc-web")));
+        assert!(!is_grpc(&with(CONTENT_TYPE, "application/json")));
+        assert!(te_trailers(&with(TE, "trailers")));
+        assert!(te_trailers(&with(TE, "gzip, Trailers")));
+        assert!(!te_trailers(&with(TE, "gzip")));
+    }
 
     #[test]
     fn client_supplied_certificate_headers_are_removed() {

@@ -10,7 +10,10 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 use crate::{
     metrics::hosts::{HostRequests, RequestsByHost},
     rules::RuleSet,
-    tls::HostTls,
+    tls::{
+        HostTls,
+        resumption::{Kind, Refused},
+    },
 };
 
 /// Counters, histograms and gauges of the terminator.
@@ -19,6 +22,11 @@ pub struct TerminatorMetrics {
     pub handshakes: IntCounterVec,
     /// Client certificates on mTLS hostnames by status (`none`, `verified`, `invalid`, `revoked`).
     pub client_certs: IntCounterVec,
+    /// Completed handshakes by kind (`full`, `resumed`).
+    pub handshake_kinds: IntCounterVec,
+    /// Sessions offered but not resumed, by reason (`disabled`,
+    /// `unknown_ticket_key`, `not_resumable`).
+    pub resumption_refused: IntCounterVec,
     /// Requests by hostname (a bounded number of them) and status code.
     pub requests: RequestsByHost,
     /// Connections closed at once because the connection limit was reached.
@@ -29,6 +37,10 @@ pub struct TerminatorMetrics {
     pub request_seconds: Histogram,
     /// Connections open now.
     pub open_connections: IntGauge,
+    /// WebSocket upgrades the origin accepted (101), tunnels opened.
+    pub websocket_upgrades: IntCounter,
+    /// WebSocket tunnels open now.
+    pub open_tunnels: IntGauge,
     /// Rule matches by rule and action.
     pub rule_matches: IntCounterVec,
     /// Time to evaluate the rules on one request.
@@ -57,12 +69,20 @@ impl TerminatorMetrics {
                 ),
                 &["result", "version"],
             )?,
-            client_certs: IntCounterVec::new(
-                Opts::new(
-                    "gateway_tls_client_certificates_total",
-                    "Handshakes on mTLS hostnames by client certificate status.",
-                ),
-                &["status"],
+            client_certs: counter_vec(
+                "gateway_tls_client_certificates_total",
+                "Handshakes on mTLS hostnames by client certificate status.",
+                "status",
+            )?,
+            handshake_kinds: counter_vec(
+                "gateway_tls_handshake_kinds_total",
+                "Completed TLS handshakes by kind: full or resumed.",
+                "kind",
+            )?,
+            resumption_refused: counter_vec(
+                "gateway_tls_resumption_refused_total",
+                "Sessions offered by clients and not resumed (a full handshake instead), by reason.",
+                "reason",
             )?,
             requests: RequestsByHost::new(per_host_limit)?,
             rejected_connections: IntCounter::new(
@@ -84,6 +104,14 @@ impl TerminatorMetrics {
                 "gateway_tls_open_connections",
                 "TLS connections open now.",
             )?,
+            websocket_upgrades: IntCounter::new(
+                "gateway_websocket_upgrades_total",
+                "WebSocket upgrades the origin accepted (tunnels opened).",
+            )?,
+            open_tunnels: IntGauge::new(
+                "gateway_websocket_open_tunnels",
+                "WebSocket tunnels open now.",
+            )?,
             rule_matches: IntCounterVec::new(
                 Opts::new(
                     "gateway_rule_matches_total",
@@ -103,16 +131,26 @@ impl TerminatorMetrics {
             rule_counters: ArcSwap::from_pointee(RuleCounters::new(Arc::default())),
             connection_counters: ConnectionCounters::default(),
         };
-        registry.register(Box::new(m.handshakes.clone()))?;
-        registry.register(Box::new(m.client_certs.clone()))?;
-        registry.register(Box::new(m.requests.clone()))?;
-        registry.register(Box::new(m.rejected_connections.clone()))?;
-        registry.register(Box::new(m.handshake_seconds.clone()))?;
-        registry.register(Box::new(m.request_seconds.clone()))?;
-        registry.register(Box::new(m.open_connections.clone()))?;
-        registry.register(Box::new(m.rule_matches.clone()))?;
-        registry.register(Box::new(m.rule_seconds.clone()))?;
+        m.register(registry)?;
         Ok(m)
+    }
+
+    /// Registers every metric in `registry`.
+    fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.handshakes.clone()))?;
+        registry.register(Box::new(self.client_certs.clone()))?;
+        registry.register(Box::new(self.handshake_kinds.clone()))?;
+        registry.register(Box::new(self.resumption_refused.clone()))?;
+        registry.register(Box::new(self.requests.clone()))?;
+        registry.register(Box::new(self.rejected_connections.clone()))?;
+        registry.register(Box::new(self.handshake_seconds.clone()))?;
+        registry.register(Box::new(self.request_seconds.clone()))?;
+        registry.register(Box::new(self.open_connections.clone()))?;
+        registry.register(Box::new(self.websocket_upgrades.clone()))?;
+        registry.register(Box::new(self.open_tunnels.clone()))?;
+        registry.register(Box::new(self.rule_matches.clone()))?;
+        registry.register(Box::new(self.rule_seconds.clone()))?;
+        Ok(())
     }
 }
 
@@ -173,6 +211,23 @@ impl TerminatorMetrics {
         }
     }
 
+    /// Counts a completed handshake by kind, and an offered session that was
+    /// not resumed by why.
+    pub fn handshake_kind(&self, kind: Kind, refused: Option<Refused>) {
+        let counters = &self.connection_counters;
+        let i = kind as usize;
+        cached(&counters.kinds[i], &self.handshake_kinds, &[kind.as_str()]).inc();
+        if let Some(why) = refused {
+            let i = why as usize;
+            cached(
+                &counters.refused[i],
+                &self.resumption_refused,
+                &[why.as_str()],
+            )
+            .inc();
+        }
+    }
+
     /// Counts a client certificate outcome on an mTLS hostname.
     pub fn client_cert(&self, status: ClientCertStatus) {
         let i = status as usize;
@@ -183,6 +238,11 @@ impl TerminatorMetrics {
         )
         .inc();
     }
+}
+
+/// A counter vector with one label.
+fn counter_vec(name: &str, help: &str, label: &str) -> prometheus::Result<IntCounterVec> {
+    IntCounterVec::new(Opts::new(name, help), &[label])
 }
 
 /// A counter's handle, resolved on first use (so that a series appears only
@@ -227,6 +287,8 @@ struct ConnectionCounters {
     failed: OnceLock<IntCounter>,
     timeout: OnceLock<IntCounter>,
     client_certs: [OnceLock<IntCounter>; 4],
+    kinds: [OnceLock<IntCounter>; 2],
+    refused: [OnceLock<IntCounter>; 3],
 }
 
 impl ConnectionCounters {
@@ -312,12 +374,17 @@ mod tests {
         metrics.handshake_ok("SSLv9");
         metrics.handshake_failed(true);
         metrics.client_cert(ClientCertStatus::Revoked);
+        metrics.handshake_kind(Kind::Resumed, None);
+        metrics.handshake_kind(Kind::Full, Some(Refused::UnknownKey));
         let text = crate::metrics::render(&registry);
         for needle in [
             "gateway_tls_handshakes_total{result=\"ok\",version=\"TLSv1.3\"} 2",
             "gateway_tls_handshakes_total{result=\"ok\",version=\"SSLv9\"} 1",
             "gateway_tls_handshakes_total{result=\"timeout\",version=\"none\"} 1",
             "gateway_tls_client_certificates_total{status=\"revoked\"} 1",
+            "gateway_tls_handshake_kinds_total{kind=\"resumed\"} 1",
+            "gateway_tls_handshake_kinds_total{kind=\"full\"} 1",
+            "gateway_tls_resumption_refused_total{reason=\"unknown_ticket_key\"} 1",
         ] {
             assert!(text.contains(needle), "{needle} missing:\n{text}");
         }

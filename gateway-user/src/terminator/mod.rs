@@ -3,11 +3,15 @@
 //! handing each request to [`service`], which runs the [`phases`].
 
 pub mod fields;
+pub mod grpc;
+mod handshake_log;
 pub mod headers;
 pub mod hello_gate;
 pub mod metrics;
 pub mod phases;
 pub mod service;
+pub mod trace;
+pub mod upgrade;
 
 use std::{
     net::SocketAddr,
@@ -33,8 +37,9 @@ pub use metrics::TerminatorMetrics;
 
 use crate::{
     config::TerminatorSection,
+    logs::Logs,
     rules::fields::ClientAuth,
-    tls::{HostTls, TlsSnapshot, acceptor},
+    tls::{HostTls, TlsSnapshot, acceptor, resumption},
 };
 
 /// What a request knows about its connection.
@@ -53,6 +58,32 @@ pub struct ConnInfo {
     pub tls_cipher: String,
     /// Requests served so far on this connection.
     pub requests: AtomicU64,
+    /// Its place under `max_connections`, held as long as the connection or
+    /// a WebSocket tunnel made from it lives.
+    pub slot: ConnSlot,
+}
+
+/// A connection's place under `max_connections`, counted in
+/// `gateway_tls_open_connections` until dropped.
+pub struct ConnSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: Arc<TerminatorMetrics>,
+}
+
+impl ConnSlot {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, metrics: &Arc<TerminatorMetrics>) -> Self {
+        metrics.open_connections.inc();
+        ConnSlot {
+            _permit: permit,
+            metrics: metrics.clone(),
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.metrics.open_connections.dec();
+    }
 }
 
 /// The terminator: shared by every connection.
@@ -64,6 +95,7 @@ pub struct Terminator {
     handshakes: Arc<Semaphore>,
     metrics: Arc<TerminatorMetrics>,
     origin: service::OriginClient,
+    logs: Arc<Logs>,
 }
 
 impl Terminator {
@@ -74,14 +106,21 @@ impl Terminator {
         metrics: Arc<TerminatorMetrics>,
     ) -> anyhow::Result<Terminator> {
         Ok(Terminator {
-            acceptor: acceptor::acceptor(snapshot.clone())?,
+            acceptor: acceptor::acceptor(snapshot.clone(), limits.ticket_key_rotation_secs)?,
             snapshot,
             connections: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             handshakes: Arc::new(Semaphore::new(limits.max_handshakes.max(1))),
             origin: service::OriginClient::new(Duration::from_millis(limits.origin_timeout_ms)),
             limits,
             metrics,
+            logs: Arc::new(Logs::off()),
         })
+    }
+
+    /// The terminator, writing to `logs` (access and handshake logs).
+    pub fn with_logs(mut self, logs: Arc<Logs>) -> Terminator {
+        self.logs = logs;
+        self
     }
 
     /// Accepts connections until `shutdown` fires, then lets open requests
@@ -113,12 +152,8 @@ impl Terminator {
             let _ = tcp.set_nodelay(true);
             let this = self.clone();
             let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let _permit = permit;
-                this.metrics.open_connections.inc();
-                this.connection(tcp, peer, watcher).await;
-                this.metrics.open_connections.dec();
-            });
+            let slot = ConnSlot::new(permit, &this.metrics);
+            tokio::spawn(async move { this.connection(tcp, peer, slot, watcher).await });
         }
         drop(listener);
         if tokio::time::timeout(grace, graceful.shutdown())
@@ -127,12 +162,34 @@ impl Terminator {
         {
             info!("terminator: connections still open after {grace:?}; closing them");
         }
+        // The last requests' lines, before the process ends.
+        let logs = self.logs.clone();
+        let _ = tokio::task::spawn_blocking(move || logs.flush(Duration::from_secs(2))).await;
+    }
+
+    /// Counts a completed handshake: its version, its kind (and why an
+    /// offered session was not resumed), and on an mTLS hostname the client
+    /// certificate's status.
+    fn count_handshake(&self, ssl: &boring::ssl::SslRef, host: &HostTls, auth: &ClientAuth) {
+        self.metrics.handshake_ok(ssl.version_str());
+        let (kind, refused) = resumption::outcome(ssl);
+        self.metrics.handshake_kind(kind, refused);
+        if host.mtls.is_some() {
+            let status = match (&auth.presented, auth.verified, auth.revoked) {
+                (false, _, _) => ClientCertStatus::None,
+                (_, true, true) => ClientCertStatus::Revoked,
+                (_, true, false) => ClientCertStatus::Verified,
+                (_, false, _) => ClientCertStatus::Invalid,
+            };
+            self.metrics.client_cert(status);
+        }
     }
 
     async fn connection(
         self: &Arc<Self>,
         tcp: tokio::net::TcpStream,
         peer: SocketAddr,
+        slot: ConnSlot,
         watcher: Watcher,
     ) {
         // Wait for the client's whole hello before taking a handshake slot:
@@ -147,7 +204,7 @@ impl Terminator {
             Ok(_) => return, // closed, or reset (by the XDP filter among others)
             Err(_) => {
                 hello_gate::discard_queued(&tcp);
-                return self.metrics.handshake_failed(true);
+                return self.handshake_timed_out(peer, false);
             }
         }
         let started = Instant::now();
@@ -156,10 +213,10 @@ impl Terminator {
             tokio_boring::accept(&self.acceptor, tcp).await
         };
         let stream = match tokio::time::timeout_at(deadline, handshake).await {
-            Err(_) => return self.metrics.handshake_failed(true),
+            Err(_) => return self.handshake_timed_out(peer, true),
             Ok(Err(e)) => {
                 debug!("handshake with {peer}: {e}");
-                return self.metrics.handshake_failed(false);
+                return self.handshake_refused(peer, &e);
             }
             Ok(Ok(stream)) => stream,
         };
@@ -167,20 +224,12 @@ impl Terminator {
             .handshake_seconds
             .observe(started.elapsed().as_secs_f64());
         let ssl = stream.ssl();
-        let Some((host, auth)) = acceptor::connection_policy(ssl) else {
+        let Some((host, auth)) = acceptor::connection_policy(ssl, &self.snapshot.load()) else {
             return;
         };
         let tls_version = ssl.version_str();
-        self.metrics.handshake_ok(tls_version);
-        if host.mtls.is_some() {
-            let status = match (&auth.presented, auth.verified, auth.revoked) {
-                (false, _, _) => ClientCertStatus::None,
-                (_, true, true) => ClientCertStatus::Revoked,
-                (_, true, false) => ClientCertStatus::Verified,
-                (_, false, _) => ClientCertStatus::Invalid,
-            };
-            self.metrics.client_cert(status);
-        }
+        self.count_handshake(ssl, &host, &auth);
+        self.log_handshake_completed(peer, ssl, &host, &auth);
         let info = Arc::new(ConnInfo {
             peer,
             sni: ssl
@@ -194,6 +243,7 @@ impl Terminator {
                 .map(|c| c.name().to_string())
                 .unwrap_or_default(),
             requests: AtomicU64::new(0),
+            slot,
         });
         let this = self.clone();
         let svc = service_fn(move |req| {
@@ -212,7 +262,7 @@ impl Terminator {
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
             .max_concurrent_streams(250);
-        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
         if let Err(e) = watcher.watch(conn.into_owned()).await {
             debug!("connection with {peer}: {e}");
         }

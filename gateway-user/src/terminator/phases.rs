@@ -14,11 +14,16 @@ use hyper::body::Incoming;
 use super::{
     ConnInfo, Terminator, fields, headers,
     service::{Body, blocked, local},
+    trace::Trace,
+    upgrade::{self, ClientUpgrade},
 };
 use crate::{
     rules::{Action, fields::ClientAuth},
-    tls::TlsSnapshot,
+    tls::{HostTls, TlsSnapshot},
 };
+
+/// The origin URL scheme of HTTP/2 with prior knowledge, in cleartext.
+pub const H2C: &str = "h2c";
 
 /// A phase's answer: `Ok` carries what the next phases need; `Err` means
 /// respond now, with this response, and skip the phases left (logging runs).
@@ -39,6 +44,20 @@ pub enum Stage {
     OriginError,
     /// [`Terminator::response`]: the origin's response was passed on.
     Response,
+}
+
+impl Stage {
+    /// The access log's `GatewayStage` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::EarlyChecks => "early_checks",
+            Stage::SniHost => "sni_host",
+            Stage::Firewall => "firewall",
+            Stage::UpstreamRequest => "upstream_request",
+            Stage::OriginError => "origin_error",
+            Stage::Response => "response",
+        }
+    }
 }
 
 /// Respond now: the response, and the phase that made it (boxed: a phase's
@@ -83,6 +102,10 @@ pub struct UpstreamRequest<'a> {
     pub origin: &'a Uri,
     /// The request, its target and headers rewritten.
     pub request: Request<Incoming>,
+    /// Whether it goes over HTTP/2 (an `h2c://` origin).
+    pub h2: bool,
+    /// The client's WebSocket upgrade, when it asked for one.
+    pub upgrade: Option<ClientUpgrade>,
 }
 
 /// What happened to one request: the logging phase's input.
@@ -95,6 +118,8 @@ pub struct Outcome<'a> {
     pub answered_by: Stage,
     /// From the request's arrival to its response's headers.
     pub elapsed: Duration,
+    /// When the request arrived.
+    pub started: Instant,
 }
 
 impl Terminator {
@@ -173,14 +198,22 @@ impl Terminator {
     /// zone's rules of the current snapshot, on fields borrowed from the
     /// request and its connection (nothing copied). Every match is counted;
     /// a blocking rule answers 403 (HTML, JSON or text by `Accept`).
-    /// `Ok(())`: no rule blocked it (an allow rule, or none, decided).
-    pub fn firewall(&self, conn: &ConnInfo, ctx: &RequestCtx<'_>, parts: &Parts) -> Phase<()> {
+    /// The rule that decided (or the last log rule that matched) goes to
+    /// the trace. `Ok(())`: no rule blocked it (an allow rule, or none, decided).
+    pub fn firewall(
+        &self,
+        conn: &ConnInfo,
+        ctx: &RequestCtx<'_>,
+        parts: &Parts,
+        trace: &mut Trace,
+    ) -> Phase<()> {
         let rules = &ctx.snapshot.rules;
         let fields = fields::request_fields(parts, conn, &ctx.host, &ctx.auth);
         let counters = self.metrics.rule_counters(rules);
         let started = Instant::now();
         let decided = rules.decide(&fields, |index| {
             self.metrics.rule_matched(&counters, index);
+            trace.rule(rules, index);
         });
         self.metrics
             .rule_seconds
@@ -197,10 +230,11 @@ impl Terminator {
     /// **Upstream request.** Runs for a request the firewall let through:
     /// makes the origin's request from it. The target becomes the origin's
     /// (502 when the hostname has none, 400 when the target cannot be
-    /// rewritten); the client's reserved and hop-by-hop headers are removed;
-    /// `Host` becomes the checked host, `X-Forwarded-For` gains the client's
-    /// address, `X-Forwarded-Proto` is `https`, and the client certificate's
-    /// details are set as the hostname forwards them. `Ok`: the request to send.
+    /// rewritten); the headers are set by [`Terminator::forward_headers`].
+    /// An `h2c://` origin gets HTTP/2 (with `te: trailers` when the client
+    /// sent it); an `http://` origin HTTP/1.1. A WebSocket upgrade keeps its
+    /// `Connection`/`Upgrade` headers (an `http://` origin only, else 502), and
+    /// a gRPC request needs an `h2c://` origin (else 502). `Ok`: the request to send.
     pub fn upstream_request<'a>(
         &self,
         conn: &ConnInfo,
@@ -210,24 +244,63 @@ impl Terminator {
         // The hostname's entry in the current snapshot: where requests go, and
         // with what, follows a change from the next request.
         let entry = ctx.snapshot.lookup(conn.sni.as_deref());
+        let refuse = |status, why: String| Respond::local(Stage::UpstreamRequest, status, why);
         let Some(origin) = entry.origin.as_deref() else {
-            return Err(Respond::local(
-                Stage::UpstreamRequest,
-                StatusCode::BAD_GATEWAY,
-                format!("{} has no origin configured", entry.name),
-            ));
+            let why = format!("{} has no origin configured", entry.name);
+            return Err(refuse(StatusCode::BAD_GATEWAY, why));
         };
+        let h2 = origin.scheme_str() == Some(H2C);
+        let upgrade = upgrade::take(&mut parts);
+        if h2 && upgrade.is_some() {
+            let why = format!("WebSockets need an http:// origin; {origin} is HTTP/2");
+            return Err(refuse(StatusCode::BAD_GATEWAY, why));
+        }
+        if !h2 && headers::is_grpc(&parts.headers) {
+            let why = format!("gRPC needs an h2c:// origin; {origin} is HTTP/1.1");
+            return Err(refuse(StatusCode::BAD_GATEWAY, why));
+        }
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = Uri::builder()
             .scheme("http")
             .authority(origin.authority().map_or("", |a| a.as_str()))
             .path_and_query(path)
             .build()
-            .map_err(|e| {
-                let why = format!("bad request target: {e}");
-                Respond::local(Stage::UpstreamRequest, StatusCode::BAD_REQUEST, why)
-            })?;
-        let headers = &mut parts.headers;
+            .map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("bad request target: {e}")))?;
+        let trailers = h2 && headers::te_trailers(&parts.headers);
+        self.forward_headers(conn, ctx, entry, &mut parts.headers);
+        if trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if let Some(upgrade) = &upgrade {
+            upgrade.restore(&mut parts.headers);
+        }
+        parts.version = if h2 {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
+        let request = Request::from_parts(parts, body);
+        Ok(UpstreamRequest {
+            origin,
+            request,
+            h2,
+            upgrade,
+        })
+    }
+
+    /// The origin's request headers: the client's reserved and hop-by-hop
+    /// headers are removed; `Host` becomes the checked host, `X-Forwarded-For`
+    /// gains the client's address, `X-Forwarded-Proto` is `https`, and the
+    /// client certificate's details are set as the hostname forwards them.
+    fn forward_headers(
+        &self,
+        conn: &ConnInfo,
+        ctx: &RequestCtx<'_>,
+        entry: &HostTls,
+        headers: &mut http::HeaderMap,
+    ) {
         headers::strip_incoming(headers);
         // The origin gets exactly the name that was checked.
         if let Ok(v) = HeaderValue::from_str(&ctx.host) {
@@ -242,17 +315,25 @@ impl Terminator {
         }
         headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         headers::set_client_cert(headers, entry.forward, &ctx.auth);
-        parts.version = http::Version::HTTP_11;
-        let request = Request::from_parts(parts, body);
-        Ok(UpstreamRequest { origin, request })
     }
 
     /// Sends the origin's request (between the upstream request and response
-    /// phases). `Err`: the origin did not answer in time (504) or could not be
-    /// reached (502).
-    pub async fn send_upstream(&self, upstream: UpstreamRequest<'_>) -> Phase<Response<Incoming>> {
-        let UpstreamRequest { origin, request } = upstream;
-        let sent = self.origin.client.request(request);
+    /// phases), over HTTP/2 or HTTP/1.1 as [`UpstreamRequest::h2`] says. The
+    /// timeout runs until the response's headers: a long body (a stream) is
+    /// not cut. `Err`: the origin did not answer in time (504) or could not
+    /// be reached (502).
+    pub async fn send_upstream(
+        &self,
+        origin: &Uri,
+        request: Request<Incoming>,
+        h2: bool,
+    ) -> Phase<Response<Incoming>> {
+        let client = if h2 {
+            &self.origin.h2
+        } else {
+            &self.origin.client
+        };
+        let sent = client.request(request);
         match tokio::time::timeout(self.origin.timeout, sent).await {
             Err(_) => Err(Respond::local(
                 Stage::OriginError,
@@ -269,11 +350,24 @@ impl Terminator {
     }
 
     /// **Response.** Runs when the origin answered: its response goes to the
-    /// client without hop-by-hop headers, its body streamed.
-    pub fn response(&self, response: Response<Incoming>) -> Response<Body> {
+    /// client without hop-by-hop headers, its body (and trailers) streamed.
+    /// The origin's 101 to a WebSocket upgrade opens the tunnel (see
+    /// [`upgrade`]) and keeps its `Connection` and `Upgrade` headers.
+    pub fn response(
+        &self,
+        conn: &Arc<ConnInfo>,
+        response: Response<Incoming>,
+        upgrade: Option<ClientUpgrade>,
+    ) -> Response<Body> {
+        let (response, tunnel) = match upgrade {
+            Some(upgrade) => upgrade.splice(conn, &self.metrics, response),
+            None => (response, false),
+        };
         let (mut parts, body) = response.into_parts();
         for name in headers::HOP_BY_HOP {
-            parts.headers.remove(name);
+            if !(tunnel && (name == "connection" || name == "upgrade")) {
+                parts.headers.remove(name);
+            }
         }
         Response::from_parts(parts, body.boxed())
     }
@@ -281,13 +375,21 @@ impl Terminator {
     /// **Logging.** Runs last, once for every request that got a response,
     /// whichever phase made it (refusals and origin errors included). Counts
     /// it by hostname and status (handles resolved once per hostname entry:
-    /// one atomic add) and observes its duration. An access log goes here.
-    pub fn logging(&self, outcome: &Outcome<'_>) {
+    /// one atomic add) and observes its duration. A request the access log
+    /// keeps gets its record attached to the response's body: its line is
+    /// built and queued when the body ends or the connection is cut.
+    pub fn logging(
+        &self,
+        outcome: &Outcome<'_>,
+        trace: Trace,
+        response: Response<Body>,
+    ) -> Response<Body> {
         self.metrics
             .host_requests(&outcome.conn.host)
             .count(outcome.status.as_u16());
         self.metrics
             .request_seconds
             .observe(outcome.elapsed.as_secs_f64());
+        trace.respond(outcome.answered_by, outcome.started, response)
     }
 }

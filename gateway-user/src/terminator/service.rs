@@ -2,7 +2,12 @@
 //! [`super::phases`]) and then logs; the origin client and the responses the
 //! gateway makes itself.
 
-use std::{convert::Infallible, sync::atomic::Ordering, time::Duration, time::Instant};
+use std::{
+    borrow::Cow,
+    convert::Infallible,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -14,29 +19,42 @@ use hyper_util::{
 };
 
 use super::{
-    ConnInfo, Terminator,
+    ConnInfo, Terminator, grpc,
     phases::{Outcome, Phase, Respond, Stage},
+    trace::Trace,
 };
+use crate::logs::ray::{self, RAY_HEADER};
 
 /// Response body: streamed from the origin or made here.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
-/// The pooled HTTP client toward origins.
+/// The pooled HTTP clients toward origins: HTTP/1.1 (`http://` origins) and
+/// HTTP/2 with prior knowledge (`h2c://` origins).
 pub struct OriginClient {
     pub(super) client: Client<HttpConnector, Incoming>,
+    pub(super) h2: Client<HttpConnector, Incoming>,
+    /// Until the origin's response headers (not its body).
     pub(super) timeout: Duration,
 }
 
 impl OriginClient {
-    /// A client whose requests give up after `timeout`.
+    /// Clients whose requests give up after `timeout` without response headers.
     pub fn new(timeout: Duration) -> OriginClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector.clone());
+        let h2 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .http2_only(true)
             .build(connector);
-        OriginClient { client, timeout }
+        OriginClient {
+            client,
+            h2,
+            timeout,
+        }
     }
 }
 
@@ -88,36 +106,62 @@ pub fn blocked(headers: &http::HeaderMap, message: &str, rule: &str) -> Response
 
 impl Terminator {
     /// Serves one request: [`Terminator::route`]'s phases, then the logging
-    /// phase, whatever the outcome.
-    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    /// phase, whatever the outcome. The request gets its ray id (`cf-ray`,
+    /// to the origin and back to the client). A gRPC call the gateway
+    /// refuses gets a gRPC status ([`grpc::refusal`]), counted and logged as
+    /// the 200 it is on the wire (its `GatewayStage` says who refused it).
+    pub async fn handle(&self, conn: &Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let served = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        let (answered_by, mut response) = match self.route(conn, req).await {
+        let ray = self.logs.rays.next();
+        let ray_value = ray::header_value(ray);
+        req.headers_mut().insert(RAY_HEADER, ray_value.clone());
+        let mut trace = Trace::begin(&self.logs, conn, &req, ray);
+        let grpc = grpc::is_call(&req);
+        let (answered_by, mut response) = match self.route(conn, req, &mut trace).await {
             Ok(response) => (Stage::Response, response),
+            Err(Respond { stage, response }) if grpc => {
+                let refusal = grpc::refusal(*response).await;
+                (stage, refusal.map(|b| b.map_err(|e| match e {}).boxed()))
+            }
             Err(Respond { stage, response }) => (stage, *response),
         };
-        if served >= self.limits.max_requests_per_connection {
+        let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if served >= self.limits.max_requests_per_connection && !switched {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        self.logging(&Outcome {
+        response.headers_mut().insert(RAY_HEADER, ray_value);
+        let outcome = Outcome {
             conn,
             status: response.status(),
             answered_by,
             elapsed: started.elapsed(),
-        });
-        response
+            started,
+        };
+        self.logging(&outcome, trace, response)
     }
 
     /// The request path: each phase in turn, until one responds.
-    async fn route(&self, conn: &ConnInfo, req: Request<Incoming>) -> Phase<Response<Body>> {
+    async fn route(
+        &self,
+        conn: &Arc<ConnInfo>,
+        req: Request<Incoming>,
+        trace: &mut Trace,
+    ) -> Phase<Response<Body>> {
         let (parts, body) = req.into_parts();
         let ctx = self.early_checks(conn, &parts)?;
+        if let Cow::Owned(rechecked) = &ctx.auth {
+            trace.auth(rechecked);
+        }
         self.sni_host(conn, &ctx)?;
-        self.firewall(conn, &ctx, &parts)?;
+        self.firewall(conn, &ctx, &parts, trace)?;
         let upstream = self.upstream_request(conn, &ctx, (parts, body))?;
-        let response = self.send_upstream(upstream).await?;
-        Ok(self.response(response))
+        let sent = Instant::now();
+        let (origin, request, h2) = (upstream.origin, upstream.request, upstream.h2);
+        let response = self.send_upstream(origin, request, h2).await?;
+        trace.origin(response.status(), sent.elapsed());
+        Ok(self.response(conn, response, upstream.upgrade))
     }
 }

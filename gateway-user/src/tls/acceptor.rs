@@ -1,14 +1,15 @@
 //! The BoringSSL acceptor: per-SNI policy in the select-certificate callback
-//! (before version negotiation), and client certificate verification against
-//! the hostname's own CAs.
+//! (before version negotiation and before an offered session is looked at),
+//! client certificate verification against the hostname's own CAs, and
+//! session resumption bound to that policy (see [`super::resumption`]).
 
 use std::sync::{Arc, LazyLock};
 
 use arc_swap::ArcSwap;
 use boring::{
     ssl::{
-        ClientHello, NameType, SelectCertError, Ssl, SslAcceptor, SslMethod, SslOptions, SslRef,
-        SslSessionCacheMode, SslVerifyMode, SslVersion,
+        ClientHello, NameType, SelectCertError, Ssl, SslAcceptor, SslMethod, SslRef, SslVerifyMode,
+        SslVersion,
     },
     stack::Stack,
     x509::{X509, X509StoreContext},
@@ -18,8 +19,11 @@ use log::warn;
 use x509_parser::{certificate::X509Certificate, prelude::FromDer};
 
 use super::{
+    challenge,
     context::{self, ssl_version},
+    resumption,
     snapshot::{HostTls, MtlsPolicy, TlsSnapshot},
+    tickets::TicketKeys,
 };
 use crate::rules::fields::{CertDetails, ClientAuth};
 
@@ -31,7 +35,11 @@ static AUTH_INDEX: LazyLock<boring::ex_data::Index<Ssl, ClientAuth>> =
     LazyLock::new(|| Ssl::new_ex_index().expect("an SSL ex_data index"));
 
 /// Builds the acceptor; it reads the current snapshot for every handshake.
-pub fn acceptor(snapshot: Arc<ArcSwap<TlsSnapshot>>) -> anyhow::Result<SslAcceptor> {
+/// Session ticket keys rotate every `ticket_key_rotation_secs`.
+pub fn acceptor(
+    snapshot: Arc<ArcSwap<TlsSnapshot>>,
+    ticket_key_rotation_secs: u64,
+) -> anyhow::Result<SslAcceptor> {
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())?;
     // The floor of every hostname's minimum; each connection raises its own.
     b.set_min_proto_version(Some(SslVersion::TLS1))?;
@@ -39,34 +47,62 @@ pub fn acceptor(snapshot: Arc<ArcSwap<TlsSnapshot>>) -> anyhow::Result<SslAccept
     // Every cipher BoringSSL offers, so that hosts allowing TLS 1.0 can work;
     // hosts and the zone restrict it per connection.
     b.set_cipher_list("ALL")?;
-    // No server-side session cache: resumption only by ticket, and tickets are
-    // bound to the hostname (session id context) and never issued on mTLS
-    // hostnames, so a client-auth result is never resumed.
-    b.set_session_cache_mode(SslSessionCacheMode::OFF);
+    // Tickets and session IDs, each session bound to the policy it was made
+    // under by the session id context `select` sets.
+    let keys = Arc::new(TicketKeys::new(ticket_key_rotation_secs));
+    resumption::configure(&mut b, keys, ticket_key_rotation_secs);
     context::set_alpn(&mut b);
     b.set_select_certificate_callback(move |mut hello| select(snapshot.load_full(), &mut hello));
     Ok(b.build())
 }
 
-/// The hostname policy and client auth of a finished handshake.
-pub fn connection_policy(ssl: &SslRef) -> Option<(Arc<HostTls>, ClientAuth)> {
-    let host = ssl.ex_data(*HOST_INDEX)?.clone();
-    let auth = ssl.ex_data(*AUTH_INDEX).cloned().unwrap_or_default();
+/// The hostname policy the select-certificate callback chose for this
+/// connection (before its handshake finished, or failed).
+pub fn connection_host(ssl: &SslRef) -> Option<Arc<HostTls>> {
+    ssl.ex_data(*HOST_INDEX).cloned()
+}
+
+/// The hostname policy and client auth of a finished handshake. A resumed
+/// session on an mTLS hostname ran no verification: the client chain it
+/// carries is verified now against the hostname's CAs in `snapshot` (the
+/// current configuration), with what they revoke now.
+pub fn connection_policy(
+    ssl: &SslRef,
+    snapshot: &TlsSnapshot,
+) -> Option<(Arc<HostTls>, ClientAuth)> {
+    let host = connection_host(ssl)?;
+    let auth = match (ssl.session_reused(), host.mtls.is_some()) {
+        (true, true) => match snapshot.mtls(&host) {
+            Some(policy) => verify(snapshot, policy, ssl),
+            None if ssl.peer_certificate().is_some() => {
+                failed("the hostname's CAs changed since the session began".into())
+            }
+            None => ClientAuth::default(),
+        },
+        _ => ssl.ex_data(*AUTH_INDEX).cloned().unwrap_or_default(),
+    };
     Some((host, auth))
 }
 
 fn select(snapshot: Arc<TlsSnapshot>, hello: &mut ClientHello<'_>) -> Result<(), SelectCertError> {
+    super::offered::record(hello);
     let sni = hello
         .servername(NameType::HOST_NAME)
         .map(str::to_ascii_lowercase);
+    if challenge::offers_acme_tls(hello) {
+        return answer_challenge(sni.as_deref(), hello.ssl_mut());
+    }
     let host = snapshot.lookup(sni.as_deref()).clone();
+    let offered = resumption::offered(hello);
     let ssl = hello.ssl_mut();
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         warn!("handshake for {sni:?}: {what}: {e}");
         SelectCertError::ERROR
     };
-    host.install(ssl)
-        .map_err(|e| fail("certificate and session context", &e))?;
+    host.install(ssl).map_err(|e| fail("certificate", &e))?;
+    let context = snapshot.session_context(&host, sni.as_deref());
+    resumption::bind(ssl, &context, snapshot.resumption(&host), offered)
+        .map_err(|e| fail("session context", &e))?;
     ssl.set_min_proto_version(Some(ssl_version(snapshot.min_version(&host))))
         .map_err(|e| fail("minimum version", &e))?;
     if let Some(ciphers) = snapshot.ciphers(&host) {
@@ -78,7 +114,6 @@ fn select(snapshot: Arc<TlsSnapshot>, hello: &mut ClientHello<'_>) -> Result<(),
     }
     match snapshot.mtls(&host).cloned() {
         Some(policy) => {
-            ssl.set_options(SslOptions::NO_TICKET);
             // Asked, not required: the handshake completes without a certificate
             // and whatever the verdict; the outcome goes to the request's fields.
             ssl.set_custom_verify_callback(SslVerifyMode::PEER, move |ssl| {
@@ -90,6 +125,24 @@ fn select(snapshot: Arc<TlsSnapshot>, hello: &mut ClientHello<'_>) -> Result<(),
         None => ssl.set_verify(SslVerifyMode::NONE),
     }
     ssl.set_ex_data(*HOST_INDEX, host);
+    Ok(())
+}
+
+/// A TLS-ALPN-01 validator's hello: the challenge certificate of a hostname
+/// with a pending challenge, TLS 1.2 or later, no client certificate, no
+/// hostname policy (the terminator serves nothing on it); refused otherwise.
+fn answer_challenge(sni: Option<&str>, ssl: &mut SslRef) -> Result<(), SelectCertError> {
+    let Some(cert) = sni.and_then(challenge::pending) else {
+        warn!("acme-tls/1 hello for {sni:?}: no pending challenge; refused");
+        return Err(SelectCertError::ERROR);
+    };
+    let set = challenge::install(ssl, &cert)
+        .and_then(|()| ssl.set_min_proto_version(Some(SslVersion::TLS1_2)));
+    if let Err(e) = set {
+        warn!("acme-tls/1 hello for {sni:?}: {e}");
+        return Err(SelectCertError::ERROR);
+    }
+    ssl.set_verify(SslVerifyMode::NONE);
     Ok(())
 }
 

@@ -155,7 +155,8 @@ impl Drop for Buffers {
 }
 
 /// A session id context unique to the hostname and view (`exact`, `wildcard`,
-/// or a zone entry's), so a session never resumes on another hostname.
+/// or a zone entry's), so a session never resumes on another hostname (each
+/// connection's adds its policy: see `TlsSnapshot::session_context`).
 pub fn session_id_context(name: &str, view: &str) -> [u8; 32] {
     let digest = boring::hash::hash(
         boring::hash::MessageDigest::sha256(),
@@ -167,26 +168,23 @@ pub fn session_id_context(name: &str, view: &str) -> [u8; 32] {
     sid
 }
 
-/// Puts an identity (if any) and a session id context on one connection.
-pub fn install(
-    ssl: &mut SslRef,
-    identity: Option<&Identity>,
-    sid: &[u8; 32],
-) -> Result<(), ErrorStack> {
-    if let Some(id) = identity {
-        id.install(ssl)?;
+/// Puts an identity (if any) on one connection.
+pub fn install(ssl: &mut SslRef, identity: Option<&Identity>) -> Result<(), ErrorStack> {
+    match identity {
+        Some(id) => id.install(ssl),
+        None => Ok(()),
     }
-    // SAFETY: a live SSL handle, and 32 bytes (the maximum a context may have).
-    let ok = unsafe { boring_sys::SSL_set_session_id_context(ssl.as_ptr(), sid.as_ptr(), 32) };
-    if ok != 1 {
-        return Err(ErrorStack::get());
-    }
-    Ok(())
 }
 
-/// Answers ALPN with the first protocol of ours the client offers.
+/// Answers ALPN with the first protocol of ours the client offers, or
+/// `acme-tls/1` to a TLS-ALPN-01 validator (whose hello the select-certificate
+/// callback let through only for a pending challenge).
 pub fn set_alpn(b: &mut SslContextBuilder) {
-    b.set_alpn_select_callback(|_, client| select_next_proto(ALPN, client).ok_or(AlpnError::NOACK));
+    b.set_alpn_select_callback(|_, client| {
+        select_next_proto(super::challenge::ACME_TLS_ALPN_WIRE, client)
+            .or_else(|| select_next_proto(ALPN, client))
+            .ok_or(AlpnError::NOACK)
+    });
 }
 
 /// A cipher list BoringSSL accepts (checked now, so a typo is refused with the

@@ -51,6 +51,9 @@ pub struct MtlsPolicy {
     pub cas: Vec<String>,
     /// SHA-256 of each trusted CA certificate.
     pub anchors: HashSet<Vec<u8>>,
+    /// SHA-256 of the anchors, sorted: what a session is bound to (a CA
+    /// added, removed or replaced changes it).
+    pub fingerprint: [u8; 32],
 }
 
 /// Which minimum version applies to an entry.
@@ -70,7 +73,8 @@ pub struct HostTls {
     pub name: Arc<str>,
     /// Its certificate and key (shared by every entry that uses the default).
     identity: Option<Arc<Identity>>,
-    /// Its session id context.
+    /// Its own session id context (hostname and view); a connection's adds
+    /// the policy ([`TlsSnapshot::session_context`]).
     sid: [u8; 32],
     /// Where requests go (boxed: most hostnames have none, and a `Uri` is 88 bytes).
     pub origin: Option<Box<Uri>>,
@@ -83,6 +87,8 @@ pub struct HostTls {
     ciphers: Option<CString>,
     /// It has no certificate of its own: it uses the default.
     default_identity: bool,
+    /// Its own session resumption setting (none: the zone's).
+    resumption: Option<bool>,
     /// Its request counters, resolved by the terminator on its first request
     /// (see `TerminatorMetrics::host_requests`) and kept with the entry.
     pub request_counters: OnceLock<Arc<HostRequests>>,
@@ -111,6 +117,7 @@ struct ZoneTls {
     min: TlsVersion,
     no_sni_min: TlsVersion,
     ciphers: Option<CString>,
+    resumption: bool,
 }
 
 /// The compiled configuration.
@@ -162,6 +169,34 @@ impl TlsSnapshot {
         host.ciphers.as_deref().or(self.zone.ciphers.as_deref())
     }
 
+    /// Whether sessions resume on an entry (its own setting, or the zone's).
+    pub fn resumption(&self, host: &HostTls) -> bool {
+        host.resumption.unwrap_or(self.zone.resumption)
+    }
+
+    /// The session id context of a connection to `host` under SNI `sni`: a
+    /// SHA-256 of the entry's own context (hostname and view), the SNI, the
+    /// minimum version, the cipher list, and mTLS with its CA set's
+    /// fingerprint. A session resumes only where it is the same (see
+    /// [`super::resumption`]), so a change to any of them ends resumption of
+    /// the sessions made before it.
+    pub fn session_context(&self, host: &HostTls, sni: Option<&str>) -> [u8; 32] {
+        let mut h = boring::sha::Sha256::new();
+        h.update(&host.sid);
+        h.update(sni.unwrap_or("").as_bytes());
+        h.update(&[0, self.min_version(host) as u8]);
+        h.update(self.ciphers(host).map_or(&b""[..], CStr::to_bytes));
+        match self.mtls(host) {
+            Some(policy) => {
+                h.update(&[0, 1]);
+                h.update(&policy.fingerprint);
+            }
+            None if host.mtls.is_some() => h.update(&[0, 2]),
+            None => h.update(&[0, 0]),
+        }
+        h.finish()
+    }
+
     /// The client-certificate policy of an mTLS entry.
     pub fn mtls(&self, host: &HostTls) -> Option<&Arc<MtlsPolicy>> {
         self.trust.get(host.mtls.as_ref()?)
@@ -209,6 +244,7 @@ impl TlsSnapshot {
             min: TlsVersion::Tls12,
             no_sni_min: TlsVersion::Tls12,
             ciphers: None,
+            resumption: true,
         };
         Ok(TlsSnapshot {
             hosts: Hosts::new(),
@@ -264,6 +300,7 @@ impl TlsSnapshot {
             min: zone.min_tls_version,
             no_sni_min: zone.no_sni_min_tls_version.unwrap_or(zone.min_tls_version),
             ciphers: context::cipher_list(&zone.ciphers)?,
+            resumption: zone.session_resumption,
         };
         self.block_message = Arc::from(zone.block_message.as_str());
         Ok(())
@@ -376,9 +413,16 @@ impl TlsSnapshot {
             certs.push(&ca.cert);
         }
         let (store, anchors) = context::trust_store(certs)?;
+        let mut sorted: Vec<&Vec<u8>> = anchors.iter().collect();
+        sorted.sort();
+        let mut fingerprint = boring::sha::Sha256::new();
+        for anchor in sorted {
+            fingerprint.update(anchor);
+        }
         Ok(Arc::new(MtlsPolicy {
             store,
             cas: cas.to_vec(),
+            fingerprint: fingerprint.finish(),
             anchors,
         }))
     }
@@ -423,6 +467,7 @@ impl TlsSnapshot {
                 minimum,
                 ciphers: context::cipher_list(&h.ciphers)?,
                 default_identity,
+                resumption: h.session_resumption,
                 request_counters: OnceLock::new(),
             })
         };
@@ -440,9 +485,9 @@ impl TlsSnapshot {
 }
 
 impl HostTls {
-    /// Puts the entry's certificate, key and session id context on a connection.
+    /// Puts the entry's certificate and key on a connection.
     pub fn install(&self, ssl: &mut SslRef) -> Result<(), ErrorStack> {
-        context::install(ssl, self.identity.as_deref(), &self.sid)
+        context::install(ssl, self.identity.as_deref())
     }
 
     /// The same entry with another certificate and key.
@@ -457,6 +502,7 @@ impl HostTls {
             minimum: self.minimum,
             ciphers: self.ciphers.clone(),
             default_identity: self.default_identity,
+            resumption: self.resumption,
             request_counters: self.request_counters.clone(),
         }
     }
@@ -497,6 +543,7 @@ fn zone_entry(identity: Option<Arc<Identity>>, minimum: Minimum, view: &'static 
         minimum,
         ciphers: None,
         default_identity: true,
+        resumption: None,
         request_counters: OnceLock::new(),
     }
 }

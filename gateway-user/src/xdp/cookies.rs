@@ -370,7 +370,8 @@ fn sysctl(name: &str) -> anyhow::Result<u64> {
         .map_err(|e| anyhow::anyhow!("{path} holds {:?}: {e}", text.trim()))
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns` reads.
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock the cookie programs read
+/// (its coarse form there, which is at most a tick behind).
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -4,11 +4,15 @@
 pub mod change;
 pub mod cookies;
 pub mod kfunc;
+pub mod pins;
 mod policy;
 mod stats;
 mod test_run;
 
-use std::sync::{Arc, Mutex};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::{Context, anyhow};
 use aya::{
@@ -16,17 +20,18 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, ProgramArray},
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
-        links::LinkError,
+        links::{FdLink, LinkError},
         tc::{self, SchedClassifierLinkId},
         xdp::XdpLinkId,
     },
 };
 use cookies::{CookieControl, CookieMaps, CookieSettings};
 use gateway_common::{
-    DEFAULT_FLOW_ANCHORS, DEFAULT_HELLO_FLOWS, maps, programs,
+    DEFAULT_FLOW_ANCHORS, DEFAULT_HELLO_FLOWS, FilterConfig, maps, programs,
     syncookie::{self, TC_PROGRAM},
 };
 use log::{info, warn};
+use pins::{Found, Pins};
 
 pub use gateway_common::Stat;
 pub use policy::XdpPolicy;
@@ -114,7 +119,12 @@ pub struct XdpFilter {
     flow_seed: u32,
     stats: Arc<StatsMap>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
-    link: Option<(String, XdpLinkId, AttachedMode)>,
+    /// The interface, the link the program owns (none when pinned) and the mode.
+    link: Option<(String, Option<XdpLinkId>, AttachedMode)>,
+    /// The pin directory, when the filter outlives the process.
+    pins: Option<Pins>,
+    /// The pinned link this process holds (dropping it leaves it attached).
+    pinned_link: Option<FdLink>,
     cookies: Arc<Mutex<CookieControl>>,
     /// Why SYN cookies cannot run here, if they cannot (no kfunc, TC refused).
     cookies_unavailable: Option<String>,
@@ -134,6 +144,18 @@ impl XdpFilter {
 
     /// Loads the program with flow tables of the given sizes.
     pub fn load_with(log_level: ProgramLog, tables: MapSizes) -> anyhow::Result<XdpFilter> {
+        Self::load_pinned(log_level, tables, None)
+    }
+
+    /// Loads the program with flow tables of the given sizes; with `pin_dir`,
+    /// its state maps are pinned there, or reused from there when a previous
+    /// gateway left them with the same layout (see [`pins`]), and
+    /// [`XdpFilter::attach`] goes through a pinned link.
+    pub fn load_pinned(
+        log_level: ProgramLog,
+        tables: MapSizes,
+        pin_dir: Option<&Path>,
+    ) -> anyhow::Result<XdpFilter> {
         tables.validate()?;
         raise_memlock_limit();
         let level: u8 = match log_level {
@@ -149,15 +171,10 @@ impl XdpFilter {
                 Some(format!("{e:#}")),
             ),
         };
-        let mut ebpf = EbpfLoader::new()
-            .override_global(aya_log::LEVEL, &level, true)
-            .map_max_entries(maps::FLOW_ANCHORS, tables.anchors)
-            .map_max_entries(maps::HELLO_FLOWS, tables.hello_flows)
-            .map_max_entries(maps::HOST_POLICY, tables.hostnames)
-            .load(object.bytes())
-            .context(
-                "loading the XDP object into the kernel (are you root, with bpffs mounted?)",
-            )?;
+        let pins = pin_dir
+            .map(|dir| Pins::prepare(dir, object.bytes(), tables))
+            .transpose()?;
+        let mut ebpf = load_object(object.bytes(), level, tables, pins.as_ref())?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),
             Err(e) => {
@@ -165,20 +182,7 @@ impl XdpFilter {
                 None
             }
         };
-        for name in [programs::FILTER, programs::BASELINE] {
-            let prog: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
-                .try_into()?;
-            prog.load().map_err(verifier_error(name))?;
-            if let Some(n) = prog
-                .info()
-                .ok()
-                .and_then(|i| i.verified_instruction_count())
-            {
-                log::debug!("XDP program {name} verified: {n} instructions processed");
-            }
-        }
+        load_xdp_programs(&mut ebpf)?;
         let cookie_programs = load_cookie_programs(&mut ebpf)?;
         if cookies_unavailable.is_none() {
             cookies_unavailable = load_tc(&mut ebpf).err().map(|e| format!("{e:#}"));
@@ -194,13 +198,20 @@ impl XdpFilter {
             syns: PerCpuArray::try_from(take(&mut ebpf, syncookie::maps::SYNS)?)?,
             stats: PerCpuArray::try_from(take(&mut ebpf, syncookie::maps::STATS)?)?,
         };
+        let reused = pins.as_ref().is_some_and(|p| *p.found() == Found::Reused);
+        let flow_seed = reused
+            .then(|| pinned_seed(&ebpf))
+            .flatten()
+            .unwrap_or_else(random_seed);
         Ok(XdpFilter {
             ebpf,
             tables,
-            flow_seed: random_seed(),
+            flow_seed,
             stats,
             logger,
             link: None,
+            pins,
+            pinned_link: None,
             cookies: Arc::new(Mutex::new(CookieControl::new(cookies))),
             cookies_unavailable,
             tc_link: None,
@@ -255,9 +266,23 @@ impl XdpFilter {
     }
 
     /// Attaches the filter to `interface`. `Auto` tries native mode first and
-    /// falls back to generic mode when the driver has no XDP support.
+    /// falls back to generic mode when the driver has no XDP support. With a
+    /// pin directory, a link pinned there on `interface` takes this program
+    /// atomically; else the new link is pinned.
     pub fn attach(&mut self, interface: &str, mode: AttachMode) -> anyhow::Result<AttachedMode> {
         self.detach();
+        if self.pins.is_some() {
+            return self.attach_pinned(interface, mode);
+        }
+        self.attach_owned(interface, mode)
+    }
+
+    /// What the pin directory held at load (none without one).
+    pub fn pins(&self) -> Option<&Pins> {
+        self.pins.as_ref()
+    }
+
+    fn attach_owned(&mut self, interface: &str, mode: AttachMode) -> anyhow::Result<AttachedMode> {
         let prog = self.program_mut(programs::FILTER)?;
         let attached = match mode {
             AttachMode::Native => prog
@@ -282,11 +307,13 @@ impl XdpFilter {
             "XDP filter attached to {interface} in {} mode",
             attached.1.as_str()
         );
-        self.link = Some((interface.to_string(), attached.0, attached.1));
+        self.link = Some((interface.to_string(), Some(attached.0), attached.1));
         Ok(attached.1)
     }
 
     /// Detaches the filter from its interface, if attached. Also done on drop.
+    /// A pinned link stays attached (the program keeps refusing while no
+    /// gateway runs): `gateway xdp detach` removes it.
     pub fn detach(&mut self) {
         cookies::lock(&self.cookies).stop();
         if let Some(link) = self.tc_link.take() {
@@ -298,7 +325,20 @@ impl XdpFilter {
                 log::debug!("detaching the TC program: {e}");
             }
         }
-        let Some((interface, id, _)) = self.link.take() else {
+        let Some((interface, id, mode)) = self.link.take() else {
+            return;
+        };
+        let Some(id) = id else {
+            self.pinned_link = None;
+            let pin = self.pins.as_ref().map(|p| p.link_path(&interface, mode));
+            match pin.filter(|path| path.exists()) {
+                Some(path) => info!(
+                    "XDP filter left attached to {interface} through its pinned link {} \
+                     (`gateway xdp detach` removes it)",
+                    path.display()
+                ),
+                None => info!("XDP filter detached from {interface} (its pins were removed)"),
+            }
             return;
         };
         let result = self
@@ -384,6 +424,49 @@ impl PassProgram {
     }
 }
 
+/// Creates the object's maps (sized by `tables`, pinned or reused under
+/// `pins`) and relocates its programs, not yet loaded.
+fn load_object(
+    object: &[u8],
+    level: u8,
+    tables: MapSizes,
+    pins: Option<&Pins>,
+) -> anyhow::Result<Ebpf> {
+    let mut loader = EbpfLoader::new();
+    loader
+        .override_global(aya_log::LEVEL, &level, true)
+        .map_max_entries(maps::FLOW_ANCHORS, tables.anchors)
+        .map_max_entries(maps::HELLO_FLOWS, tables.hello_flows)
+        .map_max_entries(maps::HOST_POLICY, tables.hostnames);
+    if let Some(pins) = pins {
+        for name in pins::PINNED_MAPS {
+            loader.map_pin_path(name, pins.map_path(name));
+        }
+    }
+    loader
+        .load(object)
+        .context("loading the XDP object into the kernel (are you root, with bpffs mounted?)")
+}
+
+/// Loads the filter and the baseline program through the verifier.
+fn load_xdp_programs(ebpf: &mut Ebpf) -> anyhow::Result<()> {
+    for name in [programs::FILTER, programs::BASELINE] {
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+            .try_into()?;
+        prog.load().map_err(verifier_error(name))?;
+        if let Some(n) = prog
+            .info()
+            .ok()
+            .and_then(|i| i.verified_instruction_count())
+        {
+            log::debug!("XDP program {name} verified: {n} instructions processed");
+        }
+    }
+    Ok(())
+}
+
 /// Takes a map out of the object, to be owned by its reader.
 fn take(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
     ebpf.take_map(name)
@@ -434,6 +517,14 @@ fn verifier_error(name: &str) -> impl FnOnce(aya::programs::ProgramError) -> any
         }
         other => anyhow!("loading program {name}: {other}"),
     }
+}
+
+/// The flow-hash seed in a reused CONFIG map, so that flow state survives.
+fn pinned_seed(ebpf: &Ebpf) -> Option<u32> {
+    let map = ebpf.map(maps::CONFIG)?;
+    let config: Array<_, FilterConfig> = Array::try_from(map).ok()?;
+    let current = config.get(&0, 0).ok()?;
+    (current != FilterConfig::default()).then_some(current.flow_seed)
 }
 
 /// A fresh flow-hash seed from BoringSSL's CSPRNG.

@@ -512,6 +512,19 @@ mod tests {
     }
 
     #[test]
+    fn own_cpu_is_the_server_cpu_less_others_tasks_and_never_above_it() {
+        let mut st = step(Server::GatewayXdp, FloodKind::Syn, 0, 0, 0.0);
+        // Server CPU 60% busy over 4 s (2.4 s), 5% of it softirq; the server's
+        // processes and NAPI thread 1.6 s: 0.68 s of others' tasks.
+        let others = (0.6 - 0.05) * 4.0 - 1.6;
+        assert!((st.server_cpu_own() - (2.4 - others)).abs() < 1e-9);
+        // Ticks counted both in softirq and in the NAPI thread (more than the
+        // CPU's task time): nothing is taken away, nothing added.
+        st.napi_cpu = 1.0;
+        assert!((st.server_cpu_own() - st.server_cpu_total()).abs() < 1e-9);
+    }
+
+    #[test]
     fn a_run_with_no_goal_says_so() {
         assert!(goal_lines(&[]).contains("none"));
     }

@@ -259,16 +259,24 @@ impl Step {
         self.busy(self.server_cpu_number) * self.wall
     }
 
-    /// The server's own CPU over the step, seconds: its processes, its
-    /// receive path's NAPI thread and the softirq time of the server CPU
-    /// (timers, retransmissions); not the work of others on that CPU, which
-    /// [`server_cpu_total`](Self::server_cpu_total) counts.
+    /// The server's own CPU over the step, seconds: everything the server CPU
+    /// did ([`server_cpu_total`](Self::server_cpu_total)) but the work of
+    /// others' tasks on it, which is its busy time outside softirq less the
+    /// server's processes and its receive path's NAPI thread (clipped at 0).
+    /// Its processes and NAPI thread are pinned there; the softirq time
+    /// (the TCP stack behind RPS, timers, retransmissions) is the server's.
+    /// Tick-based accounting charges a tick spent in a softirq both to the
+    /// thread it interrupted and to softirq time, so adding the parts would
+    /// count the receive path twice; this errs towards the server instead.
     pub fn server_cpu_own(&self) -> f64 {
-        let softirq = self
+        let (busy, softirq) = self
             .cpu_busy
             .get(self.server_cpu_number)
-            .map_or(0.0, |c| c.1);
-        self.process_cpu + self.napi_cpu + softirq * self.wall
+            .copied()
+            .unwrap_or_default();
+        let ours = self.process_cpu + self.napi_cpu;
+        let others = ((busy - softirq) * self.wall - ours).max(0.0);
+        (busy * self.wall - others).max(0.0)
     }
 
     fn busy(&self, cpu: usize) -> f64 {
@@ -321,11 +329,13 @@ impl Step {
 /// - routes back to the stateless flood's spoofed sources;
 /// - the server veth's NAPI in a thread pinned to the server CPU, at real-time
 ///   priority, so that its receive path, XDP included, runs there and takes
-///   precedence over processes as it would behind a NIC;
+///   precedence over processes as it would behind a NIC (the client veth's
+///   likewise on the generator CPU);
 /// - each side's receive path after it steered (RPS) to its own CPU.
 ///
 /// Call after the XDP program is attached (a veth has NAPI only then).
-pub fn prepare_lab(lab: &Lab, settings: &Settings) -> anyhow::Result<()> {
+/// Returns the server veth's NAPI threads.
+pub fn prepare_lab(lab: &Lab, settings: &Settings) -> anyhow::Result<Vec<i32>> {
     lab::run(lab.in_client("sysctl").args([
         "-qw",
         "net.ipv4.ip_local_port_range=1024 65000",
@@ -336,10 +346,18 @@ pub fn prepare_lab(lab: &Lab, settings: &Settings) -> anyhow::Result<()> {
     pin_receive_path(lab, settings)
 }
 
-/// Steers each side's receive path (RPS) to its own CPU, and runs the server
-/// veth's NAPI in a thread pinned to the server CPU at real-time priority
-/// (see [`prepare_lab`]); again after the XDP program was attached anew.
-pub fn pin_receive_path(lab: &Lab, settings: &Settings) -> anyhow::Result<()> {
+/// Steers each side's receive path (RPS) to its own CPU and runs each veth's
+/// NAPI in a thread pinned there at real-time priority (see [`prepare_lab`]);
+/// again after the XDP program was attached anew. Returns the server veth's
+/// NAPI threads, whose time is the server's.
+///
+/// The client veth's NAPI (it has one: the lab's pass program, so that
+/// `XDP_TX` frames reach it) runs in a thread on the generator CPU too: as a
+/// softirq it would run where the server's `XDP_TX` scheduled it, the server
+/// CPU, and the clients' receive path would be charged to the server. Both
+/// veths are named alike, so the client's thread is told apart as the one its
+/// own `threaded` switch starts.
+pub fn pin_receive_path(lab: &Lab, settings: &Settings) -> anyhow::Result<Vec<i32>> {
     for (mut cmd, cpu) in [
         (lab.in_server("sh"), settings.server_cpu),
         (lab.in_client("sh"), settings.generator_cpu),
@@ -349,26 +367,47 @@ pub fn pin_receive_path(lab: &Lab, settings: &Settings) -> anyhow::Result<()> {
             "echo {mask} > /sys/class/net/{IFACE}/queues/rx-0/rps_cpus"
         )))?;
     }
-    lab::run(
-        lab.in_server("sh")
-            .arg("-c")
-            .arg(format!("echo 1 > /sys/class/net/{IFACE}/threaded")),
-    )?;
-    let threads = cpu::napi_threads(IFACE);
+    let threaded = |mut cmd: std::process::Command, on: u8| {
+        lab::run(
+            cmd.arg("-c")
+                .arg(format!("echo {on} > /sys/class/net/{IFACE}/threaded")),
+        )
+    };
+    threaded(lab.in_server("sh"), 1)?;
+    threaded(lab.in_client("sh"), 0)?;
+    let server = cpu::napi_threads(IFACE);
     anyhow::ensure!(
-        !threads.is_empty(),
+        !server.is_empty(),
         "no NAPI thread for the server's {IFACE} after enabling threaded NAPI"
     );
-    for tid in threads {
-        cpu::pin_thread(tid, settings.server_cpu)?;
-        if let Err(e) = cpu::make_real_time(tid) {
-            eprintln!(
-                "!!! {e:#}: the server veth's NAPI thread runs at normal priority, so its \
-                 receive ring may drop packets a NIC's softirq would have taken"
-            );
+    threaded(lab.in_client("sh"), 1)?;
+    let client: Vec<i32> = cpu::napi_threads(IFACE)
+        .into_iter()
+        .filter(|t| !server.contains(t))
+        .collect();
+    if client.is_empty() {
+        // A kernel that keeps a NAPI thread once made cannot tell them apart.
+        threaded(lab.in_client("sh"), 0)?;
+        eprintln!(
+            "!!! the client veth's NAPI thread cannot be told from the server's on this \
+             kernel: it runs as a softirq, partly on the server CPU, and counts there"
+        );
+    }
+    for (threads, cpu) in [
+        (&server, settings.server_cpu),
+        (&client, settings.generator_cpu),
+    ] {
+        for &tid in threads {
+            cpu::pin_thread(tid, cpu)?;
+            if let Err(e) = cpu::make_real_time(tid) {
+                eprintln!(
+                    "!!! {e:#}: a veth's NAPI thread runs at normal priority, so its \
+                     receive ring may drop packets a NIC's softirq would have taken"
+                );
+            }
         }
     }
-    Ok(())
+    Ok(server)
 }
 
 /// How busy each CPU is with nothing of this run going on: a one-second

@@ -28,9 +28,9 @@ heaviest judged step; achieved: the flood rate the generator reached of the rate
 Cost per refusal: server CPU in a flood-alone step over the flood units refused in it \
 (a ratio, judged whatever bounded the step: a flood short of its rate only makes the \
 cheaper server's fixed costs weigh more): whole (everything the server CPU did, others' work \
-on it included), own (the goals' measure: the server's processes, its veth's NAPI thread, \
-where XDP and the kernel's TCP stack run, and the server CPU's softirq time; others' work \
-excluded), proc (processes and XDP program only); other %: others' work seen on either CPU \
+on it included), own (the goals' measure: the same less other tasks' time on that CPU; \
+the server's processes and its veth's NAPI thread, where XDP and the kernel's TCP stack run, \
+are pinned there, the clients' receive path is on the generator CPU), proc (processes and XDP program only); other %: others' work seen on either CPU \
 (a step is run again above 10%).";
 
 /// One server's steps under one kind of flood.

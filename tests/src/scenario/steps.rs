@@ -4,6 +4,8 @@
 
 use std::{sync::Arc, time::Instant};
 
+use anyhow::Context;
+
 use super::{
     FloodKind, Server, Settings, Step, UNPACED,
     budget::{CpuBudget, Throttling},
@@ -14,7 +16,7 @@ use crate::{
         self, Bounds, FloodResult, Generator,
         stateless::{self, Packet, Target},
     },
-    lab::{IFACE, Lab, metric},
+    lab::{self, IFACE, Lab, metric},
     load::{LoadResult, MtlsClient},
 };
 
@@ -110,6 +112,22 @@ impl Bench<'_> {
         })
     }
 
+    /// Ends the server namespace's TIME_WAIT sockets (`ss -K`), so that each
+    /// step starts as on a fresh server. All the lab's clients share one
+    /// address, and their ports come round every few seconds at these rates:
+    /// a SYN that meets a TIME_WAIT left by an earlier step (another server's
+    /// or mode's) is the kernel's to answer, with or without SYN cookies,
+    /// which would charge one step's server for another's connections.
+    fn forget_time_wait(&self) -> anyhow::Result<()> {
+        lab::run(
+            self.lab
+                .in_server("ss")
+                .args(["-K", "-t", "state", "time-wait"]),
+        )
+        .map(drop)
+        .context("ending the server namespace's TIME_WAIT sockets (ss -K)")
+    }
+
     /// One step: the legitimate load against `server` (none at concurrency 0)
     /// with a flood of `kind` at `rate` beside it (none at 0).
     pub(super) fn measure(
@@ -120,6 +138,7 @@ impl Bench<'_> {
         concurrency: usize,
     ) -> anyhow::Result<Step> {
         let pids = servers::pids(self.lab, server.host())?;
+        self.forget_time_wait()?;
         let before = self.read(server, &pids)?;
         let (load, flood_generator, flood) =
             self.load_and_flood(server, kind, rate, concurrency)?;

@@ -59,7 +59,7 @@ pub fn run(
 ) -> anyhow::Result<Outcome> {
     let tag = std::process::id();
     let (mut notes, budgets) = start_servers(lab, fixtures, gateway, settings, tag)?;
-    prepare_lab(lab, settings)?;
+    let mut napi = prepare_lab(lab, settings)?;
     warm_up(lab, fixtures, settings, &Server::PROCESSES)?;
     let target = Target::lab(lab, 443)?;
     let flood_budget = Arc::new(CpuBudget::create(
@@ -86,7 +86,8 @@ pub fn run(
             break;
         }
         if cookies {
-            let note = restart_with_cookies(lab, fixtures, gateway, settings, &budgets)?;
+            let note;
+            (note, napi) = restart_with_cookies(lab, fixtures, gateway, settings, &budgets)?;
             notes.push((Server::GatewayXdpCookies, note));
         }
         let bench = Bench {
@@ -99,10 +100,7 @@ pub fn run(
             frames: frames.clone(),
             xdp_prog: cpu::xdp_prog_id(&lab.server_link(IFACE)?)
                 .context("no XDP program attached to the lab's veth")?,
-            napi: cpu::napi_threads(IFACE)
-                .into_iter()
-                .map(|t| t as u32)
-                .collect(),
+            napi: napi.iter().map(|t| *t as u32).collect(),
         };
         let mut runner = Runner {
             bench: &bench,
@@ -125,14 +123,15 @@ pub fn run(
 }
 
 /// Restarts the XDP gateway with `syn_cookies = "on"` in its budget, pins
-/// its new receive path and warms it up; returns its note.
+/// its new receive path and warms it up; returns its note and its veth's new
+/// NAPI threads.
 fn restart_with_cookies(
     lab: &mut Lab,
     fixtures: &servers::Fixtures,
     gateway: &std::path::Path,
     settings: &Settings,
     budgets: &Budgets,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Vec<i32>)> {
     let server = Server::GatewayXdpCookies;
     servers::stop(lab, server)?;
     let note = servers::start(lab, server, fixtures, gateway, settings.server_cpu)
@@ -145,9 +144,9 @@ fn restart_with_cookies(
     for pid in servers::pids(lab, server)? {
         budget.add_process(pid)?;
     }
-    super::pin_receive_path(lab, settings)?;
+    let napi = super::pin_receive_path(lab, settings)?;
     warm_up(lab, fixtures, settings, &[server])?;
-    Ok(note)
+    Ok((note, napi))
 }
 
 /// How each server runs (its note).

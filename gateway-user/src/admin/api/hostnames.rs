@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 use super::{
-    Answer, ApiError, Call, Listing, method_not_allowed,
+    Answer, ApiError, Call, Listing, acme, method_not_allowed,
     page::{self, Paging},
 };
 use crate::{
@@ -49,9 +49,9 @@ struct Ssl {
     /// Accepted for compatibility with the reference service; not used.
     #[serde(rename = "type")]
     _kind: Option<String>,
-    /// Accepted for compatibility with the reference service; not used.
-    #[serde(rename = "method")]
-    _method: Option<String>,
+    /// `tls-alpn`: the certificate comes from the zone's ACME server; other
+    /// methods are accepted for compatibility and change nothing.
+    method: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +60,9 @@ struct SslSettings {
     #[serde(default, deserialize_with = "present")]
     min_tls_version: Option<Option<TlsVersion>>,
     ciphers: Option<Vec<String>>,
+    /// `null`: the zone's.
+    #[serde(default, deserialize_with = "present")]
+    session_resumption: Option<Option<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -75,9 +78,12 @@ struct Filter {
     name: Option<(NameMatch, String)>,
     wildcard: Option<bool>,
     origin: Option<String>,
-    /// `ssl=0`, `hostname_status` or `ssl_status` other than `active`: every
-    /// hostname here is active with a certificate, so none matches.
+    /// `ssl=0` or `hostname_status` other than `active`: every hostname here
+    /// is active with a certificate, so none matches.
     none: bool,
+    /// `ssl_status`: `active` for every hostname but an `acme` one not yet
+    /// issued.
+    ssl_status: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -124,9 +130,8 @@ impl Filter {
             name: name.map(|(_, how, text)| (how, text)),
             wildcard,
             origin: q("custom_origin_server"),
-            none: q("ssl").is_some_and(|v| v == "0")
-                || inactive("hostname_status")
-                || inactive("ssl_status"),
+            none: q("ssl").is_some_and(|v| v == "0") || inactive("hostname_status"),
+            ssl_status: q("ssl_status"),
         })
     }
 
@@ -139,6 +144,10 @@ impl Filter {
         };
         !self.none
             && name
+            && self
+                .ssl_status
+                .as_ref()
+                .is_none_or(|want| acme::ssl_status(h) == want.as_str())
             && self.id.as_ref().is_none_or(|id| *id == h.id)
             && self.wildcard.is_none_or(|w| w == h.wildcard)
             && self
@@ -152,6 +161,7 @@ impl Filter {
             && self.name.is_none()
             && self.wildcard.is_none()
             && self.origin.is_none()
+            && self.ssl_status.is_none()
             && !self.none
     }
 }
@@ -281,6 +291,11 @@ async fn delete(plane: &ControlPlane, id: &str) -> Answer {
                     host.name
                 )));
             }
+            if host.acme.is_some() {
+                // A pending TLS-ALPN-01 challenge stops being answered: the
+                // order fails at the server, and its result would be dropped.
+                crate::tls::challenge::clear(&host.name);
+            }
             s.hostnames.remove(id);
             Ok(json!({"id": id}))
         })
@@ -304,13 +319,18 @@ fn edit(s: &State, host: &mut Hostname, body: &Body) -> Result<(), ApiError> {
             if let Some(c) = &settings.ciphers {
                 host.ciphers = c.clone();
             }
+            if let Some(r) = settings.session_resumption {
+                host.session_resumption = r;
+            }
         }
         match (&ssl.custom_certificate, &ssl.custom_key) {
             (Some(Some(cert)), Some(Some(key))) => {
                 host.certificate = uploaded(&host.name, host.wildcard, cert, key)?;
+                host.acme = None;
             }
             (Some(None), None | Some(None)) => {
                 host.certificate = server_cert(s, &host.name, host.wildcard)?;
+                host.acme = None;
             }
             (None, None) => {}
             _ => {
@@ -320,6 +340,10 @@ fn edit(s: &State, host: &mut Hostname, body: &Body) -> Result<(), ApiError> {
             }
         }
     }
+    if let Some(method) = body.ssl.as_ref().and_then(|ssl| ssl.method.as_deref()) {
+        acme::apply_method(s, host, method)?;
+    }
+    acme::check_wildcard(host)?;
     if wildcard_changed && host.certificate.managed {
         host.certificate = server_cert(s, &host.name, host.wildcard)?;
     } else if wildcard_changed && host.wildcard {
@@ -412,24 +436,23 @@ fn covers(name: &str, wildcard: bool, der: &[u8]) -> Result<(), ApiError> {
 
 /// A hostname as the API shows it (never its key).
 fn view(s: &State, h: &Hostname) -> Value {
+    let mut ssl = acme::ssl_fields(h);
+    ssl["type"] = json!("dv");
+    ssl["expires_on"] = json!(clock::rfc3339(h.certificate.expires_on));
+    ssl["settings"] = json!({
+                "min_tls_version": h.min_tls_version,
+                "effective_min_tls_version": h.min_tls_version.unwrap_or(s.zone.min_tls_version),
+                "ciphers": h.ciphers,
+                "session_resumption": h.session_resumption,
+        "effective_session_resumption":
+            h.session_resumption.unwrap_or(s.zone.session_resumption),
+    });
     json!({
         "id": h.id,
         "hostname": h.name,
         "wildcard": h.wildcard,
         "status": "active",
-        "ssl": {
-            "status": "active",
-            // The reference's `certificate_authority` names public CAs only.
-            "issued_by": if h.certificate.managed { "gateway" } else { "custom" },
-            "type": "dv",
-            "method": "http",
-            "expires_on": clock::rfc3339(h.certificate.expires_on),
-            "settings": {
-                "min_tls_version": h.min_tls_version,
-                "effective_min_tls_version": h.min_tls_version.unwrap_or(s.zone.min_tls_version),
-                "ciphers": h.ciphers,
-            },
-        },
+        "ssl": ssl,
         "custom_origin_server": h.origin,
         "mtls": {
             "enabled": !h.cas.is_empty(),

@@ -7,7 +7,7 @@
 //! | route | methods |
 //! |---|---|
 //! | `/client/v4/zones`, `/client/v4/zones/Z` | GET |
-//! | `/client/v4/zones/Z/settings/{min_tls_version,ciphers}` | GET, PATCH `{"value":…}` |
+//! | `/client/v4/zones/Z/settings/{min_tls_version,ciphers,session_resumption}` | GET, PATCH `{"value":…}` |
 //! | `/client/v4/zones/Z/custom_hostnames[/ID]` | GET, POST / GET, PATCH, DELETE |
 //! | `/client/v4/zones/Z/certificate_authorities/hostname_associations` | GET `?mtls_certificate_id=`, PUT |
 //! | `/client/v4/zones/Z/client_certificates[/ID]` | GET, POST / GET, PATCH (reactivate), DELETE (revoke) |
@@ -52,6 +52,7 @@ use crate::control::{
 };
 use crate::metrics::history::History;
 
+mod acme;
 mod cas;
 mod certs;
 mod fleet;

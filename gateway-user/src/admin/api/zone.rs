@@ -62,7 +62,7 @@ struct Setting<T> {
     value: T,
 }
 
-/// `GET|PATCH /zones/Z/settings/{min_tls_version,ciphers}`.
+/// `GET|PATCH /zones/Z/settings/{min_tls_version,ciphers,session_resumption}`.
 pub(super) async fn settings(plane: &ControlPlane, call: &Call, rest: &[&str]) -> Answer {
     let setting = |id: &str, value: Value| json!({"id": id, "value": value, "editable": true});
     match (rest, &call.method) {
@@ -94,7 +94,29 @@ pub(super) async fn settings(plane: &ControlPlane, call: &Call, rest: &[&str]) -
                 })
                 .await
         }
-        (["min_tls_version" | "ciphers"], _) => Err(method_not_allowed("GET or PATCH")),
+        (["session_resumption"], &Method::GET) => {
+            plane
+                .read(|s| {
+                    Ok(setting(
+                        "session_resumption",
+                        json!(s.zone.session_resumption),
+                    ))
+                })
+                .await
+        }
+        (["session_resumption"], &Method::PATCH) => {
+            let body: Setting<bool> = call.json()?;
+            plane
+                .change(|s| {
+                    s.zone.session_resumption = body.value;
+                    Ok(setting("session_resumption", json!(body.value)))
+                })
+                .await
+        }
+        (["acme"], _) => super::acme::setting(plane, call).await,
+        (["min_tls_version" | "ciphers" | "session_resumption"], _) => {
+            Err(method_not_allowed("GET or PATCH"))
+        }
         _ => Err(ApiError::not_found("zone setting", &rest.join("/"))),
     }
 }

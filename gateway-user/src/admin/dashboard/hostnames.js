@@ -5,6 +5,7 @@ import { h, replace, field, select, table, section, say, act, when, button, conf
 import { api, zonePath, accountPath, may, SSL_READ, SSL_WRITE } from "./api.js";
 
 export const VERSIONS = [["1.0", "TLS 1.0"], ["1.1", "TLS 1.1"], ["1.2", "TLS 1.2"], ["1.3", "TLS 1.3"]];
+export const RESUMPTION = [["true", "On"], ["false", "Off"]];
 const FORWARDING = [["none", "Not forwarded"], ["cloudflare", "Cf-Client-Cert-* headers"], ["rfc9440", "RFC 9440 Client-Cert"]];
 const PER_PAGE = 20;
 
@@ -23,6 +24,7 @@ function settingsFields(host) {
   return {
     minTls: select([["", "The zone's"], ...VERSIONS], settings.min_tls_version || "", { name: "min_tls_version" }),
     ciphers: h("input", { name: "ciphers", value: (settings.ciphers || []).join(", "), placeholder: "the zone's" }),
+    resumption: select([["", "The zone's"], ...RESUMPTION], settings.session_resumption == null ? "" : String(settings.session_resumption), { name: "session_resumption" }),
     origin: h("input", { name: "origin", value: host?.custom_origin_server || "", placeholder: "http://127.0.0.1:8080" }),
     forwarding: select(FORWARDING, host?.mtls?.forward_client_cert || "none", { name: "forward_client_cert" }),
   };
@@ -31,7 +33,7 @@ function settingsFields(host) {
 function settingsBody(f) {
   const ciphers = f.ciphers.value.split(/[\s,]+/).filter(Boolean);
   return {
-    ssl: { settings: { min_tls_version: f.minTls.value || null, ciphers } },
+    ssl: { settings: { min_tls_version: f.minTls.value || null, ciphers, session_resumption: f.resumption.value === "" ? null : f.resumption.value === "true" } },
     custom_origin_server: f.origin.value.trim() || null,
     mtls: { forward_client_cert: f.forwarding.value },
   };
@@ -41,6 +43,7 @@ function settingsControls(f) {
   return [
     field("Minimum TLS version", f.minTls),
     field("Cipher suites", f.ciphers, "BoringSSL names, comma-separated; empty: the zone's."),
+    field("Session resumption", f.resumption),
     field("Origin", f.origin, "Where requests go; empty: the gateway's default origin."),
     field("Client certificate to the origin", f.forwarding),
   ];
@@ -92,7 +95,7 @@ function columns(names, where, refresh) {
     ["Ciphers", (x) => (x.ssl.settings.ciphers?.length ? x.ssl.settings.ciphers.join(", ") : "zone's")],
     ["mTLS", (x) => h("span", { class: x.mtls.enabled ? "on" : "off" }, x.mtls.enabled ? "on" : "off")],
     ["CAs", (x) => x.mtls.certificate_authorities.map((id) => names.get(id) || id).join(", ") || "—"],
-    ["Certificate", (x) => (x.ssl.issued_by === "gateway" ? "issued by the gateway" : "uploaded")],
+    ["Certificate", certificate],
     ["Expires", (x) => when(x.ssl.expires_on)],
     ["", (x) => actions(x, where, refresh)],
   ];
@@ -132,3 +135,9 @@ async function render(main) {
 }
 
 export default { path: "hostnames", title: "Custom hostnames", needs: SSL_READ, render };
+
+/** Where a hostname's certificate comes from (ACME: with its status). */
+function certificate(x) {
+  if (x.ssl.certificate_source === "acme") return `ACME (${x.ssl.status})`;
+  return x.ssl.issued_by === "gateway" ? "issued by the gateway" : "uploaded";
+}

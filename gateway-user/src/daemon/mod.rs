@@ -6,12 +6,15 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
+
+mod follow;
+mod listen;
 
 use anyhow::{Context, bail};
 use arc_swap::ArcSwap;
-use log::{error, info};
+use log::info;
 use prometheus::Registry;
 use tokio::{
     net::TcpListener,
@@ -19,13 +22,18 @@ use tokio::{
     sync::watch,
 };
 
+use follow::{Watch, reload};
+use listen::bind;
+
 use crate::{
     admin::api::Admin,
     compiled::Compiled,
-    config::{AttachMode, Config},
+    config::{AttachMode, Config, LogFlags},
     control::{self, ControlPlane, Opened, backend::fleet, expiry::Expiry, model::State},
     layers::{self, Layers},
-    metrics::{self, XdpCollector, cookies::CookieCollector, history::History},
+    logs::Logs,
+    metrics::{self, XdpCollector, cookies::CookieCollector, health::Health, history::History},
+    privileges,
     terminator::{Terminator, TerminatorMetrics},
     tls::TlsSnapshot,
     xdp::{
@@ -65,12 +73,16 @@ pub struct RunOptions {
     pub program_log: ProgramLog,
     /// The size of the XDP filter's hostname table (without `config`).
     pub xdp_hostnames: Option<u32>,
+    /// The bpffs directory the XDP filter is pinned in (overrides `[xdp] pin_dir`).
+    pub pin_dir: Option<PathBuf>,
     /// Serve the admin API in HTTPS, with a certificate from the server CA.
     pub admin_tls: bool,
     /// Allow a plain-HTTP admin API on an address other than loopback.
     pub admin_insecure: bool,
     /// Fleet mode: the store is etcd (without `config`).
     pub fleet: Option<fleet::FleetOptions>,
+    /// The log flags (override `[log]`).
+    pub log: LogFlags,
 }
 
 /// The runtime sections of the configuration when the store holds the policy.
@@ -137,7 +149,8 @@ struct Tasks {
 /// the terminator, start the admin API, serve metrics, run the event loop, shut down.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let registry = Registry::new();
-    let (source, config) = Source::open(&opts, &registry).await?;
+    let (source, mut config) = Source::open(&opts, &registry).await?;
+    config.log = opts.log.apply(std::mem::take(&mut config.log));
     let interface = opts
         .interface
         .clone()
@@ -148,6 +161,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
              interface) and no [terminator] listen address"
         );
     }
+    check_privileges(&opts, &config, &source, interface.as_deref())?;
     let compiled =
         Compiled::build(&config, !config.terminator.listen.is_empty()).context(match source {
             Source::File(_) => "the configuration",
@@ -199,7 +213,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     };
     let listen = opts.metrics.unwrap_or(config.metrics.listen);
-    let metrics_task = start_metrics(listen, registry, &mut banner).await?;
+    let health = Arc::new(Health::default());
+    let metrics_task = start_metrics(listen, registry, health.clone(), &mut banner).await?;
     let watch = path.map(|p| (Watch::new(&p, &config), p));
     // Compiled and in force: the rendered configuration is not kept, and what
     // compiling it took goes back to the system, before the gateway says it is ready.
@@ -207,9 +222,39 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     // SAFETY: malloc_trim only releases free heap pages.
     unsafe { libc::malloc_trim(0) };
     println!("gateway: {}", banner.join("; "));
+    health.set_ready();
     let result = event_loop(&layers, watch, metrics_task).await;
+    health.set_draining();
     shutdown(tasks, &layers).await;
     result
+}
+
+/// Checks, before anything is loaded or bound, that the process holds the
+/// capabilities this run needs ([`privileges`]), naming any it lacks.
+fn check_privileges(
+    opts: &RunOptions,
+    config: &Config,
+    source: &Source,
+    interface: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut ports: Vec<u16> = config
+        .terminator
+        .listen
+        .iter()
+        .map(SocketAddr::port)
+        .collect();
+    ports.push(opts.metrics.unwrap_or(config.metrics.listen).port());
+    if matches!(source, Source::Store(_)) {
+        ports.push(opts.admin.port());
+    }
+    let needs = privileges::needed(interface, &ports, privileges::unprivileged_port_start());
+    match privileges::effective() {
+        Ok(effective) => privileges::check(&needs, effective),
+        Err(e) => {
+            log::warn!("cannot check the process's capabilities ({e:#}); going on");
+            Ok(())
+        }
+    }
 }
 
 /// Store mode: the control plane over the layers, its admin API (with the
@@ -239,14 +284,18 @@ async fn start_control_plane(
     tasks.servers.push(admin);
     tasks.background.extend(plane.follow().await);
     tasks.fleet = plane.fleet().cloned();
+    tasks
+        .background
+        .push(crate::acme::manager::start(plane.clone()));
     tasks.background.push(start_maintenance(plane));
     Ok(())
 }
 
-/// Serves `/metrics` on `listen`.
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listen`.
 async fn start_metrics(
     listen: SocketAddr,
     registry: Registry,
+    health: Arc<Health>,
     banner: &mut Vec<String>,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let listener = TcpListener::bind(listen)
@@ -256,7 +305,7 @@ async fn start_metrics(
         "metrics on http://{}/metrics",
         listener.local_addr()?
     ));
-    Ok(tokio::spawn(metrics::serve(listener, registry)))
+    Ok(tokio::spawn(metrics::serve(listener, registry, health)))
 }
 
 /// The names the admin API's certificate covers: `localhost`, the loopback
@@ -284,7 +333,12 @@ fn start_xdp(
     registry: &Registry,
     banner: &mut Vec<String>,
 ) -> anyhow::Result<XdpFilter> {
-    let mut filter = XdpFilter::load_with(opts.program_log, MapSizes::of(&config.xdp))?;
+    let pin_dir = opts.pin_dir.as_ref().or(config.xdp.pin_dir.as_ref());
+    let mut filter = XdpFilter::load_pinned(
+        opts.program_log,
+        MapSizes::of(&config.xdp),
+        pin_dir.map(PathBuf::as_path),
+    )?;
     filter.apply(&compiled.xdp)?;
     let attached = filter.attach(interface, opts.mode.unwrap_or(config.xdp.mode))?;
     registry.register(Box::new(XdpCollector::new(filter.stats())))?;
@@ -294,6 +348,10 @@ fn start_xdp(
         compiled.xdp.zone_min,
         compiled.xdp.hosts().len()
     ));
+    if let Some(pins) = filter.pins() {
+        let (dir, found) = (pins.dir().display(), pins.found().describe());
+        banner.push(format!("XDP filter pinned in {dir} ({found})"));
+    }
     banner.push(filter.start_cookies(CookieSettings::of(&config.xdp)));
     registry.register(Box::new(CookieCollector::new(filter.cookie_control())))?;
     Ok(filter)
@@ -336,11 +394,12 @@ fn start_terminator(
         registry,
         config.metrics.per_host_limit,
     )?);
-    let terminator = Arc::new(Terminator::new(
-        snapshot.clone(),
-        config.terminator.clone(),
-        metrics,
-    )?);
+    let logs = Arc::new(Logs::start(&config.log, registry)?);
+    logs.follow_sighup()?;
+    banner.extend(Logs::describe(&config.log));
+    let terminator = Arc::new(
+        Terminator::new(snapshot.clone(), config.terminator.clone(), metrics)?.with_logs(logs),
+    );
     let mut servers = Vec::new();
     for addr in &config.terminator.listen {
         let listener = bind(
@@ -484,7 +543,7 @@ async fn event_loop(
 }
 
 /// Stops the listeners (open requests get `SHUTDOWN_GRACE`), the maintenance
-/// task, and detaches the XDP program.
+/// task, and detaches the XDP program (a pinned one stays attached).
 async fn shutdown(tasks: Tasks, layers: &Mutex<Layers>) {
     let _ = tasks.stop.send(true);
     for server in tasks.servers {
@@ -500,98 +559,6 @@ async fn shutdown(tasks: Tasks, layers: &Mutex<Layers>) {
         filter.detach();
     }
     info!("stopped");
-}
-
-/// A TLS listener; IPv6 ones are IPv6-only, so `0.0.0.0` and `[::]` can both be
-/// listed. Connections are handed to userspace only once the client has sent
-/// data (`TCP_DEFER_ACCEPT`, up to `defer`): a ClientHello the XDP filter turns
-/// into a reset tears its connection down in the kernel before the terminator
-/// ever accepts it, and connections that never speak cost no task until then.
-fn bind(addr: SocketAddr, defer: Duration) -> anyhow::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    use std::os::fd::AsRawFd;
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    let secs = libc::c_int::try_from(defer.as_millis().div_ceil(1000).max(1)).unwrap_or(10);
-    // SAFETY: setsockopt on a socket we own, with an int option value of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&secs as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        log::warn!(
-            "TCP_DEFER_ACCEPT on {addr}: {}; connections are accepted before they speak",
-            std::io::Error::last_os_error()
-        );
-    }
-    socket.listen(1024)?;
-    Ok(TcpListener::from_std(socket.into())?)
-}
-
-/// The configuration file and every file it names, with their modification
-/// times: polling them is a few `stat` calls, no parsing.
-struct Watch {
-    files: Vec<PathBuf>,
-    seen: Vec<Option<SystemTime>>,
-}
-
-impl Watch {
-    fn new(path: &Path, config: &Config) -> Watch {
-        let files: Vec<PathBuf> = std::iter::once(path.to_path_buf())
-            .chain(config.files())
-            .collect();
-        let seen = modified(&files);
-        Watch { files, seen }
-    }
-
-    /// Whether any file changed since the last look.
-    fn changed(&mut self) -> bool {
-        let now = modified(&self.files);
-        if now == self.seen {
-            return false;
-        }
-        self.seen = now;
-        true
-    }
-}
-
-fn modified(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
-    files
-        .iter()
-        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-        .collect()
-}
-
-/// Re-reads the configuration and swaps the new policy into both layers; on
-/// error, keeps the old one. The watch follows the newest readable
-/// configuration, its files stated before they are read.
-fn reload(layers: &mut Layers, path: &Path, watch: &mut Watch) {
-    let result = Config::load(path).and_then(|config| {
-        *watch = Watch::new(path, &config);
-        layers.apply(&config).map(|()| config)
-    });
-    match result {
-        Ok(c) => info!(
-            "configuration reloaded from {}: zone minimum TLS {}, {} hostnames",
-            path.display(),
-            c.zone.min_tls_version,
-            c.hostnames.len()
-        ),
-        Err(e) => error!(
-            "reload of {} failed, keeping the previous configuration: {e:#}",
-            path.display()
-        ),
-    }
 }
 
 /// Writes the server CA's and the managed CA's certificates (public) beside the

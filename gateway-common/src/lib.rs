@@ -5,6 +5,7 @@
 //! The XDP program holds no policy: userspace fills these maps and reads the counters.
 #![no_std]
 
+pub mod events;
 pub mod flow;
 pub mod sni;
 pub mod stats;
@@ -119,6 +120,8 @@ pub struct FilterConfig {
     pub anchor_mask: u32,
     /// Slots of [`maps::HELLO_FLOWS`] minus one (a power of two minus one).
     pub hello_mask: u32,
+    /// Refusal events each CPU may send per second (see [`events`]); 0: none.
+    pub event_budget: u32,
 }
 
 /// [`FilterConfig::refuse_mode`]: rewrite the hello into a RST toward the local
@@ -223,6 +226,8 @@ mod pod {
     // SAFETY: repr(C) plain integers and byte arrays: every bit pattern is
     // valid, and padding is explicit (reserved fields) or absent.
     unsafe impl aya::Pod for super::HelloFlow {}
+    // SAFETY: repr(C) plain integers: every bit pattern is valid, no padding.
+    unsafe impl aya::Pod for super::events::EventCounts {}
     // SAFETY: repr(C) plain integers: every bit pattern is valid, no padding.
     unsafe impl aya::Pod for super::syncookie::CookieKey {}
     // SAFETY: repr(C) plain integers: every bit pattern is valid, no padding.

@@ -20,6 +20,7 @@
 
 mod atomic;
 mod cookie;
+mod events;
 mod hello;
 mod maps;
 mod packet;
@@ -243,11 +244,15 @@ fn with_scratch(ctx: &XdpContext, staged: &Staged, resume: bool) -> (Stat, u32) 
                 "refusing ClientHello: offers {:x}", scratch.summary.max_version
             );
             let mode = CONFIG.get(0).map_or(REFUSE_RESET, |c| c.refuse_mode);
-            if mode == REFUSE_DROP {
+            let (stat, action) = if mode == REFUSE_DROP {
                 (stat, xdp_action::XDP_DROP)
             } else {
                 refuse(ctx, scratch, stat)
+            };
+            if stat != Stat::DropRetransmit {
+                events::report(ctx, scratch, stat, split, action);
             }
+            (stat, action)
         }
     }
 }

@@ -5,11 +5,12 @@
 use crate::{reply::ReplyWork, tc::AckSegment};
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use gateway_common::{
     BPF_F_NO_PREALLOC, DEFAULT_FLOW_ANCHORS, DEFAULT_HELLO_FLOWS, FilterConfig, FlowAnchor,
     FlowKey, HelloFlow, HostPolicy, MAX_HOSTS, MAX_REFUSED_FLOWS, PORT_BITMAP_WORDS, Scratch, Stat,
+    events::{EVENT_RING_BYTES, EventCounts},
     syncookie::{
         COOKIE_PROGRAMS, CookieConfig, CookieKey, CookieStat, KEY_RING, Offered, SYN_COUNTERS,
     },
@@ -36,6 +37,14 @@ pub(crate) static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::
 #[map]
 pub(crate) static REFUSED_FLOWS: LruHashMap<FlowKey, u32> =
     LruHashMap::with_max_entries(MAX_REFUSED_FLOWS, 0);
+
+/// Refused hellos, one `RefusalEvent` each, for the handshake log.
+#[map]
+pub(crate) static REFUSAL_EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
+
+/// Per-CPU: the refusal events' budget window and counts.
+#[map]
+pub(crate) static EVENT_COUNTS: PerCpuArray<EventCounts> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU working memory for one hello's parse.
 #[map]

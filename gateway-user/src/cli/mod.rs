@@ -127,6 +127,10 @@ struct LogArgs {
     /// The fraction of handshake events the handshake log keeps (0.0 to 1.0).
     #[arg(long, value_name = "RATE")]
     handshake_log_sample_rate: Option<f64>,
+    /// Lines a second the handshake log gives XDP refusals at most; the rest
+    /// are counted in one summary line a second (default 100).
+    #[arg(long, value_name = "N")]
+    handshake_log_xdp_lines: Option<u32>,
 }
 
 impl LogArgs {
@@ -138,6 +142,7 @@ impl LogArgs {
             handshake: self.handshake_log,
             handshake_fields: self.handshake_log_fields,
             handshake_sample_rate: self.handshake_log_sample_rate,
+            xdp_lines_per_second: self.handshake_log_xdp_lines,
         }
     }
 }

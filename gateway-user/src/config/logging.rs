@@ -12,21 +12,44 @@
 //! [log.handshake]
 //! output = "stdout"
 //! ```
+//!
+//! The XDP filter's refusals go to the handshake log too, with their own
+//! limits: `[log] xdp_lines_per_second` and `xdp_events_per_cpu`.
 
 use std::{fmt, path::PathBuf, str::FromStr};
 
 use serde::Deserialize;
 
 /// `[log]`: each log is off unless it has a section (or a `gateway run` flag).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSection {
     /// The access log: one line per HTTP request.
     pub access: Option<LogSpec>,
     /// The handshake log: one line per TLS handshake that failed after the
     /// kernel layer, or that completed with a client certificate or an SNI
-    /// the gateway does not accept.
+    /// the gateway does not accept, and the XDP filter's refusals.
     pub handshake: Option<LogSpec>,
+    /// Lines a second the handshake log gives the XDP filter's refusals at
+    /// most (one per client, SNI and version); the rest go into one summary
+    /// line a second.
+    #[serde(default = "defaults::xdp_lines_per_second")]
+    pub xdp_lines_per_second: u32,
+    /// Refusal records each CPU's XDP filter sends userspace a second at most;
+    /// past it the filter only counts (the summary line says how many).
+    #[serde(default = "defaults::xdp_events_per_cpu")]
+    pub xdp_events_per_cpu: u32,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            access: None,
+            handshake: None,
+            xdp_lines_per_second: defaults::xdp_lines_per_second(),
+            xdp_events_per_cpu: defaults::xdp_events_per_cpu(),
+        }
+    }
 }
 
 impl LogSection {
@@ -81,6 +104,12 @@ mod defaults {
     pub(super) fn queue() -> usize {
         8192
     }
+    pub(super) fn xdp_lines_per_second() -> u32 {
+        100
+    }
+    pub(super) fn xdp_events_per_cpu() -> u32 {
+        1000
+    }
 }
 
 /// Where a log's lines go.
@@ -134,6 +163,8 @@ pub struct LogFlags {
     pub handshake_fields: Option<Vec<String>>,
     /// `--handshake-log-sample-rate`.
     pub handshake_sample_rate: Option<f64>,
+    /// `--handshake-log-xdp-lines`.
+    pub xdp_lines_per_second: Option<u32>,
 }
 
 impl LogFlags {
@@ -151,6 +182,9 @@ impl LogFlags {
             self.handshake_fields.as_ref(),
             self.handshake_sample_rate,
         );
+        if let Some(n) = self.xdp_lines_per_second {
+            section.xdp_lines_per_second = n;
+        }
         section
     }
 }
@@ -191,6 +225,8 @@ mod tests {
         assert_eq!(access.fields, ["RayID"]);
         assert_eq!(access.sample_rate, 1.0);
         assert_eq!(section.handshake.clone().unwrap().output, LogOutput::Stdout);
+        assert_eq!(section.xdp_lines_per_second, 100);
+        assert_eq!(section.xdp_events_per_cpu, 1000);
         let flags = LogFlags {
             access: Some(LogOutput::Stdout),
             handshake_sample_rate: Some(0.25),
@@ -199,6 +235,11 @@ mod tests {
         let merged = flags.apply(section);
         assert_eq!(merged.access.unwrap().output, LogOutput::Stdout);
         assert_eq!(merged.handshake.unwrap().sample_rate, 0.25);
+        let lines = LogFlags {
+            xdp_lines_per_second: Some(7),
+            ..LogFlags::default()
+        };
+        assert_eq!(lines.apply(LogSection::default()).xdp_lines_per_second, 7);
         let none = LogFlags::default().apply(LogSection::default());
         assert!(none.access.is_none() && none.handshake.is_none());
     }

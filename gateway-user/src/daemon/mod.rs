@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+mod filter;
 mod follow;
 mod listen;
 
@@ -22,6 +23,7 @@ use tokio::{
     sync::watch,
 };
 
+use filter::start_filter;
 use follow::{Watch, reload};
 use listen::bind;
 
@@ -32,14 +34,11 @@ use crate::{
     control::{self, ControlPlane, Opened, backend::fleet, expiry::Expiry, model::State},
     layers::{self, Layers},
     logs::Logs,
-    metrics::{self, XdpCollector, cookies::CookieCollector, health::Health, history::History},
+    metrics::{self, health::Health, history::History},
     privileges,
     terminator::{Terminator, TerminatorMetrics},
     tls::TlsSnapshot,
-    xdp::{
-        MapSizes, ProgramLog, XdpFilter,
-        cookies::{self, CookieControl, CookieSettings},
-    },
+    xdp::ProgramLog,
 };
 
 /// How often the configuration and its files are checked for changes.
@@ -148,6 +147,9 @@ struct Tasks {
 /// API. The phases: open the source and compile it, start the XDP filter, start
 /// the terminator, start the admin API, serve metrics, run the event loop, shut down.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    // First, so that a SIGTERM during start-up stops the gateway cleanly once
+    // it has started, instead of killing it halfway.
+    let signals = Signals::new()?;
     let registry = Registry::new();
     let (source, mut config) = Source::open(&opts, &registry).await?;
     config.log = opts.log.apply(std::mem::take(&mut config.log));
@@ -169,31 +171,30 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         })?;
     let mut banner = Vec::new();
     let (stop, stop_rx) = watch::channel(false);
-    let filter = match &interface {
-        Some(interface) => Some(start_xdp(
-            &opts,
-            &config,
-            interface,
-            &compiled,
-            &registry,
-            &mut banner,
-        )?),
-        None => {
-            log::warn!(
-                "no interface: the XDP filter is not attached (the terminator refuses alone)"
-            );
-            None
-        }
-    };
-    let (tls, servers) = start_terminator(&config, &compiled, &registry, &stop_rx, &mut banner)?;
-    let cookie_task = filter
-        .as_ref()
-        .map(|f| tokio::spawn(tick_cookies(f.cookie_control())));
+    let logs = Arc::new(Logs::start(&config.log, &registry)?);
+    logs.follow_sighup()?;
+    banner.extend(Logs::describe(&config.log));
+    let (filter, filter_tasks) = start_filter(
+        &opts,
+        &config,
+        interface.as_deref(),
+        &compiled,
+        (&registry, &logs),
+        &mut banner,
+    )?;
+    let (tls, servers) = start_terminator(
+        &config,
+        &compiled,
+        &registry,
+        logs.clone(),
+        &stop_rx,
+        &mut banner,
+    )?;
     let layers = Arc::new(Mutex::new(Layers::new(filter, tls, compiled)));
     let mut tasks = Tasks {
         stop,
         servers,
-        background: cookie_task.into_iter().collect(),
+        background: filter_tasks,
         fleet: None,
     };
     let path = match source {
@@ -223,9 +224,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     unsafe { libc::malloc_trim(0) };
     println!("gateway: {}", banner.join("; "));
     health.set_ready();
-    let result = event_loop(&layers, watch, metrics_task).await;
+    let result = event_loop(signals, &layers, watch, metrics_task).await;
     health.set_draining();
     shutdown(tasks, &layers).await;
+    let _ = tokio::task::spawn_blocking(move || logs.flush(Duration::from_secs(2))).await;
     result
 }
 
@@ -324,62 +326,13 @@ fn admin_names(addr: SocketAddr) -> Vec<String> {
     names
 }
 
-/// Loads the XDP program with the compiled policy and attaches it.
-fn start_xdp(
-    opts: &RunOptions,
-    config: &Config,
-    interface: &str,
-    compiled: &Compiled,
-    registry: &Registry,
-    banner: &mut Vec<String>,
-) -> anyhow::Result<XdpFilter> {
-    let pin_dir = opts.pin_dir.as_ref().or(config.xdp.pin_dir.as_ref());
-    let mut filter = XdpFilter::load_pinned(
-        opts.program_log,
-        MapSizes::of(&config.xdp),
-        pin_dir.map(PathBuf::as_path),
-    )?;
-    filter.apply(&compiled.xdp)?;
-    let attached = filter.attach(interface, opts.mode.unwrap_or(config.xdp.mode))?;
-    registry.register(Box::new(XdpCollector::new(filter.stats())))?;
-    banner.push(format!(
-        "XDP filter on {interface} ({} mode), zone minimum TLS {}, {} hostname policies",
-        attached.as_str(),
-        compiled.xdp.zone_min,
-        compiled.xdp.hosts().len()
-    ));
-    if let Some(pins) = filter.pins() {
-        let (dir, found) = (pins.dir().display(), pins.found().describe());
-        banner.push(format!("XDP filter pinned in {dir} ({found})"));
-    }
-    banner.push(filter.start_cookies(CookieSettings::of(&config.xdp)));
-    registry.register(Box::new(CookieCollector::new(filter.cookie_control())))?;
-    Ok(filter)
-}
-
-/// Keeps the SYN cookies' keys, sysctls and `auto` decisions current.
-async fn tick_cookies(control: Arc<Mutex<CookieControl>>) {
-    let mut tick = tokio::time::interval(cookies::TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        tick.tick().await;
-        let result = cookies::lock(&control).tick(std::time::Instant::now());
-        if let Err(e) = &result
-            && !failing
-        {
-            log::warn!("SYN cookies: {e:#}");
-        }
-        failing = result.is_err();
-    }
-}
-
 /// Binds the TLS listeners and serves them from the compiled snapshot.
 #[allow(clippy::type_complexity)]
 fn start_terminator(
     config: &Config,
     compiled: &Compiled,
     registry: &Registry,
+    logs: Arc<Logs>,
     stop: &watch::Receiver<bool>,
     banner: &mut Vec<String>,
 ) -> anyhow::Result<(
@@ -394,9 +347,6 @@ fn start_terminator(
         registry,
         config.metrics.per_host_limit,
     )?);
-    let logs = Arc::new(Logs::start(&config.log, registry)?);
-    logs.follow_sighup()?;
-    banner.extend(Logs::describe(&config.log));
     let terminator = Arc::new(
         Terminator::new(snapshot.clone(), config.terminator.clone(), metrics)?.with_logs(logs),
     );
@@ -502,13 +452,16 @@ fn start_maintenance(plane: Arc<ControlPlane>) -> tokio::task::JoinHandle<()> {
 /// Signals, the XDP program's log, and the configuration file's changes, until
 /// a stop signal or the metrics endpoint ends.
 async fn event_loop(
+    signals: Signals,
     layers: &Mutex<Layers>,
     mut watch: Option<(Watch, PathBuf)>,
     mut metrics_task: tokio::task::JoinHandle<anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
+    let Signals {
+        mut sigint,
+        mut sigterm,
+        mut sighup,
+    } = signals;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     let result = loop {
         tokio::select! {
@@ -540,6 +493,23 @@ async fn event_loop(
     };
     metrics_task.abort();
     result
+}
+
+/// The signals the event loop answers, caught from the start.
+struct Signals {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+    sighup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            sigint: signal(SignalKind::interrupt())?,
+            sigterm: signal(SignalKind::terminate())?,
+            sighup: signal(SignalKind::hangup())?,
+        })
+    }
 }
 
 /// Stops the listeners (open requests get `SHUTDOWN_GRACE`), the maintenance

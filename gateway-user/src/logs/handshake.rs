@@ -32,6 +32,13 @@ pub const FIELDS: &[&str] = &[
     "Hostname",
     "ClientMTLSAuthCertFingerprint",
     "ClientMTLSAuthCertSerial",
+    "Layer",
+    "XdpAction",
+    "SplitHello",
+    "Summary",
+    "Refusals",
+    "RefusalsNotSent",
+    "Top",
 ];
 
 /// Why a handshake is logged.
@@ -197,6 +204,7 @@ impl Event<'_> {
             "ClientMTLSAuthCertSerial",
             cert.map_or("", |c| c.serial.as_str()),
         );
+        l.field("Layer", "tls");
         log.send(l.finish());
     }
 }
@@ -204,6 +212,7 @@ impl Event<'_> {
 /// A TLS version's name, as BoringSSL names negotiated ones.
 pub fn version_name(wire: u16) -> &'static str {
     match wire {
+        gateway_common::version::SSL2 => "SSLv2",
         0x0300 => "SSLv3",
         0x0301 => "TLSv1",
         0x0302 => "TLSv1.1",

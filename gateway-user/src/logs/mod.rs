@@ -1,6 +1,7 @@
 //! The gateway's own logs, besides its diagnostics: the access log (one JSON
 //! line per HTTP request, [`access`]) and the handshake log (one per TLS
-//! handshake that failed or completed unacceptably, [`handshake`]).
+//! handshake that failed or completed unacceptably, [`handshake`], and per
+//! refusal of the XDP filter, [`kernel`]).
 //!
 //! The request and handshake paths only gather what a line needs (nothing at
 //! all when a log is off or the line is sampled out); the line is built once
@@ -9,6 +10,7 @@
 
 pub mod access;
 pub mod handshake;
+pub mod kernel;
 pub mod line;
 pub mod ray;
 pub mod writer;

@@ -3,6 +3,7 @@
 
 pub mod change;
 pub mod cookies;
+pub mod events;
 pub mod kfunc;
 pub mod pins;
 mod policy;
@@ -17,7 +18,7 @@ use std::{
 use anyhow::{Context, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, ProgramArray},
+    maps::{Array, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError},
@@ -26,8 +27,9 @@ use aya::{
     },
 };
 use cookies::{CookieControl, CookieMaps, CookieSettings};
+use events::RefusalEvents;
 use gateway_common::{
-    DEFAULT_FLOW_ANCHORS, DEFAULT_HELLO_FLOWS, FilterConfig, maps, programs,
+    DEFAULT_FLOW_ANCHORS, DEFAULT_HELLO_FLOWS, FilterConfig, events as event_maps, maps, programs,
     syncookie::{self, TC_PROGRAM},
 };
 use log::{info, warn};
@@ -118,6 +120,10 @@ pub struct XdpFilter {
     tables: MapSizes,
     flow_seed: u32,
     stats: Arc<StatsMap>,
+    /// The refusal events, until their reader takes them.
+    events: Option<RefusalEvents>,
+    /// Refusal events each CPU may send per second (0 until a reader takes them).
+    event_budget: u32,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// The interface, the link the program owns (none when pinned) and the mode.
     link: Option<(String, Option<XdpLinkId>, AttachedMode)>,
@@ -191,6 +197,10 @@ impl XdpFilter {
             &mut ebpf,
             maps::STATS,
         )?)?));
+        let events = RefusalEvents::new(
+            RingBuf::try_from(take(&mut ebpf, event_maps::maps::EVENTS)?)?,
+            PerCpuArray::try_from(take(&mut ebpf, event_maps::maps::COUNTS)?)?,
+        );
         let cookies = CookieMaps {
             keys: Array::try_from(take(&mut ebpf, syncookie::maps::KEYS)?)?,
             config: Array::try_from(take(&mut ebpf, syncookie::maps::CONFIG)?)?,
@@ -208,6 +218,8 @@ impl XdpFilter {
             tables,
             flow_seed,
             stats,
+            events: Some(events),
+            event_budget: 0,
             logger,
             link: None,
             pins,
@@ -354,6 +366,21 @@ impl XdpFilter {
     /// The program's counters, shared with the metrics endpoint.
     pub fn stats(&self) -> Arc<StatsMap> {
         self.stats.clone()
+    }
+
+    /// Starts the refusal events: each CPU sends at most `per_cpu_per_second`
+    /// records a second (0: none), and the caller drains them. Once only.
+    pub fn take_refusal_events(
+        &mut self,
+        per_cpu_per_second: u32,
+    ) -> anyhow::Result<RefusalEvents> {
+        let events = self
+            .events
+            .take()
+            .ok_or_else(|| anyhow!("the refusal events were taken already"))?;
+        self.event_budget = per_cpu_per_second;
+        self.write_event_budget()?;
+        Ok(events)
     }
 
     /// Drains the program's pending log lines into the `log` crate.

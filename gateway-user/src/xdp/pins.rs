@@ -27,7 +27,7 @@ use super::{AttachedMode, MapSizes, XdpFilter};
 use crate::config::AttachMode;
 
 /// The maps pinned by name under the pin directory.
-pub(crate) const PINNED_MAPS: [&str; 7] = [
+pub(crate) const PINNED_MAPS: [&str; 9] = [
     maps::HOST_POLICY,
     maps::CONFIG,
     maps::TLS_PORTS,
@@ -35,6 +35,9 @@ pub(crate) const PINNED_MAPS: [&str; 7] = [
     maps::REFUSED_FLOWS,
     maps::FLOW_ANCHORS,
     maps::HELLO_FLOWS,
+    // Refusals made while no gateway ran wait in the ring for the next one.
+    gateway_common::events::maps::EVENTS,
+    gateway_common::events::maps::COUNTS,
 ];
 
 /// The default pin directory (the packaged unit may write it).
@@ -392,7 +395,16 @@ mod tests {
         );
         assert_eq!(default[at(maps::STATS)], resized[at(maps::STATS)]);
         assert_eq!(default[at(maps::CONFIG)], resized[at(maps::CONFIG)]);
-        assert!(default.iter().all(|l| l.key_size > 0 && l.value_size > 0));
+        // Every map has a key and a value, but the ring, which is sized in bytes.
+        let ring = at(gateway_common::events::maps::EVENTS);
+        assert_eq!(
+            default[ring].max_entries,
+            gateway_common::events::EVENT_RING_BYTES
+        );
+        assert!(
+            (default.iter().enumerate())
+                .all(|(i, l)| i == ring || (l.key_size > 0 && l.value_size > 0))
+        );
     }
 
     #[test]

@@ -157,6 +157,7 @@ impl XdpPolicy {
             flow_seed: flows.seed,
             anchor_mask: flows.anchor_mask,
             hello_mask: flows.hello_mask,
+            event_budget: flows.event_budget,
         }
     }
 
@@ -306,7 +307,18 @@ impl XdpFilter {
             seed: self.flow_seed,
             anchor_mask: self.tables.anchors - 1,
             hello_mask: self.tables.hello_flows - 1,
+            event_budget: self.event_budget,
         }
+    }
+
+    /// Writes the refusal events' budget into CONFIG, the rest unchanged.
+    pub(super) fn write_event_budget(&mut self) -> anyhow::Result<()> {
+        let budget = self.event_budget;
+        let mut config: Array<_, FilterConfig> = Array::try_from(self.map_mut(maps::CONFIG)?)?;
+        let mut current = config.get(&0, 0).context("reading CONFIG")?;
+        current.event_budget = budget;
+        config.set(0, current, 0).context("writing CONFIG")?;
+        Ok(())
     }
 
     fn write_config(&mut self, new: FilterConfig) -> anyhow::Result<()> {
@@ -324,12 +336,15 @@ fn refuse_mode(mode: RefuseMode) -> u16 {
     }
 }
 
-/// The flow-table fields of the program's configuration.
+/// The fields of the program's configuration the filter owns, not the
+/// policy: the flow tables' seed and sizes, and the refusal events' budget.
 #[derive(Clone, Copy)]
 struct FlowConfig {
     seed: u32,
     anchor_mask: u32,
     hello_mask: u32,
+    /// See `XdpFilter::take_refusal_events`.
+    event_budget: u32,
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use gateway_common::{
         ACTION_COOKIE_RESET, ACTION_DROP, ACTION_RESET, EVENT_IPV6, EVENT_SPLIT, EVENT_WINDOW_NS,
         RefusalEvent,
     },
+    sni::SNI_WORDS,
 };
 
 use crate::{
@@ -76,8 +77,20 @@ fn send(ctx: &XdpContext, scratch: &Scratch, stat: u32, flags: u32, action: u32)
         (*event).sni_state = scratch.summary.sni_state;
         (*event).sni_len = scratch.summary.sni_len;
         (*event).reserved = 0;
-        (*event).sni = scratch.sni;
+        // Only the words that hold the name (userspace reads `sni_len` bytes).
+        let words = (scratch.summary.sni_len as usize).div_ceil(8);
+        for i in 0..SNI_WORDS {
+            if i >= words {
+                break;
+            }
+            (*event).sni[i] = scratch.sni[i];
+        }
     }
-    entry.submit(0);
+    // No wakeup: userspace polls the ring (every 100 ms), so the program
+    // never pays for waking it.
+    entry.submit(BPF_RB_NO_WAKEUP);
     1
 }
+
+/// `BPF_RB_NO_WAKEUP`: submit without notifying a waiting reader.
+const BPF_RB_NO_WAKEUP: u64 = 1;

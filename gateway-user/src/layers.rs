@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use crate::{
     compiled::Compiled,
     config::{Config, TerminatorSection},
+    metrics::hosts::RequestsByHost,
     tls::TlsSnapshot,
     xdp::XdpFilter,
 };
@@ -25,6 +26,9 @@ pub struct Layers {
     /// Whether the XDP maps hold `current.xdp` (a failed write leaves them
     /// unknown, and the next install writes them whole).
     xdp_in_sync: bool,
+    /// The terminator's per-hostname request labels: a hostname that is gone
+    /// loses its label (and its series) when the snapshot without it goes in.
+    request_labels: Option<RequestsByHost>,
 }
 
 impl Layers {
@@ -40,7 +44,14 @@ impl Layers {
             tls,
             current,
             xdp_in_sync: true,
+            request_labels: None,
         }
+    }
+
+    /// Prunes these request labels at each install.
+    pub fn with_request_labels(mut self, labels: RequestsByHost) -> Layers {
+        self.request_labels = Some(labels);
+        self
     }
 
     /// The configuration in force.
@@ -54,6 +65,10 @@ impl Layers {
     pub fn install(&mut self, next: Compiled) -> anyhow::Result<()> {
         if let (Some(tls), Some(snapshot)) = (&self.tls, &next.tls) {
             tls.store(snapshot.clone());
+            if let Some(labels) = &self.request_labels {
+                // A label stays while an entry of that name still serves.
+                labels.retain(|name| &*snapshot.lookup(Some(name)).name == name);
+            }
         }
         let written = match &mut self.filter {
             Some(filter) if self.xdp_in_sync => filter.apply_change(&self.current.xdp, &next.xdp),

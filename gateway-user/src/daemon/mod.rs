@@ -34,11 +34,11 @@ use crate::{
     control::{self, ControlPlane, Opened, backend::fleet, expiry::Expiry, model::State},
     layers::{self, Layers},
     logs::Logs,
-    metrics::{self, health::Health, history::History},
+    metrics::{self, health::Health, history::History, hosts::RequestsByHost},
     privileges,
     terminator::{Terminator, TerminatorMetrics},
     tls::TlsSnapshot,
-    xdp::ProgramLog,
+    xdp::{ProgramLog, XdpFilter},
 };
 
 /// How often the configuration and its files are checked for changes.
@@ -182,7 +182,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         (&registry, &logs),
         &mut banner,
     )?;
-    let (tls, servers) = start_terminator(
+    let started = start_terminator(
         &config,
         &compiled,
         &registry,
@@ -190,7 +190,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         &stop_rx,
         &mut banner,
     )?;
-    let layers = Arc::new(Mutex::new(Layers::new(filter, tls, compiled)));
+    let (servers, layers) = started.with_filter(filter, compiled);
+    let layers = Arc::new(Mutex::new(layers));
     let mut tasks = Tasks {
         stop,
         servers,
@@ -326,8 +327,34 @@ fn admin_names(addr: SocketAddr) -> Vec<String> {
     names
 }
 
+/// The terminator as started (all empty when it has nothing to serve).
+#[derive(Default)]
+struct StartedTerminator {
+    /// The snapshot it serves from, swapped by [`Layers::install`].
+    snapshot: Option<Arc<ArcSwap<TlsSnapshot>>>,
+    /// One server per listen address.
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    /// Its per-hostname request labels, pruned as hostnames go.
+    request_labels: Option<RequestsByHost>,
+}
+
+impl StartedTerminator {
+    /// Its servers, and the layers it makes with `filter` running `compiled`.
+    fn with_filter(
+        self,
+        filter: Option<XdpFilter>,
+        compiled: Compiled,
+    ) -> (Vec<tokio::task::JoinHandle<()>>, Layers) {
+        let layers = Layers::new(filter, self.snapshot, compiled);
+        let layers = match self.request_labels {
+            Some(labels) => layers.with_request_labels(labels),
+            None => layers,
+        };
+        (self.servers, layers)
+    }
+}
+
 /// Binds the TLS listeners and serves them from the compiled snapshot.
-#[allow(clippy::type_complexity)]
 fn start_terminator(
     config: &Config,
     compiled: &Compiled,
@@ -335,18 +362,16 @@ fn start_terminator(
     logs: Arc<Logs>,
     stop: &watch::Receiver<bool>,
     banner: &mut Vec<String>,
-) -> anyhow::Result<(
-    Option<Arc<ArcSwap<TlsSnapshot>>>,
-    Vec<tokio::task::JoinHandle<()>>,
-)> {
+) -> anyhow::Result<StartedTerminator> {
     let Some(first) = &compiled.tls else {
-        return Ok((None, Vec::new()));
+        return Ok(StartedTerminator::default());
     };
     let snapshot = Arc::new(ArcSwap::new(first.clone()));
     let metrics = Arc::new(TerminatorMetrics::new(
         registry,
         config.metrics.per_host_limit,
     )?);
+    let request_labels = metrics.requests.clone();
     let terminator = Arc::new(
         Terminator::new(snapshot.clone(), config.terminator.clone(), metrics)?.with_logs(logs),
     );
@@ -368,7 +393,11 @@ fn start_terminator(
             SHUTDOWN_GRACE,
         )));
     }
-    Ok((Some(snapshot), servers))
+    Ok(StartedTerminator {
+        snapshot: Some(snapshot),
+        servers,
+        request_labels: Some(request_labels),
+    })
 }
 
 /// Serves the admin API of the control plane.

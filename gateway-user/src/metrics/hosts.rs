@@ -141,6 +141,18 @@ impl RequestsByHost {
         own
     }
 
+    /// Drops the labels of the hostnames `keep` refuses (hostnames no longer
+    /// served), with their series, and frees their places under the limit.
+    /// Takes the lock once; costs the labels there are, not the hostnames.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut labels = self.shared.labels.lock().unwrap_or_else(|e| e.into_inner());
+        let before = labels.order.len();
+        labels.order.retain(|h| keep(h.host()));
+        if labels.order.len() != before {
+            labels.own.retain(|name, _| keep(name));
+        }
+    }
+
     /// How many hostnames have a label of their own.
     pub fn labelled(&self) -> usize {
         let labels = self.shared.labels.lock().unwrap_or_else(|e| e.into_inner());
@@ -192,6 +204,23 @@ mod tests {
             .filter(|f| f.name() == "gateway_http_requests_total")
             .map(|f| f.get_metric().len())
             .sum()
+    }
+
+    #[test]
+    fn a_hostname_that_is_gone_loses_its_series_and_its_place() {
+        let registry = Registry::new();
+        let requests = RequestsByHost::new(2).unwrap();
+        registry.register(Box::new(requests.clone())).unwrap();
+        requests.resolve(&Arc::from("a.test")).count(200);
+        requests.resolve(&Arc::from("b.test")).count(200);
+        requests.resolve(&Arc::from("c.test")).count(200);
+        assert_eq!(series(&registry), 3, "a, b and _other");
+        requests.retain(|name| name != "a.test");
+        assert_eq!(requests.labelled(), 1);
+        assert_eq!(series(&registry), 2, "b and _other");
+        // The place a.test held goes to the next hostname.
+        assert_eq!(requests.resolve(&Arc::from("d.test")).host(), "d.test");
+        assert_eq!(requests.resolve(&Arc::from("e.test")).host(), OTHER_HOST);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
+    rt::{TokioExecutor, TokioTimer},
 };
 
 use super::{
@@ -27,6 +27,9 @@ use crate::logs::ray::{self, RAY_HEADER};
 
 /// Response body: streamed from the origin or made here.
 pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// How long an idle connection to an origin is kept for reuse.
+pub const ORIGIN_IDLE: Duration = Duration::from_secs(60);
 
 /// The pooled HTTP clients toward origins: HTTP/1.1 (`http://` origins) and
 /// HTTP/2 with prior knowledge (`h2c://` origins).
@@ -40,22 +43,38 @@ pub struct OriginClient {
 impl OriginClient {
     /// Clients whose requests give up after `timeout` without response headers.
     pub fn new(timeout: Duration) -> OriginClient {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector.clone());
-        let h2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .http2_only(true)
-            .build(connector);
+        Self::with_idle(timeout, ORIGIN_IDLE)
+    }
+
+    /// Clients that also close a connection idle for `idle`.
+    pub fn with_idle(timeout: Duration, idle: Duration) -> OriginClient {
         OriginClient {
-            client,
-            h2,
+            client: pooled(idle, false),
+            h2: pooled(idle, true),
             timeout,
         }
     }
+}
+
+/// A pooled client to origins (`http2`: HTTP/2 with prior knowledge) that
+/// closes connections idle for `idle`.
+fn pooled<B>(idle: Duration, http2: bool) -> Client<HttpConnector, B>
+where
+    B: hyper::body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    connector.set_nodelay(true);
+    // Without a timer the pool never closes an idle connection in the
+    // background: an origin no hostname uses any more would keep its
+    // sockets for good.
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(idle)
+        .http2_only(http2)
+        .build(connector)
 }
 
 /// A response made by the gateway itself, plain text.
@@ -163,5 +182,56 @@ impl Terminator {
         let response = self.send_upstream(origin, request, h2).await?;
         trace.origin(response.status(), sent.elapsed());
         Ok(self.response(conn, response, upstream.upgrade))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::Empty;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An origin that answers one keep-alive request, then reports how long
+    /// after its answer the client closed the connection.
+    async fn origin() -> (std::net::SocketAddr, tokio::task::JoinHandle<Duration>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut read = 0;
+            while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                read += s.read(&mut buf[read..]).await.unwrap();
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            let answered = Instant::now();
+            assert_eq!(s.read(&mut buf).await.unwrap(), 0, "only one request");
+            answered.elapsed()
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn an_idle_origin_connection_is_closed_while_the_client_lives_on() {
+        let (addr, closed) = origin().await;
+        let client: Client<HttpConnector, Empty<Bytes>> = pooled(Duration::from_millis(300), false);
+        let response = client
+            .get(format!("http://{addr}/").parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body().collect().await.unwrap();
+        let after = tokio::time::timeout(Duration::from_secs(5), closed)
+            .await
+            .expect("the idle connection was never closed")
+            .unwrap();
+        assert!(
+            after >= Duration::from_millis(250),
+            "closed too soon: {after:?}"
+        );
+        drop(client);
     }
 }

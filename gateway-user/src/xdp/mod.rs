@@ -378,9 +378,14 @@ impl XdpFilter {
             .events
             .take()
             .ok_or_else(|| anyhow!("the refusal events were taken already"))?;
-        self.event_budget = per_cpu_per_second;
-        self.write_event_budget()?;
+        self.set_event_budget(per_cpu_per_second)?;
         Ok(events)
+    }
+
+    /// Changes the refusal events' budget a CPU a second (0: none sent).
+    pub fn set_event_budget(&mut self, per_cpu_per_second: u32) -> anyhow::Result<()> {
+        self.event_budget = per_cpu_per_second;
+        self.write_event_budget()
     }
 
     /// Drains the program's pending log lines into the `log` crate.

@@ -1,12 +1,15 @@
 //! The terminator as an HTTP server: IPv4 and IPv6, HTTP/2 by ALPN, the
-//! per-connection request limit, wildcard hostnames, metrics, and a graceful
-//! shutdown.
+//! per-connection request limit, wildcard hostnames, metrics (a deleted
+//! hostname's series go with it), and a graceful shutdown.
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use gateway_tests::{
     local::{curl, output},
-    mtls::MtlsSetup,
+    mtls::{self, MtlsSetup},
 };
 
 const GATEWAY: &str = env!("CARGO_BIN_EXE_gateway-under-test");
@@ -92,6 +95,33 @@ fn metrics_cover_handshakes_requests_and_connections() {
     ] {
         assert!(m.contains(needle), "{needle} missing from:\n{m}");
     }
+}
+
+#[test]
+fn a_deleted_hostname_loses_its_request_series() {
+    let s = MtlsSetup::start(GATEWAY, "http-series", "");
+    assert_eq!(curl("open.test", s.port, "/", s.ca(), &[]).0, 200);
+    assert_eq!(curl("strict.test", s.port, "/", s.ca(), &[]).0, 200);
+    let series =
+        |host: &str| format!("gateway_http_requests_total{{host=\"{host}\",status=\"200\"}} 1");
+    let m = s.metrics();
+    assert!(m.contains(&series("open.test")), "{m}");
+    // The same configuration without open.test.
+    let text = mtls::config(s.ports, &s.carol.serial, "");
+    let start = text.find("[[hostname]]\nname = \"open.test\"").unwrap();
+    let end = start + 1 + text[start + 1..].find("[[hostname]]").unwrap();
+    s.write_config(&format!("{}{}", &text[..start], &text[end..]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl("open.test", s.port, "/", s.ca(), &[]).0 == 200 {
+        assert!(Instant::now() < deadline, "open.test was never deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let m = s.metrics();
+    assert!(
+        !m.contains("host=\"open.test\""),
+        "a deleted hostname's series stayed:\n{m}"
+    );
+    assert!(m.contains(&series("strict.test")), "the others stay:\n{m}");
 }
 
 #[test]

@@ -31,6 +31,7 @@ pub mod nginx;
 pub mod pki;
 pub mod scenario;
 pub mod sessions;
+pub mod soak;
 pub mod split;
 pub mod unit;
 

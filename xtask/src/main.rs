@@ -51,6 +51,13 @@ enum Task {
     /// Build the Debian package (target/debian/gateway_VERSION_amd64.deb)
     /// and check it: contents, lintian, the systemd unit.
     Deb,
+    /// Soak one store-mode gateway under traffic and configuration churn, and
+    /// judge it for leaks (RSS slope, fds, threads, metric series, errors).
+    Soak {
+        /// Minutes of load.
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+    },
     /// Run a benchmark.
     Bench {
         #[command(subcommand)]
@@ -166,6 +173,10 @@ fn main() -> anyhow::Result<()> {
         Task::Fuzz { target, time, runs } => {
             setup(&root)?;
             fuzz::fuzz(&root, target.as_deref(), time, runs)
+        }
+        Task::Soak { minutes } => {
+            setup(&root)?;
+            bench_bin(&root, "soak", &["--minutes".into(), minutes.to_string()])
         }
         Task::Bench { bench } => {
             setup(&root)?;

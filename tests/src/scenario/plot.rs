@@ -14,7 +14,7 @@ use super::{FloodKind, Server, report::Series};
 pub const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 /// Registers [`FONT`] as plotters' `sans-serif` (once per process).
-fn register_font() -> anyhow::Result<()> {
+pub(crate) fn register_font() -> anyhow::Result<()> {
     static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     DONE.get_or_init(|| {
         let bytes = std::fs::read(FONT)

@@ -6,6 +6,10 @@
 //!
 //! The server under test runs on the last CPU, the load generator and the
 //! origin on the others. Needs root (nginx runs as root, CPU pinning).
+//!
+//! Then the access log's cost: a second gateway with `[log.access]` to a
+//! file against the first (log off), for full handshakes and for keep-alive
+//! requests; target: within 5% of off.
 
 use std::{
     net::{SocketAddr, TcpStream},
@@ -71,22 +75,8 @@ fn main() -> anyhow::Result<()> {
     let origin = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", origin_port)))?;
     rt.spawn(fast_origin(origin));
 
-    let (gw_port, nginx_port, metrics_port) = (free_port(), free_port(), free_port());
-    let gw_config = format!(
-        "[terminator]\nlisten = [\"127.0.0.1:{gw_port}\"]\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n\
-         [[ca]]\nname = \"corp\"\ncertificate = \"corp/ca.pem\"\n\n\
-         [[hostname]]\nname = \"api.test\"\ncertificate = \"server.pem\"\nkey = \"server.key\"\n\
-         origin = \"http://127.0.0.1:{origin_port}\"\nmtls = true\ncas = [\"corp\"]\n\n\
-         [[rule]]\nid = \"verified\"\nexpression = 'not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked'\naction = \"block\"\n"
-    );
-    std::fs::write(d.join("gateway.toml"), gw_config)?;
-    let mut gw_cmd = pinned(server_cpu, GATEWAY);
-    gw_cmd
-        .arg("run")
-        .arg("--config")
-        .arg(d.join("gateway.toml"))
-        .env("RUST_LOG", "warn");
-    let _gateway = Background::start(gw_cmd, d.join("gateway.log"), "gateway: ");
+    let (gw_port, nginx_port) = (free_port(), free_port());
+    let _gateway = start_gateway(d, server_cpu, gw_port, origin_port, "")?;
 
     let site = NginxSite {
         dir: d,
@@ -152,5 +142,106 @@ fn main() -> anyhow::Result<()> {
         g.completed > 0 && n.completed > 0,
         "a server completed no handshakes"
     );
+    logging_table(&rt, d, server_cpu, origin_port, &gw)
+}
+
+/// Starts `gateway run` pinned to `cpu` on `port`, serving `api.test` (mTLS,
+/// the rule that requires a verified certificate) from `origin_port`, with
+/// `extra` appended to its configuration (written as `NAME.toml` in `d`).
+fn start_gateway(
+    d: &std::path::Path,
+    cpu: usize,
+    port: u16,
+    origin_port: u16,
+    extra: &str,
+) -> anyhow::Result<Background> {
+    let metrics_port = free_port();
+    let config = format!(
+        "[terminator]\nlisten = [\"127.0.0.1:{port}\"]\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n\
+         [[ca]]\nname = \"corp\"\ncertificate = \"corp/ca.pem\"\n\n\
+         [[hostname]]\nname = \"api.test\"\ncertificate = \"server.pem\"\nkey = \"server.key\"\n\
+         origin = \"http://127.0.0.1:{origin_port}\"\nmtls = true\ncas = [\"corp\"]\n\n\
+         [[rule]]\nid = \"verified\"\nexpression = 'not cf.tls_client_auth.cert_verified or cf.tls_client_auth.cert_revoked'\naction = \"block\"\n{extra}"
+    );
+    let path = d.join(format!("gateway-{port}.toml"));
+    std::fs::write(&path, config)?;
+    let mut cmd = pinned(cpu, GATEWAY);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&path)
+        .env("RUST_LOG", "warn");
+    Ok(Background::start(
+        cmd,
+        d.join(format!("gateway-{port}.log")),
+        "gateway: ",
+    ))
+}
+
+/// The access log's cost: the gateway with it off and with it on (to a
+/// file), full handshakes and keep-alive requests, alternating rounds,
+/// medians. Target: on within 5% of off for each.
+fn logging_table(
+    rt: &tokio::runtime::Runtime,
+    d: &std::path::Path,
+    cpu: usize,
+    origin_port: u16,
+    off: &MtlsClient,
+) -> anyhow::Result<()> {
+    let port = free_port();
+    let _logged = start_gateway(
+        d,
+        cpu,
+        port,
+        origin_port,
+        "\n[log.access]\noutput = \"access.log\"\n",
+    )?;
+    wait_for_port(port);
+    let on = MtlsClient {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        ..off.clone()
+    };
+    println!(
+        "\nThe access log's cost: the gateway with it off and on (to a file), {ROUNDS} rounds each"
+    );
+    println!(
+        "{:<34} {:>12} {:>12} {:>8} {:>14}",
+        "load", "log off /s", "log on /s", "on/off", "target"
+    );
+    for keepalive in [false, true] {
+        let run = |c: &MtlsClient| {
+            rt.block_on(async {
+                match keepalive {
+                    false => c.run(CONCURRENCY, ROUND).await,
+                    true => c.run_keepalive(CONCURRENCY, ROUND).await,
+                }
+            })
+        };
+        run(&on)?; // warm-up (and the log file made)
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            a.push(run(off)?.rate());
+            b.push(run(&on)?.rate());
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (a, b) = (median(a), median(b));
+        let ratio = b / a;
+        let name = match keepalive {
+            false => "full handshake + 1 request",
+            true => "keep-alive requests",
+        };
+        let mark = if ratio >= 0.95 { "ok" } else { "MISS" };
+        println!(
+            "{name:<34} {a:>12.0} {b:>12.0} {ratio:>7.3}x {:>14}",
+            format!(">=0.95x {mark}")
+        );
+    }
+    let lines = std::fs::read_to_string(d.join("access.log"))?
+        .lines()
+        .count();
+    anyhow::ensure!(lines > 0, "the access log is empty");
+    println!("access log: {lines} lines written");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Load for benchmarks: a fast origin, and clients that each do full mTLS
-//! handshakes (TLS 1.3, X25519, no resumption) and one request per connection.
+//! handshakes (TLS 1.3, X25519, no resumption) and one request per
+//! connection, or one handshake and then requests on the kept-alive connection.
 
 use std::{
     convert::Infallible,
@@ -144,6 +145,89 @@ impl MtlsClient {
         total.elapsed = started.elapsed();
         total.handshakes.sort();
         Ok(total)
+    }
+
+    /// Runs `concurrency` clients for `duration`, each on one connection
+    /// (made again if it fails), sending `GET /` after `GET /` with
+    /// keep-alive: `completed` counts requests, `handshakes` stays empty.
+    pub async fn run_keepalive(
+        &self,
+        concurrency: usize,
+        duration: Duration,
+    ) -> anyhow::Result<LoadResult> {
+        let connector = Arc::new(self.connector()?);
+        let deadline = Instant::now() + duration;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (connector, this) = (connector.clone(), self.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut r = LoadResult::default();
+                while Instant::now() < deadline {
+                    if this
+                        .requests_until(&connector, deadline, &mut r)
+                        .await
+                        .is_err()
+                    {
+                        r.errors += 1;
+                    }
+                }
+                r
+            }));
+        }
+        let mut total = LoadResult::default();
+        for t in tasks {
+            let r = t.await?;
+            total.completed += r.completed;
+            total.errors += r.errors;
+        }
+        total.elapsed = started.elapsed();
+        Ok(total)
+    }
+
+    /// One connection's requests until `deadline`, counted in `r`.
+    async fn requests_until(
+        &self,
+        connector: &SslConnector,
+        deadline: Instant,
+        r: &mut LoadResult,
+    ) -> anyhow::Result<()> {
+        let tcp = TcpStream::connect(self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let mut tls = tokio_boring::connect(connector.configure()?, &self.host, tcp)
+            .await
+            .map_err(|e| anyhow::anyhow!("handshake: {e}"))?;
+        let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
+        let mut buf = Vec::with_capacity(1024);
+        while Instant::now() < deadline {
+            tls.write_all(request.as_bytes()).await?;
+            buf.clear();
+            let (head, length) = loop {
+                let mut chunk = [0u8; 1024];
+                let n =
+                    tokio::time::timeout(Duration::from_secs(5), tls.read(&mut chunk)).await??;
+                anyhow::ensure!(n > 0, "the connection closed");
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .context("a response without content-length")?;
+                    break (end + 4, length);
+                }
+            };
+            anyhow::ensure!(buf.starts_with(b"HTTP/1.1 200"), "not a 200");
+            while buf.len() < head + length {
+                let mut chunk = [0u8; 1024];
+                let n = tls.read(&mut chunk).await?;
+                anyhow::ensure!(n > 0, "the connection closed in a body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            r.completed += 1;
+        }
+        Ok(())
     }
 
     async fn cycle(&self, connector: &SslConnector) -> anyhow::Result<Duration> {

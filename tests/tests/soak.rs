@@ -27,6 +27,8 @@ fn three_minutes_of_traffic_and_churn_leave_no_leak() {
         settle: Duration::from_secs(65),
         out: out.clone(),
         max_slope_kib_per_min: 720.0,
+        // Four changes a round: 10 changes a second.
+        churn_round: Duration::from_millis(400),
     })
     .expect("run the soak");
     let _ = std::fs::remove_dir_all(&out);

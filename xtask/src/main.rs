@@ -57,6 +57,10 @@ enum Task {
         /// Minutes of load.
         #[arg(long, default_value_t = 10.0)]
         minutes: f64,
+        /// Configuration changes a second at most (default: as fast as the
+        /// admin API takes them).
+        #[arg(long)]
+        changes_per_second: Option<f64>,
     },
     /// Run a benchmark.
     Bench {
@@ -174,9 +178,16 @@ fn main() -> anyhow::Result<()> {
             setup(&root)?;
             fuzz::fuzz(&root, target.as_deref(), time, runs)
         }
-        Task::Soak { minutes } => {
+        Task::Soak {
+            minutes,
+            changes_per_second,
+        } => {
             setup(&root)?;
-            bench_bin(&root, "soak", &["--minutes".into(), minutes.to_string()])
+            let mut args = vec!["--minutes".to_string(), minutes.to_string()];
+            if let Some(rate) = changes_per_second {
+                args.extend(["--changes-per-second".into(), rate.to_string()]);
+            }
+            bench_bin(&root, "soak", &args)
         }
         Task::Bench { bench } => {
             setup(&root)?;

@@ -1,5 +1,6 @@
-//! `cargo xtask soak [--minutes N]`: one store-mode gateway under traffic and
-//! configuration churn for N minutes (default 10), then judged for leaks; see
+//! `cargo xtask soak [--minutes N] [--changes-per-second N]`: one store-mode
+//! gateway under traffic and configuration churn (default: as fast as the
+//! admin API takes it) for N minutes (default 10), then judged for leaks; see
 //! `gateway_tests::soak`. Writes `soak.json`, `soak.txt` and `soak.png` under
 //! `--out` and exits non-zero if a judgement fails.
 
@@ -20,6 +21,7 @@ fn parse_args() -> anyhow::Result<SoakOptions> {
         settle: Duration::from_secs(65),
         out: PathBuf::from("target/bench"),
         max_slope_kib_per_min: MAX_SLOPE_KIB_PER_MIN,
+        churn_round: Duration::ZERO,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -32,7 +34,16 @@ fn parse_args() -> anyhow::Result<SoakOptions> {
                 anyhow::ensure!(minutes > 0.0, "--minutes must be above 0");
                 options.duration = Duration::from_secs_f64(minutes * 60.0);
             }
-            other => bail!("unknown argument {other} (--minutes N, --gateway PATH, --out DIR)"),
+            "--changes-per-second" => {
+                let rate: f64 = value()?.parse().context("--changes-per-second N")?;
+                anyhow::ensure!(rate > 0.0, "--changes-per-second must be above 0");
+                // A round makes four changes.
+                options.churn_round = Duration::from_secs_f64(4.0 / rate);
+            }
+            other => bail!(
+                "unknown argument {other} (--minutes N, --changes-per-second N, --gateway PATH, \
+                 --out DIR)"
+            ),
         }
     }
     Ok(options)

@@ -23,6 +23,9 @@ use crate::config::LogOutput;
 
 /// How long the writer waits for a line before it looks for a reopen request.
 const TICK: Duration = Duration::from_millis(100);
+/// How long the writer lets lines gather after writing some: at most this
+/// much later on disk, under load.
+const LINGER: Duration = Duration::from_millis(10);
 /// The most bytes written at once.
 const BATCH: usize = 256 * 1024;
 
@@ -152,6 +155,14 @@ fn run(
         if count > 0 {
             sink.write(&batch, count, c);
             batch.clear();
+        }
+        if count > 0 && !flush && open {
+            // Lines came: let the next ones gather while this thread is not
+            // waiting on the queue, so that a busy gateway's requests queue
+            // their lines without waking it each time (one wake-up and one
+            // write per LINGER instead of per line). An idle log still waits
+            // in recv_timeout and writes its first line at once.
+            thread::sleep(LINGER);
         }
         if flush {
             let mut n = flushed.count.lock().unwrap_or_else(|e| e.into_inner());

@@ -70,6 +70,23 @@ pub struct LoadResult {
 }
 
 impl LoadResult {
+    /// The clients' results summed, timed from `started`, latencies sorted.
+    async fn gather(
+        tasks: Vec<tokio::task::JoinHandle<LoadResult>>,
+        started: Instant,
+    ) -> anyhow::Result<LoadResult> {
+        let mut total = LoadResult::default();
+        for t in tasks {
+            let r = t.await?;
+            total.completed += r.completed;
+            total.errors += r.errors;
+            total.handshakes.extend(r.handshakes);
+        }
+        total.elapsed = started.elapsed();
+        total.handshakes.sort();
+        Ok(total)
+    }
+
     /// Completed cycles per second.
     pub fn rate(&self) -> f64 {
         self.completed as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -135,16 +152,7 @@ impl MtlsClient {
                 r
             }));
         }
-        let mut total = LoadResult::default();
-        for t in tasks {
-            let r = t.await?;
-            total.completed += r.completed;
-            total.errors += r.errors;
-            total.handshakes.extend(r.handshakes);
-        }
-        total.elapsed = started.elapsed();
-        total.handshakes.sort();
-        Ok(total)
+        LoadResult::gather(tasks, started).await
     }
 
     /// Runs `concurrency` clients for `duration`, each on one connection
@@ -175,14 +183,7 @@ impl MtlsClient {
                 r
             }));
         }
-        let mut total = LoadResult::default();
-        for t in tasks {
-            let r = t.await?;
-            total.completed += r.completed;
-            total.errors += r.errors;
-        }
-        total.elapsed = started.elapsed();
-        Ok(total)
+        LoadResult::gather(tasks, started).await
     }
 
     /// One connection's requests until `deadline`, counted in `r`.

@@ -25,16 +25,7 @@ fn run_flags_choose_the_output_the_fields_and_the_sample_rate() {
     server_cert(d, "server", &["open.test"]);
     let (tls, metrics, origin_port) = (free_port(), free_port(), free_port());
     let _origin = origin(d, origin_port);
-    let config = d.join("gateway.toml");
-    fs::write(
-        &config,
-        format!(
-            "[terminator]\nlisten = [\"127.0.0.1:{tls}\"]\ncertificate = \"server.pem\"\n\
-             key = \"server.key\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
-             [[hostname]]\nname = \"open.test\"\norigin = \"http://127.0.0.1:{origin_port}\"\n"
-        ),
-    )
-    .unwrap();
+    let config = write_config(d, (tls, metrics, origin_port), "");
     let access = d.join("flags.log");
     let mut cmd = Command::new(GATEWAY);
     cmd.arg("run")
@@ -178,17 +169,11 @@ fn a_response_cut_by_the_client_is_logged_as_incomplete() {
     let mut origin = Command::new("python3");
     origin.args(["-c", BIG_ORIGIN, &origin_port.to_string()]);
     let _origin = Background::start(origin, d.join("origin.log"), "listening");
-    let config = d.join("gateway.toml");
-    fs::write(
-        &config,
-        format!(
-            "[terminator]\nlisten = [\"127.0.0.1:{tls}\"]\ncertificate = \"server.pem\"\n\
-             key = \"server.key\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
-             [log.access]\noutput = \"access.log\"\n\
-             [[hostname]]\nname = \"open.test\"\norigin = \"http://127.0.0.1:{origin_port}\"\n"
-        ),
-    )
-    .unwrap();
+    let config = write_config(
+        d,
+        (tls, metrics, origin_port),
+        "[log.access]\noutput = \"access.log\"\n",
+    );
     let mut cmd = Command::new(GATEWAY);
     cmd.arg("run").arg("--config").arg(&config);
     let _gateway = Background::start(cmd, d.join("gateway.log"), "gateway: ");
@@ -201,4 +186,25 @@ fn a_response_cut_by_the_client_is_logged_as_incomplete() {
     assert_eq!(line["GatewayResponseComplete"], false, "{line}");
     let sent = line["EdgeResponseBytes"].as_u64().unwrap();
     assert!(sent < 64 << 20, "cut short: {sent} bytes");
+}
+
+/// Writes `d/gateway.toml`: TLS on 127.0.0.1:`tls` with the server
+/// certificate, metrics on `metrics`, `log` (a `[log]` section or nothing),
+/// and open.test to the origin on `origin_port`. Returns its path.
+fn write_config(
+    d: &std::path::Path,
+    (tls, metrics, origin_port): (u16, u16, u16),
+    log: &str,
+) -> std::path::PathBuf {
+    let config = d.join("gateway.toml");
+    fs::write(
+        &config,
+        format!(
+            "[terminator]\nlisten = [\"127.0.0.1:{tls}\"]\ncertificate = \"server.pem\"\n\
+             key = \"server.key\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n{log}\
+             [[hostname]]\nname = \"open.test\"\norigin = \"http://127.0.0.1:{origin_port}\"\n"
+        ),
+    )
+    .unwrap();
+    config
 }

@@ -175,35 +175,34 @@ fn fact<'a>(facts: &'a BTreeMap<String, Vec<String>>, key: &str) -> Vec<&'a str>
 /// response's status line and headers.
 fn curl_head(s: &Setup, host: &str, path: &str, args: &[&str]) -> String {
     let out = output(
-        Command::new("curl")
-            .args(["-sS", "--max-time", "5", "-o", "/dev/null", "-D", "-"])
-            .arg("--resolve")
-            .arg(format!("{host}:{}:127.0.0.1", s.port))
-            .arg("--cacert")
-            .arg(&s.server.cert)
-            .arg("--cert")
-            .arg(&s.alice.cert)
-            .arg("--key")
-            .arg(&s.alice.key)
+        curl_as_alice(s, host)
+            .args(["-D", "-"])
             .args(args)
             .arg(format!("https://{host}:{}{path}", s.port)),
     );
     out.stdout.to_ascii_lowercase()
 }
 
+/// curl to `host` on the gateway, trusting its server certificate and
+/// presenting alice's, its body discarded; the caller adds the rest.
+fn curl_as_alice(s: &Setup, host: &str) -> Command {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "5", "-o", "/dev/null", "--resolve"])
+        .arg(format!("{host}:{}:127.0.0.1", s.port))
+        .arg("--cacert")
+        .arg(&s.server.cert)
+        .arg("--cert")
+        .arg(&s.alice.cert)
+        .arg("--key")
+        .arg(&s.alice.key);
+    cmd
+}
+
 /// curl's WebSocket upgrade to `path` on ws.test with alice's certificate: the status.
 fn curl_upgrade(s: &Setup, path: &str) -> String {
     let out = output(
-        Command::new("curl")
-            .args(["-sS", "--http1.1", "--max-time", "5", "-o", "/dev/null"])
-            .args(["-w", "%{http_code}", "--resolve"])
-            .arg(format!("ws.test:{}:127.0.0.1", s.port))
-            .arg("--cacert")
-            .arg(&s.server.cert)
-            .arg("--cert")
-            .arg(&s.alice.cert)
-            .arg("--key")
-            .arg(&s.alice.key)
+        curl_as_alice(s, "ws.test")
+            .args(["--http1.1", "-w", "%{http_code}"])
             .args(["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"])
             .args(["-H", "Sec-WebSocket-Version: 13"])
             .args(["-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="])
